@@ -1,0 +1,3 @@
+from rpsim.cli.main import entry
+
+entry()

@@ -1,0 +1,53 @@
+"""`rpsim` entry point: subcommand dispatch and the one error policy (exit 2 for bad input, no traceback
+unless --debug; exit 1 when no plan is feasible)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from rpsim.cli import cmd_costs, cmd_list
+from rpsim.errors import Infeasible, PlanError, SpecError
+
+COMMANDS = {"list": cmd_list, "costs": cmd_costs}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rpsim", description="Simulate and compare pipeline-parallel "
+                                     "training schedules on PCIe-bound GPU servers.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        module.add_parser(sub, name)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse already printed the usage error
+        return int(e.code or 0)
+    try:
+        return int(args.func(args))
+    except (SpecError, PlanError) as e:
+        if debug:
+            traceback.print_exc()
+        print(f"rpsim: error: {e}", file=sys.stderr)
+        return 2
+    except Infeasible as e:
+        print(f"rpsim: infeasible: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,150 @@
+"""Assembles per-pipeline-layer costs: embedding, each transformer layer, head (final norm + LM head + loss).
+
+FLOP conventions: backward = 2 x forward for trainable GEMMs (dgrad + wgrad; Narayanan et al. 2021,
+"Efficient Large-Scale Language Model Training", Sec. 5.1), 1 x for frozen ones (dgrad only, LoRA);
+recompute = one more forward. Model states for full fine-tuning with mixed-precision Adam: 2 (fp16
+weights) + 2 (fp16 grads) + 12 (fp32 master, m, v) = 16 bytes per parameter (ZeRO, Rajbhandari et al.
+2020, Sec. 3.1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from rpsim.costs import roofline
+from rpsim.costs.activations import head_activation_bytes, layer_activation_bytes
+from rpsim.costs.gemms import Gemm, attention_flops, layer_gemms, layer_params, lora_params
+from rpsim.specs.gpu import GPUSpec
+from rpsim.specs.model import ModelSpec
+from rpsim.specs.training import TrainingSpec
+
+WEIGHT_BYTES_PER_PARAM = 2  # fp16/bf16 weights on the GPU and in pinned host memory
+GRAD_BYTES_PER_PARAM = 2
+OPTIM_BYTES_PER_PARAM = 12  # fp32 master copy + Adam m + v
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    name: str
+    kind: str  # embed | layer | head
+    params: int  # unique parameters (a tied head counts none of the embedding)
+    active_params: int  # MoE: active experts only
+    trainable_params: int
+    weight_bytes: float  # what a GPU must hold to run it (a tied head holds the embedding matrix too)
+    grad_bytes: float
+    optim_bytes: float
+    forward_flops: float
+    backward_flops: float  # excludes recompute
+    recompute_flops: float
+    activation_bytes: float  # saved for backward per microbatch without recomputation
+    input_bytes: float  # the layer's input activation per microbatch (what recompute saves)
+    hbm_bytes: float  # DRAM traffic of one forward
+    forward_s: float
+    backward_s: float  # excludes recompute
+    recompute_s: float
+
+
+@dataclass(frozen=True)
+class ModelCosts:
+    layers: tuple[LayerCost, ...]
+    mb_tokens: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def total_params(self) -> int:
+        return sum(c.params for c in self.layers)
+
+    @property
+    def active_params(self) -> int:
+        return sum(c.active_params for c in self.layers)
+
+    def with_layers(self, layers: tuple[LayerCost, ...], note: str | None = None) -> ModelCosts:
+        return replace(self, layers=layers, notes=self.notes + ((note,) if note else ()))
+
+
+def model_costs(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> ModelCosts:
+    layers = (embedding_cost(model, train, gpu),
+              *[transformer_layer_cost(model, train, gpu, i) for i in range(model.n_layers)],
+              head_cost(model, train, gpu))
+    return ModelCosts(layers=layers, mb_tokens=train.mb_tokens)
+
+
+def _states(params_stored: int, trainable: int) -> tuple[float, float, float]:
+    return (params_stored * WEIGHT_BYTES_PER_PARAM, trainable * GRAD_BYTES_PER_PARAM,
+            trainable * OPTIM_BYTES_PER_PARAM)
+
+
+def transformer_layer_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec, index: int) -> LayerCost:
+    gemms = layer_gemms(model, train)
+    attn = attention_flops(model, train)
+    fwd_gemm = sum(g.flops for g in gemms)
+    bwd_gemm = sum(g.flops * (2 if g.trainable else 1) for g in gemms)
+    p = train.precision
+    fwd_gemm_s = sum(roofline.gemm_time_s(g, gpu, p) for g in gemms)
+    bwd_gemm_s = sum(roofline.gemm_time_s(g, gpu, p) * (2 if g.trainable else 1) for g in gemms)
+    ew_bytes = elementwise_bytes(model, train)
+    fwd_s = fwd_gemm_s + roofline.attention_time_s(attn, gpu, p, False) + roofline.elementwise_time_s(ew_bytes, gpu, 10)
+    bwd_s = (bwd_gemm_s + roofline.attention_time_s(attn, gpu, p, True)
+             + roofline.elementwise_time_s(2 * ew_bytes, gpu, 14))
+    n_params = layer_params(model)
+    base_trainable = n_params if train.mode == "full" else 0
+    adapters = lora_params(model, train) if train.mode == "lora" else 0
+    weights, grads, optim = _states(n_params + adapters, base_trainable + adapters)
+    return LayerCost(
+        name=f"layer.{index}", kind="layer", params=n_params + adapters,
+        active_params=layer_params(model, active_only=True) + adapters, trainable_params=base_trainable + adapters,
+        weight_bytes=weights, grad_bytes=grads, optim_bytes=optim,
+        forward_flops=fwd_gemm + attn, backward_flops=bwd_gemm + 2 * attn, recompute_flops=fwd_gemm + attn,
+        activation_bytes=layer_activation_bytes(model, train), input_bytes=2.0 * train.mb_tokens * model.hidden,
+        hbm_bytes=sum(roofline.gemm_bytes(g) for g in gemms) + ew_bytes,
+        forward_s=fwd_s, backward_s=bwd_s, recompute_s=fwd_s,
+    )
+
+
+def elementwise_bytes(model: ModelSpec, train: TrainingSpec) -> float:
+    """DRAM bytes of a layer's memory-bound kernels: 2 RMSNorms and 2 residual adds over h, RoPE over
+    q and k, SwiGLU over m (x active experts), and MoE token permutation in and out."""
+    t, h, b = train.mb_tokens, model.hidden, roofline.BYTES_PER_ELEMENT
+    norms = 2 * 2 * t * h
+    residuals = 2 * 3 * t * h
+    rope = 2 * t * (model.q_width + model.kv_width)
+    swiglu = 3 * t * model.mlp_width * model.n_active_experts
+    permute = 4 * t * h * model.n_active_experts if model.is_moe else 0
+    return b * (norms + residuals + rope + swiglu + permute)
+
+
+def embedding_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> LayerCost:
+    t, h = train.mb_tokens, model.hidden
+    n_params = model.vocab * h
+    trainable = n_params if train.mode == "full" else 0
+    weights, grads, optim = _states(n_params, trainable)
+    out_bytes = 2.0 * t * h
+    fwd_s = roofline.elementwise_time_s(2 * out_bytes, gpu, 1)  # gather rows, write output
+    return LayerCost(
+        name="embed", kind="embed", params=n_params, active_params=n_params, trainable_params=trainable,
+        weight_bytes=weights, grad_bytes=grads, optim_bytes=optim, forward_flops=0.0, backward_flops=0.0,
+        recompute_flops=0.0, activation_bytes=8.0 * t, input_bytes=8.0 * t, hbm_bytes=2 * out_bytes,
+        forward_s=fwd_s, backward_s=(2 * fwd_s if trainable else 0.0), recompute_s=fwd_s,
+    )
+
+
+def head_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> LayerCost:
+    """Final RMSNorm, LM head GEMM and cross-entropy over the full logits."""
+    t, h, v = train.mb_tokens, model.hidden, model.vocab
+    frozen = train.mode == "lora"  # the RoundPipe paper's LoRA run freezes the LM head too
+    g = Gemm("lm_head", t, v, h, trainable=not frozen)
+    p = train.precision
+    loss_bytes = 3 * 4.0 * t * v  # fp32 softmax: read logits, write probabilities, read for the loss
+    fwd_s = (roofline.gemm_time_s(g, gpu, p) + roofline.elementwise_time_s(loss_bytes + 4.0 * t * h, gpu, 4))
+    bwd_s = (roofline.gemm_time_s(g, gpu, p) * (1 if frozen else 2)
+             + roofline.elementwise_time_s(loss_bytes + 8.0 * t * h, gpu, 4))
+    unique = h + (0 if model.tied_embeddings else v * h)
+    trainable = 0 if frozen else unique
+    weights, grads, optim = _states(h + v * h, 0 if frozen else h + v * h)
+    optim = trainable * OPTIM_BYTES_PER_PARAM
+    return LayerCost(
+        name="head", kind="head", params=unique, active_params=unique, trainable_params=trainable,
+        weight_bytes=weights, grad_bytes=grads, optim_bytes=optim, forward_flops=g.flops,
+        backward_flops=g.flops * (1 if frozen else 2), recompute_flops=g.flops,
+        activation_bytes=head_activation_bytes(model, train), input_bytes=2.0 * t * h,
+        hbm_bytes=roofline.gemm_bytes(g) + loss_bytes, forward_s=fwd_s, backward_s=bwd_s, recompute_s=fwd_s,
+    )

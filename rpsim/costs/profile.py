@@ -1,0 +1,132 @@
+"""profile.json: measured or given per-layer times and link figures that override the cost model.
+
+Schema (architecture.md, "Formats"): format "rpsim.profile", version 1, `layers` listing every
+pipeline layer in order (embed, layer.0 .. layer.{L-1}, head); optional `conditions`, `links`, `cpu`.
+Unknown keys are errors. Times taken at other microbatch tokens scale linearly in tokens.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from rpsim.costs.layer_costs import ModelCosts
+from rpsim.errors import SpecError
+
+FORMAT = "rpsim.profile"
+VERSION = 1
+_TOP = {"format", "version", "conditions", "layers", "links", "cpu"}
+_CONDITIONS = {"device", "mb_tokens", "dtype", "seq_len", "mb_size", "host", "torch", "notes"}
+_LAYER = {"name", "forward_s", "backward_s", "recompute_s", "param_bytes", "activation_bytes"}
+_LINKS = {"hop_s", "h2d_bytes_per_s", "d2h_bytes_per_s", "duplex_bytes_per_s", "p2p_bytes_per_s",
+          "h2d_by_size", "d2h_by_size"}
+_CPU = {"adam_params_per_s"}
+
+
+@dataclass(frozen=True)
+class LayerTiming:
+    name: str
+    forward_s: float
+    backward_s: float
+    recompute_s: float
+    param_bytes: float | None = None
+    activation_bytes: float | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    layers: tuple[LayerTiming, ...]
+    mb_tokens: int | None = None
+    device: str | None = None
+    hop_s: float | None = None
+    h2d_bytes_per_s: float | None = None
+    d2h_bytes_per_s: float | None = None
+    duplex_bytes_per_s: float | None = None
+    p2p_bytes_per_s: float | None = None
+    adam_params_per_s: float | None = None
+    source: str = ""
+
+    def apply(self, costs: ModelCosts) -> ModelCosts:
+        """Replace the cost model's per-layer times (and bytes where given), scaled to costs.mb_tokens."""
+        if len(self.layers) != len(costs.layers):
+            raise SpecError(f"profile {self.source}: layers has {len(self.layers)} entries, the model has "
+                            f"{len(costs.layers)} pipeline layers ({costs.layers[0].name} .. {costs.layers[-1].name})")
+        scale, note = 1.0, None
+        if self.mb_tokens and self.mb_tokens != costs.mb_tokens:
+            scale = costs.mb_tokens / self.mb_tokens
+            note = (f"profile times taken at {self.mb_tokens} tokens per microbatch, scaled linearly to "
+                    f"{costs.mb_tokens} (x{scale:.3g})")
+        out = []
+        for i, (timing, layer) in enumerate(zip(self.layers, costs.layers)):
+            if timing.name != layer.name:
+                raise SpecError(f"profile {self.source}: layers[{i}].name is {timing.name!r}, expected {layer.name!r}")
+            changes: dict[str, Any] = {"forward_s": timing.forward_s * scale, "backward_s": timing.backward_s * scale,
+                                       "recompute_s": timing.recompute_s * scale}
+            if timing.param_bytes is not None:
+                changes["weight_bytes"] = timing.param_bytes
+            if timing.activation_bytes is not None:
+                changes["activation_bytes"] = timing.activation_bytes * scale
+            out.append(replace(layer, **changes))
+        return costs.with_layers(tuple(out), note)
+
+
+def _check(where: str, table: Any, valid: set[str]) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise SpecError(f"profile {where}: expected an object")
+    for key in table:
+        if key not in valid:
+            raise SpecError(f"profile {where}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}")
+    return table
+
+
+def _number(where: str, value: Any, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise SpecError(f"profile {where}: expected a non-negative number, got {value!r}")
+    return float(value)
+
+
+def profile_from_dict(data: Any, source: str = "<dict>") -> Profile:
+    data = _check("$", data, _TOP)
+    if data.get("format") != FORMAT:
+        raise SpecError(f"profile $.format: expected {FORMAT!r}, got {data.get('format')!r}")
+    if data.get("version") != VERSION:
+        raise SpecError(f"profile $.version: expected {VERSION}, got {data.get('version')!r}")
+    if "layers" not in data or not isinstance(data["layers"], list) or not data["layers"]:
+        raise SpecError("profile $.layers: required, a non-empty list")
+    layers = []
+    for i, entry in enumerate(data["layers"]):
+        e = _check(f"$.layers[{i}]", entry, _LAYER)
+        for key in ("name", "forward_s", "backward_s"):
+            if key not in e:
+                raise SpecError(f"profile $.layers[{i}]: missing key {key!r}")
+        fwd = _number(f"$.layers[{i}].forward_s", e["forward_s"])
+        layers.append(LayerTiming(
+            name=str(e["name"]), forward_s=fwd, backward_s=_number(f"$.layers[{i}].backward_s", e["backward_s"]),
+            recompute_s=_number(f"$.layers[{i}].recompute_s", e.get("recompute_s", fwd)),
+            param_bytes=_number(f"$.layers[{i}].param_bytes", e.get("param_bytes"), True),
+            activation_bytes=_number(f"$.layers[{i}].activation_bytes", e.get("activation_bytes"), True)))
+    cond = _check("$.conditions", data.get("conditions", {}), _CONDITIONS)
+    links = _check("$.links", data.get("links", {}), _LINKS)
+    cpu = _check("$.cpu", data.get("cpu", {}), _CPU)
+    link_value = {k: _number(f"$.links.{k}", links.get(k), True) for k in
+                  ("hop_s", "h2d_bytes_per_s", "d2h_bytes_per_s", "duplex_bytes_per_s", "p2p_bytes_per_s")}
+    mb_tokens = cond.get("mb_tokens")
+    if mb_tokens is not None and (not isinstance(mb_tokens, int) or mb_tokens < 1):
+        raise SpecError(f"profile $.conditions.mb_tokens: expected a positive integer, got {mb_tokens!r}")
+    return Profile(layers=tuple(layers), mb_tokens=mb_tokens, device=cond.get("device"), **link_value,
+                   adam_params_per_s=_number("$.cpu.adam_params_per_s", cpu.get("adam_params_per_s"), True),
+                   source=source)
+
+
+def load_profile(path: str | Path) -> Profile:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"--profile: file {str(p)!r} not found") from None
+    except json.JSONDecodeError as e:
+        raise SpecError(f"--profile: {str(p)!r} is not valid JSON ({e})") from None
+    return profile_from_dict(data, source=str(p))

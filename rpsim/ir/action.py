@@ -1,0 +1,97 @@
+"""`Action`: one unit of work on one lane, with a text form that parses back exactly.
+
+Text grammar (torch pipelining's `2F0` extended with dotted fields):
+
+    [stage] KIND [mb] { "." field }      field := p(F|B) | i<iter> | c<layer> | g<peer gpu>
+
+    3F5          forward of stage 3, microbatch 5 (iteration 0 is implied)
+    3B5.i1       backward of stage 3, microbatch 5, iteration 1
+    7FB2         RoundPipe's fused forward+backward of the last stage
+    3LOAD4.pF.c9 upload layer 9's weights of forward stage 3, for the job that starts at microbatch 4
+    3ACT_OUT5.pF download the output (and saved inputs) of 3F5 to host memory
+    3SEND5.pF.g2 send 3F5's output to GPU 2 over P2P; its partner is 4RECV5.pF.g1 on GPU 2
+    3STEP.pB.c9  CPU optimizer step of layer 9 (in backward stage 3)
+
+`phase` says which partition a transfer's `stage` indexes (F: forward stages, B: backward stages).
+For LOAD / OFFLOAD / FREE, `mb` is the first microbatch of the stage job the transfer serves.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from rpsim.errors import PlanError
+
+COMPUTE_KINDS = ("F", "B", "FB", "I", "W")
+TRANSFER_KINDS = ("LOAD", "OFFLOAD", "ACT_OUT", "ACT_IN", "SEND", "RECV")
+KINDS = COMPUTE_KINDS + TRANSFER_KINDS + ("STEP", "FREE")
+PHASES = ("F", "B")
+
+_TEXT_RE = re.compile(r"^(?P<stage>\d+)?(?P<kind>[A-Z_]+?)(?P<mb>\d+)?(?P<fields>(?:\.[a-z][A-Za-z0-9]*)*)$")
+_FIELD_RE = re.compile(r"^(?P<key>[picg])(?P<value>[A-Z]|\d+)$")
+
+
+@dataclass(frozen=True, order=True)
+class Action:
+    kind: str
+    stage: int | None = None
+    mb: int | None = None
+    it: int = 0
+    phase: str | None = None
+    chunk: int | None = None  # pipeline-layer index of a per-layer piece (LOAD, OFFLOAD, STEP)
+    peer: int | None = None  # the other GPU of a SEND / RECV
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise PlanError(f"unknown action kind {self.kind!r}; valid choices: {', '.join(KINDS)}")
+        if self.phase is not None and self.phase not in PHASES:
+            raise PlanError(f"action phase {self.phase!r} unknown; valid choices: F, B")
+        for name in ("stage", "mb", "chunk", "peer"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 0):
+                raise PlanError(f"action {name} must be a non-negative integer, got {v!r}")
+        if self.kind in COMPUTE_KINDS and (self.stage is None or self.mb is None):
+            raise PlanError(f"compute action {self.kind} needs a stage and a microbatch")
+
+    @property
+    def is_compute(self) -> bool:
+        return self.kind in COMPUTE_KINDS
+
+    @property
+    def partition_phase(self) -> str:
+        """Which partition `stage` indexes: forward stages for F, backward stages for B/FB/I/W."""
+        if self.kind == "F":
+            return "F"
+        if self.kind in ("B", "FB", "I", "W"):
+            return "B"
+        return self.phase or "F"
+
+    def __str__(self) -> str:
+        s = "" if self.stage is None else str(self.stage)
+        s += self.kind + ("" if self.mb is None else str(self.mb))
+        if self.phase is not None:
+            s += f".p{self.phase}"
+        if self.chunk is not None:
+            s += f".c{self.chunk}"
+        if self.peer is not None:
+            s += f".g{self.peer}"
+        if self.it:
+            s += f".i{self.it}"
+        return s
+
+
+def parse_action(text: str) -> Action:
+    m = _TEXT_RE.match(text.strip())
+    if not m or m["kind"] not in KINDS:
+        raise PlanError(f"cannot parse action {text!r}; grammar: [stage]KIND[mb]{{.pF|.pB|.cN|.gN|.iN}}, "
+                        f"KIND one of {', '.join(KINDS)}")
+    values: dict[str, object] = {}
+    for part in filter(None, m["fields"].split(".")):
+        f = _FIELD_RE.match(part)
+        if not f:
+            raise PlanError(f"action {text!r}: bad field {part!r}")
+        key = {"p": "phase", "i": "it", "c": "chunk", "g": "peer"}[f["key"]]
+        values[key] = f["value"] if key == "phase" else int(f["value"])
+    stage = int(m["stage"]) if m["stage"] is not None else None
+    mb = int(m["mb"]) if m["mb"] is not None else None
+    return Action(kind=m["kind"], stage=stage, mb=mb, **values)  # type: ignore[arg-type]

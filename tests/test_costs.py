@@ -1,0 +1,72 @@
+"""Cost-model formulas against closed forms and published figures."""
+from __future__ import annotations
+
+import pytest
+
+from rpsim.catalog import load_gpu, load_model
+from rpsim.costs import model_costs
+from rpsim.costs.activations import layer_activation_bytes
+from rpsim.specs import TrainingSpec
+from rpsim.units import GiB
+
+DENSE = ["llama-7b", "llama-13b", "llama-70b", "llama3-8b", "qwen3-8b", "qwen3-32b", "qwen3-1.7b"]
+
+
+@pytest.mark.parametrize("name", DENSE)
+def test_dense_training_flops_per_token_match_6n_plus_attention(name):
+    """PaLM (Chowdhery et al. 2022), App. B: training FLOPs per token = 6N + 12·L·H·Q·T, where N excludes
+    the input embedding (a lookup, not a matmul), H·Q is the attention width and T the sequence length."""
+    m = load_model(name)
+    train = TrainingSpec(seq_len=2048, mb_size=2)
+    costs = model_costs(m, train, load_gpu("rtx4090"))
+    n_matmul = costs.total_params - (0 if m.tied_embeddings else m.vocab * m.hidden)
+    if m.tied_embeddings:
+        n_matmul = costs.total_params  # the tied matrix is used once, by the LM head
+    expected = 6 * n_matmul + 12 * m.n_layers * m.q_width * train.seq_len
+    ours = sum(c.forward_flops + c.backward_flops for c in costs.layers) / train.mb_tokens
+    assert ours == pytest.approx(expected, rel=0.02)
+
+
+def test_llama31_8b_activations_at_16k_tokens_are_68_gib():
+    """RoundPipe paper, Sec. 3: Llama-3.1-8B needs 68 GiB of activations for 16k tokens without recompute."""
+    m = load_model("llama3-8b")
+    per_layer = layer_activation_bytes(m, TrainingSpec(seq_len=16384, global_batch=1, mb_size=1))
+    assert per_layer * m.n_layers / GiB == pytest.approx(68.0, abs=0.05)
+
+
+def test_backward_is_twice_forward_for_full_and_dgrad_only_for_frozen_base():
+    m, gpu = load_model("llama3-8b"), load_gpu("rtx4090")
+    full = model_costs(m, TrainingSpec(), gpu).layers[1]
+    lora = model_costs(m, TrainingSpec(mode="lora", lora_rank=16), gpu).layers[1]
+    assert full.backward_flops == pytest.approx(2 * full.forward_flops)
+    assert full.recompute_flops == full.forward_flops
+    assert lora.backward_flops < 1.2 * lora.forward_flops
+    assert lora.trainable_params == 16 * sum(i + o for i, o in [(4096, 4096), (4096, 1024), (4096, 1024),
+                                                                (4096, 4096), (4096, 14336), (4096, 14336),
+                                                                (14336, 4096)])
+
+
+def test_moe_flops_count_active_experts_and_bytes_count_all():
+    m, gpu, train = load_model("qwen3-235b-a22b"), load_gpu("rtx4090"), TrainingSpec()
+    layer = model_costs(m, train, gpu).layers[1]
+    expert_fwd = 2 * train.mb_tokens * 3 * m.hidden * m.mlp_width
+    assert layer.forward_flops > m.n_active_experts * expert_fwd
+    assert layer.forward_flops < 2 * m.n_active_experts * expert_fwd
+    assert layer.weight_bytes > 2 * m.n_experts * 3 * m.hidden * m.mlp_width
+
+
+def test_attention_flops_grow_with_square_of_sequence_and_activations_linearly():
+    m, gpu = load_model("llama3-8b"), load_gpu("rtx4090")
+    short = model_costs(m, TrainingSpec(seq_len=1024, mb_size=4), gpu).layers[1]
+    long = model_costs(m, TrainingSpec(seq_len=2048, mb_size=2), gpu).layers[1]  # same tokens
+    attn = 4 * 2 * 2048**2 * m.q_width - 4 * 4 * 1024**2 * m.q_width
+    assert long.forward_flops - short.forward_flops == pytest.approx(attn)
+    assert long.activation_bytes == short.activation_bytes
+
+
+def test_times_follow_precision_peak():
+    m, gpu = load_model("llama3-8b"), load_gpu("rtx4090")
+    bf16 = model_costs(m, TrainingSpec(precision="bf16"), gpu).layers[1]
+    acc16 = model_costs(m, TrainingSpec(precision="fp16-acc16"), gpu).layers[1]
+    assert acc16.forward_s < bf16.forward_s
+    assert bf16.forward_s > bf16.forward_flops / gpu.bf16_flops_per_s

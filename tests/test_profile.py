@@ -1,0 +1,51 @@
+"""profile.json overrides per-layer times, scales them by tokens, and rejects unknown keys by JSON path."""
+from __future__ import annotations
+
+import pytest
+
+from rpsim.catalog import load_gpu, load_model
+from rpsim.costs import model_costs
+from rpsim.costs.profile import profile_from_dict
+from rpsim.errors import SpecError
+from rpsim.specs import TrainingSpec
+
+
+def uniform_profile(n_layers: int, mb_tokens: int, fwd: float = 0.01, bwd: float = 0.02) -> dict:
+    layers = [{"name": "embed", "forward_s": 0.0, "backward_s": 0.0}]
+    layers += [{"name": f"layer.{i}", "forward_s": fwd, "backward_s": bwd} for i in range(n_layers)]
+    layers += [{"name": "head", "forward_s": 0.0, "backward_s": 0.0}]
+    return {"format": "rpsim.profile", "version": 1, "conditions": {"mb_tokens": mb_tokens}, "layers": layers}
+
+
+def test_profile_overrides_and_scales_by_tokens():
+    m = load_model("qwen3-1.7b")
+    train = TrainingSpec(seq_len=2048, mb_size=2)
+    costs = model_costs(m, train, load_gpu("4090"))
+    prof = profile_from_dict(uniform_profile(m.n_layers, mb_tokens=2 * train.mb_tokens))
+    out = prof.apply(costs)
+    assert out.layers[1].forward_s == pytest.approx(0.005)
+    assert out.layers[1].recompute_s == pytest.approx(0.005)  # defaults to forward_s
+    assert out.layers[1].backward_s == pytest.approx(0.01)
+    assert any("scaled linearly" in n for n in out.notes)
+    assert out.layers[1].forward_flops == costs.layers[1].forward_flops
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda d: d.update(extra=1), "unknown key 'extra'"),
+    (lambda d: d["layers"][1].update(fwd=1), r"\$.layers\[1\]: unknown key 'fwd'"),
+    (lambda d: d["layers"][2].pop("backward_s"), r"\$.layers\[2\]: missing key 'backward_s'"),
+    (lambda d: d.update(format="x"), r"\$.format"),
+    (lambda d: d["layers"][1].update(forward_s="fast"), "non-negative number"),
+])
+def test_profile_errors_name_the_path(mutate, needle):
+    data = uniform_profile(2, 8192)
+    mutate(data)
+    with pytest.raises(SpecError, match=needle):
+        profile_from_dict(data)
+
+
+def test_profile_layer_count_must_match_model():
+    m = load_model("qwen3-1.7b")
+    costs = model_costs(m, TrainingSpec(), load_gpu("4090"))
+    with pytest.raises(SpecError, match="pipeline layers"):
+        profile_from_dict(uniform_profile(3, 8192)).apply(costs)
