@@ -17,7 +17,8 @@ GPUS_GRAMMAR = ("--gpus takes <gpu>x<count> (e.g. 4090x8, h200x2), a server pres
 _GRAMMAR_RE = re.compile(r"^(?P<gpu>[a-z0-9][a-z0-9-]*?)x(?P<n>\d+)$")
 
 # Host defaults for the `<gpu>x<n>` grammar (hardware.md, "Typical 8x RTX 4090 server").
-_DEFAULT_HOST = {"cores": 56, "dram_gib": 512.0, "adam_params_per_s": 2.0e9}
+# 1 TiB: 2 sockets x 8 channels x one 64 GB DIMM, the common dual-socket build for 8-GPU boxes.
+_DEFAULT_HOST = {"cores": 56, "dram_gib": 1024.0, "adam_params_per_s": 2.0e9}
 _DEFAULT_SOCKET = {"dram_bandwidth_gb_per_s": 86.0, "root_complex_gb_per_s": 100.0}
 _DEFAULT_INTER_SOCKET = {"bandwidth_gb_per_s": 40.0}
 _GPUS_PER_SOCKET = 4

@@ -3,5 +3,15 @@ simulator times it, rpexec runs it, plots draw it. Pure data; no timing lives he
 from rpsim.ir.action import COMPUTE_KINDS, KINDS, TRANSFER_KINDS, Action, parse_action
 from rpsim.ir.plan import CPU, LANES, LaneId, Partition, Plan
 
-__all__ = ["COMPUTE_KINDS", "KINDS", "TRANSFER_KINDS", "Action", "parse_action", "CPU", "LANES", "LaneId",
-           "Partition", "Plan"]
+__all__ = [
+           "COMPUTE_KINDS",
+           "CPU",
+           "KINDS",
+           "LANES",
+           "TRANSFER_KINDS",
+           "Action",
+           "LaneId",
+           "Partition",
+           "Plan",
+           "parse_action",
+]

@@ -52,6 +52,12 @@ class Action:
                 raise PlanError(f"action {name} must be a non-negative integer, got {v!r}")
         if self.kind in COMPUTE_KINDS and (self.stage is None or self.mb is None):
             raise PlanError(f"compute action {self.kind} needs a stage and a microbatch")
+        # Actions are graph nodes hashed millions of times: compute the hash once.
+        object.__setattr__(self, "_hash", hash((self.kind, self.stage, self.mb, self.it, self.phase,
+                                                self.chunk, self.peer)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined,no-any-return]
 
     @property
     def is_compute(self) -> bool:

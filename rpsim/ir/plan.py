@@ -15,7 +15,10 @@ from rpsim.errors import PlanError
 from rpsim.ir.action import Action
 
 CPU = -1  # device index of the host: the CPU optimizer's lane lives there
-LANES = ("compute", "h2d", "d2h", "p2p", "optimizer")
+# compute: the GPU stream running kernels; h2d / d2h: activation copies; param_h2d / grad_d2h: weight uploads
+# and gradient downloads on their own copy streams (RoundPipe's transfer engine); p2p / p2p_recv: GPU-to-GPU
+# sends and the matching receives; optimizer: the host CPU's optimizer thread (device CPU).
+LANES = ("compute", "h2d", "d2h", "param_h2d", "grad_d2h", "p2p", "p2p_recv", "optimizer")
 LaneId = tuple[int, str]
 Range = tuple[int, int]
 
@@ -83,6 +86,8 @@ class Plan:
     level: str = "compute"  # compute (builder output) | ideal | hop | pcie (after lowering for that level)
     options: Mapping[str, Any] = field(default_factory=dict)  # builder options, e.g. virtual_stages
     setup: Mapping[str, Any] = field(default_factory=dict)  # model / training / server, for export
+    # Edges no rule derives (e.g. RoundPipe's LPT issue windows): ((gpu, action), (gpu, action)) pairs.
+    extra_edges: tuple[tuple[tuple[int, Action], tuple[int, Action]], ...] = ()
 
     def lane(self, gpu: int, name: str) -> tuple[Action, ...]:
         return self.lanes.get((gpu, name), ())

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import math
-from itertools import pairwise
 from dataclasses import dataclass
+from itertools import pairwise
 
 from rpsim.errors import SpecError
 

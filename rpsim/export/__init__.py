@@ -1,0 +1,1 @@
+"""Exporters that write plans in other tools' formats (torch pipelining CSV); they never import torch."""

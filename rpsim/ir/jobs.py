@@ -1,0 +1,73 @@
+"""Stage jobs: the stretches of a GPU's compute lane that share one set of loaded weights.
+
+One rule, used by the lowering passes (where to put LOAD / FREE / OFFLOAD) and by the dependency
+graph (which LOAD a compute action waits for): with a symmetric partition whose every stage lives on
+one GPU (GPipe, 1F1B, interleaved, looped BFS), a job is all of a stage's actions in one iteration on
+its GPU; otherwise (RoundPipe) a job is a maximal run of consecutive actions of one stage, phase and
+iteration.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rpsim.ir.action import Action
+from rpsim.ir.plan import Plan
+
+
+@dataclass(frozen=True)
+class Job:
+    gpu: int
+    phase: str  # the partition the stage indexes: F or B
+    stage: int
+    it: int
+    first_mb: int
+    actions: tuple[Action, ...]  # compute actions, in lane order
+
+    @property
+    def key(self) -> tuple[str, int, int, int]:
+        return (self.phase, self.stage, self.first_mb, self.it)
+
+
+def stages_are_resident(plan: Plan) -> bool:
+    """True when the partition is symmetric and each stage's actions all run on one GPU."""
+    if not plan.partition.symmetric:
+        return False
+    home: dict[int, int] = {}
+    for gpu, a in plan.compute_actions():
+        if home.setdefault(a.stage, gpu) != gpu:  # type: ignore[arg-type]
+            return False
+    return True
+
+
+def jobs_of(plan: Plan, gpu: int) -> list[Job]:
+    actions = [a for a in plan.lane(gpu, "compute") if a.is_compute]
+    if stages_are_resident(plan):
+        groups: dict[tuple[int, int], list[Action]] = {}
+        for a in actions:
+            groups.setdefault((a.stage, a.it), []).append(a)  # type: ignore[arg-type]
+        return [Job(gpu, "F", s, it, acts[0].mb, tuple(acts))  # type: ignore[arg-type]
+                for (s, it), acts in groups.items()]
+    jobs: list[Job] = []
+    run: list[Action] = []
+    for a in actions:
+        if run and (a.partition_phase, a.stage, a.it) != (run[0].partition_phase, run[0].stage, run[0].it):
+            jobs.append(_job(gpu, run))
+            run = []
+        run.append(a)
+    if run:
+        jobs.append(_job(gpu, run))
+    return jobs
+
+
+def _job(gpu: int, run: list[Action]) -> Job:
+    a = run[0]
+    return Job(gpu, a.partition_phase, a.stage, a.it, a.mb, tuple(run))  # type: ignore[arg-type]
+
+
+def job_of_action(plan: Plan) -> dict[tuple[int, Action], Job]:
+    out: dict[tuple[int, Action], Job] = {}
+    for gpu in range(plan.n_gpus):
+        for job in jobs_of(plan, gpu):
+            for a in job.actions:
+                out[(gpu, a)] = job
+    return out

@@ -1,0 +1,116 @@
+"""plan.json: the versioned file form of a Plan (docs/formats.md). Loading reports the JSON path of the
+first error, then runs every plan check."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rpsim.errors import PlanError
+from rpsim.ir.action import Action, parse_action
+from rpsim.ir.deps import DEPS_VERSION
+from rpsim.ir.plan import Partition, Plan
+
+FORMAT = "rpsim.plan"
+VERSION = 1
+_KEYS = {"format", "version", "deps_version", "schedule", "n_gpus", "n_mb", "n_iters", "recompute", "optimizer",
+         "level", "options", "setup", "partition", "lanes", "extra_edges"}
+_REQUIRED = ("format", "version", "schedule", "n_gpus", "n_mb", "partition", "lanes")
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "format": FORMAT, "version": VERSION, "deps_version": DEPS_VERSION, "schedule": plan.schedule,
+        "n_gpus": plan.n_gpus, "n_mb": plan.n_mb, "n_iters": plan.n_iters, "recompute": plan.recompute,
+        "optimizer": plan.optimizer, "level": plan.level, "options": dict(plan.options), "setup": dict(plan.setup),
+        "partition": plan.partition.to_json(),
+        "lanes": [{"gpu": gpu, "lane": lane, "actions": [str(a) for a in actions]}
+                  for (gpu, lane), actions in sorted(plan.lanes.items())],
+        "extra_edges": [[[u[0], str(u[1])], [v[0], str(v[1])]] for u, v in plan.extra_edges],
+    }
+
+
+def _get(data: dict[str, Any], key: str, kind: type | tuple[type, ...], path: str) -> Any:
+    if key not in data:
+        raise PlanError(f"plan {path}: missing key {key!r}")
+    value = data[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+        raise PlanError(f"plan {path}.{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def _action(text: Any, path: str) -> Action:
+    if not isinstance(text, str):
+        raise PlanError(f"plan {path}: expected an action string, got {text!r}")
+    try:
+        return parse_action(text)
+    except PlanError as e:
+        raise PlanError(f"plan {path}: {e}") from None
+
+
+def _partition(data: Any) -> Partition:
+    if not isinstance(data, dict):
+        raise PlanError("plan $.partition: expected an object with fwd, bwd, fused")
+    ranges = {}
+    for side in ("fwd", "bwd"):
+        items = _get(data, side, list, "$.partition")
+        for i, r in enumerate(items):
+            if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)):
+                raise PlanError(f"plan $.partition.{side}[{i}]: expected [start, end], got {r!r}")
+        ranges[side] = tuple((r[0], r[1]) for r in items)
+    try:
+        return Partition(fwd=ranges["fwd"], bwd=ranges["bwd"], fused=bool(data.get("fused", False)))
+    except PlanError as e:
+        raise PlanError(f"plan $.partition: {e}") from None
+
+
+def plan_from_json(data: Any) -> Plan:
+    if not isinstance(data, dict):
+        raise PlanError("plan $: expected a JSON object")
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise PlanError(f"plan $: unknown key {min(unknown)!r}; valid keys: {', '.join(sorted(_KEYS))}")
+    for key in _REQUIRED:
+        if key not in data:
+            raise PlanError(f"plan $: missing key {key!r}")
+    if data["format"] != FORMAT or data["version"] != VERSION:
+        raise PlanError(f"plan $.format/$.version: expected {FORMAT!r} version {VERSION}, "
+                        f"got {data['format']!r} version {data['version']!r}")
+    if data.get("deps_version", DEPS_VERSION) != DEPS_VERSION:
+        raise PlanError(f"plan $.deps_version: this rpsim derives dependencies by rule {DEPS_VERSION}, "
+                        f"the plan was written for {data['deps_version']}")
+    lanes: dict[tuple[int, str], tuple[Action, ...]] = {}
+    for i, entry in enumerate(_get(data, "lanes", list, "$")):
+        path = f"$.lanes[{i}]"
+        if not isinstance(entry, dict):
+            raise PlanError(f"plan {path}: expected an object with gpu, lane, actions")
+        gpu, lane = _get(entry, "gpu", int, path), _get(entry, "lane", str, path)
+        acts = _get(entry, "actions", list, path)
+        lanes[(gpu, lane)] = tuple(_action(t, f"{path}.actions[{j}]") for j, t in enumerate(acts))
+    edges = []
+    for i, e in enumerate(data.get("extra_edges", [])):
+        try:
+            (gu, au), (gv, av) = e
+        except (TypeError, ValueError):
+            raise PlanError(f"plan $.extra_edges[{i}]: expected [[gpu, action], [gpu, action]]") from None
+        edges.append(((gu, _action(au, f"$.extra_edges[{i}][0]")), (gv, _action(av, f"$.extra_edges[{i}][1]"))))
+    return Plan(
+        schedule=_get(data, "schedule", str, "$"), n_gpus=_get(data, "n_gpus", int, "$"),
+        n_mb=_get(data, "n_mb", int, "$"), partition=_partition(data["partition"]), lanes=dict(sorted(lanes.items())),
+        n_iters=data.get("n_iters", 1), recompute=data.get("recompute", "stage"),
+        optimizer=data.get("optimizer", "sync"), level=data.get("level", "compute"),
+        options=data.get("options", {}), setup=data.get("setup", {}), extra_edges=tuple(edges))
+
+
+def load_plan(path: str | Path) -> Plan:
+    from rpsim.ir.validate import check_plan
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlanError(f"plan file {str(p)!r} not found") from None
+    except json.JSONDecodeError as e:
+        raise PlanError(f"plan file {str(p)!r} is not valid JSON ({e})") from None
+    plan = plan_from_json(data)
+    check_plan(plan)
+    return plan

@@ -1,0 +1,112 @@
+"""Plan checks: lanes and kinds, completeness, uniqueness, data availability, weights before use, frees
+after use, and no deadlock. Errors print the lanes of the GPUs involved with the action marked."""
+from __future__ import annotations
+
+from collections import Counter
+
+import networkx as nx
+
+from rpsim.errors import PlanError
+from rpsim.ir.action import COMPUTE_KINDS, Action
+from rpsim.ir.deps import check_acyclic, dependency_graph
+from rpsim.ir.grid import format_lanes
+from rpsim.ir.jobs import jobs_of
+from rpsim.ir.plan import CPU, LANES, Plan
+
+LANE_KINDS = {
+    "compute": set(COMPUTE_KINDS) | {"FREE", "STEP"}, "h2d": {"ACT_IN"}, "d2h": {"ACT_OUT"},
+    "param_h2d": {"LOAD"}, "grad_d2h": {"OFFLOAD"}, "p2p": {"SEND"}, "p2p_recv": {"RECV"}, "optimizer": {"STEP"},
+}
+
+
+def fail(plan: Plan, message: str, where: tuple[int, Action] | None = None, gpus: set[int] | None = None) -> None:
+    shown = gpus if gpus is not None else ({where[0]} if where else None)
+    raise PlanError(f"{message}\n{format_lanes(plan, shown, where)}")
+
+
+def check_plan(plan: Plan) -> nx.DiGraph:
+    """Run every check; returns the dependency graph so callers need not derive it twice."""
+    _check_lanes(plan)
+    _check_complete(plan)
+    graph = dependency_graph(plan)
+    if plan.level == "pcie":
+        _check_data_available(plan, graph)
+        _check_weights(plan)
+    check_acyclic(plan, graph)
+    return graph
+
+
+def _check_lanes(plan: Plan) -> None:
+    for (gpu, lane), actions in plan.lanes.items():
+        if lane not in LANES:
+            raise PlanError(f"lane {lane!r} unknown; valid choices: {', '.join(LANES)}")
+        if not (gpu == CPU or 0 <= gpu < plan.n_gpus):
+            raise PlanError(f"lane ({gpu}, {lane}): GPU index out of range 0..{plan.n_gpus - 1}")
+        for a in actions:
+            if a.kind not in LANE_KINDS[lane]:
+                fail(plan, f"{a} cannot run on lane {lane!r} (it takes {', '.join(sorted(LANE_KINDS[lane]))})",
+                     (gpu, a))
+        dup = [a for a, n in Counter(actions).items() if n > 1]
+        if dup:
+            fail(plan, f"{dup[0]} appears twice on gpu {gpu} lane {lane}", (gpu, dup[0]))
+    count = Counter(a for _, a in plan.compute_actions())
+    dup = [a for a, n in count.items() if n > 1]
+    if dup:
+        gpus = {g for g, a in plan.compute_actions() if a == dup[0]}
+        fail(plan, f"{dup[0]} runs more than once (GPUs {sorted(gpus)})", None, gpus)
+
+
+def expected_compute(plan: Plan) -> set[Action]:
+    p = plan.partition
+    split = any(a.kind in ("I", "W") for _, a in plan.compute_actions())
+    out: set[Action] = set()
+    for it in range(plan.n_iters):
+        for m in range(plan.n_mb):
+            out |= {Action("F", s, m, it) for s in range(len(p.fwd))}
+            for s in range(len(p.bwd)):
+                if p.fused and s == len(p.bwd) - 1:
+                    out.add(Action("FB", s, m, it))
+                elif split:
+                    out |= {Action("I", s, m, it), Action("W", s, m, it)}
+                else:
+                    out.add(Action("B", s, m, it))
+    return out
+
+
+def _check_complete(plan: Plan) -> None:
+    have = {a for _, a in plan.compute_actions()}
+    want = expected_compute(plan)
+    missing, extra = sorted(want - have), sorted(have - want)
+    if missing:
+        raise PlanError(f"incomplete plan: {len(missing)} compute actions missing, first {missing[0]} "
+                        f"(stages x microbatches x iterations = {len(plan.partition.fwd)}F/"
+                        f"{len(plan.partition.bwd)}B x {plan.n_mb} x {plan.n_iters})\n{format_lanes(plan)}")
+    if extra:
+        where = next((g, a) for g, a in plan.compute_actions() if a == extra[0])
+        fail(plan, f"{extra[0]} is not part of this plan's stages, microbatches or iterations", where)
+
+
+def _check_data_available(plan: Plan, graph: nx.DiGraph) -> None:
+    for u, v, data in graph.edges(data=True):
+        if data.get("hop"):
+            fail(plan, f"gpu {v[0]}: {v[1]} reads data that {u[1]} produced on gpu {u[0]}, and no transfer "
+                       f"moves it (lowered plans need ACT_OUT/ACT_IN or SEND/RECV)", v, {u[0], v[0]})
+
+
+def _check_weights(plan: Plan) -> None:
+    streamed = any(lane == "param_h2d" for (_, lane) in plan.lanes)
+    if not streamed:
+        return
+    for gpu in range(plan.n_gpus):
+        loads = set(plan.lane(gpu, "param_h2d"))
+        compute = plan.lane(gpu, "compute")
+        for job in jobs_of(plan, gpu):
+            a, b = plan.partition.ranges(job.phase)[job.stage]
+            for layer in range(a, b):
+                if Action("LOAD", job.stage, job.first_mb, job.it, job.phase, chunk=layer) not in loads:
+                    fail(plan, f"gpu {gpu}: {job.actions[0]} runs without layer {layer}'s weights "
+                               f"(no LOAD for its job)", (gpu, job.actions[0]))
+            free = Action("FREE", job.stage, job.first_mb, job.it, job.phase)
+            if free not in compute or compute.index(free) < compute.index(job.actions[-1]):
+                fail(plan, f"gpu {gpu}: the weights of the job ending at {job.actions[-1]} are never freed "
+                           f"after it (expected {free})", (gpu, job.actions[-1]))

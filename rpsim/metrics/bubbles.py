@@ -1,0 +1,59 @@
+"""Bubble accounting (architecture.md): idle compute time / (window x GPUs), split into fill (before a
+GPU's first action), drain (after its last), switch (the gap before a backward that follows a forward
+on that GPU: the turn from warm-up forwards to backwards) and intra (the rest). Also Megatron's
+convention: idle / busy (Narayanan et al. 2021, Sec. 2.2). For an async steady-state window, fill and
+drain are zero: neighbouring iterations fill them."""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from rpsim.metrics.intervals import clip, gaps, length, merge
+from rpsim.sim.trace import Trace
+
+BACKWARD = ("B", "FB", "I", "W")
+
+
+@dataclass(frozen=True)
+class BubbleBreakdown:
+    bubble: float
+    fill: float
+    drain: float
+    switch: float
+    intra: float
+    megatron: float  # idle / busy compute time
+    busy_s: tuple[float, ...]  # per GPU, inside the window
+
+
+def bubble_breakdown(trace: Trace, n_gpus: int, lo: float, hi: float, steady: bool) -> BubbleBreakdown:
+    window = hi - lo
+    parts = {"fill": 0.0, "drain": 0.0, "switch": 0.0, "intra": 0.0}
+    busy_per_gpu = []
+    for gpu in range(n_gpus):
+        events = sorted((e for e in trace.events if e.gpu == gpu and e.lane == "compute" and e.end_s > e.start_s),
+                        key=lambda e: e.start_s)
+        busy = merge(clip([(e.start_s, e.end_s) for e in events], lo, hi))
+        busy_per_gpu.append(length(busy))
+        starts, ends = [x.start_s for x in events], [x.end_s for x in events]
+        for s, e in gaps(busy, lo, hi):
+            parts[_classify(events, starts, ends, (s, e), (lo, hi), busy, steady)] += e - s
+    denom = window * n_gpus if window > 0 else 1.0
+    idle = sum(parts.values())
+    total_busy = sum(busy_per_gpu)
+    return BubbleBreakdown(idle / denom, parts["fill"] / denom, parts["drain"] / denom, parts["switch"] / denom,
+                           parts["intra"] / denom, idle / total_busy if total_busy else 0.0, tuple(busy_per_gpu))
+
+
+def _classify(events: list, starts: list[float], ends: list[float], gap: tuple[float, float],
+              window: tuple[float, float], busy: list, steady: bool) -> str:
+    (s, e), (lo, hi) = gap, window
+    if not steady and (not busy or e <= busy[0][0]) and s <= lo:
+        return "fill"
+    if not steady and (not busy or s >= busy[-1][1]) and e >= hi:
+        return "drain"
+    # A compute lane runs one action at a time, so its events are ordered by both start and end.
+    i = bisect.bisect_right(ends, s + 1e-12)
+    j = bisect.bisect_left(starts, e - 1e-12)
+    if 0 < i and j < len(events) and events[i - 1].kind == "F" and events[j].kind in BACKWARD:
+        return "switch"
+    return "intra"

@@ -1,0 +1,81 @@
+"""One result per (plan, trace): throughput, MFU, bubbles, memory, links, feasibility. The JSON keys of
+`rpsim compare --format json` are RESULT_KEYS (architecture.md, "Formats")."""
+from __future__ import annotations
+
+from statistics import mean
+from typing import Any
+
+from rpsim.ir import Plan
+from rpsim.metrics.bubbles import bubble_breakdown
+from rpsim.metrics.intervals import clip, length, merge, overlap
+from rpsim.sim.trace import Trace
+
+RESULT_KEYS = ("schedule", "feasible", "reason", "iteration_s", "tokens_per_s", "mfu", "bubble", "bubble_fill",
+               "bubble_drain", "bubble_switch", "bubble_intra", "peak_gpu_mem_bytes", "peak_host_mem_bytes",
+               "n_mb", "mb_size")
+TRANSFER_LANES = ("h2d", "d2h", "param_h2d", "grad_d2h", "p2p")
+
+
+def iteration_window(plan: Plan, trace: Trace) -> tuple[float, float, float, bool]:
+    """(iteration_s, window start, window end, steady). Async plans: mean spacing of the iteration ends
+    after the first two (whose loads wait for no optimizer step yet); flushed plans: the makespan."""
+    if plan.optimizer == "async" and plan.n_iters >= 3:
+        ends = [max(e.end_s for e in trace.events if e.lane == "compute" and e.it == i) for i in range(plan.n_iters)]
+        lo_i = 1 if plan.n_iters == 3 else 2
+        spans = [ends[i] - ends[i - 1] for i in range(lo_i, plan.n_iters)]
+        return mean(spans), ends[lo_i - 1], ends[-1], True
+    makespan = trace.makespan_s
+    return makespan / plan.n_iters, 0.0, makespan, False
+
+
+def model_flops(plan: Plan, costs: Any) -> tuple[float, float]:
+    """(model FLOPs, hardware FLOPs incl. recompute) per iteration (PaLM App. B convention for MFU)."""
+    per_mb = sum(x.forward_flops + x.backward_flops for x in costs.layers)
+    recompute = 0.0
+    if plan.recompute != "none":
+        fused = plan.partition.bwd[-1] if plan.partition.fused else None
+        recompute = sum(x.recompute_flops for i, x in enumerate(costs.layers)
+                        if not (fused and fused[0] <= i < fused[1]))
+    return per_mb * plan.n_mb, (per_mb + recompute) * plan.n_mb
+
+
+def exposed_comm_s(trace: Trace, n_gpus: int, lo: float, hi: float) -> float:
+    """Time a GPU's compute lane sits idle while one of its transfer lanes is busy, summed over GPUs."""
+    total = 0.0
+    for gpu in range(n_gpus):
+        compute = merge(clip([(e.start_s, e.end_s) for e in trace.events if e.gpu == gpu and e.lane == "compute"], lo, hi))
+        moving = merge(clip([(e.start_s, e.end_s) for e in trace.events
+                             if e.gpu == gpu and e.lane in TRANSFER_LANES], lo, hi))
+        total += length(moving) - overlap(compute, moving)
+    return total
+
+
+def summarize(plan: Plan, trace: Trace, sc: Any, peak_gpu: list[float], peak_host: float,
+              link_util: dict[str, float] | None = None) -> dict[str, Any]:
+    iteration_s, lo, hi, steady = iteration_window(plan, trace)
+    b = bubble_breakdown(trace, plan.n_gpus, lo, hi, steady)
+    mflops, hflops = model_flops(plan, sc.costs)
+    peak = sc.server.gpu.peak_flops_per_s(sc.training.precision)
+    n = plan.n_gpus
+    gpu_cap = sc.server.gpu.memory_bytes
+    over = [(g, p) for g, p in enumerate(peak_gpu) if p > gpu_cap]
+    reason = ""
+    if over:
+        g, p = max(over, key=lambda x: x[1])
+        reason = f"GPU {g} needs {p / 2**30:.1f} GiB, has {gpu_cap / 2**30:.1f} GiB"
+    elif peak_host > sc.server.host.dram_bytes:
+        reason = f"host needs {peak_host / 2**30:.0f} GiB, has {sc.server.host.dram_bytes / 2**30:.0f} GiB"
+    return {
+        "schedule": plan.schedule, "feasible": not reason, "reason": reason, "iteration_s": iteration_s,
+        "tokens_per_s": sc.training.tokens_per_iteration / iteration_s if iteration_s else 0.0,
+        "mfu": mflops / (iteration_s * n * peak) if iteration_s else 0.0,
+        "hfu": hflops / (iteration_s * n * peak) if iteration_s else 0.0,
+        "model_tflops_per_gpu": mflops / iteration_s / n / 1e12 if iteration_s else 0.0,
+        "bubble": b.bubble, "bubble_fill": b.fill, "bubble_drain": b.drain, "bubble_switch": b.switch,
+        "bubble_intra": b.intra, "bubble_megatron": b.megatron, "busy_s": list(b.busy_s),
+        "peak_gpu_mem_bytes": peak_gpu, "peak_host_mem_bytes": peak_host,
+        "exposed_comm_s": exposed_comm_s(trace, n, lo, hi), "link_utilization": link_util or {},
+        "n_mb": plan.n_mb, "mb_size": sc.training.mb_size, "n_iters": plan.n_iters, "steady_state": steady,
+        "window_s": [lo, hi], "level": plan.level, "weights": plan.options.get("weights", "n/a"),
+        "partition": plan.partition.to_json(), "virtual_stages": plan.options.get("virtual_stages", 1),
+    }

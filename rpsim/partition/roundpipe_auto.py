@@ -1,0 +1,178 @@
+"""RoundPipe's automated layer partitioner (Luo et al., arXiv 2604.27085, Sec. 4.4; roundpipe.md).
+
+Every stage is a contiguous layer range, so the largest stage time t_max is one of the O(L²) contiguous
+sums of per-layer times. For each candidate t, stages are packed greedily from the last layer down,
+each as full as time t and half the memory limit allow (the other half holds the prefetched next stage):
+the fused last stage first (forward + backward, no recompute), then the forward stages, then the
+backward stages (recompute + backward). The paper's variant tries every candidate and minimises
+(M·S + N(N−1))·t_max; the library's tries only t in [W, 1.1·W] (W: the largest single-layer time) and
+minimises max(S, N)·t_max. Greedy packing uses prefix sums and binary search: O(S log L) per candidate.
+"""
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rpsim.errors import Infeasible
+from rpsim.ir import Partition
+
+
+@dataclass(frozen=True)
+class LayerTimes:
+    """Per pipeline layer (embed, transformer layers, head)."""
+
+    forward_s: Sequence[float]
+    backward_s: Sequence[float]  # without recompute
+    recompute_s: Sequence[float]
+    fwd_bytes: Sequence[float]  # GPU bytes a forward stage needs per layer (weights)
+    bwd_bytes: Sequence[float]  # per layer in a backward stage: weights, gradients, recomputed activations
+
+
+def _pack_down(prefix: list[float], mem_prefix: list[float], hi: int, t: float, cap: float) -> list[int] | None:
+    """Cut points packing layers [0, hi) from the top, each stage <= t seconds and <= cap bytes."""
+    cuts = [hi]
+    while hi > 0:
+        lo_t = bisect.bisect_left(prefix, prefix[hi] - t * (1 + 1e-12), 0, hi)
+        lo_m = bisect.bisect_left(mem_prefix, mem_prefix[hi] - cap * (1 + 1e-12), 0, hi)
+        lo = max(lo_t, lo_m)
+        if lo >= hi:
+            return None
+        cuts.append(lo)
+        hi = lo
+    return cuts[::-1]
+
+
+def _ranges(cuts: list[int]) -> tuple[tuple[int, int], ...]:
+    return tuple(itertools.pairwise(cuts))
+
+
+@dataclass(frozen=True)
+class _Prefixes:
+    fwd: list[float]
+    bwd: list[float]  # recompute + backward
+    fused: list[float]  # forward + backward
+    fwd_mem: list[float]
+    bwd_mem: list[float]
+
+    @classmethod
+    def of(cls, times: LayerTimes) -> _Prefixes:
+        def prefix(values: Sequence[float]) -> list[float]:
+            return [0.0, *itertools.accumulate(float(v) for v in values)]
+        f, b, r = times.forward_s, times.backward_s, times.recompute_s
+        return cls(prefix(f), prefix([x + y for x, y in zip(r, b, strict=True)]),
+                   prefix([x + y for x, y in zip(f, b, strict=True)]), prefix(times.fwd_bytes),
+                   prefix(times.bwd_bytes))
+
+
+def pack(times: LayerTimes, t: float, cap_bytes: float, pre: _Prefixes | None = None) -> Partition | None:
+    pre = pre or _Prefixes.of(times)
+    n = len(pre.fwd) - 1
+    fused_cuts = _pack_down(pre.fused, pre.bwd_mem, n, t, cap_bytes)
+    if fused_cuts is None:
+        return None
+    start = fused_cuts[-2]  # only the topmost stage is fused
+    if start == 0:
+        return None  # the whole model in one fused stage: no pipeline left to partition
+    fwd = _pack_down(pre.fwd, pre.fwd_mem, start, t, cap_bytes)
+    bwd = _pack_down(pre.bwd, pre.bwd_mem, start, t, cap_bytes)
+    if fwd is None or bwd is None:
+        return None
+    return Partition(fwd=_ranges(fwd), bwd=_ranges(bwd) + ((start, n),), fused=True)
+
+
+def stage_times(p: Partition, times: LayerTimes) -> tuple[list[float], list[float]]:
+    f, b, r = times.forward_s, times.backward_s, times.recompute_s
+    fwd = [sum(f[a:c]) for a, c in p.fwd]
+    bwd = [sum(r[a:c]) + sum(b[a:c]) for a, c in p.bwd[:-1]]
+    a, c = p.bwd[-1]
+    bwd.append(sum(f[a:c]) + sum(b[a:c]))
+    return fwd, bwd
+
+
+def candidates(times: LayerTimes, variant: str) -> np.ndarray:
+    f = np.asarray(times.forward_s, dtype=float)
+    b = np.asarray(times.backward_s, dtype=float)
+    r = np.asarray(times.recompute_s, dtype=float)
+    sums = []
+    for arr in (f, r + b, f + b):
+        prefix = np.concatenate([[0.0], np.cumsum(arr)])
+        sums.append((prefix[None, :] - prefix[:, None])[np.triu_indices(len(prefix), 1)])
+    cand = np.unique(np.concatenate(sums))
+    w = float(max(f.max(), (r + b).max()))
+    cand = cand[cand >= w * (1 - 1e-12)]
+    if variant == "library":
+        cand = cand[cand <= 1.1 * w * (1 + 1e-12)]
+    return cand
+
+
+def roundpipe_auto(times: LayerTimes, n_gpus: int, n_mb: int, memory_limit_bytes: float,
+                   variant: str = "paper") -> Partition:
+    """The partition minimising the variant's cost; raises Infeasible when no candidate fits memory."""
+    cap = memory_limit_bytes / 2  # the next stage's weights are prefetched into the other half
+    best: tuple[float, float, int, Partition] | None = None
+    pre = _Prefixes.of(times)
+    for t in candidates(times, variant):
+        part = pack(times, float(t), cap, pre)
+        if part is None:
+            continue
+        fwd, bwd = stage_times(part, times)
+        t_max = max(fwd + bwd)
+        s = len(part.fwd) + len(part.bwd)
+        cost = (n_mb * s + n_gpus * (n_gpus - 1)) * t_max if variant == "paper" else max(s, n_gpus) * t_max
+        key = (cost, t_max, s, part)
+        if best is None or key[:3] < best[:3]:
+            best = key
+    if best is None:
+        biggest = max(times.bwd_bytes)
+        raise Infeasible(f"RoundPipe partitioner: no stage layout fits; the largest layer needs "
+                         f"{biggest / 2**30:.2f} GiB in backward and a stage may use {cap / 2**30:.2f} GiB "
+                         f"(half the memory limit, the other half prefetches)")
+    return rebalance(best[3], times, cap)
+
+
+def rebalance(p: Partition, times: LayerTimes, cap_bytes: float) -> Partition:
+    """Same stage counts, layers spread as evenly as the costs allow: greedy packing leaves a runt
+    stage (9,9,9,1); the paper's partitions are smooth (7,7,7,7). Minimises each phase's largest
+    stage time, then the sum of squared stage times."""
+    start = p.bwd[-1][0]
+    f = list(times.forward_s)
+    rb = [x + y for x, y in zip(times.recompute_s, times.backward_s, strict=True)]
+    fwd = smooth_cuts(f[:start], list(times.fwd_bytes[:start]), len(p.fwd), cap_bytes)
+    bwd = smooth_cuts(rb[:start], list(times.bwd_bytes[:start]), len(p.bwd) - 1, cap_bytes)
+    if fwd is None or bwd is None:
+        return p
+    return Partition(fwd=_ranges(fwd), bwd=_ranges(bwd) + (p.bwd[-1],), fused=True)
+
+
+def smooth_cuts(cost: list[float], mem: list[float], k: int, cap: float) -> list[int] | None:
+    """Linear partition of `cost` into k contiguous non-empty parts, lexicographic (max, sum of squares)."""
+    n = len(cost)
+    pc = [0.0]
+    pm = [0.0]
+    for c, m in zip(cost, mem, strict=True):
+        pc.append(pc[-1] + c)
+        pm.append(pm[-1] + m)
+    inf = (float("inf"), float("inf"))
+    best = [[inf] * (n + 1) for _ in range(k + 1)]
+    cut = [[0] * (n + 1) for _ in range(k + 1)]
+    best[0][0] = (0.0, 0.0)
+    for s in range(1, k + 1):
+        for j in range(s, n - (k - s) + 1):
+            for i in range(s - 1, j):
+                if best[s - 1][i] == inf or pm[j] - pm[i] > cap * (1 + 1e-12):
+                    continue
+                c = pc[j] - pc[i]
+                key = (max(best[s - 1][i][0], round(c, 12)), best[s - 1][i][1] + c * c)
+                if key < best[s][j]:
+                    best[s][j], cut[s][j] = key, i
+    if best[k][n] == inf:
+        return None
+    cuts, j = [n], n
+    for s in range(k, 0, -1):
+        j = cut[s][j]
+        cuts.append(j)
+    return cuts[::-1]

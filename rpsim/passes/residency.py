@@ -1,0 +1,53 @@
+"""Do a fixed-placement plan's model states and activations fit on its GPUs (weights, gradients and
+Adam state on the GPU, as Megatron runs them)? If not, its weights are streamed from host memory
+(the "PP + offload" baseline RoundPipe compares against). The simulator still tracks memory exactly;
+this estimate only picks the policy."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from rpsim.costs import ModelCosts
+from rpsim.ir import Plan
+from rpsim.specs import ServerSpec
+
+ALLOCATOR_OVERHEAD = 1.1  # caching-allocator fragmentation and CUDA context; PyTorch typically 5-15%
+
+
+def peak_in_flight(plan: Plan, gpu: int) -> dict[tuple[int, int], int]:
+    """Largest number of microbatches with F done and B not yet done, per (stage, iteration)."""
+    live: dict[tuple[int, int], int] = defaultdict(int)
+    peak: dict[tuple[int, int], int] = defaultdict(int)
+    for a in plan.lane(gpu, "compute"):
+        key = (a.stage, a.it)  # type: ignore[assignment]
+        if a.kind == "F":
+            live[key] += 1
+            peak[key] = max(peak[key], live[key])
+        elif a.kind in ("B", "I"):
+            live[key] -= 1
+    return peak
+
+
+def stage_bytes(plan: Plan, costs: ModelCosts, stage: int) -> tuple[float, float, float]:
+    """(model states, saved activations per microbatch, full activations of one microbatch)."""
+    a, b = plan.partition.fwd[stage]
+    layers = costs.layers[a:b]
+    states = sum(c.weight_bytes + c.grad_bytes + c.optim_bytes for c in layers)
+    full = sum(c.activation_bytes for c in layers)
+    saved = full if plan.recompute == "none" else (
+        layers[0].input_bytes if plan.recompute == "stage" else sum(c.input_bytes for c in layers))
+    return states, saved, full
+
+
+def resident_fits(plan: Plan, costs: ModelCosts, server: ServerSpec) -> bool:
+    for gpu in range(plan.n_gpus):
+        stages = sorted({a.stage for a in plan.lane(gpu, "compute") if a.is_compute})  # type: ignore[type-var]
+        peaks = peak_in_flight(plan, gpu)
+        need = 0.0
+        transient = 0.0
+        for s in stages:
+            states, saved, full = stage_bytes(plan, costs, s)  # type: ignore[arg-type]
+            need += states + saved * max((n for (st, _), n in peaks.items() if st == s), default=0)
+            transient = max(transient, full)
+        if (need + transient) * ALLOCATOR_OVERHEAD > server.gpu.memory_bytes:
+            return False
+    return True

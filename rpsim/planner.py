@@ -1,0 +1,103 @@
+"""From a scenario and a schedule name to a lowered plan: choose the partition, build, lower, check.
+The one path every command (compare, simulate, export, search) takes."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from rpsim.errors import SpecError
+from rpsim.ir import Partition, Plan
+from rpsim.ir.validate import check_plan
+from rpsim.partition import (
+    LayerTimes,
+    balanced_counts,
+    baseline_uneven_counts,
+    even_counts,
+    fixed_partition,
+    parse_partition_spec,
+    roundpipe_auto,
+)
+from rpsim.passes import LoweringContext, lower
+from rpsim.scenario import Scenario
+from rpsim.schedules import get_schedule
+from rpsim.schedules.base import BuildOptions
+
+FIXED_PARTITIONERS = ("uneven", "balanced", "even")
+ROUNDPIPE_PARTITIONERS = ("roundpipe-paper", "roundpipe-library")
+ROUNDPIPE_MEMORY_FRACTION = 0.6  # the roundpipe library's default memory limit: 0.6 x GPU memory
+ASYNC_ITERATIONS = 3  # async plans: warm-up, steady-state and drain iterations
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    schedule: str
+    fidelity: str = "pcie"
+    partition: str | None = None  # --partition spec; None = the schedule's partitioner
+    partitioner: str | None = None
+    virtual_stages: int | None = None
+    round_size: int | None = None
+    g0_rule: str = "paper"
+    n_iters: int | None = None
+    weights: str = "auto"
+
+
+def default_virtual_stages(n_gpus: int, n_layers: int) -> int:
+    return 2 if 2 * n_gpus <= n_layers else 1
+
+
+def layer_times(sc: Scenario) -> LayerTimes:
+    c = sc.costs.layers
+    return LayerTimes(forward_s=[x.forward_s for x in c], backward_s=[x.backward_s for x in c],
+                      recompute_s=[x.recompute_s for x in c], fwd_bytes=[x.weight_bytes for x in c],
+                      bwd_bytes=[x.weight_bytes + x.grad_bytes + x.activation_bytes for x in c])
+
+
+def choose_partition(sc: Scenario, req: PlanRequest, roundpipe: bool, n_stages: int) -> Partition:
+    n_layers = sc.model.n_layers
+    if req.partition:
+        return parse_partition_spec(req.partition, n_layers, roundpipe)
+    if roundpipe:
+        variant = (req.partitioner or "roundpipe-paper").removeprefix("roundpipe-")
+        if f"roundpipe-{variant}" not in ROUNDPIPE_PARTITIONERS:
+            raise SpecError(f"partitioner {req.partitioner!r} unknown for RoundPipe; valid choices: "
+                            f"{', '.join(ROUNDPIPE_PARTITIONERS)}")
+        limit = ROUNDPIPE_MEMORY_FRACTION * sc.server.gpu.memory_bytes
+        return roundpipe_auto(layer_times(sc), sc.server.n_gpus, sc.training.n_mb, limit, variant)
+    name = req.partitioner or "uneven"
+    per_layer = [x.forward_s + x.backward_s + (x.recompute_s if sc.training.recompute != "none" else 0)
+                 for x in sc.costs.layers]
+    if name == "uneven":
+        counts = baseline_uneven_counts(per_layer, n_stages)
+    elif name == "balanced":
+        counts = balanced_counts(per_layer, n_stages)
+    elif name == "even":
+        counts = even_counts(n_layers, n_stages)
+    else:
+        raise SpecError(f"partitioner {name!r} unknown; valid choices: {', '.join(FIXED_PARTITIONERS)}")
+    return fixed_partition(counts, n_layers)
+
+
+def make_plan(sc: Scenario, req: PlanRequest) -> Plan:
+    module = get_schedule(req.schedule)
+    n = sc.server.n_gpus
+    roundpipe = not module.FIXED_PLACEMENT
+    v = 1 if roundpipe or req.schedule in ("gpipe", "1f1b") else (
+        req.virtual_stages or default_virtual_stages(n, sc.model.n_layers))
+    partition = choose_partition(sc, req, roundpipe, n * v)
+    is_async = req.schedule == "roundpipe"
+    options = BuildOptions(virtual_stages=v, round_size=req.round_size, g0_rule=req.g0_rule,
+                           n_iters=req.n_iters or (ASYNC_ITERATIONS if is_async else 1),
+                           optimizer="async" if is_async else "sync", recompute=sc.training.recompute)
+    if req.g0_rule == "earliest-free":
+        options = replace(options, **stage_estimates(sc, partition))
+    plan = module.build(n, partition, sc.training.n_mb, options)
+    plan = replace(plan, setup=sc.to_setup())
+    lowered = lower(plan, req.fidelity, LoweringContext(sc.costs, sc.server, req.weights))
+    check_plan(lowered)
+    return lowered
+
+
+def stage_estimates(sc: Scenario, p: Partition) -> dict[str, object]:
+    from rpsim.partition.roundpipe_auto import stage_times
+    fwd, bwd = stage_times(p, layer_times(sc))
+    return {"fwd_stage_s": tuple(fwd), "bwd_stage_s": tuple(bwd),
+            "hop_s": sc.profile.hop_s if sc.profile and sc.profile.hop_s else 0.0}

@@ -1,0 +1,102 @@
+"""RoundPipe (Luo et al., arXiv 2604.27085, Sec. 4): stages dispatched round-robin over a pool of
+stateless GPUs. Each round of M_R microbatches runs its S = S_f + S_b stage slots in order (forward
+stages, then the fused last stage, then backward stages deep -> shallow); slot i goes to GPU
+(g0 + i) mod N and runs all of the round's microbatches before that GPU takes its next slot. Between
+rounds g0 += S (paper), or g0 = the GPU that frees earliest (the authors' simulator). Iterations follow
+each other without a flush; the optimizer runs asynchronously with staleness 1 (set in options).
+"""
+from __future__ import annotations
+
+from rpsim.ir import Action, Partition, Plan
+from rpsim.schedules.base import BuildOptions, compute_plan, require
+
+NAME = "roundpipe"
+DESCRIPTION = "RoundPipe: round-robin stage dispatch over stateless GPUs, weights in host memory, async optimizer"
+FIXED_PLACEMENT = False
+G0_RULES = ("paper", "earliest-free")
+
+Job = tuple[str, int, tuple[int, ...], int]  # (kind, stage, microbatches, iteration)
+
+
+def round_slots(partition: Partition) -> list[tuple[str, int]]:
+    """The S stage slots of one round: forward stages, then backward stages from the deepest."""
+    slots = [("F", s) for s in range(len(partition.fwd))]
+    deepest = len(partition.bwd) - 1
+    slots.append(("FB" if partition.fused else "B", deepest))
+    slots += [("B", s) for s in range(deepest - 1, -1, -1)]
+    return slots
+
+
+def dispatch_jobs(n_mb: int, partition: Partition, options: BuildOptions, round_size: int) -> list[list[Job]]:
+    """Rounds (each a list of jobs in slot order) over all iterations."""
+    rounds = []
+    for it in range(options.n_iters):
+        for start in range(0, n_mb, round_size):
+            mbs = tuple(range(start, min(start + round_size, n_mb)))
+            rounds.append([(kind, stage, mbs, it) for kind, stage in round_slots(partition)])
+    return rounds
+
+
+def build(n_gpus: int, partition: Partition, n_mb: int, options: BuildOptions) -> Plan:
+    require(n_gpus >= 1, f"n_gpus must be >= 1, got {n_gpus}")
+    require(n_mb >= 1, f"n_mb must be >= 1, got {n_mb}")
+    require(options.g0_rule in G0_RULES, f"g0_rule {options.g0_rule!r} unknown; valid choices: {', '.join(G0_RULES)}")
+    round_size = options.round_size or min(n_gpus, n_mb)
+    require(round_size >= 1, f"round_size must be >= 1, got {round_size}")
+    rounds = dispatch_jobs(n_mb, partition, options, round_size)
+    if options.g0_rule == "earliest-free":
+        require(options.fwd_stage_s is not None and options.bwd_stage_s is not None,
+                "g0_rule 'earliest-free' needs per-stage time estimates (fwd_stage_s, bwd_stage_s)")
+        assignment = assign_earliest_free(rounds, n_gpus, options)
+    else:
+        assignment = assign_round_robin(rounds, n_gpus)
+    per_gpu: list[list[Action]] = [[] for _ in range(n_gpus)]
+    for job_round, gpus in zip(rounds, assignment, strict=True):
+        for (kind, stage, mbs, it), g in zip(job_round, gpus, strict=True):
+            per_gpu[g] += [Action(kind, stage, m, it) for m in mbs]
+    return compute_plan(NAME, n_gpus, n_mb, partition, per_gpu, options,
+                        extra={"round_size": round_size, "g0_rule": options.g0_rule})
+
+
+def assign_round_robin(rounds: list[list[Job]], n_gpus: int) -> list[list[int]]:
+    """Paper rule: one global counter, g0 <- (g0 + S) mod N between rounds."""
+    counter, out = 0, []
+    for jobs in rounds:
+        out.append([(counter + i) % n_gpus for i in range(len(jobs))])
+        counter += len(jobs)
+    return out
+
+
+def assign_earliest_free(rounds: list[list[Job]], n_gpus: int, options: BuildOptions) -> list[list[int]]:
+    """Authors' simulator: each round starts on the GPU that frees earliest (ties -> lowest index),
+    estimated by list-scheduling the jobs with the given stage times and a fixed per-hop delay."""
+    free_s = [0.0] * n_gpus
+    done: dict[tuple[str, int, int, int], tuple[float, int]] = {}  # (phase, stage, mb, it) -> (end, gpu)
+    out = []
+    for jobs in rounds:
+        g0 = min(range(n_gpus), key=lambda g: (free_s[g], g))
+        gpus = [(g0 + i) % n_gpus for i in range(len(jobs))]
+        for (kind, stage, mbs, it), g in zip(jobs, gpus, strict=True):
+            for m in mbs:
+                ready = _ready_s(kind, stage, m, it, g, done, options)
+                start = max(free_s[g], ready)
+                dur = options.fwd_stage_s[stage] if kind == "F" else options.bwd_stage_s[stage]  # type: ignore[index]
+                free_s[g] = start + dur
+                done[("F" if kind == "F" else "B", stage, m, it)] = (free_s[g], g)
+        out.append(gpus)
+    return out
+
+
+def _ready_s(kind: str, stage: int, m: int, it: int, g: int,
+             done: dict[tuple[str, int, int, int], tuple[float, int]], options: BuildOptions) -> float:
+    if kind == "F":
+        dep = done.get(("F", stage - 1, m, it)) if stage > 0 else None
+    elif kind == "FB":
+        n_fwd = len(options.fwd_stage_s or ())
+        dep = done.get(("F", n_fwd - 1, m, it)) if n_fwd else None
+    else:
+        dep = done.get(("B", stage + 1, m, it))
+    if dep is None:
+        return 0.0
+    end, dep_gpu = dep
+    return end + (options.hop_s if dep_gpu != g else 0.0)

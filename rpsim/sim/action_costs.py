@@ -1,0 +1,100 @@
+"""Duration of compute and optimizer actions, and bytes of transfers: pure functions of the plan, the
+per-layer costs and the server. The executor moves exactly these buffers (rpexec mirrors the rules)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rpsim.costs import ModelCosts
+from rpsim.errors import PlanError
+from rpsim.ir import Action, Plan
+from rpsim.ir.jobs import stages_are_resident
+
+# Fused Adam on the GPU is memory-bound: per parameter it reads and writes the fp32 master, m and v
+# (24 B), reads the fp16 gradient (2 B) and writes the fp16 weight (2 B): ~28 B / parameter
+# (NVIDIA apex FusedAdam; the same count as DeepSpeed's ZeRO-Offload analysis, Ren et al. 2021, Sec. 4).
+GPU_ADAM_BYTES_PER_PARAM = 28.0
+
+
+@dataclass(frozen=True)
+class CostContext:
+    plan: Plan
+    costs: ModelCosts
+    adam_params_per_s: float  # CPU optimizer throughput
+    gpu_memory_bandwidth_bytes_per_s: float
+    stateless: bool
+
+    @classmethod
+    def of(cls, plan: Plan, costs: ModelCosts, adam_params_per_s: float, gpu_bw: float) -> CostContext:
+        return cls(plan, costs, adam_params_per_s, gpu_bw, not stages_are_resident(plan))
+
+
+def _range(ctx: CostContext, a: Action) -> tuple[int, int]:
+    phase = a.partition_phase
+    return ctx.plan.partition.ranges(phase)[a.stage]  # type: ignore[index]
+
+
+def duration_s(ctx: CostContext, a: Action) -> float:
+    """Seconds a compute or optimizer action keeps its lane busy; transfers are timed by the network."""
+    layers = ctx.costs.layers
+    if a.kind in ("F", "B", "FB", "I", "W"):
+        lo, hi = _range(ctx, a)
+        span = layers[lo:hi]
+        recompute = ctx.plan.recompute != "none"
+        if a.kind == "F":
+            return sum(x.forward_s for x in span)
+        if a.kind == "FB":  # its forward is the recompute: forward + backward, nothing recomputed
+            return sum(x.forward_s + x.backward_s for x in span)
+        if a.kind == "B":
+            return sum(x.backward_s + (x.recompute_s if recompute else 0.0) for x in span)
+        # Split backward: input gradients (I, with any recompute) and weight gradients (W), half each
+        # (dgrad and wgrad GEMMs have equal FLOPs; Qi et al. 2024, zero-bubble PP, Sec. 2).
+        half = sum(x.backward_s for x in span) / 2
+        return half + (sum(x.recompute_s for x in span) if recompute and a.kind == "I" else 0.0)
+    if a.kind == "STEP":
+        if a.chunk is not None:  # CPU Adam over one layer
+            return layers[a.chunk].trainable_params / ctx.adam_params_per_s
+        lo, hi = _range(ctx, a)
+        params = sum(x.trainable_params for x in layers[lo:hi])
+        return params * GPU_ADAM_BYTES_PER_PARAM / ctx.gpu_memory_bandwidth_bytes_per_s
+    if a.kind in ("FREE", "RECV"):
+        return 0.0
+    raise PlanError(f"{a} is a transfer; its time comes from the network model")
+
+
+def boundary_bytes(ctx: CostContext, layer: int) -> float:
+    """The activation (or its gradient) entering pipeline layer `layer`, per microbatch."""
+    return ctx.costs.layers[layer].input_bytes if 0 < layer < len(ctx.costs.layers) else 0.0
+
+
+def _saved_inside(ctx: CostContext, lo: int, hi: int) -> float:
+    """Inputs a forward over [lo, hi) must save for backward, besides its own input."""
+    p = ctx.plan
+    if p.recompute == "layer":
+        return sum(boundary_bytes(ctx, b) for b in range(lo + 1, hi))
+    starts = {a for a, _ in p.partition.bwd}
+    return sum(boundary_bytes(ctx, b) for b in starts if lo < b < hi)
+
+
+def transfer_bytes(ctx: CostContext, a: Action) -> float:
+    layers = ctx.costs.layers
+    if a.kind == "LOAD":
+        return layers[a.chunk].weight_bytes  # type: ignore[index]
+    if a.kind == "OFFLOAD":
+        return layers[a.chunk].grad_bytes  # type: ignore[index]
+    lo, hi = _range(ctx, a)
+    forward = a.phase == "F"
+    if a.kind in ("ACT_OUT", "SEND"):
+        if forward:
+            return boundary_bytes(ctx, hi) + (_saved_inside(ctx, lo, hi) if ctx.stateless else 0.0)
+        return boundary_bytes(ctx, lo)  # input gradient of a backward stage
+    if a.kind == "ACT_IN":
+        if forward or a.stage == len(ctx.plan.partition.bwd) - 1 and ctx.plan.partition.fused:
+            return boundary_bytes(ctx, lo)
+        grad = boundary_bytes(ctx, hi) if hi < len(layers) else 0.0
+        saved = 0.0
+        if ctx.stateless:
+            saved = boundary_bytes(ctx, lo)
+            if ctx.plan.recompute == "layer":
+                saved += sum(boundary_bytes(ctx, b) for b in range(lo + 1, hi))
+        return grad + saved
+    raise PlanError(f"{a} moves no bytes")

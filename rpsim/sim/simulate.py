@@ -1,0 +1,48 @@
+"""`simulate(plan, scenario)`: the timed trace of a lowered plan, its memory timeline and its metrics."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rpsim.ir import CPU, Plan
+from rpsim.ir.deps import dependency_graph
+from rpsim.metrics import summarize
+from rpsim.scenario import Scenario
+from rpsim.sim.action_costs import CostContext
+from rpsim.sim.engine import EngineInputs, run_engine
+from rpsim.sim.memory import ALLOCATOR_OVERHEAD, MemoryTimeline, memory_timeline
+from rpsim.sim.topology import build_topology
+from rpsim.sim.trace import Trace
+
+
+@dataclass(frozen=True)
+class SimResult:
+    plan: Plan
+    trace: Trace
+    memory: MemoryTimeline
+    metrics: dict[str, Any]
+
+
+def cost_context(plan: Plan, sc: Scenario) -> CostContext:
+    adam = sc.profile.adam_params_per_s if sc.profile and sc.profile.adam_params_per_s else \
+        sc.server.host.adam_params_per_s
+    return CostContext.of(plan, sc.costs, adam, sc.server.gpu.memory_bandwidth_bytes_per_s)
+
+
+def simulate(plan: Plan, sc: Scenario) -> SimResult:
+    graph = dependency_graph(plan)
+    ctx = cost_context(plan, sc)
+    topo = build_topology(sc.server, sc.profile) if plan.level == "pcie" else None
+    hop_s = (sc.profile.hop_s or 0.0) if (plan.level == "hop" and sc.profile) else 0.0
+    trace, net = run_engine(EngineInputs(plan, graph, ctx, topo, hop_s))
+    trace = Trace(trace.events, {"source": "rpsim", "schedule": plan.schedule, "level": plan.level,
+                                 "model": sc.model.name, "server": sc.server.name, "n_gpus": plan.n_gpus})
+    mem = memory_timeline(plan, trace, ctx)
+    peak_gpu = [mem.peak_bytes(g) * ALLOCATOR_OVERHEAD for g in range(plan.n_gpus)]
+    util: dict[str, float] = {}
+    if net is not None and trace.makespan_s > 0:
+        net.sync_metrics()
+        util = {r: net.bytes_through[r] / (cap * trace.makespan_s)
+                for r, cap in net.capacity_bytes_per_s.items() if net.bytes_through[r] > 0}
+    metrics = summarize(plan, trace, sc, peak_gpu, mem.peak_bytes(CPU), util)
+    return SimResult(plan, trace, mem, metrics)

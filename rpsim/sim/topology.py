@@ -1,0 +1,76 @@
+"""The server as shared resources and paths: which resources a copy between host and GPU g, or between
+two GPUs, crosses (see docs/topology.md). A profile's measured link figures replace the catalog's."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rpsim.costs import Profile
+from rpsim.specs import ServerSpec
+
+Path = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Topology:
+    capacity_bytes_per_s: dict[str, float]
+    duplex_pairs: tuple[tuple[str, str], ...]
+    duplex_factor: float
+    h2d_paths: tuple[tuple[Path, ...], ...]  # per GPU: one path per host socket holding a share
+    d2h_paths: tuple[tuple[Path, ...], ...]
+    p2p_bytes_per_s: float | None
+    latency_s: float
+
+    def p2p_path(self, src: int, dst: int) -> Path:
+        return (f"g{src}.p2p_out", f"g{dst}.p2p_in")
+
+
+def build_topology(server: ServerSpec, profile: Profile | None = None) -> Topology:
+    cap: dict[str, float] = {}
+    pairs: list[tuple[str, str]] = []
+    duplex = server.duplex_factor
+    for g, link in enumerate(server.gpu_links):
+        h2d, d2h = link.h2d_bytes_per_s, link.d2h_bytes_per_s
+        if profile and profile.h2d_bytes_per_s:
+            h2d = profile.h2d_bytes_per_s
+        if profile and profile.d2h_bytes_per_s:
+            d2h = profile.d2h_bytes_per_s
+        cap[f"g{g}.h2d"], cap[f"g{g}.d2h"] = h2d, d2h
+        pairs.append((f"g{g}.h2d", f"g{g}.d2h"))
+        if server.p2p != "none" and server.p2p_bytes_per_s:
+            p2p = profile.p2p_bytes_per_s if profile and profile.p2p_bytes_per_s else server.p2p_bytes_per_s
+            cap[f"g{g}.p2p_out"] = cap[f"g{g}.p2p_in"] = p2p
+    if profile and profile.duplex_bytes_per_s and profile.h2d_bytes_per_s and profile.d2h_bytes_per_s:
+        # measured both-directions total -> per-direction multiplier
+        duplex = min(1.0, profile.duplex_bytes_per_s / (profile.h2d_bytes_per_s + profile.d2h_bytes_per_s))
+    for sw in server.switches:
+        cap[f"sw:{sw.name}.down"] = cap[f"sw:{sw.name}.up"] = sw.uplink.bandwidth_bytes_per_s
+    for sock in server.sockets:
+        cap[f"rc:{sock.name}.down"] = cap[f"rc:{sock.name}.up"] = sock.root_complex_bytes_per_s
+        cap[f"dram:{sock.name}"] = sock.dram_bandwidth_bytes_per_s
+    if server.inter_socket is not None:
+        for a in server.sockets:
+            for b in server.sockets:
+                if a.name != b.name:
+                    cap[f"x:{a.name}>{b.name}"] = server.inter_socket.bandwidth_bytes_per_s
+    h2d_paths, d2h_paths = [], []
+    for g in range(server.n_gpus):
+        home = server.socket_of(g)
+        sw = server.switch_of(g)
+        holders = [s.name for s in server.sockets] if server.host_numa == "interleave" else [home]
+        h2d_paths.append(tuple(_path(k, home, sw.name if sw else None, g, "down") for k in holders))
+        d2h_paths.append(tuple(tuple(reversed(_path(k, home, sw.name if sw else None, g, "up"))) for k in holders))
+    latency = server.gpu_links[0].latency_s
+    p2p = cap.get("g0.p2p_out")
+    return Topology(cap, tuple(pairs), duplex, tuple(h2d_paths), tuple(d2h_paths), p2p, latency)
+
+
+def _path(holder: str, home: str, switch: str | None, gpu: int, direction: str) -> Path:
+    """Host socket `holder` -> GPU (direction "down"); the d2h path uses the "up" resources reversed."""
+    hops = [f"dram:{holder}"]
+    if holder != home:
+        hops.append(f"x:{holder}>{home}" if direction == "down" else f"x:{home}>{holder}")
+    hops.append(f"rc:{home}.{direction}")
+    if switch:
+        hops.append(f"sw:{switch}.{direction}")
+    hops.append(f"g{gpu}.h2d" if direction == "down" else f"g{gpu}.d2h")
+    return tuple(hops)

@@ -1,0 +1,62 @@
+"""Trace: timed events of one run, simulated or measured, in one schema (architecture.md, "Formats")."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rpsim.errors import PlanError
+
+FORMAT = "rpsim.trace"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    gpu: int  # -1: the host CPU
+    lane: str
+    action: str  # the action's text form
+    kind: str
+    stage: int | None
+    mb: int | None
+    it: int
+    start_s: float
+    end_s: float
+    bytes: float = 0.0
+
+
+@dataclass(frozen=True)
+class Trace:
+    events: tuple[TraceEvent, ...]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def makespan_s(self) -> float:
+        return max((e.end_s for e in self.events), default=0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, "meta": self.meta,
+                "events": [asdict(e) for e in self.events]}
+
+
+def trace_from_json(data: Any) -> Trace:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise PlanError(f"trace $.format: expected {FORMAT!r}")
+    events = []
+    for i, e in enumerate(data.get("events", [])):
+        try:
+            events.append(TraceEvent(**e))
+        except TypeError as err:
+            raise PlanError(f"trace $.events[{i}]: {err}") from None
+    return Trace(tuple(events), dict(data.get("meta", {})))
+
+
+def load_trace(path: str | Path) -> Trace:
+    p = Path(path)
+    try:
+        return trace_from_json(json.loads(p.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise PlanError(f"trace file {str(p)!r} not found") from None
+    except json.JSONDecodeError as e:
+        raise PlanError(f"trace file {str(p)!r} is not valid JSON ({e})") from None
