@@ -5,7 +5,8 @@ import argparse
 import json
 from dataclasses import asdict
 
-from rpsim.cli.setup_flags import Setup, add_setup_flags, setup_from_args
+from rpsim.cli.setup_flags import add_setup_flags, setup_from_args
+from rpsim.scenario import Scenario
 from rpsim.report.table import format_table
 from rpsim.units import GiB
 
@@ -17,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.set_defaults(func=run)
 
 
-def totals(s: Setup) -> dict[str, float]:
+def totals(s: Scenario) -> dict[str, float]:
     c = s.costs
     layer_inputs = sum(x.input_bytes for x in c.layers if x.kind == "layer")
     return {
@@ -37,7 +38,7 @@ def totals(s: Setup) -> dict[str, float]:
     }
 
 
-def grouped_rows(s: Setup) -> list[list[object]]:
+def grouped_rows(s: Scenario) -> list[list[object]]:
     """One row per run of identical layers (all transformer layers of a dense model are alike)."""
     rows: list[list[object]] = []
     layers = s.costs.layers

@@ -7,10 +7,11 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from rpsim.cli import cmd_costs, cmd_list
+from rpsim.cli import cmd_compare, cmd_costs, cmd_export, cmd_list, cmd_simulate
 from rpsim.errors import Infeasible, PlanError, SpecError
 
-COMMANDS = {"list": cmd_list, "costs": cmd_costs}
+COMMANDS = {"list": cmd_list, "costs": cmd_costs, "compare": cmd_compare, "simulate": cmd_simulate,
+            "export": cmd_export}
 
 
 def build_parser() -> argparse.ArgumentParser:

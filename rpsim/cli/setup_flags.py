@@ -3,12 +3,17 @@ into specs (the edge where display units become SI)."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 
-from rpsim.catalog import GPUS_GRAMMAR, load_model, load_server
-from rpsim.costs import ModelCosts, Profile, load_profile, model_costs
+from rpsim.catalog import GPUS_GRAMMAR
 from rpsim.errors import SpecError
-from rpsim.specs import ModelSpec, ServerSpec, TrainingSpec
+from rpsim.partition.counts import GRAMMAR
+from rpsim.passes import LEVELS
+from rpsim.passes.lower import WEIGHT_POLICIES
+from rpsim.planner import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, PlanRequest
+from rpsim.scenario import Scenario, make_scenario
+from rpsim.schedules import get_schedule
+from rpsim.schedules.roundpipe import G0_RULES
+from rpsim.specs import TrainingSpec
 from rpsim.specs.gpu import PRECISIONS
 from rpsim.specs.training import MODES, RECOMPUTE_POLICIES
 
@@ -17,18 +22,9 @@ DEFAULT_GLOBAL_BATCH = 64
 DEFAULT_MB_SIZE = 4
 
 
-@dataclass(frozen=True)
-class Setup:
-    model: ModelSpec
-    server: ServerSpec
-    training: TrainingSpec
-    costs: ModelCosts
-    profile: Profile | None
-
-
-def add_setup_flags(p: argparse.ArgumentParser, need_server: bool = True) -> None:
-    p.add_argument("--model", required=True, help="preset name (rpsim list models) or a config.json path")
-    p.add_argument("--gpus", required=need_server, default=None, help=GPUS_GRAMMAR)
+def add_setup_flags(p: argparse.ArgumentParser, need_model: bool = True) -> None:
+    p.add_argument("--model", required=need_model, help="preset name (rpsim list models) or a config.json path")
+    p.add_argument("--gpus", required=need_model, default=None, help=GPUS_GRAMMAR)
     p.add_argument("--seq", type=int, default=DEFAULT_SEQ, help="sequence length (default %(default)s)")
     p.add_argument("--global-batch", type=int, default=DEFAULT_GLOBAL_BATCH,
                    help="sequences per optimizer step (default %(default)s)")
@@ -55,12 +51,35 @@ def training_from_args(args: argparse.Namespace) -> TrainingSpec:
                         recompute=args.recompute)
 
 
-def setup_from_args(args: argparse.Namespace) -> Setup:
-    model = load_model(args.model)
-    server = load_server(args.gpus)
-    training = training_from_args(args)
-    costs = model_costs(model, training, server.gpu)
-    profile = load_profile(args.profile) if args.profile else None
-    if profile:
-        costs = profile.apply(costs)
-    return Setup(model, server, training, costs, profile)
+def setup_from_args(args: argparse.Namespace) -> Scenario:
+    return make_scenario(args.model, args.gpus, training_from_args(args), args.profile)
+
+
+def add_plan_flags(p: argparse.ArgumentParser) -> None:
+    """How a schedule becomes a plan: fidelity, partition, virtual stages, RoundPipe options."""
+    p.add_argument("--fidelity", default="pcie", choices=LEVELS,
+                   help="ideal: compute only; hop: + fixed delay per cross-GPU dependency; pcie: full (default)")
+    p.add_argument("--partition", default=None, help=GRAMMAR)
+    p.add_argument("--partitioner", default=None,
+                   help=f"fixed placement: {', '.join(FIXED_PARTITIONERS)} (default uneven); RoundPipe: "
+                        f"{', '.join(ROUNDPIPE_PARTITIONERS)} (default roundpipe-paper)")
+    p.add_argument("--virtual-stages", type=int, default=None, help="stages per GPU for interleaved / looped-bfs")
+    p.add_argument("--round-size", type=int, default=None, help="RoundPipe microbatches per round (default: GPUs)")
+    p.add_argument("--g0-rule", default="paper", choices=G0_RULES,
+                   help="RoundPipe: next round starts at g0 + S (paper) or on the earliest-free GPU")
+    p.add_argument("--weights", default="auto", choices=WEIGHT_POLICIES,
+                   help="fixed-placement baselines: keep weights on their GPU, stream them, or decide by memory")
+    p.add_argument("--iters", type=int, default=None, help="iterations to simulate (default 1; async 3)")
+
+
+def plan_request(args: argparse.Namespace, schedule: str) -> PlanRequest:
+    roundpipe = not get_schedule(schedule).FIXED_PLACEMENT
+    partition = args.partition
+    if partition is not None and ("|" in partition) != roundpipe:
+        partition = None  # a fixed spec applies to fixed schedules, a FWD|BWD spec to RoundPipe ones
+    partitioner = args.partitioner
+    if partitioner is not None and partitioner.startswith("roundpipe") != roundpipe:
+        partitioner = None
+    return PlanRequest(schedule=schedule, fidelity=args.fidelity, partition=partition, partitioner=partitioner,
+                       virtual_stages=args.virtual_stages, round_size=args.round_size, g0_rule=args.g0_rule,
+                       n_iters=args.iters, weights=args.weights)

@@ -1,0 +1,107 @@
+"""`rpsim compare`: every schedule on one model and server, best first."""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+
+from rpsim.cli.setup_flags import add_plan_flags, add_setup_flags, plan_request, setup_from_args
+from rpsim.compare import Row, rank, run_one, speedup_over_baselines
+from rpsim.errors import SpecError
+from rpsim.report.table import format_table
+from rpsim.scenario import Scenario
+from rpsim.schedules import SCHEDULES, get_schedule
+
+COLUMNS = ("schedule", "feasible", "iteration_s", "tokens_per_s", "mfu", "bubble", "bubble_fill", "bubble_drain",
+           "bubble_switch", "bubble_intra", "peak_gpu_mem_bytes", "peak_host_mem_bytes", "n_mb", "mb_size", "reason")
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="compare schedules on one model and server")
+    add_setup_flags(p)
+    add_plan_flags(p)
+    p.add_argument("--schedules", default=",".join(SCHEDULES), help="comma-separated (default: all)")
+    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    p.add_argument("--plot", default=None, help="write a comparison figure (PNG, SVG or PDF)")
+    p.set_defaults(func=run)
+
+
+def parse_schedules(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise SpecError(f"--schedules is empty; valid choices: {', '.join(SCHEDULES)}")
+    for n in names:
+        get_schedule(n)
+    return names
+
+
+def header(sc: Scenario, args: argparse.Namespace) -> str:
+    t = sc.training
+    lines = [f"# {sc.model.name} on {sc.server.name} ({sc.server.n_gpus}x {sc.server.gpu.name}, p2p {sc.server.p2p}), "
+             f"{t.mode}, {t.precision}, recompute {t.recompute}, fidelity {args.fidelity}",
+             f"# seq {t.seq_len}, global batch {t.global_batch} = {t.n_mb} microbatches x {t.mb_size} "
+             f"({t.tokens_per_iteration} tokens/iteration); async schedules: steady-state iteration"]
+    lines += [f"# note: {n}" for n in sc.costs.notes]
+    return "\n".join(lines)
+
+
+def table_rows(rows: list[Row]) -> list[list[object]]:
+    out = []
+    for r in rows:
+        m = r.metrics
+        if m["iteration_s"] is None:
+            out.append([m["schedule"], "no", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", m["reason"]])
+            continue
+        pct = lambda x: round(100 * x, 1)  # noqa: E731
+        out.append([m["schedule"], "yes" if m["feasible"] else "no", round(m["iteration_s"], 3),
+                    round(m["tokens_per_s"], 1), pct(m["mfu"]), pct(m["bubble"]), pct(m["bubble_fill"]),
+                    pct(m["bubble_drain"]), pct(m["bubble_switch"]), pct(m["bubble_intra"]),
+                    round(max(m["peak_gpu_mem_bytes"]) / 2**30, 1), round(m["peak_host_mem_bytes"] / 2**30, 1),
+                    m["reason"] or m.get("weights", "")])
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    sc = setup_from_args(args)
+    names = parse_schedules(args.schedules)
+    rows = []
+    for name in names:
+        print(f"rpsim: simulating {name} ...", file=sys.stderr)
+        rows.append(run_one(sc, plan_request(args, name)))
+    rows = rank(rows)
+    if args.plot:
+        from rpsim.plot.compare_figure import save_compare_figure
+        save_compare_figure(rows, sc, args.plot)
+    emit(rows, sc, args)
+    return 0 if any(r.metrics["feasible"] for r in rows) else 1
+
+
+def emit(rows: list[Row], sc: Scenario, args: argparse.Namespace) -> None:
+    metrics = [r.metrics for r in rows]
+    if args.format == "json":
+        print(json.dumps(metrics, indent=1))
+        return
+    if args.format == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(COLUMNS)
+        for m in metrics:
+            w.writerow([_csv(m.get(c)) for c in COLUMNS])
+        print(buf.getvalue(), end="")
+        return
+    print(header(sc, args))
+    print(format_table(["schedule", "feasible", "iter_s", "tokens/s", "MFU%", "bubble%", "fill", "drain", "switch",
+                        "intra", "GPU_GiB", "host_GiB", "weights / reason"], table_rows(rows)))
+    s = speedup_over_baselines(rows)
+    if s:
+        print(f"\nbest: {s[0]}, {s[2]:.2f}x the tokens/s of the best baseline ({s[1]})")
+    elif not any(m["feasible"] for m in metrics):
+        print("\nno schedule fits this server; the reasons above name the GPU or host memory that is short")
+
+
+def _csv(v: object) -> object:
+    if isinstance(v, list):
+        return max(v) if v else ""
+    return "" if v is None else v

@@ -1,0 +1,50 @@
+"""`rpsim simulate`: one plan (from --plan, or built from flags) -> metrics, trace, Chrome trace."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from rpsim.cli.cmd_compare import emit
+from rpsim.cli.setup_flags import add_plan_flags, add_setup_flags, plan_request, setup_from_args
+from rpsim.compare import Row, run_one
+from rpsim.errors import SpecError
+from rpsim.ir.planio import load_plan
+from rpsim.report.files import write_json_atomic
+from rpsim.scenario import scenario_from_setup
+from rpsim.sim.simulate import simulate
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="simulate one plan")
+    p.add_argument("--plan", default=None, help="plan.json from rpsim export or rpsim search")
+    add_setup_flags(p, need_model=False)
+    add_plan_flags(p)
+    p.add_argument("--schedule", default=None, help="with flags instead of --plan")
+    p.add_argument("--trace", default=None, help="write the timed trace (rpsim.trace JSON)")
+    p.add_argument("--chrome-trace", default=None, help="write a Chrome / Perfetto trace JSON")
+    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.plan:
+        plan = load_plan(args.plan)
+        sc = scenario_from_setup(dict(plan.setup))
+        result = simulate(plan, sc)
+        row = Row(result.metrics, result)
+        args.fidelity = plan.level
+    else:
+        if not (args.model and args.gpus and args.schedule):
+            raise SpecError("rpsim simulate needs --plan FILE, or --model, --gpus and --schedule")
+        sc = setup_from_args(args)
+        row = run_one(sc, plan_request(args, args.schedule))
+    if args.trace and row.result:
+        write_json_atomic(args.trace, row.result.trace.to_json())
+    if args.chrome_trace and row.result:
+        from rpsim.plot.chrome import chrome_trace
+        write_json_atomic(args.chrome_trace, chrome_trace(row.result.plan, row.result.trace))
+    if args.format == "json":
+        print(json.dumps([row.metrics], indent=1))
+    else:
+        emit([row], sc, args)
+    return 0 if row.metrics["feasible"] else 1
