@@ -1,0 +1,72 @@
+"""Host side of the model states: fp32 master weights with a torch AdamW per pipeline layer, two
+compute-dtype copies per layer (pinned on CUDA) that LOADs read, and gradient staging for OFFLOADs.
+
+Versions: iteration i's LOADs read copy i % 2; STEP(layer, it) writes copy (it + lag) % 2, where lag is
+1 (sync) or 2 (async, staleness 1). With async, iteration i+1 reads copy (i+1) % 2 while STEP(i) writes
+copy i % 2, so the optimizer never overwrites weights an in-flight iteration still uploads (the
+consistency protocol's P-copy ordering, roundpipe.md)."""
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+import torch
+from torch import nn
+
+
+class HostParams:
+    def __init__(self, layers: list[nn.Module], dtype: torch.dtype, pin: bool, lag: int, lr: float = 1e-4) -> None:
+        self.layers = layers
+        self.dtype = dtype
+        self.lag = lag
+        self.pin = pin
+        self.lock = threading.Lock()
+        self.copies: list[list[dict[str, torch.Tensor]]] = []
+        self.version: list[list[int]] = []  # optimizer steps applied to each copy
+        for layer in layers:
+            one = {n: self._host(p.detach().to(dtype)) for n, p in layer.named_parameters()}
+            self.copies.append([one, {n: self._host(t.clone()) for n, t in one.items()}])
+            self.version.append([0, 0])
+        self.optim = [torch.optim.AdamW(layer.parameters(), lr=lr, foreach=False) if list(layer.parameters())
+                      else None for layer in layers]
+        self.staged: dict[tuple[int, int], list[dict[str, torch.Tensor]]] = defaultdict(list)
+        self.captured: dict[int, dict[str, torch.Tensor]] = {}  # layer -> fp32 grads of iteration 0
+        self.load_log: list[tuple[int, int, int]] = []  # (layer, iteration, version read)
+
+    def _host(self, t: torch.Tensor) -> torch.Tensor:
+        return t.pin_memory() if self.pin else t
+
+    def weights_for(self, layer: int, it: int) -> dict[str, torch.Tensor]:
+        with self.lock:
+            self.load_log.append((layer, it, self.version[layer][it % 2]))
+        return self.copies[layer][it % 2]
+
+    def empty_like_grads(self, layer: int) -> dict[str, torch.Tensor]:
+        return {n: self._host(torch.empty(p.shape, dtype=self.dtype)) for n, p in self.layers[layer].named_parameters()}
+
+    def stage_grads(self, layer: int, it: int, grads: dict[str, torch.Tensor]) -> None:
+        with self.lock:
+            self.staged[(layer, it)].append(grads)
+
+    def step(self, layer: int, it: int, capture: bool) -> None:
+        """Sum the layer's staged gradients in fp32, run AdamW, refresh the copy iteration it+lag reads."""
+        with self.lock:
+            staged = self.staged.pop((layer, it), [])
+        params = dict(self.layers[layer].named_parameters())
+        for name, p in params.items():
+            total = torch.zeros_like(p, dtype=torch.float32)
+            for g in staged:
+                total += g[name].float()
+            p.grad = total
+        if capture and it == 0:
+            self.captured[layer] = {n: p.grad.clone() for n, p in params.items()}  # type: ignore[union-attr]
+        opt = self.optim[layer]
+        if opt is not None:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        target = (it + self.lag) % 2
+        with torch.no_grad():
+            for name, p in params.items():
+                self.copies[layer][target][name].copy_(p.detach().to(self.dtype))
+        with self.lock:
+            self.version[layer][target] = it + 1

@@ -1,0 +1,160 @@
+"""A real decoder in torch, cut into pipeline layers exactly as rpsim counts them: 0 = embedding,
+1..L = transformer layers (RMSNorm, GQA attention with RoPE, SwiGLU MLP or top-k MoE), L+1 = head (final
+RMSNorm, LM head, cross-entropy). Layers hold no buffers, so torch.func.functional_call can run any of
+them on weights uploaded elsewhere."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rpsim.specs import ModelSpec
+
+ROPE_THETA = 10000.0
+NORM_EPS = 1e-6
+
+
+class RMSNorm(nn.Module):
+    """Zhang & Sennrich 2019; computed in fp32 as Llama does."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + NORM_EPS)
+        return (y * self.weight.float()).to(x.dtype)
+
+
+def rope(x: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding (Su et al. 2021), half-split layout as in Llama; x: [b, heads, s, d]."""
+    s, d = x.shape[-2], x.shape[-1]
+    inv = ROPE_THETA ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
+    angles = torch.arange(s, device=x.device, dtype=torch.float32)[:, None] * inv[None, :]
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., : d // 2], x[..., d // 2:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, m: ModelSpec) -> None:
+        super().__init__()
+        self.m = m
+        self.q_proj = nn.Linear(m.hidden, m.q_width, bias=False)
+        self.k_proj = nn.Linear(m.hidden, m.kv_width, bias=False)
+        self.v_proj = nn.Linear(m.hidden, m.kv_width, bias=False)
+        self.o_proj = nn.Linear(m.q_width, m.hidden, bias=False)
+        self.q_norm = RMSNorm(m.head_dim) if m.qk_norm else None
+        self.k_norm = RMSNorm(m.head_dim) if m.qk_norm else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        m = self.m
+        q = self.q_proj(x).view(b, s, m.n_heads, m.head_dim)
+        k = self.k_proj(x).view(b, s, m.n_kv_heads, m.head_dim)
+        v = self.v_proj(x).view(b, s, m.n_kv_heads, m.head_dim)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        q, k = rope(q), rope(k)
+        rep = m.n_heads // m.n_kv_heads
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o_proj(y.transpose(1, 2).reshape(b, s, m.q_width))
+
+
+class SwiGLU(nn.Module):
+    """Shazeer 2020: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, hidden: int, width: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, width, bias=False)
+        self.up_proj = nn.Linear(hidden, width, bias=False)
+        self.down_proj = nn.Linear(width, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class MoE(nn.Module):
+    """Top-k routed experts (Shazeer et al. 2017; Qwen3-MoE): softmax over all experts, keep the top k,
+    renormalise their weights, sum the chosen experts' SwiGLU outputs."""
+
+    def __init__(self, m: ModelSpec) -> None:
+        super().__init__()
+        self.k = m.n_active_experts
+        self.router = nn.Linear(m.hidden, m.n_experts, bias=False)
+        self.experts = nn.ModuleList(SwiGLU(m.hidden, m.mlp_width) for _ in range(m.n_experts))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        probs = F.softmax(self.router(flat).float(), dim=-1)
+        weight, chosen = probs.topk(self.k, dim=-1)
+        weight = (weight / weight.sum(-1, keepdim=True)).to(x.dtype)
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):
+            rows, slot = (chosen == e).nonzero(as_tuple=True)
+            if rows.numel():
+                out.index_add_(0, rows, expert(flat[rows]) * weight[rows, slot, None])
+        return out.view_as(x)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, m: ModelSpec) -> None:
+        super().__init__()
+        self.input_norm = RMSNorm(m.hidden)
+        self.attn = Attention(m)
+        self.post_attn_norm = RMSNorm(m.hidden)
+        self.mlp: nn.Module = MoE(m) if m.is_moe else SwiGLU(m.hidden, m.mlp_width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.input_norm(x))
+        return x + self.mlp(self.post_attn_norm(x))
+
+
+class Embedding(nn.Module):
+    def __init__(self, m: ModelSpec) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(m.vocab, m.hidden)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(ids)
+
+
+class Head(nn.Module):
+    """Final norm, LM head and mean token cross-entropy. forward(hidden, labels) -> scalar loss."""
+
+    def __init__(self, m: ModelSpec) -> None:
+        super().__init__()
+        self.norm = RMSNorm(m.hidden)
+        self.lm_head = nn.Linear(m.hidden, m.vocab, bias=False)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = self.lm_head(self.norm(x))
+        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1))
+
+
+def skeleton_layers(m: ModelSpec) -> list[nn.Module]:
+    """Parameterless copies (meta tensors) for torch.func.functional_call. functional_call swaps a
+    module's parameters in place while it runs, so each device's compute lane needs its own skeleton."""
+    with torch.device("meta"):
+        return [Embedding(m), *[DecoderLayer(m) for _ in range(m.n_layers)], Head(m)]
+
+
+def build_layers(m: ModelSpec, seed: int = 0) -> list[nn.Module]:
+    """The pipeline layers, deterministically initialised from `seed` (normal(0, 0.02) weights as in
+    GPT-2 / Llama, with output projections scaled by 1/sqrt(2L), GPT-2 Sec. 2.3)."""
+    gen = torch.Generator().manual_seed(seed)
+    layers: list[nn.Module] = [Embedding(m), *[DecoderLayer(m) for _ in range(m.n_layers)], Head(m)]
+    with torch.no_grad():
+        for layer in layers:
+            for name, p in layer.named_parameters():
+                if name.endswith("norm.weight") or p.dim() == 1:
+                    p.fill_(1.0)
+                    continue
+                std = 0.02 / math.sqrt(2 * m.n_layers) if name.split(".")[-2] in ("o_proj", "down_proj") else 0.02
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return layers

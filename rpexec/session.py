@@ -1,0 +1,128 @@
+"""A run of a plan: build the model, the host states and the devices, interpret the plan's lanes for
+each block of iterations, and collect losses, captured gradients and the measured trace."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from rpsim.ir import Plan
+from rpsim.ir.deps import dependency_graph
+from rpsim.ir.jobs import job_of_action, jobs_of, stages_are_resident
+from rpsim.sim.trace import Trace, TraceEvent
+from rpsim.specs import ModelSpec
+from rpexec.device import DeviceState
+from rpexec.handlers import Context
+from rpexec.hostparams import HostParams
+from rpexec.measure import measured_events
+from rpexec.model import build_layers, skeleton_layers
+from rpexec.runtime import Fault, Interpreter
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp16-acc16": torch.float16}
+
+
+@dataclass
+class RunOptions:
+    device: str = "cpu"  # cpu | cuda
+    dtype: str = "fp32"
+    blocks: int = 1  # the plan's iterations are run this many times, iteration numbers continuing
+    seed: int = 0
+    lr: float = 1e-4
+    capture_grads: bool = False
+    watchdog_s: float = 300.0
+    fault: str | None = None
+
+
+@dataclass
+class RunResult:
+    losses: dict[tuple[int, int], float]  # (mb, iteration) -> loss
+    grads: dict[int, dict[str, torch.Tensor]]  # layer -> fp32 gradients of iteration 0
+    trace: Trace
+    load_log: list[tuple[int, int, int]] = field(default_factory=list)
+    peak_gpu_mem_bytes: list[float] = field(default_factory=list)
+
+
+def batch_fn(model: ModelSpec, seq: int, mb_size: int, seed: int):
+    """Deterministic random tokens (the RoundPipe paper trains on random tokens), per (mb, iteration)."""
+    cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+    lock = threading.Lock()
+
+    def get(mb: int, it: int) -> tuple[torch.Tensor, torch.Tensor]:
+        with lock:
+            if (mb, it) not in cache:
+                g = torch.Generator().manual_seed(seed * 1_000_003 + it * 1009 + mb)
+                tokens = torch.randint(0, model.vocab, (mb_size, seq + 1), generator=g)
+                cache[(mb, it)] = (tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())
+            return cache[(mb, it)]
+    return get
+
+
+def make_devices(plan: Plan, opts: RunOptions) -> dict[int, DeviceState]:
+    devices = {}
+    for g in range(plan.n_gpus):
+        if opts.device == "cuda":
+            dev = torch.device("cuda", g)
+            streams = {lane: torch.cuda.Stream(device=dev) for (gpu, lane) in plan.lanes if gpu == g}
+            devices[g] = DeviceState(g, dev, streams)
+        else:
+            devices[g] = DeviceState(g, torch.device("cpu"))
+    return devices
+
+
+def setup_resident(plan: Plan, layers: list, devices: dict[int, DeviceState], dtype: torch.dtype, lr: float) -> None:
+    for g, dev in devices.items():
+        stages = {a.stage for a in plan.lane(g, "compute") if a.is_compute}
+        for s in stages:
+            lo, hi = plan.partition.fwd[s]  # type: ignore[index]
+            for layer in range(lo, hi):
+                master = {n: p.detach().to(dev.device, torch.float32).clone().requires_grad_(True)
+                          for n, p in layers[layer].named_parameters()}
+                dev.resident_master[layer] = master
+                dev.resident[layer] = {n: m.detach().to(dtype).clone().requires_grad_(True) for n, m in master.items()}
+                dev.resident_optim[layer] = torch.optim.AdamW(list(master.values()), lr=lr, foreach=False)
+
+
+def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOptions) -> RunResult:
+    torch.manual_seed(opts.seed)
+    dtype = DTYPES[opts.dtype]
+    layers = build_layers(model, opts.seed)
+    resident = stages_are_resident(plan) and plan.options.get("weights") == "resident"
+    host = HostParams(layers, dtype, pin=opts.device == "cuda", lag=1 if plan.optimizer == "sync" else 2, lr=opts.lr)
+    devices = make_devices(plan, opts)
+    for dev in devices.values():
+        dev.skeleton = skeleton_layers(model)
+    if resident:
+        setup_resident(plan, layers, devices, dtype, opts.lr)
+    jobs = {(g, j.key): j for g in range(plan.n_gpus) for j in jobs_of(plan, g)}
+    ctx = Context(plan, layers, host, devices, job_of_action(plan), jobs, batch_fn(model, seq, mb_size, opts.seed),
+                  {}, resident, not stages_are_resident(plan), opts.capture_grads, {}, threading.Lock())
+    events: list[TraceEvent] = []
+    offset = 0
+    for block in range(opts.blocks):
+        shifted = plan if block == 0 else shift_iterations(plan, offset)
+        block_ctx = replace(ctx, plan=shifted, job_of=job_of_action(shifted),
+                            jobs={(g, j.key): j for g in range(plan.n_gpus) for j in jobs_of(shifted, g)})
+        interp = Interpreter(shifted, dependency_graph(shifted), block_ctx, opts.watchdog_s,
+                             Fault.parse(opts.fault) if opts.fault else None)
+        t_base = events[-1].end_s if events else 0.0
+        interp.run()
+        events += measured_events(interp, devices, t_base)
+        offset += plan.n_iters
+    peaks = [float(torch.cuda.max_memory_allocated(d.device)) if d.is_cuda else 0.0 for d in devices.values()]
+    losses = {k: float(v) for k, v in ctx.losses.items()}
+    trace = Trace(tuple(sorted(events, key=lambda e: (e.start_s, e.gpu, e.lane, e.action))),
+                  {"source": "rpexec", "schedule": plan.schedule, "device": opts.device, "dtype": opts.dtype,
+                   "model": model.name, "n_gpus": plan.n_gpus, "peak_gpu_mem_bytes": peaks,
+                   "server": str(plan.setup.get("server", ""))})
+    return RunResult(losses, host.captured, trace, host.load_log, peaks)
+
+
+def shift_iterations(plan: Plan, offset: int) -> Plan:
+    """The same lanes with every iteration number moved by `offset` (the next block of iterations)."""
+    lanes = {k: tuple(replace(a, it=a.it + offset) for a in v) for k, v in plan.lanes.items()}
+    edges = tuple(((g1, replace(a1, it=a1.it + offset)), (g2, replace(a2, it=a2.it + offset)))
+                  for (g1, a1), (g2, a2) in plan.extra_edges)
+    return replace(plan, lanes=lanes, extra_edges=edges, n_iters=plan.n_iters)
+
+
