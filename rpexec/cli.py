@@ -1,5 +1,6 @@
 """`rpexec run plan.json`: replay a plan with torch; `--check-grads` compares one iteration's loss and
-every gradient with a single-device reference. Exit 0 ok, 1 a check failed, 2 bad input, 3 a run error."""
+every gradient with a single-device reference. Exit 0 ok, 1 a check failed, 2 bad input, 3 a run error,
+130 interrupted."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,7 @@ from rpsim.errors import PlanError, SpecError
 from rpsim.ir.planio import load_plan
 from rpsim.report.files import write_json_atomic
 from rpexec.checks import check_machine, model_and_shape
-from rpexec.runtime import ExecError
+from rpexec.runtime import ExecError, Interrupted
 from rpexec.session import DTYPES, RunOptions, run_plan
 
 
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError(f"--iters {iters} is not a multiple of the plan's {plan.n_iters} iterations")
     opts = RunOptions(device=args.device, dtype=dtype, blocks=iters // plan.n_iters, seed=args.seed, lr=args.lr,
                       capture_grads=args.check_grads, watchdog_s=args.watchdog_s, fault=args.inject_fault)
+    print(f"rpexec: running {plan.schedule} on {plan.n_gpus} {args.device} device(s) ...", file=sys.stderr, flush=True)
     result = run_plan(plan, model, seq, mb_size, opts)
     if args.trace:
         write_json_atomic(args.trace, result.trace.to_json())
@@ -89,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"rpexec: error: {e}", file=sys.stderr)
         return 2
+    except (Interrupted, KeyboardInterrupt):
+        print("rpexec: interrupted (Ctrl-C); all lanes stopped", file=sys.stderr)
+        return 130
     except ExecError as e:
         if args.debug:
             traceback.print_exc()

@@ -116,7 +116,7 @@ def backward(ctx: Context, gpu: int, a: Action) -> None:
         leaf, out = dev.graphs.pop((a.stage, a.mb, a.it))
         _backprop(ctx, out, hi, dev, a)
         grad_in = leaf.grad if leaf is not None else None
-    elif ctx.plan.recompute == "layer":
+    elif ctx.plan.recompute == "layer" and a.kind != "FB":  # FB's forward is its recompute
         grad_in = _backward_per_layer(ctx, dev, gpu, a, lo, hi)
     else:
         x = dev.take(("act", lo, a.mb, a.it)) if lo > 0 else torch.empty(0)

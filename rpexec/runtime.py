@@ -31,6 +31,10 @@ class ExecError(RuntimeError):
     """A lane failed; the message names the GPU, lane and action."""
 
 
+class Interrupted(ExecError):
+    """Ctrl-C: every lane was told to stop."""
+
+
 @dataclass
 class Fault:
     """A fault injected for tests: at (gpu, lane, action) raise, hang or run out of memory."""
@@ -93,7 +97,7 @@ class Interpreter:
             self.abort.set()
             for t in threads:
                 t.join(2.0)
-            raise ExecError("interrupted (Ctrl-C); all lanes stopped") from None
+            raise Interrupted("interrupted (Ctrl-C); all lanes stopped") from None
         if self.errors:
             raise self.errors[0]
 

@@ -32,6 +32,7 @@ class RunOptions:
     capture_grads: bool = False
     watchdog_s: float = 300.0
     fault: str | None = None
+    same_batch: bool = False  # every iteration sees iteration 0's tokens (a training smoke test)
 
 
 @dataclass
@@ -43,12 +44,13 @@ class RunResult:
     peak_gpu_mem_bytes: list[float] = field(default_factory=list)
 
 
-def batch_fn(model: ModelSpec, seq: int, mb_size: int, seed: int):
+def batch_fn(model: ModelSpec, seq: int, mb_size: int, seed: int, same_batch: bool = False):
     """Deterministic random tokens (the RoundPipe paper trains on random tokens), per (mb, iteration)."""
     cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
     lock = threading.Lock()
 
     def get(mb: int, it: int) -> tuple[torch.Tensor, torch.Tensor]:
+        it = 0 if same_batch else it
         with lock:
             if (mb, it) not in cache:
                 g = torch.Generator().manual_seed(seed * 1_000_003 + it * 1009 + mb)
@@ -95,7 +97,7 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
     if resident:
         setup_resident(plan, layers, devices, dtype, opts.lr)
     jobs = {(g, j.key): j for g in range(plan.n_gpus) for j in jobs_of(plan, g)}
-    ctx = Context(plan, layers, host, devices, job_of_action(plan), jobs, batch_fn(model, seq, mb_size, opts.seed),
+    ctx = Context(plan, layers, host, devices, job_of_action(plan), jobs, batch_fn(model, seq, mb_size, opts.seed, opts.same_batch),
                   {}, resident, not stages_are_resident(plan), opts.capture_grads, {}, threading.Lock())
     events: list[TraceEvent] = []
     offset = 0

@@ -61,7 +61,8 @@ def act_out(ctx: Context, gpu: int, a: Action) -> int:
     lo, hi = _range(ctx, a)
     if a.phase == "F":
         keys = [("act", hi, a.mb, a.it)] if hi < ctx.n_layers else []
-        keys += [("act", b, a.mb, a.it) for b in sorted(_saved_boundaries(ctx, lo, hi))]
+        if ctx.stateless:  # stateless GPUs keep nothing: saved inputs go to host memory too
+            keys += [("act", b, a.mb, a.it) for b in sorted(_saved_boundaries(ctx, lo, hi))]
     else:
         keys = [("grad", lo, a.mb, a.it)]
     moved = 0
@@ -79,13 +80,14 @@ def act_in(ctx: Context, gpu: int, a: Action) -> int:
     bwd_starts = {b for b, _ in ctx.plan.partition.bwd}
     wanted: list[tuple[tuple, bool]] = []  # (key, last reader?)
     if a.phase == "F" or a.stage == len(ctx.plan.partition.bwd) - 1 and ctx.plan.partition.fused:
-        saved_later = a.phase == "F" and ctx.stateless and lo in bwd_starts
+        saved_later = a.phase == "F" and ctx.stateless and (lo in bwd_starts or ctx.plan.recompute == "layer")
         wanted.append((("act", lo, a.mb, a.it), not saved_later))
     else:
         if hi < ctx.n_layers:
             wanted.append((("grad", hi, a.mb, a.it), True))
-        if ctx.stateless and lo > 0:
-            wanted.append((("act", lo, a.mb, a.it), True))
+        if ctx.stateless:
+            if lo > 0:
+                wanted.append((("act", lo, a.mb, a.it), True))
             if ctx.plan.recompute == "layer":
                 wanted += [(("act", b, a.mb, a.it), True) for b in range(lo + 1, hi)]
     moved = 0

@@ -1,0 +1,148 @@
+"""rpexec on CPU: every schedule matches the single-device reference; async weight versions; faults."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rpexec.cli import main as rpexec_main  # noqa: E402
+from rpsim.ir.planio import load_plan  # noqa: E402
+from rpexec.checks import model_and_shape  # noqa: E402
+from rpexec.session import RunOptions, run_plan  # noqa: E402
+from tests.rpexec_helpers import TINY, TINY_MOE, export, write_config  # noqa: E402
+
+SCHEDULES = ["gpipe", "1f1b", "interleaved", "looped-bfs", "roundpipe", "roundpipe-sync"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_config(tmp_path_factory.mktemp("cfg"), TINY)
+
+
+@pytest.mark.parametrize("n_gpus", [2, 3, 4])
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_every_schedule_matches_reference(tmp_path, tiny, schedule, n_gpus, capsys):
+    plan = export(tmp_path, tiny, schedule, f"4090x{n_gpus}")
+    code = rpexec_main(["run", str(plan), "--device", "cpu", "--check-grads"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "check-grads ok" in out
+
+
+@pytest.mark.parametrize("schedule, extra", [
+    ("1f1b", ("--recompute", "none")), ("gpipe", ("--recompute", "layer")),
+    ("roundpipe", ("--recompute", "layer")), ("1f1b", ("--weights", "stream")),
+    ("interleaved", ("--weights", "stream")), ("roundpipe-sync", ("--round-size", "4")),
+    ("roundpipe", ("--partition", "3,3,2|0,1,1,1,1,1,1,1,1")),
+])
+def test_variants_match_reference(tmp_path, tiny, schedule, extra, capsys):
+    plan = export(tmp_path, tiny, schedule, "4090x2", *extra)
+    assert rpexec_main(["run", str(plan), "--check-grads"]) == 0, capsys.readouterr()
+
+
+def test_p2p_plan_uses_send_recv_and_matches(tmp_path, tiny, capsys):
+    plan = export(tmp_path, tiny, "1f1b", "h100x2")
+    kinds = {a.split(".")[0].strip("0123456789") for lane in json.loads(plan.read_text())["lanes"]
+             for a in lane["actions"]}
+    assert {"SEND", "RECV"} <= kinds and "ACT_OUT" not in kinds
+    assert rpexec_main(["run", str(plan), "--check-grads"]) == 0, capsys.readouterr()
+
+
+@pytest.mark.parametrize("schedule", ["roundpipe", "1f1b"])
+def test_moe_model_matches_reference(tmp_path, schedule, capsys):
+    cfg = write_config(tmp_path, TINY_MOE, "moe.json")
+    plan = export(tmp_path, cfg, schedule, "4090x2")
+    assert rpexec_main(["run", str(plan), "--check-grads"]) == 0, capsys.readouterr()
+
+
+@pytest.mark.parametrize("schedule, lag", [("roundpipe", 2), ("roundpipe-sync", 1)])
+def test_weight_versions_follow_staleness(tmp_path, tiny, schedule, lag):
+    """Async: iteration T+1 computes with the weights after step T-1 (T steps applied: version T);
+    sync: iteration T uses the weights after step T-1 (version T)."""
+    plan = load_plan(export(tmp_path, tiny, schedule, "4090x2"))
+    model, seq, mb, _ = model_and_shape(plan)
+    result = run_plan(plan, model, seq, mb, RunOptions(blocks=6 // plan.n_iters))
+    seen = {(it, version) for _layer, it, version in result.load_log}
+    assert {it for it, _ in seen} == set(range(6))
+    assert all(version == max(0, it - lag + 1) for it, version in seen), sorted(seen)
+
+
+def test_losses_fall_when_training(tmp_path, tiny):
+    plan = load_plan(export(tmp_path, tiny, "roundpipe", "4090x2"))
+    model, seq, mb, _ = model_and_shape(plan)
+    result = run_plan(plan, model, seq, mb, RunOptions(blocks=2, lr=1e-2, same_batch=True))
+    first = sum(v for (m, it), v in result.losses.items() if it == 0)
+    last = sum(v for (m, it), v in result.losses.items() if it == 5)
+    assert last < first
+
+
+def test_trace_has_every_action(tmp_path, tiny):
+    plan_path = export(tmp_path, tiny, "roundpipe", "4090x2")
+    trace = tmp_path / "t.json"
+    assert rpexec_main(["run", str(plan_path), "--trace", str(trace)]) == 0
+    data = json.loads(trace.read_text())
+    plan = load_plan(plan_path)
+    assert data["format"] == "rpsim.trace" and data["meta"]["source"] == "rpexec"
+    assert len(data["events"]) == sum(len(v) for v in plan.lanes.values())
+    assert all(e["end_s"] >= e["start_s"] >= 0 for e in data["events"])
+    assert any(e["bytes"] > 0 for e in data["events"] if e["kind"] == "LOAD")
+
+
+@pytest.mark.parametrize("mode, needle", [
+    ("raise", "gpu 1, lane compute, action 1F0 failed: RuntimeError: injected fault"),
+    ("oom", "out of GPU memory at gpu 1, lane compute, action 1F0"),
+])
+def test_faults_stop_all_lanes_and_name_the_action(tmp_path, tiny, capsys, mode, needle):
+    plan = export(tmp_path, tiny, "1f1b", "4090x2")
+    began = time.monotonic()
+    code = rpexec_main(["run", str(plan), "--inject-fault", f"1:compute:1F0:{mode}"])
+    assert code == 3 and needle in capsys.readouterr().err
+    assert time.monotonic() - began < 10
+
+
+def test_watchdog_names_the_waiting_action(tmp_path, tiny, capsys):
+    plan = export(tmp_path, tiny, "1f1b", "4090x2")
+    code = rpexec_main(["run", str(plan), "--inject-fault", "1:compute:1F0:hang", "--watchdog-s", "1"])
+    err = capsys.readouterr().err
+    assert code == 3 and "watchdog" in err and "waited 1 s for" in err
+
+
+def test_plan_not_matching_the_model_is_refused(tmp_path, tiny, capsys):
+    plan = export(tmp_path, tiny, "1f1b", "4090x2")
+    data = json.loads(plan.read_text())
+    data["setup"]["model"]["n_layers"] = 6
+    plan.write_text(json.dumps(data))
+    assert rpexec_main(["run", str(plan)]) == 2
+    assert "pipeline layers" in capsys.readouterr().err
+
+
+def test_tied_embeddings_refused_before_work(tmp_path, capsys):
+    cfg = write_config(tmp_path, {**TINY, "tie_word_embeddings": True}, "tied.json")
+    plan = export(tmp_path, cfg, "1f1b", "4090x2")
+    assert rpexec_main(["run", str(plan)]) == 2
+    assert "tied embeddings" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_requested_without_gpu_is_refused(tmp_path, tiny, capsys):
+    plan = export(tmp_path, tiny, "1f1b", "4090x2")
+    assert rpexec_main(["run", str(plan), "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_ctrl_c_exits_cleanly(tmp_path, tiny):
+    plan = export(tmp_path, tiny, "1f1b", "4090x2")
+    proc = subprocess.Popen([sys.executable, "-m", "rpexec.cli", "run", str(plan), "--inject-fault",
+                             "1:compute:1F0:hang"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()  # "rpexec: running ..." once the lanes are about to start
+    assert "running" in first
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
