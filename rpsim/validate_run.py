@@ -1,0 +1,53 @@
+"""Predicted against measured: simulate a plan, summarise a measured trace of the same plan with the
+same metrics code, and compare iteration time, bubble, peak memory and per-action-class durations."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import replace
+from statistics import mean
+from typing import Any
+
+from rpsim.ir import Plan
+from rpsim.metrics import summarize
+from rpsim.scenario import Scenario
+from rpsim.sim.simulate import simulate
+from rpsim.sim.trace import Trace
+
+CLASSES = ("F", "B", "FB", "LOAD", "OFFLOAD", "ACT_IN", "ACT_OUT", "SEND", "STEP")
+
+
+def class_durations(trace: Trace) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = defaultdict(list)
+    for e in trace.events:
+        if e.kind in CLASSES:
+            out[e.kind].append(e.end_s - e.start_s)
+    return out
+
+
+def measured_metrics(plan: Plan, trace: Trace, sc: Scenario) -> dict[str, Any]:
+    n_iters = max((e.it for e in trace.events), default=0) + 1
+    peaks = list(trace.meta.get("peak_gpu_mem_bytes") or [0.0] * plan.n_gpus)
+    return summarize(replace(plan, n_iters=n_iters), trace, sc, peaks, float(trace.meta.get("peak_host_mem_bytes", 0.0)))
+
+
+def relative_error(predicted: float, measured: float) -> float | None:
+    return (predicted - measured) / measured if measured else None
+
+
+def validate(plan: Plan, measured: Trace, sc: Scenario) -> dict[str, Any]:
+    pred = simulate(plan, sc)
+    p, m = pred.metrics, measured_metrics(plan, measured, sc)
+    rows = []
+    pd, md = class_durations(pred.trace), class_durations(measured)
+    for kind in CLASSES:
+        if kind in pd or kind in md:
+            ps, ms = mean(pd[kind]) if pd[kind] else 0.0, mean(md[kind]) if md[kind] else 0.0
+            rows.append({"class": kind, "n_predicted": len(pd[kind]), "n_measured": len(md[kind]),
+                         "predicted_mean_s": ps, "measured_mean_s": ms, "error": relative_error(ps, ms)})
+    return {
+        "iteration_s": {"predicted": p["iteration_s"], "measured": m["iteration_s"],
+                        "error": relative_error(p["iteration_s"], m["iteration_s"])},
+        "bubble": {"predicted": p["bubble"], "measured": m["bubble"]},
+        "peak_gpu_mem_bytes": {"predicted": max(p["peak_gpu_mem_bytes"]), "measured": max(m["peak_gpu_mem_bytes"])},
+        "classes": rows, "predicted": p, "measured": m,
+    }
