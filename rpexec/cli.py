@@ -32,7 +32,31 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--watchdog-s", type=float, default=300.0)
     r.add_argument("--inject-fault", default=None, help="testing aid: GPU:LANE:ACTION:raise|hang|oom")
     r.set_defaults(func=run)
+    pr = sub.add_parser("profile", help="measure this machine into a profile.json for rpsim --profile")
+    pr.add_argument("--model", required=True, help="preset name or Hugging Face config.json")
+    pr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    pr.add_argument("--dtype", default=None, choices=list(DTYPES), help="default: fp32 on cpu, bf16 on cuda")
+    pr.add_argument("--seq", type=int, default=2048)
+    pr.add_argument("--mb-size", type=int, default=1)
+    pr.add_argument("--reps", type=int, default=5)
+    pr.add_argument("-o", "--output", required=True)
+    pr.set_defaults(func=profile)
     return p
+
+
+def profile(args: argparse.Namespace) -> int:
+    from rpsim.catalog import load_model
+    from rpexec.profile import make_profile
+    if args.device == "cuda" and not __import__("torch").cuda.is_available():
+        raise SpecError("--device cuda: no CUDA device is available; valid choices here: cpu")
+    dtype = args.dtype or ("fp32" if args.device == "cpu" else "bf16")
+    data = make_profile(load_model(args.model), args.seq, args.mb_size, dtype, args.device, args.reps)
+    write_json_atomic(args.output, data)
+    layer = data["layers"][1]
+    print(f"rpexec: wrote {args.output}: layer forward {layer['forward_s'] * 1e3:.3f} ms, backward "
+          f"{layer['backward_s'] * 1e3:.3f} ms at {args.mb_size}x{args.seq} tokens ({dtype}); "
+          f"CPU Adam {data['cpu']['adam_params_per_s'] / 1e9:.2f} G params/s")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,4 +36,8 @@ class DeviceState:
         with self.lock:
             if key not in self.tensors:
                 raise RuntimeError(f"tensor {key} is not on device {self.index} (the plan moved no such data here)")
-            return self.tensors[key] if keep else self.tensors.pop(key)
+            t = self.tensors[key] if keep else self.tensors.pop(key)
+        if self.is_cuda:
+            # Made on another lane's stream: keep the allocator from reusing it while this stream reads it.
+            t.record_stream(torch.cuda.current_stream(self.device))
+        return t

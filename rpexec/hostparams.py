@@ -14,9 +14,20 @@ import torch
 from torch import nn
 
 
+def make_adamw(params: list, lr: float) -> torch.optim.Optimizer:
+    """torch's fused CPU AdamW (multi-threaded, ~6x the foreach path on this machine's 2 cores)."""
+    try:
+        return torch.optim.AdamW(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(params, lr=lr, foreach=True)
+
+
 class HostParams:
-    def __init__(self, layers: list[nn.Module], dtype: torch.dtype, pin: bool, lag: int, lr: float = 1e-4) -> None:
+    def __init__(self, layers: list[nn.Module], dtype: torch.dtype, pin: bool, lag: int, lr: float = 1e-4,
+                 threads: int | None = None) -> None:
         self.layers = layers
+        self.threads = threads
+        self._threads_set: set[int] = set()
         self.dtype = dtype
         self.lag = lag
         self.pin = pin
@@ -27,8 +38,8 @@ class HostParams:
             one = {n: self._host(p.detach().to(dtype)) for n, p in layer.named_parameters()}
             self.copies.append([one, {n: self._host(t.clone()) for n, t in one.items()}])
             self.version.append([0, 0])
-        self.optim = [torch.optim.AdamW(layer.parameters(), lr=lr, foreach=False) if list(layer.parameters())
-                      else None for layer in layers]
+        self.optim = [make_adamw(list(layer.parameters()), lr) if list(layer.parameters()) else None
+                      for layer in layers]
         self.staged: dict[tuple[int, int], list[dict[str, torch.Tensor]]] = defaultdict(list)
         self.captured: dict[int, dict[str, torch.Tensor]] = {}  # layer -> fp32 grads of iteration 0
         self.load_log: list[tuple[int, int, int]] = []  # (layer, iteration, version read)
@@ -50,6 +61,10 @@ class HostParams:
 
     def step(self, layer: int, it: int, capture: bool) -> None:
         """Sum the layer's staged gradients in fp32, run AdamW, refresh the copy iteration it+lag reads."""
+        me = threading.get_ident()
+        if self.threads and me not in self._threads_set:  # OpenMP thread counts are per calling thread
+            torch.set_num_threads(self.threads)
+            self._threads_set.add(me)
         with self.lock:
             staged = self.staged.pop((layer, it), [])
         params = dict(self.layers[layer].named_parameters())

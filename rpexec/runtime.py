@@ -102,6 +102,9 @@ class Interpreter:
             raise self.errors[0]
 
     def _lane(self, gpu: int, lane: str, actions: tuple[Action, ...]) -> None:
+        dev = self.ctx.devices.get(gpu)
+        if dev is not None and dev.is_cuda:
+            torch.cuda.set_device(dev.device)  # autograd and cuBLAS use the thread's current device
         for a in actions:
             node = (gpu, a)
             try:

@@ -2,6 +2,7 @@
 each block of iterations, and collect losses, captured gradients and the measured trace."""
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field, replace
 
@@ -33,6 +34,7 @@ class RunOptions:
     watchdog_s: float = 300.0
     fault: str | None = None
     same_batch: bool = False  # every iteration sees iteration 0's tokens (a training smoke test)
+    optimizer_threads: int | None = None  # CPU Adam threads; None = all cores but two per GPU lane set
 
 
 @dataclass
@@ -44,7 +46,7 @@ class RunResult:
     peak_gpu_mem_bytes: list[float] = field(default_factory=list)
 
 
-def batch_fn(model: ModelSpec, seq: int, mb_size: int, seed: int, same_batch: bool = False):
+def batch_fn(model: ModelSpec, seq: int, mb_size: int, seed: int, same_batch: bool = False, pin: bool = False):
     """Deterministic random tokens (the RoundPipe paper trains on random tokens), per (mb, iteration)."""
     cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
     lock = threading.Lock()
@@ -55,9 +57,16 @@ def batch_fn(model: ModelSpec, seq: int, mb_size: int, seed: int, same_batch: bo
             if (mb, it) not in cache:
                 g = torch.Generator().manual_seed(seed * 1_000_003 + it * 1009 + mb)
                 tokens = torch.randint(0, model.vocab, (mb_size, seq + 1), generator=g)
-                cache[(mb, it)] = (tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())
+                ids, labels = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+                cache[(mb, it)] = (ids.pin_memory(), labels.pin_memory()) if pin else (ids, labels)
             return cache[(mb, it)]
     return get
+
+
+def optimizer_threads(n_gpus: int) -> int:
+    """Leave two cores per GPU for the lane threads that issue its kernels and copies: an OpenMP Adam on
+    every core starves them while the GPUs work (the async optimizer overlaps the next iteration)."""
+    return max(1, (os.cpu_count() or 2) - 2 * n_gpus)
 
 
 def make_devices(plan: Plan, opts: RunOptions) -> dict[int, DeviceState]:
@@ -90,14 +99,15 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
     dtype = DTYPES[opts.dtype]
     layers = build_layers(model, opts.seed)
     resident = stages_are_resident(plan) and plan.options.get("weights") == "resident"
-    host = HostParams(layers, dtype, pin=opts.device == "cuda", lag=1 if plan.optimizer == "sync" else 2, lr=opts.lr)
+    host = HostParams(layers, dtype, pin=opts.device == "cuda", lag=1 if plan.optimizer == "sync" else 2, lr=opts.lr,
+                      threads=opts.optimizer_threads or optimizer_threads(plan.n_gpus))
     devices = make_devices(plan, opts)
     for dev in devices.values():
         dev.skeleton = skeleton_layers(model)
     if resident:
         setup_resident(plan, layers, devices, dtype, opts.lr)
     jobs = {(g, j.key): j for g in range(plan.n_gpus) for j in jobs_of(plan, g)}
-    ctx = Context(plan, layers, host, devices, job_of_action(plan), jobs, batch_fn(model, seq, mb_size, opts.seed, opts.same_batch),
+    ctx = Context(plan, layers, host, devices, job_of_action(plan), jobs, batch_fn(model, seq, mb_size, opts.seed, opts.same_batch, opts.device == 'cuda'),
                   {}, resident, not stages_are_resident(plan), opts.capture_grads, {}, threading.Lock())
     events: list[TraceEvent] = []
     offset = 0
@@ -107,7 +117,7 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
                             jobs={(g, j.key): j for g in range(plan.n_gpus) for j in jobs_of(shifted, g)})
         interp = Interpreter(shifted, dependency_graph(shifted), block_ctx, opts.watchdog_s,
                              Fault.parse(opts.fault) if opts.fault else None)
-        t_base = events[-1].end_s if events else 0.0
+        t_base = max((e.end_s for e in events), default=0.0)
         interp.run()
         events += measured_events(interp, devices, t_base)
         offset += plan.n_iters

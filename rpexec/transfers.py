@@ -43,8 +43,12 @@ def free(ctx: Context, gpu: int, a: Action) -> None:
     dev = ctx.devices[gpu]
     key = (a.phase, a.stage, a.mb, a.it)
     with dev.lock:
-        for k in [k for k in dev.weights if k[0] == key]:
-            dev.weights.pop(k)
+        dropped = [dev.weights.pop(k) for k in [k for k in dev.weights if k[0] == key]]
+    if dev.is_cuda:  # uploaded on the param_h2d stream, read on this (compute) stream
+        stream = torch.cuda.current_stream(dev.device)
+        for params in dropped:
+            for t in params.values():
+                t.record_stream(stream)
 
 
 def offload(ctx: Context, gpu: int, a: Action) -> int:

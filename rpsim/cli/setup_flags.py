@@ -36,6 +36,8 @@ def add_setup_flags(p: argparse.ArgumentParser, need_model: bool = True) -> None
     p.add_argument("--lora-rank", type=int, default=32)
     p.add_argument("--recompute", default="stage", choices=RECOMPUTE_POLICIES)
     p.add_argument("--profile", default=None, help="profile.json with measured per-layer times and links")
+    p.add_argument("--gpu-memory-gib", type=float, default=None,
+                   help="override the GPU memory capacity (e.g. 24 to model an H200 capped like an RTX 4090)")
 
 
 def training_from_args(args: argparse.Namespace) -> TrainingSpec:
@@ -52,7 +54,10 @@ def training_from_args(args: argparse.Namespace) -> TrainingSpec:
 
 
 def setup_from_args(args: argparse.Namespace) -> Scenario:
-    return make_scenario(args.model, args.gpus, training_from_args(args), args.profile)
+    if args.gpu_memory_gib is not None and args.gpu_memory_gib <= 0:
+        raise SpecError(f"--gpu-memory-gib must be > 0, got {args.gpu_memory_gib}")
+    memory = args.gpu_memory_gib * 2**30 if args.gpu_memory_gib else None
+    return make_scenario(args.model, args.gpus, training_from_args(args), args.profile, memory)
 
 
 def add_plan_flags(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,167 @@
+"""e03: how well does rpsim predict real runs? For three model sizes x {gpipe, 1f1b, roundpipe-sync,
+roundpipe} x GPU counts: `rpexec profile`, then rpsim's prediction from that profile, then `rpexec run`.
+
+    python3 experiments/e03_sim_vs_real.py --measure --gpus 1,2 --out DIR   # on the GPU machine
+    python3 experiments/e03_sim_vs_real.py                                   # compare, from experiments/data/e03
+
+The measure step saves, per run, the plan and the measured trace (small) so the comparison reruns
+without a GPU. Writes experiments/out/e03/results.csv and a figure, and prints the summary table."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SIZES = {  # Llama-style models small enough for quick runs; (name, hidden, layers, heads, kv, mlp)
+    "llama-0.2b": (1024, 8, 8, 4, 2816),
+    "llama-0.7b": (2048, 12, 16, 4, 5632),
+    "llama-1.8b": (3072, 16, 24, 8, 8192),
+}
+SEQ, GLOBAL_BATCH, N_MB = 1024, 16, 8
+SCHEDULES = ("gpipe", "1f1b", "roundpipe-sync", "roundpipe")
+DATA = ROOT / "experiments" / "data" / "e03"
+OUT = ROOT / "experiments" / "out" / "e03"
+
+
+def model(name: str):
+    from rpsim.specs import ModelSpec
+    h, layers, heads, kv, mlp = SIZES[name]
+    return ModelSpec(name=name, n_layers=layers, hidden=h, n_heads=heads, n_kv_heads=kv, head_dim=128,
+                     mlp_width=mlp, vocab=32000)
+
+
+def training():
+    from rpsim.specs import TrainingSpec
+    return TrainingSpec(seq_len=SEQ, global_batch=GLOBAL_BATCH, mb_size=GLOBAL_BATCH // N_MB, precision="bf16")
+
+
+def measure(gpu_counts: list[int], out: Path, device: str = "cuda") -> None:
+    import torch
+    from rpexec.profile import make_profile
+    from rpexec.session import RunOptions, run_plan
+    from rpsim.ir.planio import plan_to_json
+    from rpsim.planner import PlanRequest, make_plan
+    from rpsim.report.files import write_json_atomic
+    from rpsim.scenario import make_scenario
+    t = training()
+    dtype = "bf16" if device == "cuda" else "fp32"
+    for name in SIZES:
+        prof_path = out / f"{name}-profile.json"
+        write_json_atomic(prof_path, make_profile(model(name), SEQ, t.mb_size, dtype, device, reps=5))
+        for g in gpu_counts:
+            sc = make_scenario(model(name), f"h200x{g}", t, str(prof_path))
+            for schedule in SCHEDULES:
+                plan = make_plan(sc, PlanRequest(schedule, n_iters=4 if schedule == "roundpipe" else 1))
+                blocks = 1 if schedule == "roundpipe" else 4
+                for d in range(torch.cuda.device_count()):
+                    torch.cuda.reset_peak_memory_stats(d)
+                result = run_plan(plan, sc.model, SEQ, t.mb_size, RunOptions(device=device, dtype=dtype, blocks=blocks))
+                stem = out / f"{name}-{schedule}-{g}gpu"
+                write_json_atomic(f"{stem}-plan.json", plan_to_json(plan))
+                write_json_atomic(f"{stem}-trace.json", result.trace.to_json())
+                print(f"measured {stem.name}: makespan {result.trace.makespan_s:.3f} s", flush=True)
+    with tarfile.open(out / "e03.tar.gz", "w:gz") as tar:
+        for f in sorted(out.glob("*.json")):
+            tar.add(f, arcname=f.name)
+
+
+def steady_iteration_s(trace, skip: int = 1) -> float:
+    ends: dict[int, float] = {}
+    for e in trace.events:
+        ends[e.it] = max(ends.get(e.it, 0.0), e.end_s)
+    its = sorted(ends)
+    spans = [ends[i] - ends[i - 1] for i in its[1 + skip:]] or [ends[its[-1]]]
+    return statistics.mean(spans)
+
+
+def compare() -> list[dict]:
+    from rpsim.ir.planio import load_plan
+    from rpsim.scenario import scenario_from_setup
+    from rpsim.sim.simulate import simulate
+    from rpsim.sim.trace import load_trace
+    from rpsim.validate_run import measured_metrics
+    rows = []
+    for plan_path in sorted(DATA.glob("*-plan.json")):
+        plan = load_plan(plan_path)
+        setup = dict(plan.setup)
+        setup["profile"] = str(DATA / Path(setup["profile"]).name)
+        sc = scenario_from_setup(setup)
+        trace = load_trace(str(plan_path).replace("-plan.json", "-trace.json"))
+        pred = simulate(plan, sc).metrics
+        meas = measured_metrics(plan, trace, sc)
+        measured_s = steady_iteration_s(trace) if plan.optimizer == "async" else _block_iteration_s(trace)
+        rows.append({"model": sc.model.name, "schedule": plan.schedule, "gpus": plan.n_gpus,
+                     "predicted_s": pred["iteration_s"], "measured_s": measured_s,
+                     "predicted_bubble": pred["bubble"], "measured_bubble": meas["bubble"],
+                     "predicted_peak_gib": max(pred["peak_gpu_mem_bytes"]) / 2**30,
+                     "measured_peak_gib": max(trace.meta.get("peak_gpu_mem_bytes") or [0]) / 2**30})
+    return rows
+
+
+def _block_iteration_s(trace) -> float:
+    """Flushed schedules ran one iteration per block: the mean block after the first (warm-up) one."""
+    return steady_iteration_s(trace, skip=0)
+
+
+def report(rows: list[dict]) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    keys = list(rows[0])
+    with open(OUT / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(rows)
+    errors = [abs(r["predicted_s"] / r["measured_s"] - 1) for r in rows]
+    print(f"{'model':12s} {'schedule':15s} {'gpus':>4s} {'pred_s':>8s} {'meas_s':>8s} {'err':>7s} "
+          f"{'pred_bub':>8s} {'meas_bub':>8s} {'pred_GiB':>8s} {'meas_GiB':>8s}")
+    for r, e in zip(rows, errors, strict=True):
+        print(f"{r['model']:12s} {r['schedule']:15s} {r['gpus']:4d} {r['predicted_s']:8.4f} {r['measured_s']:8.4f} "
+              f"{100 * e:6.1f}% {r['predicted_bubble']:8.3f} {r['measured_bubble']:8.3f} "
+              f"{r['predicted_peak_gib']:8.2f} {r['measured_peak_gib']:8.2f}")
+    print(f"iteration-time error: median {100 * statistics.median(errors):.1f}%, max {100 * max(errors):.1f}% "
+          f"over {len(rows)} runs")
+    figure(rows)
+
+
+def figure(rows: list[dict]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for schedule in SCHEDULES:
+        pts = [(r["measured_s"], r["predicted_s"]) for r in rows if r["schedule"] == schedule]
+        if pts:
+            ax.scatter(*zip(*pts, strict=True), label=schedule)
+    lim = max(max(r["measured_s"], r["predicted_s"]) for r in rows) * 1.1
+    ax.plot([0, lim], [0, lim], "k--", lw=0.8)
+    ax.set(xlabel="measured iteration (s)", ylabel="predicted iteration (s)", title="e03: rpsim vs rpexec (H200)",
+           xlim=(0, lim), ylim=(0, lim))
+    ax.legend()
+    fig.savefig(OUT / "predicted_vs_measured.png", dpi=100, bbox_inches="tight")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--measure", action="store_true")
+    p.add_argument("--gpus", default="1,2")
+    p.add_argument("--out", default=str(DATA))
+    a = p.parse_args()
+    if a.measure:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        measure([int(x) for x in a.gpus.split(",")], out)
+        return
+    rows = compare()
+    if not rows:
+        sys.exit(f"no measured data under {DATA}; run with --measure on a GPU machine first")
+    report(rows)
+
+
+if __name__ == "__main__":
+    main()

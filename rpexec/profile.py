@@ -1,0 +1,119 @@
+"""`rpexec profile`: measure this machine into rpsim's profile.json schema: per-layer forward, backward
+and recompute times (embedding, one transformer layer standing for all, head), host<->GPU and P2P copy
+bandwidth across sizes (pinned, one at a time and both directions at once), and CPU Adam params/s."""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from rpsim.specs import ModelSpec
+from rpexec.hostparams import make_adamw
+from rpexec.model import build_layers
+from rpexec.session import DTYPES
+
+COPY_SIZES_BYTES = (1 << 20, 16 << 20, 256 << 20)
+
+
+def _timer(device: torch.device, fn: Callable[[], Any], reps: int) -> float:
+    """Median seconds of fn over reps runs after one warm-up."""
+    fn()
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _fwd_bwd(layer: torch.nn.Module, make_input: Callable[[], tuple], device: torch.device, reps: int,
+             loss_of: Callable[[Any], torch.Tensor]) -> tuple[float, float]:
+    def forward() -> None:
+        with torch.no_grad():
+            layer(*make_input())
+
+    def forward_backward() -> None:
+        loss_of(layer(*make_input())).backward()
+
+    fwd = _timer(device, forward, reps)
+    both = _timer(device, forward_backward, reps)
+    return fwd, max(both - fwd, 0.0)  # backward alone: the autograd pass beyond the forward
+
+
+def profile_layers(model: ModelSpec, seq: int, mb_size: int, dtype: str, device: torch.device, reps: int
+                   ) -> list[dict[str, Any]]:
+    dt = DTYPES[dtype]
+    layers = build_layers(model)
+    embed, block, head = layers[0].to(device, dt), layers[1].to(device, dt), layers[-1].to(device, dt)
+    ids = torch.randint(0, model.vocab, (mb_size, seq), device=device)
+    x = torch.randn(mb_size, seq, model.hidden, device=device, dtype=dt)
+    probe = torch.randn_like(x)
+    e = _fwd_bwd(embed, lambda: (ids,), device, reps, lambda y: (y * probe).sum())
+    t = _fwd_bwd(block, lambda: (x.detach().requires_grad_(True),), device, reps, lambda y: (y * probe).sum())
+    h = _fwd_bwd(head, lambda: (x.detach().requires_grad_(True), ids), device, reps, lambda loss: loss)
+    rows = [{"name": "embed", "forward_s": e[0], "backward_s": e[1]}]
+    rows += [{"name": f"layer.{i}", "forward_s": t[0], "backward_s": t[1]} for i in range(model.n_layers)]
+    rows.append({"name": "head", "forward_s": h[0], "backward_s": h[1]})
+    return rows
+
+
+def _copy_rate(src: torch.Tensor, dst: torch.Tensor, device: torch.device, reps: int) -> float:
+    return src.numel() * src.element_size() / _timer(device, lambda: dst.copy_(src, non_blocking=True), reps)
+
+
+def profile_links(reps: int) -> dict[str, Any]:
+    """Pinned copies on GPU 0 (and GPU 0 -> 1 when there are two); none on a machine without CUDA."""
+    if not torch.cuda.is_available():
+        return {}
+    dev = torch.device("cuda", 0)
+    h2d, d2h = [], []
+    for size in COPY_SIZES_BYTES:
+        host = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+        gpu = torch.empty(size, dtype=torch.uint8, device=dev)
+        h2d.append([size, _copy_rate(host, gpu, dev, reps)])
+        d2h.append([size, _copy_rate(gpu, host, dev, reps)])
+    size = COPY_SIZES_BYTES[-1]
+    host_a, host_b = (torch.empty(size, dtype=torch.uint8, pin_memory=True) for _ in range(2))
+    gpu_a, gpu_b = (torch.empty(size, dtype=torch.uint8, device=dev) for _ in range(2))
+    s1, s2 = torch.cuda.Stream(dev), torch.cuda.Stream(dev)
+
+    def both() -> None:
+        with torch.cuda.stream(s1):
+            gpu_a.copy_(host_a, non_blocking=True)
+        with torch.cuda.stream(s2):
+            host_b.copy_(gpu_b, non_blocking=True)
+        torch.cuda.synchronize(dev)
+    links: dict[str, Any] = {"h2d_bytes_per_s": h2d[-1][1], "d2h_bytes_per_s": d2h[-1][1],
+                             "duplex_bytes_per_s": 2 * size / _timer(dev, both, reps),
+                             "h2d_by_size": h2d, "d2h_by_size": d2h}
+    if torch.cuda.device_count() > 1:
+        other = torch.empty(size, dtype=torch.uint8, device=torch.device("cuda", 1))
+        links["p2p_bytes_per_s"] = _copy_rate(gpu_a, other, dev, reps)
+    return links
+
+
+def profile_adam(n_params: int = 20_000_000, reps: int = 3) -> float:
+    p = torch.nn.Parameter(torch.zeros(n_params))
+    opt = make_adamw([p], 1e-4)
+    p.grad = torch.randn(n_params)
+    return n_params / _timer(torch.device("cpu"), opt.step, reps)
+
+
+def make_profile(model: ModelSpec, seq: int, mb_size: int, dtype: str, device: str, reps: int = 5) -> dict[str, Any]:
+    dev = torch.device("cuda", 0) if device == "cuda" else torch.device("cpu")
+    name = torch.cuda.get_device_name(dev) if device == "cuda" else "cpu"
+    return {
+        "format": "rpsim.profile", "version": 1,
+        "conditions": {"device": name, "mb_tokens": seq * mb_size, "seq_len": seq, "mb_size": mb_size,
+                       "dtype": dtype, "torch": torch.__version__},
+        "layers": profile_layers(model, seq, mb_size, dtype, dev, reps),
+        "links": profile_links(reps),
+        "cpu": {"adam_params_per_s": profile_adam()},
+    }
