@@ -34,7 +34,9 @@ class RunOptions:
     watchdog_s: float = 300.0
     fault: str | None = None
     same_batch: bool = False  # every iteration sees iteration 0's tokens (a training smoke test)
-    optimizer_threads: int | None = None  # CPU Adam threads; None = all cores but two per GPU lane set
+    # CPU Adam threads; None leaves torch's default. Measured on 2x H200: capping them at cores - 2 per GPU
+    # from the optimizer thread made both RoundPipe runs 3x slower (benchmarks/notes-rpexec.md).
+    optimizer_threads: int | None = None
 
 
 @dataclass
@@ -61,12 +63,6 @@ def batch_fn(model: ModelSpec, seq: int, mb_size: int, seed: int, same_batch: bo
                 cache[(mb, it)] = (ids.pin_memory(), labels.pin_memory()) if pin else (ids, labels)
             return cache[(mb, it)]
     return get
-
-
-def optimizer_threads(n_gpus: int) -> int:
-    """Leave two cores per GPU for the lane threads that issue its kernels and copies: an OpenMP Adam on
-    every core starves them while the GPUs work (the async optimizer overlaps the next iteration)."""
-    return max(1, (os.cpu_count() or 2) - 2 * n_gpus)
 
 
 def make_devices(plan: Plan, opts: RunOptions) -> dict[int, DeviceState]:
@@ -100,7 +96,7 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
     layers = build_layers(model, opts.seed)
     resident = stages_are_resident(plan) and plan.options.get("weights") == "resident"
     host = HostParams(layers, dtype, pin=opts.device == "cuda", lag=1 if plan.optimizer == "sync" else 2, lr=opts.lr,
-                      threads=opts.optimizer_threads or optimizer_threads(plan.n_gpus))
+                      threads=opts.optimizer_threads)
     devices = make_devices(plan, opts)
     for dev in devices.values():
         dev.skeleton = skeleton_layers(model)
