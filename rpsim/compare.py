@@ -8,7 +8,7 @@ from typing import Any
 from rpsim.errors import Infeasible
 from rpsim.planner import PlanRequest, make_plan
 from rpsim.scenario import Scenario
-from rpsim.schedules import get_schedule
+from rpsim.schedules import SCHEDULES
 from rpsim.sim.simulate import SimResult, simulate
 
 
@@ -44,9 +44,16 @@ def rank(rows: list[Row]) -> list[Row]:
 def speedup_over_baselines(rows: list[Row]) -> tuple[str, str, float] | None:
     """(best schedule, best fixed-placement baseline, ratio of tokens/s), both feasible."""
     feasible = [r.metrics for r in rows if r.metrics["feasible"]]
-    baselines = [m for m in feasible if get_schedule(m["schedule"]).FIXED_PLACEMENT]
+    baselines = [m for m in feasible if is_baseline(m["schedule"])]
     if not feasible or not baselines:
         return None
     best = max(feasible, key=lambda m: m["tokens_per_s"])
     base = max(baselines, key=lambda m: m["tokens_per_s"])
     return best["schedule"], base["schedule"], best["tokens_per_s"] / base["tokens_per_s"]
+
+
+def is_baseline(schedule: str) -> bool:
+    """A known fixed-placement schedule. A loaded plan's schedule name is informational once its lanes
+    exist (`rpsim simulate --plan` runs any valid plan), so an unknown name is simply not a baseline."""
+    module = SCHEDULES.get(schedule)
+    return module is not None and bool(module.FIXED_PLACEMENT)

@@ -46,9 +46,15 @@ def default_virtual_stages(n_gpus: int, n_layers: int) -> int:
 
 def layer_times(sc: Scenario) -> LayerTimes:
     c = sc.costs.layers
+    # The partitioner's cap (half the memory limit, the other half prefetches the next stage) bounds a
+    # stage's parameter-sized buffers, as the paper's and library's partitioner does (roundpipe.md):
+    # weights, plus the gradient buffers a backward stage holds. Counting activations under it too made
+    # the LM head alone (fp32 logits of 8192 tokens x 152k vocab, ~7 GiB) exceed 7.2 GiB on a 4090, so
+    # Qwen3-1.7B and 32B -- both run by the paper on 4090s -- had no feasible RoundPipe partition.
+    # Activations live in the rest of GPU memory, which the simulator tracks exactly.
     return LayerTimes(forward_s=[x.forward_s for x in c], backward_s=[x.backward_s for x in c],
                       recompute_s=[x.recompute_s for x in c], fwd_bytes=[x.weight_bytes for x in c],
-                      bwd_bytes=[x.weight_bytes + x.grad_bytes + x.activation_bytes for x in c])
+                      bwd_bytes=[x.weight_bytes + x.grad_bytes for x in c])
 
 
 def choose_partition(sc: Scenario, req: PlanRequest, roundpipe: bool, n_stages: int) -> Partition:

@@ -5,11 +5,13 @@ import argparse
 import sys
 
 from rpsim.cli.setup_flags import add_plan_flags, add_setup_flags, plan_request, setup_from_args
+from rpsim.errors import SpecError
 from rpsim.export.torch_csv import to_torch_csv
 from rpsim.ir.grid import format_lanes
 from rpsim.ir.planio import plan_to_json
 from rpsim.planner import make_plan
 from rpsim.report.files import write_json_atomic, write_text_atomic
+from rpsim.schedules import SCHEDULES, get_schedule
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -23,7 +25,20 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.set_defaults(func=run)
 
 
+def check_torch_exportable(schedule: str) -> None:
+    """Refuse --torch-csv for a round-robin schedule up front, by its name, instead of after building
+    and lowering the whole plan (to_torch_csv would refuse it then, on its first FB action)."""
+    if get_schedule(schedule).FIXED_PLACEMENT:
+        return
+    exportable = [name for name, module in SCHEDULES.items() if module.FIXED_PLACEMENT]
+    raise SpecError(f"--torch-csv: torch.distributed.pipelining binds each stage to one rank, while schedule "
+                    f"{schedule!r} dispatches stages round-robin over GPUs; exportable (fixed-placement) "
+                    f"schedules: {', '.join(exportable)}")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.torch_csv:
+        check_torch_exportable(args.schedule)
     sc = setup_from_args(args)
     plan = make_plan(sc, plan_request(args, args.schedule))
     csv_text = to_torch_csv(plan) if args.torch_csv else None  # refuse before writing anything

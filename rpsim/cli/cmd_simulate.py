@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.plan:
         plan = load_plan(args.plan)
-        sc = scenario_from_setup(dict(plan.setup))
+        sc = scenario_from_setup(dict(plan.setup), n_gpus=plan.n_gpus)
         result = simulate(plan, sc)
         row = Row(result.metrics, result)
         args.fidelity = plan.level

@@ -46,9 +46,11 @@ class Action:
             raise PlanError(f"unknown action kind {self.kind!r}; valid choices: {', '.join(KINDS)}")
         if self.phase is not None and self.phase not in PHASES:
             raise PlanError(f"action phase {self.phase!r} unknown; valid choices: F, B")
-        for name in ("stage", "mb", "chunk", "peer"):
+        # `it` too, and no bools: Action(it=-1) or Action(stage=True) printed text ("F0.i-1", "TrueF0")
+        # that parse_action rejects, breaking the text round-trip plan.json relies on.
+        for name in ("stage", "mb", "chunk", "peer", "it"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 0):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
                 raise PlanError(f"action {name} must be a non-negative integer, got {v!r}")
         if self.kind in COMPUTE_KINDS and (self.stage is None or self.mb is None):
             raise PlanError(f"compute action {self.kind} needs a stage and a microbatch")

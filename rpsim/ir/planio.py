@@ -16,6 +16,11 @@ VERSION = 1
 _KEYS = {"format", "version", "deps_version", "schedule", "n_gpus", "n_mb", "n_iters", "recompute", "optimizer",
          "level", "options", "setup", "partition", "lanes", "extra_edges"}
 _REQUIRED = ("format", "version", "schedule", "n_gpus", "n_mb", "partition", "lanes")
+# Values a Plan field may take (Plan's comments; recompute as in specs.training, which ir does not import).
+# Checked on load: an unknown level or optimizer used to load silently and simulate as something else.
+_CHOICES = {"recompute": ("none", "stage", "layer"), "optimizer": ("sync", "async"),
+            "level": ("compute", "ideal", "hop", "pcie")}
+_DEFAULT_CHOICES = {"recompute": "stage", "optimizer": "sync", "level": "compute"}
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
@@ -39,6 +44,20 @@ def _get(data: dict[str, Any], key: str, kind: type | tuple[type, ...], path: st
     return value
 
 
+def _count(data: dict[str, Any], key: str, default: int | None = None) -> int:
+    value: int = default if key not in data and default is not None else _get(data, key, int, "$")
+    if value < 1:
+        raise PlanError(f"plan $.{key}: must be >= 1, got {value!r}")
+    return value
+
+
+def _choice(data: dict[str, Any], key: str) -> str:
+    value: str = _get(data, key, str, "$") if key in data else _DEFAULT_CHOICES[key]
+    if value not in _CHOICES[key]:
+        raise PlanError(f"plan $.{key}: {value!r} unknown; valid choices: {', '.join(_CHOICES[key])}")
+    return value
+
+
 def _action(text: Any, path: str) -> Action:
     if not isinstance(text, str):
         raise PlanError(f"plan {path}: expected an action string, got {text!r}")
@@ -55,11 +74,15 @@ def _partition(data: Any) -> Partition:
     for side in ("fwd", "bwd"):
         items = _get(data, side, list, "$.partition")
         for i, r in enumerate(items):
-            if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)):
+            if not (isinstance(r, list) and len(r) == 2
+                    and all(isinstance(x, int) and not isinstance(x, bool) for x in r)):
                 raise PlanError(f"plan $.partition.{side}[{i}]: expected [start, end], got {r!r}")
         ranges[side] = tuple((r[0], r[1]) for r in items)
+    fused = data.get("fused", False)
+    if not isinstance(fused, bool):  # bool("no") is True: a string here must not flip the partition
+        raise PlanError(f"plan $.partition.fused: expected true or false, got {fused!r}")
     try:
-        return Partition(fwd=ranges["fwd"], bwd=ranges["bwd"], fused=bool(data.get("fused", False)))
+        return Partition(fwd=ranges["fwd"], bwd=ranges["bwd"], fused=fused)
     except PlanError as e:
         raise PlanError(f"plan $.partition: {e}") from None
 
@@ -86,20 +109,28 @@ def plan_from_json(data: Any) -> Plan:
             raise PlanError(f"plan {path}: expected an object with gpu, lane, actions")
         gpu, lane = _get(entry, "gpu", int, path), _get(entry, "lane", str, path)
         acts = _get(entry, "actions", list, path)
+        if (gpu, lane) in lanes:  # a second entry would silently replace the first
+            raise PlanError(f"plan {path}: lane {lane!r} of gpu {gpu} is listed twice")
         lanes[(gpu, lane)] = tuple(_action(t, f"{path}.actions[{j}]") for j, t in enumerate(acts))
     edges = []
-    for i, e in enumerate(data.get("extra_edges", [])):
+    for i, e in enumerate(_get(data, "extra_edges", list, "$") if "extra_edges" in data else []):
         try:
             (gu, au), (gv, av) = e
         except (TypeError, ValueError):
             raise PlanError(f"plan $.extra_edges[{i}]: expected [[gpu, action], [gpu, action]]") from None
+        if not all(isinstance(g, int) and not isinstance(g, bool) for g in (gu, gv)):
+            raise PlanError(f"plan $.extra_edges[{i}]: GPU indices must be integers, got {gu!r} and {gv!r}")
         edges.append(((gu, _action(au, f"$.extra_edges[{i}][0]")), (gv, _action(av, f"$.extra_edges[{i}][1]"))))
+    # Type and range checks here, with the JSON path: a wrong type used to escape as a TypeError or
+    # AttributeError deep in validation or the simulator (a traceback instead of exit code 2).
+    options = _get(data, "options", dict, "$") if "options" in data else {}
+    setup = _get(data, "setup", dict, "$") if "setup" in data else {}
     return Plan(
-        schedule=_get(data, "schedule", str, "$"), n_gpus=_get(data, "n_gpus", int, "$"),
-        n_mb=_get(data, "n_mb", int, "$"), partition=_partition(data["partition"]), lanes=dict(sorted(lanes.items())),
-        n_iters=data.get("n_iters", 1), recompute=data.get("recompute", "stage"),
-        optimizer=data.get("optimizer", "sync"), level=data.get("level", "compute"),
-        options=data.get("options", {}), setup=data.get("setup", {}), extra_edges=tuple(edges))
+        schedule=_get(data, "schedule", str, "$"), n_gpus=_count(data, "n_gpus"),
+        n_mb=_count(data, "n_mb"), partition=_partition(data["partition"]), lanes=dict(sorted(lanes.items())),
+        n_iters=_count(data, "n_iters", 1), recompute=_choice(data, "recompute"),
+        optimizer=_choice(data, "optimizer"), level=_choice(data, "level"),
+        options=options, setup=setup, extra_edges=tuple(edges))
 
 
 def load_plan(path: str | Path) -> Plan:

@@ -42,6 +42,17 @@ def _check_lanes(plan: Plan) -> None:
             raise PlanError(f"lane {lane!r} unknown; valid choices: {', '.join(LANES)}")
         if not (gpu == CPU or 0 <= gpu < plan.n_gpus):
             raise PlanError(f"lane ({gpu}, {lane}): GPU index out of range 0..{plan.n_gpus - 1}")
+        # The host runs the optimizer lane and nothing else: a compute lane on device -1 passed here and
+        # failed later with an unrelated message, and an optimizer lane on a GPU was simulated silently.
+        if (gpu == CPU) != (lane == "optimizer"):
+            raise PlanError(f"lane ({gpu}, {lane}): the optimizer lane lives on the host (device {CPU}) and "
+                            f"every other lane on a GPU 0..{plan.n_gpus - 1}")
+        # Only pcie lowering adds transfers, steps and frees; an 'ideal' or 'hop' plan holding them was
+        # simulated as if they were not there.
+        extra = [a for a in actions if not a.is_compute]
+        if plan.level != "pcie" and extra:
+            fail(plan, f"{extra[0]}: a plan at level {plan.level!r} holds compute actions only (transfers, "
+                       f"steps and frees come from pcie lowering)", (gpu, extra[0]))
         for a in actions:
             if a.kind not in LANE_KINDS[lane]:
                 fail(plan, f"{a} cannot run on lane {lane!r} (it takes {', '.join(sorted(LANE_KINDS[lane]))})",
@@ -98,15 +109,23 @@ def _check_weights(plan: Plan) -> None:
     if not streamed:
         return
     for gpu in range(plan.n_gpus):
-        loads = set(plan.lane(gpu, "param_h2d"))
+        # Field tuples and positions, not Action objects and tuple.index: O(actions), not O(actions^2).
+        loads = {(a.stage, a.mb, a.it, a.phase, a.chunk) for a in plan.lane(gpu, "param_h2d")}
         compute = plan.lane(gpu, "compute")
+        pos: dict[Action, int] = {}
+        frees: dict[tuple, int] = {}
+        for i, action in enumerate(compute):
+            pos.setdefault(action, i)
+            if action.kind == "FREE":
+                frees.setdefault((action.stage, action.mb, action.it, action.phase), i)
         for job in jobs_of(plan, gpu):
             a, b = plan.partition.ranges(job.phase)[job.stage]
+            key = (job.stage, job.first_mb, job.it, job.phase)
             for layer in range(a, b):
-                if Action("LOAD", job.stage, job.first_mb, job.it, job.phase, chunk=layer) not in loads:
+                if (*key, layer) not in loads:
                     fail(plan, f"gpu {gpu}: {job.actions[0]} runs without layer {layer}'s weights "
                                f"(no LOAD for its job)", (gpu, job.actions[0]))
-            free = Action("FREE", job.stage, job.first_mb, job.it, job.phase)
-            if free not in compute or compute.index(free) < compute.index(job.actions[-1]):
+            if frees.get(key, -1) < pos[job.actions[-1]]:
+                free = Action("FREE", *key)
                 fail(plan, f"gpu {gpu}: the weights of the job ending at {job.actions[-1]} are never freed "
                            f"after it (expected {free})", (gpu, job.actions[-1]))

@@ -5,8 +5,8 @@ sums of per-layer times. For each candidate t, stages are packed greedily from t
 each as full as time t and half the memory limit allow (the other half holds the prefetched next stage):
 the fused last stage first (forward + backward, no recompute), then the forward stages, then the
 backward stages (recompute + backward). The paper's variant tries every candidate and minimises
-(M·S + N(N−1))·t_max; the library's tries only t in [W, 1.1·W] (W: the largest single-layer time) and
-minimises max(S, N)·t_max. Greedy packing uses prefix sums and binary search: O(S log L) per candidate.
+(M·max(S, N) + N(N−1))·t_max (the paper writes M·S, which assumes S >= N); the library's tries only t in
+[W, 1.1·W] (W: the largest single-layer time) and minimises max(S, N)·t_max. Greedy packing uses prefix sums and binary search: O(S log L) per candidate.
 """
 from __future__ import annotations
 
@@ -115,14 +115,25 @@ def roundpipe_auto(times: LayerTimes, n_gpus: int, n_mb: int, memory_limit_bytes
     cap = memory_limit_bytes / 2  # the next stage's weights are prefetched into the other half
     best: tuple[float, float, int, Partition] | None = None
     pre = _Prefixes.of(times)
-    for t in candidates(times, variant):
-        part = pack(times, float(t), cap, pre)
+    cand = candidates(times, variant).tolist()
+    i = 0
+    while i < len(cand):
+        t = cand[i]
+        i += 1
+        part = pack(times, t, cap, pre)
         if part is None:
             continue
+        # Every candidate below the next time at which some greedy stage could take one more layer packs
+        # to this same partition (same cost, and only a strictly better one replaces `best`): skip them.
+        # The margin keeps the rounding of the packing's own comparisons on the evaluated side.
+        i = max(i, bisect.bisect_left(cand, _next_change(part, pre, cap) * (1 - 1e-6)))
         fwd, bwd = stage_times(part, times)
         t_max = max(fwd + bwd)
         s = len(part.fwd) + len(part.bwd)
-        cost = (n_mb * s + n_gpus * (n_gpus - 1)) * t_max if variant == "paper" else max(s, n_gpus) * t_max
+        # A round takes max(S, N) slot times, not S: with S < N stage slots, N - S GPUs sit idle each round,
+        # so the paper's M·S (written for S >= N) would reward ever fewer, longer stages on a wide server.
+        slots = max(s, n_gpus)
+        cost = (n_mb * slots + n_gpus * (n_gpus - 1)) * t_max if variant == "paper" else slots * t_max
         key = (cost, t_max, s, part)
         if best is None or key[:3] < best[:3]:
             best = key
@@ -132,6 +143,19 @@ def roundpipe_auto(times: LayerTimes, n_gpus: int, n_mb: int, memory_limit_bytes
                          f"{biggest / 2**30:.2f} GiB in backward and a stage may use {cap / 2**30:.2f} GiB "
                          f"(half the memory limit, the other half prefetches)")
     return rebalance(best[3], times, cap)
+
+
+def _next_change(part: Partition, pre: _Prefixes, cap: float) -> float:
+    """Smallest stage time at which greedy packing would grow some stage of `part` by the layer below it
+    (its time prefix-difference); stages held by memory or reaching layer 0 never grow."""
+    start = part.bwd[-1][0]
+    chains = ((pre.fused, pre.bwd_mem, (start, part.bwd[-1][1])),
+              *((pre.fwd, pre.fwd_mem, r) for r in part.fwd), *((pre.bwd, pre.bwd_mem, r) for r in part.bwd[:-1]))
+    nxt = float("inf")
+    for prefix, mem, (lo, hi) in chains:
+        if lo > 0 and mem[lo - 1] >= mem[hi] - cap * (1 + 1e-12):
+            nxt = min(nxt, prefix[hi] - prefix[lo - 1])
+    return nxt
 
 
 def rebalance(p: Partition, times: LayerTimes, cap_bytes: float) -> Partition:

@@ -3,9 +3,12 @@ stateless GPUs. Each round of M_R microbatches runs its S = S_f + S_b stage slot
 stages, then the fused last stage, then backward stages deep -> shallow); slot i goes to GPU
 (g0 + i) mod N and runs all of the round's microbatches before that GPU takes its next slot. Between
 rounds g0 += S (paper), or g0 = the GPU that frees earliest (the authors' simulator). Iterations follow
-each other without a flush; the optimizer runs asynchronously with staleness 1 (set in options).
+each other without a flush; the optimizer runs asynchronously with staleness 1. roundpipe_sync shares
+build_plan with a synchronous optimizer; the mode is the builder's, never BuildOptions.optimizer.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 from rpsim.ir import Action, Partition, Plan
 from rpsim.schedules.base import BuildOptions, compute_plan, require
@@ -38,6 +41,14 @@ def dispatch_jobs(n_mb: int, partition: Partition, options: BuildOptions, round_
 
 
 def build(n_gpus: int, partition: Partition, n_mb: int, options: BuildOptions) -> Plan:
+    return build_plan(NAME, "async", n_gpus, partition, n_mb, options)
+
+
+def build_plan(name: str, optimizer: str, n_gpus: int, partition: Partition, n_mb: int,
+               options: BuildOptions) -> Plan:
+    """The lanes of both RoundPipe variants. The optimizer mode belongs to the schedule, not to options:
+    read from BuildOptions.optimizer (default 'sync'), `roundpipe` built directly was roundpipe-sync."""
+    options = replace(options, optimizer=optimizer)
     require(n_gpus >= 1, f"n_gpus must be >= 1, got {n_gpus}")
     require(n_mb >= 1, f"n_mb must be >= 1, got {n_mb}")
     require(options.g0_rule in G0_RULES, f"g0_rule {options.g0_rule!r} unknown; valid choices: {', '.join(G0_RULES)}")
@@ -47,6 +58,12 @@ def build(n_gpus: int, partition: Partition, n_mb: int, options: BuildOptions) -
     if options.g0_rule == "earliest-free":
         require(options.fwd_stage_s is not None and options.bwd_stage_s is not None,
                 "g0_rule 'earliest-free' needs per-stage time estimates (fwd_stage_s, bwd_stage_s)")
+        # One estimate per stage: a short list raised IndexError, and _ready_s takes len(fwd_stage_s)
+        # as the number of forward stages, so a long one silently misplaced the fused stage's input.
+        n_f, n_b = len(options.fwd_stage_s), len(options.bwd_stage_s)  # type: ignore[arg-type]
+        require((n_f, n_b) == (len(partition.fwd), len(partition.bwd)),
+                f"g0_rule 'earliest-free': fwd_stage_s / bwd_stage_s have {n_f} / {n_b} entries; the partition "
+                f"has {len(partition.fwd)} forward / {len(partition.bwd)} backward stages")
         assignment = assign_earliest_free(rounds, n_gpus, options)
     else:
         assignment = assign_round_robin(rounds, n_gpus)
@@ -54,7 +71,7 @@ def build(n_gpus: int, partition: Partition, n_mb: int, options: BuildOptions) -
     for job_round, gpus in zip(rounds, assignment, strict=True):
         for (kind, stage, mbs, it), g in zip(job_round, gpus, strict=True):
             per_gpu[g] += [Action(kind, stage, m, it) for m in mbs]
-    return compute_plan(NAME, n_gpus, n_mb, partition, per_gpu, options,
+    return compute_plan(name, n_gpus, n_mb, partition, per_gpu, options,
                         extra={"round_size": round_size, "g0_rule": options.g0_rule})
 
 

@@ -1,8 +1,6 @@
 """RoundPipe-sync: RoundPipe's dispatch with a synchronous optimizer step (a flush every iteration)."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 from rpsim.ir import Partition, Plan
 from rpsim.schedules import roundpipe
 from rpsim.schedules.base import BuildOptions
@@ -13,5 +11,4 @@ FIXED_PLACEMENT = False
 
 
 def build(n_gpus: int, partition: Partition, n_mb: int, options: BuildOptions) -> Plan:
-    plan = roundpipe.build(n_gpus, partition, n_mb, replace(options, optimizer="sync"))
-    return replace(plan, schedule=NAME)
+    return roundpipe.build_plan(NAME, "sync", n_gpus, partition, n_mb, options)
