@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from typing import Any
 
 import networkx as nx
 
@@ -29,124 +30,174 @@ from rpsim.ir.plan import CPU, Plan
 
 DEPS_VERSION = 1
 Node = tuple[int, Action]
+Key = tuple[Any, ...]  # (gpu, kind, stage, mb, it, phase, chunk, peer)
 
 
 class _Index:
-    """Where each action of the plan lives (actions are unique per GPU; compute actions plan-wide)."""
+    """Where each action of the plan lives (actions are unique per GPU; compute actions plan-wide).
+
+    Nodes are numbered and looked up by field tuples: building an Action per query and comparing it with
+    the plan's (dataclass __eq__), or hashing (gpu, Action) tuples (Action.__hash__ is Python), was most
+    of the time on plans of 10^4-10^5 actions.
+    """
 
     def __init__(self, plan: Plan) -> None:
-        self.gpu_of: dict[Action, list[int]] = defaultdict(list)
-        self.steps: dict[tuple[int, int], Node] = {}  # (layer, iteration) -> the CPU STEP node
-        for (gpu, _lane), _i, a in plan.items():
-            self.gpu_of[a].append(gpu)
-            if a.kind == "STEP" and a.chunk is not None:
-                self.steps[(a.chunk, a.it)] = (gpu, a)
+        self.ids: dict[Key, int] = {}
+        self.nodes: list[Node] = []  # by id, in first-appearance order (the graph's node order)
+        self.lanes: list[list[int]] = []
+        self.compute: dict[tuple, int] = {}  # (kind, stage, mb, it) -> where it runs (first, if twice)
+        self.steps: dict[tuple[int, int], int] = {}  # (layer, iteration) -> the CPU STEP
+        for (gpu, _lane), actions in sorted(plan.lanes.items()):
+            lane = []
+            for a in actions:
+                key = (gpu, a.kind, a.stage, a.mb, a.it, a.phase, a.chunk, a.peer)
+                i = self.ids.get(key)
+                if i is None:
+                    i = self.ids[key] = len(self.nodes)
+                    self.nodes.append((gpu, a))
+                lane.append(i)
+                if a.is_compute:
+                    self.compute.setdefault((a.kind, a.stage, a.mb, a.it), i)
+                elif a.kind == "STEP" and a.chunk is not None:
+                    self.steps[(a.chunk, a.it)] = i
+            self.lanes.append(lane)
 
-    def on(self, a: Action) -> int | None:
-        gpus = self.gpu_of.get(a)
-        return gpus[0] if gpus else None
+    def find(self, gpu: int, kind: str, stage: int | None, mb: int | None, it: int, phase: str | None,
+             chunk: int | None = None, peer: int | None = None) -> int | None:
+        return self.ids.get((gpu, kind, stage, mb, it, phase, chunk, peer))
 
-    def has(self, a: Action, gpu: int) -> bool:
-        return gpu in self.gpu_of.get(a, ())
+    def id_of(self, gpu: int, a: Action) -> int:
+        return self.ids[(gpu, a.kind, a.stage, a.mb, a.it, a.phase, a.chunk, a.peer)]
+
+    def find_node(self, node: Node) -> int | None:
+        gpu, a = node
+        return self.ids.get((gpu, a.kind, a.stage, a.mb, a.it, a.phase, a.chunk, a.peer))
+
+
+class _Edges:
+    """Edges between node ids, with nx.DiGraph.add_edge's semantics: a repeated edge merges its
+    attributes; successor and predecessor orders are insertion orders."""
+
+    def __init__(self) -> None:
+        self.attrs: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def add(self, u: int, v: int, why: str, **more: Any) -> None:
+        d = self.attrs.get((u, v))
+        if d is None:
+            self.attrs[(u, v)] = {"why": why, **more}
+        else:
+            d.update(why=why, **more)
+
+    def into(self, g: nx.DiGraph, nodes: list[Node]) -> None:
+        """Write the edges into `g` (which holds `nodes`) through the adjacency dicts networkx documents for
+        subclasses (G._succ, G._pred: node -> neighbour -> attributes): add_edge's checks, and hashing
+        each node several times per edge, were half of building a 10^5-edge graph."""
+        succ = [g._succ[node] for node in nodes]  # each node's inner dicts, fetched once
+        pred = [g._pred[node] for node in nodes]
+        for (u, v), d in self.attrs.items():
+            succ[u][nodes[v]] = d
+            pred[v][nodes[u]] = d
 
 
 def dependency_graph(plan: Plan) -> nx.DiGraph:
-    g = nx.DiGraph()
     idx = _Index(plan)
-    for (gpu, _lane), _i, a in plan.items():
-        g.add_node((gpu, a))
-    for (gpu, _lane), actions in plan.lanes.items():
-        for a, b in itertools.pairwise(actions):
-            g.add_edge((gpu, a), (gpu, b), why="lane")
-    _data_edges(plan, idx, g)
+    edges = _Edges()
+    for lane in idx.lanes:
+        for u, v in itertools.pairwise(lane):
+            edges.add(u, v, "lane")
+    _data_edges(plan, idx, edges)
     jobs = {gpu: jobs_of(plan, gpu) for gpu in range(plan.n_gpus)}
-    _weight_edges(plan, idx, jobs, g)
+    _weight_edges(plan, idx, jobs, edges)
     if not stages_are_resident(plan):
-        _window_edges(plan, idx, jobs, g)
-    for u, v in plan.extra_edges:
-        if u not in g or v not in g:
-            raise PlanError(f"extra edge {u[1]} (gpu {u[0]}) -> {v[1]} (gpu {v[0]}) names an action no lane runs")
-        g.add_edge(u, v, why="explicit")
+        _window_edges(plan, idx, jobs, edges)
+    for tail, head in plan.extra_edges:
+        iu, iv = idx.find_node(tail), idx.find_node(head)
+        if iu is None or iv is None:
+            raise PlanError(f"extra edge {tail[1]} (gpu {tail[0]}) -> {head[1]} (gpu {head[0]}) names an action "
+                            f"no lane runs")
+        edges.add(iu, iv, "explicit")
+    g = nx.DiGraph()
+    g.add_nodes_from(idx.nodes)
+    edges.into(g, idx.nodes)
     return g
 
 
-def _data_edges(plan: Plan, idx: _Index, g: nx.DiGraph) -> None:
+def _data_edges(plan: Plan, idx: _Index, edges: _Edges) -> None:
     split = uses_split_backward([a for _, a in plan.compute_actions()])
+    # inputs_of reads the same microbatch and iteration as its consumer, so its answer for one
+    # (kind, stage) serves every microbatch and iteration: asked once each, not once per action.
+    inputs: dict[tuple[str, int | None], list[tuple[str, str, int | None]]] = {}
     for gpu, x in plan.compute_actions():
-        for inp in inputs_of(x, plan.partition, split):
-            src = idx.on(inp.producer)
-            if src is None:
-                raise PlanError(f"GPU {gpu}: {x} reads the {inp.what} of {inp.producer}, which no lane runs")
-            _route(plan, idx, g, (src, inp.producer), (gpu, x))
+        shape = (x.kind, x.stage)
+        if shape not in inputs:
+            inputs[shape] = [(i.what, i.producer.kind, i.producer.stage)
+                             for i in inputs_of(x, plan.partition, split)]
+        for what, kind, stage in inputs[shape]:
+            prod = idx.compute.get((kind, stage, x.mb, x.it))
+            if prod is None:
+                producer = Action(kind, stage, x.mb, x.it)
+                raise PlanError(f"GPU {gpu}: {x} reads the {what} of {producer}, which no lane runs")
+            _route(idx, edges, prod, idx.id_of(gpu, x))
 
 
-def _route(plan: Plan, idx: _Index, g: nx.DiGraph, prod: Node, cons: Node) -> None:
-    (src, p), (dst, x) = prod, cons
+def _route(idx: _Index, edges: _Edges, prod: int, cons: int) -> None:
+    (src, p), (dst, x) = idx.nodes[prod], idx.nodes[cons]
     phase = p.partition_phase
-    send = Action("SEND", p.stage, p.mb, p.it, phase, peer=dst)
-    recv = Action("RECV", p.stage, p.mb, p.it, phase, peer=src)
-    out = Action("ACT_OUT", p.stage, p.mb, p.it, phase)
-    inn = Action("ACT_IN", x.stage, x.mb, x.it, x.partition_phase)
-    if idx.has(send, src) and idx.has(recv, dst):
-        g.add_edge(prod, (src, send), why="data")
-        g.add_edge((src, send), (dst, recv), why="data")
-        g.add_edge((dst, recv), cons, why="data")
-    elif idx.has(out, src) and idx.has(inn, dst):
-        g.add_edge(prod, (src, out), why="data")
-        g.add_edge((src, out), (dst, inn), why="data")
-        g.add_edge((dst, inn), cons, why="data")
+    send = idx.find(src, "SEND", p.stage, p.mb, p.it, phase, peer=dst)
+    recv = idx.find(dst, "RECV", p.stage, p.mb, p.it, phase, peer=src)
+    if send is not None and recv is not None:
+        edges.add(prod, send, "data")
+        edges.add(send, recv, "data")
+        edges.add(recv, cons, "data")
+        return
+    out = idx.find(src, "ACT_OUT", p.stage, p.mb, p.it, phase)
+    inn = idx.find(dst, "ACT_IN", x.stage, x.mb, x.it, x.partition_phase)
+    if out is not None and inn is not None:
+        edges.add(prod, out, "data")
+        edges.add(out, inn, "data")
+        edges.add(inn, cons, "data")
     else:
-        g.add_edge(prod, cons, why="data", hop=src != dst)
+        edges.add(prod, cons, "data", hop=src != dst)
 
 
-def _load(job: Job, layer: int) -> Action:
-    return Action("LOAD", job.stage, job.first_mb, job.it, job.phase, chunk=layer)
-
-
-def _offload(job: Job, layer: int) -> Action:
-    return Action("OFFLOAD", job.stage, job.first_mb, job.it, job.phase, chunk=layer)
-
-
-def _weight_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], g: nx.DiGraph) -> None:
+def _weight_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], edges: _Edges) -> None:
     lag = 1 if plan.optimizer == "sync" else 2
     has_steps = any(lane == "optimizer" or any(a.kind == "STEP" for a in acts)
                     for (_, lane), acts in plan.lanes.items())
-    offloads_of: dict[tuple[int, int], list[Node]] = defaultdict(list)
+    offloads_of: dict[tuple[int, int], list[int]] = defaultdict(list)
     for gpu, gpu_jobs in jobs.items():
         for job in gpu_jobs:
             a, b = plan.partition.ranges(job.phase)[job.stage]
+            key = (job.stage, job.first_mb, job.it, job.phase)
             for layer in range(a, b):
-                load, off = _load(job, layer), _offload(job, layer)
-                if idx.has(load, gpu):
-                    g.add_edge((gpu, load), (gpu, job.actions[0]), why="weights")
-                    step = _step(idx, layer, job.it - lag)
+                load = idx.find(gpu, "LOAD", *key, chunk=layer)
+                if load is not None:
+                    edges.add(load, idx.id_of(gpu, job.actions[0]), "weights")
+                    step = idx.steps.get((layer, job.it - lag))
                     if step is not None:
-                        g.add_edge(step, (gpu, load), why="weights")
-                if idx.has(off, gpu):
-                    g.add_edge((gpu, job.actions[-1]), (gpu, off), why="weights")
-                    offloads_of[(layer, job.it)].append((gpu, off))
-                    prev = _step(idx, layer, job.it - 1)
+                        edges.add(step, load, "weights")
+                off = idx.find(gpu, "OFFLOAD", *key, chunk=layer)
+                if off is not None:
+                    edges.add(idx.id_of(gpu, job.actions[-1]), off, "weights")
+                    offloads_of[(layer, job.it)].append(off)
+                    prev = idx.steps.get((layer, job.it - 1))
                     if prev is not None:
-                        g.add_edge(prev, (gpu, off), why="weights")
+                        edges.add(prev, off, "weights")
     for (layer, it), nodes in offloads_of.items():
-        step = _step(idx, layer, it)
+        step = idx.steps.get((layer, it))
         for n in nodes:
             if step is not None:
-                g.add_edge(n, step, why="weights")
+                edges.add(n, step, "weights")
     if not has_steps:
-        _version_edges(plan, jobs, lag, g)
+        _version_edges(plan, idx, jobs, lag, edges)
 
 
-def _step(idx: _Index, layer: int, it: int) -> Node | None:
-    return idx.steps.get((layer, it))
-
-
-def _version_edges(plan: Plan, jobs: dict[int, list[Job]], lag: int, g: nx.DiGraph) -> None:
+def _version_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], lag: int, edges: _Edges) -> None:
     """Compute-only plans: the first forward of each job waits for the weights it reads to be updated."""
-    backward_by: dict[tuple[int, int], list[Node]] = defaultdict(list)  # (bwd stage, it) -> nodes
+    backward_by: dict[tuple[int, int], list[int]] = defaultdict(list)  # (bwd stage, it) -> nodes
     for gpu, a in plan.compute_actions():
         if a.kind in ("B", "FB", "W"):
-            backward_by[(a.stage, a.it)].append((gpu, a))  # type: ignore[index]
+            backward_by[(a.stage, a.it)].append(idx.id_of(gpu, a))  # type: ignore[index]
     for gpu, gpu_jobs in jobs.items():
         for job in gpu_jobs:
             first = job.actions[0]
@@ -156,28 +207,29 @@ def _version_edges(plan: Plan, jobs: dict[int, list[Job]], lag: int, g: nx.DiGra
             for s, (a, b) in enumerate(plan.partition.bwd):
                 if a < hi and lo < b:
                     for node in backward_by[(s, job.it - lag)]:
-                        g.add_edge(node, (gpu, first), why="weights")
+                        edges.add(node, idx.id_of(gpu, first), "weights")
 
 
-def _window_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], g: nx.DiGraph) -> None:
+def _window_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], edges: _Edges) -> None:
     for gpu, gpu_jobs in jobs.items():
         for k, job in enumerate(gpu_jobs):
             if k >= 2:
                 old = gpu_jobs[k - 2]
-                free = Action("FREE", old.stage, old.first_mb, old.it, old.phase)
+                free = idx.find(gpu, "FREE", old.stage, old.first_mb, old.it, old.phase)
                 a, b = plan.partition.ranges(job.phase)[job.stage]
                 for layer in range(a, b):
-                    if idx.has(free, gpu) and idx.has(_load(job, layer), gpu):
-                        g.add_edge((gpu, free), (gpu, _load(job, layer)), why="window")
+                    load = idx.find(gpu, "LOAD", job.stage, job.first_mb, job.it, job.phase, chunk=layer)
+                    if free is not None and load is not None:
+                        edges.add(free, load, "window")
             acts = job.actions
             for i in range(len(acts) - 2):
                 early, late = acts[i], acts[i + 2]
-                inn = Action("ACT_IN", late.stage, late.mb, late.it, late.partition_phase)
-                out = Action("ACT_OUT", early.stage, early.mb, early.it, early.partition_phase)
-                if idx.has(inn, gpu):
-                    g.add_edge((gpu, early), (gpu, inn), why="window")
-                if idx.has(out, gpu):
-                    g.add_edge((gpu, out), (gpu, late), why="window")
+                inn = idx.find(gpu, "ACT_IN", late.stage, late.mb, late.it, late.partition_phase)
+                out = idx.find(gpu, "ACT_OUT", early.stage, early.mb, early.it, early.partition_phase)
+                if inn is not None:
+                    edges.add(idx.id_of(gpu, early), inn, "window")
+                if out is not None:
+                    edges.add(out, idx.id_of(gpu, late), "window")
 
 
 def check_acyclic(plan: Plan, g: nx.DiGraph) -> None:

@@ -19,6 +19,7 @@ from rpsim.sim.network import FlowNetwork
 from rpsim.sim.topology import Topology
 from rpsim.sim.trace import Trace, TraceEvent
 
+Node = tuple[int, Action]
 TRANSFER_KINDS = ("LOAD", "OFFLOAD", "ACT_OUT", "ACT_IN", "SEND")
 PRIORITY = {"ACT_OUT": 0, "ACT_IN": 0, "SEND": 0, "LOAD": 1, "OFFLOAD": 1}
 
@@ -32,59 +33,105 @@ class EngineInputs:
     hop_s: float = 0.0
 
 
-def run_engine(inp: EngineInputs) -> tuple[Trace, FlowNetwork | None]:
+@dataclass(frozen=True)
+class EngineRun:
+    trace: Trace
+    network: FlowNetwork | None
+    timed: dict[Node, tuple[float, float]]  # (start_s, end_s) of every action, keyed like the graph
+
+
+def run_engine(inp: EngineInputs) -> EngineRun:
     env = simpy.Environment()
     net = None
     if inp.topology is not None:
         t = inp.topology
         net = FlowNetwork(env, t.capacity_bytes_per_s, t.duplex_pairs, t.duplex_factor)
-    done = {node: env.event() for node in inp.graph.nodes}
-    end_s: dict[tuple[int, Action], float] = {}
+    # Completion events exist only for actions another lane waits on (created by the first waiter);
+    # an action's own lane needs none. Unwatched events had no effect but cost a queue step each.
+    watched: dict[Node, simpy.Event] = {}
+    timed: dict[Node, tuple[float, float]] = {}
     events: list[TraceEvent] = []
+    cost: dict[tuple, float] = {}  # seconds or bytes by (kind, stage, phase, chunk)
     for (gpu, lane), actions in sorted(inp.plan.lanes.items()):
-        env.process(_lane(env, inp, net, gpu, lane, actions, done, end_s, events))
+        env.process(_lane(env, inp, net, gpu, lane, actions, watched, timed, events, cost))
     env.run()
-    unfinished = [n for n, ev in done.items() if not ev.triggered]
-    if unfinished:
-        gpu, a = unfinished[0]
+    if len(timed) < inp.graph.number_of_nodes():
+        gpu, a = next(n for n in inp.graph.nodes if n not in timed)
         raise AssertionError(f"simulation stalled at gpu {gpu}: {a} (the plan checks should prevent this)")
     events.sort(key=lambda e: (e.start_s, e.gpu, e.lane, e.action))
-    return Trace(tuple(events)), net
+    return EngineRun(Trace(tuple(events)), net, timed)
 
 
 def _lane(env: simpy.Environment, inp: EngineInputs, net: FlowNetwork | None, gpu: int, lane: str,
-          actions: tuple[Action, ...], done: dict, end_s: dict, events: list[TraceEvent]):
-    graph = inp.graph
+          actions: tuple[Action, ...], watched: dict, timed: dict, events: list[TraceEvent], cost: dict):
+    pred = inp.graph._pred  # node -> {predecessor: edge attributes}; the view (graph.pred) costs 3x here
+    hop_s = inp.hop_s
     for a in actions:
         node = (gpu, a)
-        preds = [p for p in graph.predecessors(node) if graph.edges[p, node].get("why") != "lane"]
-        waits = [done[p] for p in preds if not done[p].triggered]
+        waits = []
+        hops = []
+        for p, edge in pred[node].items():
+            if edge.get("why") == "lane":  # the lane's own order: this process already ran it
+                continue
+            if p not in timed:
+                ev = watched.get(p)
+                if ev is None:
+                    ev = watched[p] = env.event()
+                waits.append(ev)
+            if hop_s and edge.get("hop"):
+                hops.append(p)
         if waits:
-            yield env.all_of(waits)
-        if inp.hop_s:
-            ready = max((end_s[p] + inp.hop_s for p in preds if graph.edges[p, node].get("hop")), default=env.now)
+            yield _all_of(env, waits)
+        if hops:
+            ready = max(timed[p][1] + hop_s for p in hops)
             if ready > env.now:
                 yield env.timeout(ready - env.now)
         start = env.now
         n_bytes = 0.0
-        if a.kind in TRANSFER_KINDS and net is not None:
-            n_bytes = transfer_bytes(inp.costs, a)
-            yield from _transfer(env, inp.topology, net, gpu, a, n_bytes)  # type: ignore[arg-type]
-        elif a.kind not in TRANSFER_KINDS:
-            d = duration_s(inp.costs, a)
+        # Durations and bytes depend on these fields only; microbatches and iterations repeat them.
+        shape = (a.kind, a.stage, a.phase, a.chunk)
+        if a.kind in TRANSFER_KINDS:
+            if net is not None:
+                known = cost.get(shape)
+                n_bytes = known if known is not None else cost.setdefault(shape, transfer_bytes(inp.costs, a))
+                yield _transfer(env, inp.topology, net, gpu, a, n_bytes)  # type: ignore[arg-type]
+        else:
+            d = cost.get(shape)
+            if d is None:
+                d = cost[shape] = duration_s(inp.costs, a)
             if d > 0:
                 yield env.timeout(d)
-        end_s[node] = env.now
-        done[node].succeed()
+        timed[node] = (start, env.now)
+        ev = watched.pop(node, None)
+        if ev is not None:
+            ev.succeed()
         events.append(TraceEvent(gpu=gpu, lane=lane, action=str(a), kind=a.kind, stage=a.stage, mb=a.mb, it=a.it,
                                  start_s=start, end_s=env.now, bytes=n_bytes))
 
 
-def _transfer(env: simpy.Environment, topo: Topology, net: FlowNetwork, gpu: int, a: Action, n_bytes: float):
+def _all_of(env: simpy.Environment, events: list[simpy.Event]) -> simpy.Event:
+    """env.all_of(events) without the ConditionValue it builds: an event that succeeds while the last of
+    `events` is processed, so it is scheduled at the very point of the queue all_of's would be (and
+    same-instant ties resolve as before)."""
+    joined = env.event()
+    left = [len(events)]
+
+    def arrive(_event: simpy.Event) -> None:
+        left[0] -= 1
+        if not left[0]:
+            joined.succeed()
+
+    for e in events:
+        e.callbacks.append(arrive)  # type: ignore[union-attr]
+    return joined
+
+
+def _transfer(env: simpy.Environment, topo: Topology, net: FlowNetwork, gpu: int, a: Action,
+              n_bytes: float) -> simpy.Event:
+    """The event that succeeds when transfer `a` has moved its bytes."""
     priority = PRIORITY[a.kind]
     if a.kind == "SEND":
-        yield net.transfer(topo.p2p_path(gpu, a.peer), n_bytes, priority, topo.latency_s)  # type: ignore[arg-type]
-        return
+        return net.transfer(topo.p2p_path(gpu, a.peer), n_bytes, priority, topo.latency_s)  # type: ignore[arg-type]
     paths = topo.h2d_paths[gpu] if a.kind in ("LOAD", "ACT_IN") else topo.d2h_paths[gpu]
     share = n_bytes / len(paths)  # host buffers interleaved over sockets: one flow per socket
-    yield env.all_of([net.transfer(p, share, priority, topo.latency_s) for p in paths])
+    return _all_of(env, net.transfers(paths, share, priority, topo.latency_s))

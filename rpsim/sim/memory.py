@@ -30,8 +30,9 @@ def timed_actions(plan: Plan, trace: Trace) -> Timed:
     return {(e.gpu, parse_action(e.action)): (e.start_s, e.end_s) for e in trace.events}
 
 
-def memory_timeline(plan: Plan, trace: Trace, ctx: CostContext) -> MemoryTimeline:
-    timed = timed_actions(plan, trace)
+def memory_timeline(plan: Plan, trace: Trace, ctx: CostContext, timed: Timed | None = None) -> MemoryTimeline:
+    """`timed`, when given (the engine's), must hold the same times as `trace`; it saves parsing it."""
+    timed = timed if timed is not None else timed_actions(plan, trace)
     deltas: dict[int, list[tuple[float, float]]] = defaultdict(list)
     resident = stages_are_resident(plan) and plan.options.get("weights") != "streamed" and plan.level == "pcie"
     _model_states(plan, ctx, resident, deltas)
@@ -40,7 +41,7 @@ def memory_timeline(plan: Plan, trace: Trace, ctx: CostContext) -> MemoryTimelin
     _activations(plan, ctx, timed, deltas)
     steps = {}
     for device, items in deltas.items():
-        items.sort(key=lambda x: (x[0], x[1]))  # frees before allocations at the same instant
+        items.sort()  # by (time, delta): frees before allocations at the same instant
         level, out = 0.0, []
         for t, d in items:
             level += d
@@ -64,71 +65,92 @@ def _model_states(plan: Plan, ctx: CostContext, resident: bool, deltas: dict) ->
 
 
 def _streamed_buffers(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> None:
+    """A layer's weights live from its LOAD's start to its job's FREE's end; its gradient from the job's
+    first backward start to its OFFLOAD's end. Walks the timed transfers once, matching them to jobs by
+    fields (not one Action built per job and layer)."""
     layers = ctx.costs.layers
+    jobs: dict[tuple, tuple[int, int, float | None]] = {}  # (gpu, phase, stage, mb, it) -> lo, hi, bwd start
     for gpu in range(plan.n_gpus):
         for job in jobs_of(plan, gpu):
             lo, hi = plan.partition.ranges(job.phase)[job.stage]
-            free = (gpu, Action("FREE", job.stage, job.first_mb, job.it, job.phase))
-            for layer in range(lo, hi):
-                load = (gpu, Action("LOAD", job.stage, job.first_mb, job.it, job.phase, chunk=layer))
-                if load in timed:
-                    deltas[gpu].append((timed[load][0], layers[layer].weight_bytes))
-                    deltas[gpu].append((timed[free][1], -layers[layer].weight_bytes))
-                off = (gpu, Action("OFFLOAD", job.stage, job.first_mb, job.it, job.phase, chunk=layer))
-                if off in timed:
-                    first_bwd = next(a for a in job.actions if a.kind != "F")
-                    deltas[gpu].append((timed[(gpu, first_bwd)][0], layers[layer].grad_bytes))
-                    deltas[gpu].append((timed[off][1], -layers[layer].grad_bytes))
+            first_bwd = next((a for a in job.actions if a.kind != "F"), None)
+            timed_bwd = timed.get((gpu, first_bwd)) if first_bwd is not None else None
+            bwd_start = timed_bwd[0] if timed_bwd is not None else None
+            jobs[(gpu, job.phase, job.stage, job.first_mb, job.it)] = (lo, hi, bwd_start)
+    freed = {(gpu, a.phase, a.stage, a.mb, a.it): e
+             for (gpu, a), (_s, e) in timed.items() if a.kind == "FREE"}
+    for (gpu, a), (s, e) in timed.items():
+        if a.kind not in ("LOAD", "OFFLOAD"):
+            continue
+        key = (gpu, a.phase, a.stage, a.mb, a.it)
+        span = jobs.get(key)
+        if span is None or not span[0] <= a.chunk < span[1]:  # type: ignore[operator]
+            continue
+        x = layers[a.chunk]  # type: ignore[index]
+        if a.kind == "LOAD":
+            deltas[gpu] += [(s, x.weight_bytes), (freed[key], -x.weight_bytes)]
+        else:
+            assert span[2] is not None, f"{a} offloads gradients of a job with no backward"
+            deltas[gpu] += [(span[2], x.grad_bytes), (e, -x.grad_bytes)]
 
 
 def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> None:
     layers = ctx.costs.layers
     keep_all = plan.recompute == "none"
     last_use: dict[tuple[int, int], float] = defaultdict(float)  # (mb, it) -> end of its last compute
-    moved: dict[tuple[int, Action], float] = {}  # producer -> end of the transfer that moved its output
+    # Keyed by (gpu, partition phase, stage, mb, it), not by a guessed producer Action: the producer of
+    # a backward-phase output may be B, FB (RoundPipe's fused stage) or I, and guessing "B" made the
+    # fused stage's output gradient (and its upload) look freed when FB ended, before it was moved.
+    moved: dict[tuple, float] = {}  # producer -> end of the transfer that moved its output
+    used: dict[tuple, float] = defaultdict(float)  # consumer -> end of the computes that read an upload
     for (gpu, a), (_s, e) in timed.items():
         if a.kind in ("ACT_OUT", "SEND"):
-            producer = Action({"F": "F"}.get(a.phase or "", "B"), a.stage, a.mb, a.it)
-            moved[(gpu, producer)] = max(moved.get((gpu, producer), 0.0), e)
+            key = (gpu, a.phase, a.stage, a.mb, a.it)
+            moved[key] = max(moved.get(key, 0.0), e)
+        elif a.is_compute:
+            key = (gpu, a.partition_phase, a.stage, a.mb, a.it)
+            used[key] = max(used[key], e)
+    stages: dict[tuple[str, int], tuple[int, int, float, float]] = {}  # lo, hi, sum and max activation
     for (gpu, a), (s, e) in timed.items():
         if not a.is_compute:
             continue
-        lo, hi = ctx.plan.partition.ranges(a.partition_phase)[a.stage]  # type: ignore[index]
-        span = layers[lo:hi]
+        phase = a.partition_phase
+        stage = stages.get((phase, a.stage))  # type: ignore[arg-type]
+        if stage is None:
+            lo, hi = ctx.plan.partition.ranges(phase)[a.stage]  # type: ignore[index]
+            span = layers[lo:hi]
+            stage = stages[(phase, a.stage)] = (lo, hi, sum(x.activation_bytes for x in span),  # type: ignore[index]
+                                                max(x.activation_bytes for x in span))
+        lo, hi, all_bytes, max_bytes = stage
         last_use[(a.mb, a.it)] = max(last_use[(a.mb, a.it)], e)  # type: ignore[index]
         if a.kind == "F":
             if keep_all:
                 b_end = _backward_end(timed, gpu, a)
-                deltas[gpu] += [(s, sum(x.activation_bytes for x in span)), (b_end, -sum(x.activation_bytes for x in span))]
+                deltas[gpu] += [(s, all_bytes), (b_end, -all_bytes)]
             else:
-                work = max(x.activation_bytes for x in span)
+                work = max_bytes
                 deltas[gpu] += [(s, work), (e, -work)]
                 if not ctx.stateless:  # the stage input stays for the recompute
                     keep = boundary_bytes(ctx, lo)
                     deltas[gpu] += [(s, keep), (_backward_end(timed, gpu, a), -keep)]
             out = boundary_bytes(ctx, hi)
-            deltas[gpu] += [(s, out), (moved.get((gpu, a), e), -out)]
+            deltas[gpu] += [(s, out), (moved.get((gpu, "F", a.stage, a.mb, a.it), e), -out)]
         else:
-            work = sum(x.activation_bytes for x in span) if (a.kind in ("B", "I", "FB") and not keep_all) else \
-                max(x.activation_bytes for x in span)
+            work = all_bytes if (a.kind in ("B", "I", "FB") and not keep_all) else max_bytes
             deltas[gpu] += [(s, work), (e, -work)]
-            out = boundary_bytes(ctx, lo)
-            deltas[gpu] += [(s, out), (moved.get((gpu, a), e), -out)]
+            if a.kind != "W":  # W computes weight gradients only; its stage's I produced the input gradient
+                out = boundary_bytes(ctx, lo)
+                deltas[gpu] += [(s, out), (moved.get((gpu, "B", a.stage, a.mb, a.it), e), -out)]
+    sizes: dict[tuple, float] = {}  # bytes by (kind, stage, phase): the same for every microbatch
     for (gpu, a), (s, e) in timed.items():
-        if a.kind == "ACT_IN":
-            consumer = Action(a.kind, a.stage, a.mb, a.it)  # placeholder replaced below
-            consumer = _consumer(a)
-            n = transfer_bytes(ctx, a)
-            deltas[gpu] += [(s, n), (timed.get((gpu, consumer), (e, e))[1], -n)]
-        elif a.kind == "ACT_OUT":
-            n = transfer_bytes(ctx, a)
-            deltas[CPU] += [(s, n), (last_use[(a.mb, a.it)], -n)]  # type: ignore[index]
-
-
-def _consumer(a: Action) -> Action:
-    if a.phase == "F":
-        return Action("F", a.stage, a.mb, a.it)
-    return Action("B", a.stage, a.mb, a.it)
+        if a.kind in ("ACT_IN", "ACT_OUT"):
+            n = sizes.get((a.kind, a.stage, a.phase))
+            if n is None:
+                n = sizes[(a.kind, a.stage, a.phase)] = transfer_bytes(ctx, a)
+            if a.kind == "ACT_IN":  # held until the compute that reads it ends (FB too, not only B)
+                deltas[gpu] += [(s, n), (used.get((gpu, a.phase, a.stage, a.mb, a.it), e), -n)]
+            else:
+                deltas[CPU] += [(s, n), (last_use[(a.mb, a.it)], -n)]  # type: ignore[index]
 
 
 def _backward_end(timed: Timed, gpu: int, f: Action) -> float:

@@ -34,15 +34,17 @@ def simulate(plan: Plan, sc: Scenario) -> SimResult:
     ctx = cost_context(plan, sc)
     topo = build_topology(sc.server, sc.profile) if plan.level == "pcie" else None
     hop_s = (sc.profile.hop_s or 0.0) if (plan.level == "hop" and sc.profile) else 0.0
-    trace, net = run_engine(EngineInputs(plan, graph, ctx, topo, hop_s))
-    trace = Trace(trace.events, {"source": "rpsim", "schedule": plan.schedule, "level": plan.level,
-                                 "model": sc.model.name, "server": sc.server.name, "n_gpus": plan.n_gpus})
-    mem = memory_timeline(plan, trace, ctx)
+    run = run_engine(EngineInputs(plan, graph, ctx, topo, hop_s))
+    net = run.network
+    trace = Trace(run.trace.events, {"source": "rpsim", "schedule": plan.schedule, "level": plan.level,
+                                     "model": sc.model.name, "server": sc.server.name, "n_gpus": plan.n_gpus})
+    mem = memory_timeline(plan, trace, ctx, run.timed)
     peak_gpu = [mem.peak_bytes(g) * ALLOCATOR_OVERHEAD for g in range(plan.n_gpus)]
     util: dict[str, float] = {}
-    if net is not None and trace.makespan_s > 0:
+    makespan_s = trace.makespan_s  # once: it scans every event
+    if net is not None and makespan_s > 0:
         net.sync_metrics()
-        util = {r: net.bytes_through[r] / (cap * trace.makespan_s)
+        util = {r: net.bytes_through[r] / (cap * makespan_s)
                 for r, cap in net.capacity_bytes_per_s.items() if net.bytes_through[r] > 0}
     metrics = summarize(plan, trace, sc, peak_gpu, mem.peak_bytes(CPU), util)
     return SimResult(plan, trace, mem, metrics)

@@ -1,0 +1,130 @@
+"""GPU and host memory over time: 1F1B holds fewer activations than GPipe, an over-full plan is infeasible
+with a reason naming the GPU, every buffer is freed, and uploads and outputs live exactly as long as
+the rules say (checked on a trace drawn by hand)."""
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from dataclasses import replace
+
+import pytest
+
+from rpsim.errors import PlanError
+from rpsim.ir import Action
+from rpsim.ir.validate import check_plan
+from rpsim.planner import PlanRequest, make_plan
+from rpsim.scenario import Scenario, make_scenario
+from rpsim.schedules import SCHEDULES
+from rpsim.sim.action_costs import boundary_bytes, transfer_bytes
+from rpsim.sim.memory import ALLOCATOR_OVERHEAD, MemoryTimeline, memory_timeline
+from rpsim.sim.simulate import cost_context, simulate
+from rpsim.sim.trace import Trace, TraceEvent
+from rpsim.specs import ModelSpec, TrainingSpec
+
+GiB = 2**30
+TINY = ModelSpec(name="tiny", n_layers=8, hidden=256, n_heads=4, n_kv_heads=2, head_dim=64, mlp_width=512,
+                 vocab=1024)
+
+
+def level_at(mem: MemoryTimeline, device: int, t: float) -> float:
+    steps = mem.steps.get(device, [])
+    i = bisect_right([s for s, _ in steps], t)
+    return steps[i - 1][1] if i else 0.0
+
+
+@pytest.mark.parametrize("recompute", ["stage", "none"])
+def test_1f1b_peak_gpu_memory_is_at_most_gpipes(recompute):
+    # 8 microbatches over 4 stages: GPipe keeps all 8 microbatches' activations, 1F1B at most 4 - s.
+    sc = make_scenario("qwen3-1.7b", "4090x4", TrainingSpec(seq_len=2048, global_batch=16, mb_size=2,
+                                                            recompute=recompute))
+    peaks = {}
+    for schedule in ("gpipe", "1f1b"):
+        result = simulate(make_plan(sc, PlanRequest(schedule, fidelity="pcie", weights="resident")), sc)
+        assert result.metrics["weights"] == "resident"
+        peaks[schedule] = result.metrics["peak_gpu_mem_bytes"]
+    assert all(a <= b for a, b in zip(peaks["1f1b"], peaks["gpipe"], strict=True))
+    assert any(a < b - 0.01 * GiB for a, b in zip(peaks["1f1b"], peaks["gpipe"], strict=True))
+
+
+def test_a_plan_over_gpu_memory_is_infeasible_and_names_the_gpu():
+    # qwen3-8b with weights, gradients and Adam state resident: ~8.2 G params x 16 B over 4 GPUs > 24 GiB.
+    sc = make_scenario("qwen3-8b", "4090x4", TrainingSpec(seq_len=2048, global_batch=16, mb_size=2))
+    m = simulate(make_plan(sc, PlanRequest("1f1b", fidelity="pcie", weights="resident")), sc).metrics
+    assert m["feasible"] is False
+    match = re.fullmatch(r"GPU (\d+) needs (\d+\.\d) GiB, has 24\.0 GiB", m["reason"])
+    assert match, m["reason"]
+    peaks = m["peak_gpu_mem_bytes"]
+    worst = max(range(4), key=peaks.__getitem__)
+    assert int(match[1]) == worst and float(match[2]) == round(peaks[worst] / GiB, 1) > 24.0
+
+
+def test_the_same_model_streamed_fits():
+    sc = make_scenario("qwen3-8b", "4090x4", TrainingSpec(seq_len=2048, global_batch=16, mb_size=2))
+    m = simulate(make_plan(sc, PlanRequest("roundpipe", fidelity="pcie")), sc).metrics
+    assert m["feasible"] is True and m["reason"] == ""
+    assert max(m["peak_gpu_mem_bytes"]) < 24 * GiB
+    # Streamed: fp16 weights and gradients, fp32 master and Adam state live in host memory.
+    states = sum(x.weight_bytes + x.grad_bytes + x.optim_bytes for x in sc.costs.layers)
+    assert states <= m["peak_host_mem_bytes"] < states * 1.5
+
+
+def _tiny(n_gpus: int, n_mb: int) -> Scenario:
+    return make_scenario(TINY, f"4090x{n_gpus}", TrainingSpec(seq_len=128, global_batch=2 * n_mb, mb_size=2))
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+def test_every_buffer_is_freed_by_the_end(schedule):
+    sc = _tiny(4, 4)
+    plan = make_plan(sc, PlanRequest(schedule, fidelity="pcie"))
+    result = simulate(plan, sc)
+    layers = sc.costs.layers
+    for gpu in range(plan.n_gpus):
+        states = 0.0
+        if plan.options["weights"] == "resident":  # model states stay on their GPU
+            stages = {a.stage for a in plan.lane(gpu, "compute") if a.is_compute}
+            states = sum(x.weight_bytes + x.grad_bytes + x.optim_bytes
+                         for s in stages for x in layers[slice(*plan.partition.fwd[s])])
+        final = result.memory.steps[gpu][-1][1]
+        assert final == pytest.approx(states, rel=1e-12, abs=1.0)
+        assert result.memory.peak_bytes(gpu) > states  # something was allocated and freed
+        assert result.metrics["peak_gpu_mem_bytes"][gpu] == pytest.approx(
+            result.memory.peak_bytes(gpu) * ALLOCATOR_OVERHEAD)
+
+
+def test_fused_stage_upload_and_output_live_until_used_and_moved():
+    """RoundPipe's fused last stage (FB): its upload is held until FB ends, its output gradient until
+    the download that moves it ends. Timed by hand: upload [1, 2], FB [3, 5], download [5, 6]."""
+    sc = _tiny(2, 2)
+    plan = make_plan(sc, PlanRequest("roundpipe-sync", fidelity="pcie"))
+    last = len(plan.partition.bwd) - 1
+    fb = Action("FB", last, 0, 0)
+    up, down = Action("ACT_IN", last, 0, 0, "B"), Action("ACT_OUT", last, 0, 0, "B")
+    gpu = next(g for g in range(plan.n_gpus) if fb in plan.lane(g, "compute"))
+    assert up in plan.lane(gpu, "h2d") and down in plan.lane(gpu, "d2h")
+
+    def ev(a: Action, lane: str, s: float, e: float) -> TraceEvent:
+        return TraceEvent(gpu=gpu, lane=lane, action=str(a), kind=a.kind, stage=a.stage, mb=a.mb, it=a.it,
+                          start_s=s, end_s=e)
+
+    trace = Trace((ev(up, "h2d", 1, 2), ev(fb, "compute", 3, 5), ev(down, "d2h", 5, 6)))
+    ctx = cost_context(plan, sc)
+    mem = memory_timeline(plan, trace, ctx)
+    lo, hi = plan.partition.bwd[last]
+    n_in, n_out = transfer_bytes(ctx, up), boundary_bytes(ctx, lo)
+    work = sum(x.activation_bytes for x in sc.costs.layers[lo:hi])  # FB keeps its whole stage's activations
+    assert n_in > 0 and n_out > 0
+    assert level_at(mem, gpu, 2.5) == n_in  # uploaded, FB not started: the upload stays
+    assert level_at(mem, gpu, 4.0) == pytest.approx(n_in + work + n_out)
+    assert level_at(mem, gpu, 5.5) == pytest.approx(n_out)  # output waits for its download
+    assert level_at(mem, gpu, 7.0) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("drop", ["LOAD", "FREE"])
+def test_streamed_plans_need_every_load_and_free_the_memory_rules_use(drop):
+    # A layer's weights live from its LOAD to its job's FREE; a plan missing either is rejected up front.
+    plan = make_plan(_tiny(2, 2), PlanRequest("roundpipe-sync", fidelity="pcie"))
+    lane = "param_h2d" if drop == "LOAD" else "compute"
+    victim = next(a for a in plan.lane(1, lane) if a.kind == drop)
+    lanes = {**plan.lanes, (1, lane): tuple(a for a in plan.lane(1, lane) if a != victim)}
+    with pytest.raises(PlanError, match="no LOAD for its job" if drop == "LOAD" else "never freed"):
+        check_plan(replace(plan, lanes=lanes))
