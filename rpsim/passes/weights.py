@@ -25,10 +25,12 @@ BACKWARD_KINDS = ("B", "FB", "I", "W")
 def add_resident_steps(plan: Plan, lanes: Lanes) -> Lanes:
     out = dict(lanes)
     for gpu in range(plan.n_gpus):
-        compute = list(out[(gpu, "compute")])
-        for job in jobs_of(plan, gpu):
-            step = Action("STEP", job.stage, None, job.it, "F")
-            compute.insert(compute.index(job.actions[-1]) + 1, step)
+        step_after = {job.actions[-1]: Action("STEP", job.stage, None, job.it, "F") for job in jobs_of(plan, gpu)}
+        compute: list[Action] = []
+        for a in out[(gpu, "compute")]:
+            compute.append(a)
+            if a in step_after:
+                compute.append(step_after[a])
         out[(gpu, "compute")] = tuple(compute)
     return out
 
@@ -50,7 +52,8 @@ def add_weight_streaming(plan: Plan, lanes: Lanes, costs: ModelCosts) -> tuple[L
     stateless = not stages_are_resident(plan)
     for gpu in range(plan.n_gpus):
         jobs = jobs_of(plan, gpu)
-        compute = list(out[(gpu, "compute")])
+        uploads = set(out.get((gpu, "h2d"), ()))
+        frees_after: dict[Action, Action] = {}  # a job's last compute action -> its FREE
         loads: list[Action] = []
         offloads: list[Action] = []
         for k, job in enumerate(jobs):
@@ -63,12 +66,16 @@ def add_weight_streaming(plan: Plan, lanes: Lanes, costs: ModelCosts) -> tuple[L
                     load = Action("LOAD", job.stage, job.first_mb, job.it, job.phase, chunk=layer)
                     loads.append(load)
                     if prev is not None:
-                        edges += _window_issue_edge(out, gpu, prev.actions[w], load)
-            last = job.actions[-1]
-            compute.insert(compute.index(last) + 1, Action("FREE", job.stage, job.first_mb, job.it, job.phase))
+                        edges += _window_issue_edge(uploads, gpu, prev.actions[w], load)
+            frees_after[job.actions[-1]] = Action("FREE", job.stage, job.first_mb, job.it, job.phase)
             if any(x.kind in BACKWARD_KINDS for x in job.actions):
                 offloads += [Action("OFFLOAD", job.stage, job.first_mb, job.it, job.phase, chunk=layer)
                              for layer in range(b - 1, a - 1, -1)]
+        compute: list[Action] = []
+        for a in out[(gpu, "compute")]:
+            compute.append(a)
+            if a in frees_after:
+                compute.append(frees_after[a])
         out[(gpu, "compute")] = tuple(compute)
         out[(gpu, "param_h2d")] = tuple(loads)
         out[(gpu, "grad_d2h")] = tuple(offloads)
@@ -76,10 +83,10 @@ def add_weight_streaming(plan: Plan, lanes: Lanes, costs: ModelCosts) -> tuple[L
     return out, tuple(edges)
 
 
-def _window_issue_edge(lanes: Lanes, gpu: int, window_action: Action, load: Action) -> list[Edge]:
+def _window_issue_edge(uploads: set[Action], gpu: int, window_action: Action, load: Action) -> list[Edge]:
     """The chunk is issued after the activation upload of its window's microbatch, if there is one."""
     up = Action("ACT_IN", window_action.stage, window_action.mb, window_action.it, window_action.partition_phase)
-    return [((gpu, up), (gpu, load))] if up in lanes.get((gpu, "h2d"), ()) else []
+    return [((gpu, up), (gpu, load))] if up in uploads else []
 
 
 def _cpu_steps(plan: Plan) -> tuple[Action, ...]:
