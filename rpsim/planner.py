@@ -20,6 +20,7 @@ from rpsim.passes import LoweringContext, lower
 from rpsim.scenario import Scenario
 from rpsim.schedules import get_schedule
 from rpsim.schedules.base import BuildOptions
+from rpsim.schedules.roundpipe import rotation_iterations
 
 FIXED_PARTITIONERS = ("uneven", "balanced", "even")
 ROUNDPIPE_PARTITIONERS = ("roundpipe-paper", "roundpipe-library")
@@ -91,7 +92,7 @@ def make_plan(sc: Scenario, req: PlanRequest) -> Plan:
     partition = choose_partition(sc, req, roundpipe, n * v)
     is_async = req.schedule == "roundpipe"
     options = BuildOptions(virtual_stages=v, round_size=req.round_size, g0_rule=req.g0_rule,
-                           n_iters=req.n_iters or (ASYNC_ITERATIONS if is_async else 1),
+                           n_iters=req.n_iters or (async_iterations(sc, req, partition) if is_async else 1),
                            optimizer="async" if is_async else "sync", recompute=sc.training.recompute)
     if req.g0_rule == "earliest-free":
         options = replace(options, **stage_estimates(sc, partition))
@@ -100,6 +101,14 @@ def make_plan(sc: Scenario, req: PlanRequest) -> Plan:
     lowered = lower(plan, req.fidelity, LoweringContext(sc.costs, sc.server, req.weights))
     check_plan(lowered)
     return lowered
+
+
+def async_iterations(sc: Scenario, req: PlanRequest, p: Partition) -> int:
+    """Enough iterations for a steady state: a full rotation of the dispatch over the GPUs when
+    iterations load the GPUs differently, else warm-up, steady and drain (ASYNC_ITERATIONS)."""
+    n, n_mb = sc.server.n_gpus, sc.training.n_mb
+    rounds = -(-n_mb // (req.round_size or min(n, n_mb)))
+    return rotation_iterations(n, rounds, len(p.fwd) + len(p.bwd)) or ASYNC_ITERATIONS
 
 
 def stage_estimates(sc: Scenario, p: Partition) -> dict[str, object]:

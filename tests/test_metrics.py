@@ -112,5 +112,5 @@ def test_async_iteration_with_a_fast_optimizer_beats_the_flushed_one():
     # A steady state: the same figure however many iterations were simulated, and no fill or drain.
     assert m["iteration_s"] == pytest.approx(longer["iteration_s"], rel=1e-3)
     lo, hi = m["window_s"]
-    assert m["n_iters"] == 3 and 0 < lo < hi  # the window starts after the warm-up iterations
+    assert m["n_iters"] >= 3 and 0 < lo < hi  # the window starts after the warm-up iterations
     assert m["bubble_fill"] == 0.0 and m["bubble_drain"] == 0.0

@@ -7,11 +7,21 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from rpsim.cli import cmd_compare, cmd_costs, cmd_export, cmd_list, cmd_simulate, cmd_validate
+from rpsim.cli import (
+    cmd_compare,
+    cmd_costs,
+    cmd_export,
+    cmd_list,
+    cmd_plot,
+    cmd_search,
+    cmd_simulate,
+    cmd_validate,
+)
 from rpsim.errors import Infeasible, PlanError, SpecError
 
 COMMANDS = {"list": cmd_list, "costs": cmd_costs, "compare": cmd_compare, "simulate": cmd_simulate,
-            "export": cmd_export, "validate": cmd_validate}
+            "export": cmd_export, "validate": cmd_validate,
+            "search": cmd_search, "plot": cmd_plot}
 
 
 def build_parser() -> argparse.ArgumentParser:

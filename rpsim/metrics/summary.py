@@ -34,9 +34,17 @@ def iteration_window(plan: Plan, trace: Trace) -> tuple[float, float, float, boo
         # The host optimizer steps every layer once per iteration, one step at a time, so no steady state is
         # faster than its work per iteration; a few simulated iterations can still sit just below it. (GPU
         # lanes give no such bound: RoundPipe rotates slots, so a GPU's share varies by iteration.)
-        return max(mean(spans), host_work_per_iteration_s(trace, plan.n_iters)), ends[1], ends[-1], True
+        bound = max(host_work_per_iteration_s(trace, plan.n_iters), gpu_work_per_iteration_s(trace, plan))
+        return max(mean(spans), bound), ends[1], ends[-1], True
     makespan = trace.makespan_s
     return makespan / plan.n_iters, 0.0, makespan, False
+
+
+def gpu_work_per_iteration_s(trace: Trace, plan: Plan) -> float:
+    """All GPUs' compute time per iteration over the GPU count: no iteration can finish faster than
+    perfectly balanced work allows (a few simulated iterations can catch a favourable phase)."""
+    busy = sum(e.end_s - e.start_s for e in trace.events if e.lane == "compute" and e.gpu != CPU)
+    return busy / plan.n_iters / plan.n_gpus
 
 
 def host_work_per_iteration_s(trace: Trace, n_iters: int) -> float:

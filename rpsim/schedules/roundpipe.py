@@ -8,6 +8,7 @@ build_plan with a synchronous optimizer; the mode is the builder's, never BuildO
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from rpsim.ir import Action, Partition, Plan
@@ -117,3 +118,16 @@ def _ready_s(kind: str, stage: int, m: int, it: int, g: int,
         return 0.0
     end, dep_gpu = dep
     return end + (options.hop_s if dep_gpu != g else 0.0)
+
+
+ROTATION_JOBS = 4  # jobs per GPU and iteration from which a one-job imbalance no longer matters much
+
+
+def rotation_iterations(n_gpus: int, rounds: int, slots: int) -> int | None:
+    """Iterations to simulate for a steady state: 2 warm-up iterations + the period after which the
+    dispatch repeats on the same GPUs (job k runs on GPU k mod N, an iteration has rounds x slots jobs),
+    for plans with fewer than ROTATION_JOBS jobs per GPU and iteration; None when every iteration
+    already puts the same work on every GPU (or enough jobs even it out)."""
+    jobs = rounds * slots
+    period = n_gpus // math.gcd(jobs, n_gpus)
+    return None if period == 1 or jobs >= ROTATION_JOBS * n_gpus else 2 + period

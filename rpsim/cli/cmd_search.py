@@ -1,0 +1,199 @@
+"""`rpsim search`: find the plan with the most tokens/s that fits -- schedule, partition, microbatching,
+recompute, virtual stages, RoundPipe round size -- by a fast analytic stage and a full-simulator stage.
+Prints the ranking and the Pareto frontier (stdout), progress (stderr); --export writes the best plan."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rpsim.cli.setup_flags import add_setup_flags, setup_from_args
+from rpsim.errors import Infeasible, SpecError
+from rpsim.ir.planio import plan_to_json
+from rpsim.planner import make_plan
+from rpsim.report.files import write_json_atomic
+from rpsim.report.table import format_table
+from rpsim.scenario import Scenario
+from rpsim.search.relax import relaxations
+from rpsim.search.run import SearchOptions, SearchResult, search
+from rpsim.search.space import plan_request
+from rpsim.search.tasks import Confirmed
+from rpsim.search.workspace import Workspace
+
+GiB = 2**30
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="search schedules, partitions and microbatching for the fastest plan "
+                                  "that fits")
+    add_setup_flags(p)
+    p.add_argument("--budget", type=int, default=SearchOptions.budget,
+                   help="fast-stage evaluations: the structured candidates, then local-search moves "
+                        "(default %(default)s)")
+    p.add_argument("--confirm", type=int, default=SearchOptions.top_k,
+                   help="plans the full simulator confirms (default %(default)s)")
+    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: every core)")
+    p.add_argument("--cluster", default=None, help="run on an existing Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--seed", type=int, default=0, help="orders local-search moves (default 0)")
+    p.add_argument("--top", type=int, default=10, help="ranked plans to print (default %(default)s)")
+    p.add_argument("--schedules", default=None, help="comma-separated schedules to search (default: all)")
+    p.add_argument("--export", default=None,
+                   help="write the best plan as plan.json (for rpsim simulate / rpexec)")
+    p.add_argument("--format", default="table", choices=["table", "json"])
+    p.set_defaults(func=run)
+
+
+def options_from_args(args: argparse.Namespace) -> SearchOptions:
+    for flag in ("budget", "confirm", "top"):
+        if getattr(args, flag) < 1:
+            raise SpecError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.jobs is not None and args.jobs < 1:
+        raise SpecError(f"--jobs must be >= 1, got {args.jobs}")
+    schedules = None
+    if args.schedules:
+        from rpsim.cli.cmd_compare import parse_schedules
+        schedules = tuple(parse_schedules(args.schedules))
+    return SearchOptions(budget=args.budget, top_k=args.confirm, jobs=args.jobs, cluster=args.cluster,
+                         seed=args.seed, schedules=schedules)
+
+
+class _Bars:
+    """tqdm bars on stderr, one per stage; on a non-terminal, one summary line per stage instead."""
+
+    def __init__(self) -> None:
+        self.bars: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, stage: str, n: int, total: int) -> None:
+        from tqdm import tqdm
+        if stage not in self.bars:
+            self.bars[stage] = tqdm(total=total, desc=f"rpsim search: {stage}", unit="plan", file=sys.stderr,
+                                    disable=None, leave=False)
+        self.bars[stage].update(n)
+        self.counts[stage] = self.counts.get(stage, 0) + n
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    sc = setup_from_args(args)
+    options = options_from_args(args)
+    bars = _Bars()
+    try:
+        result = search(sc, options, bars)
+    finally:
+        bars.close()
+    s = result.stage_s
+    print(f"rpsim: search evaluated {result.n_fast} plans with the fast estimate in {s['fast']:.1f} s "
+          f"+ {s['local_search']:.1f} s local search, {result.n_full} with the full simulator in "
+          f"{s['full']:.1f} s", file=sys.stderr)
+    if result.best is None:
+        raise Infeasible(nothing_fits(sc, result, options))
+    if args.export:
+        best = result.best.candidate
+        variant = Workspace(sc).scenario(best.mb_size, best.recompute)
+        write_json_atomic(args.export, plan_to_json(make_plan(variant, plan_request(best))))
+        print(f"rpsim: wrote {args.export}: {best.label()}", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps(to_json(result), indent=1))
+    else:
+        print(report(sc, result, args.top))
+    return 0
+
+
+def row_of(c: Confirmed) -> dict[str, Any]:
+    """compare's result keys, plus what the search chose."""
+    d = c.candidate
+    return {**c.metrics, "plan": d.label(), "partitioner": d.partitioner, "partition_spec": d.partition,
+            "recompute": d.recompute, "round_size": d.round_size, "virtual_stages": d.virtual_stages,
+            "estimated_tokens_per_s": c.estimate.tokens_per_s if c.estimate else None,
+            "work_bound_s": c.work_bound_s, "below_work_bound": c.below_work_bound,
+            "ranked_tokens_per_s": c.ranked_tokens_per_s}
+
+
+def to_json(r: SearchResult) -> dict[str, Any]:
+    return {"plans": [row_of(c) for c in r.ranked], "frontier": [row_of(c) for c in r.frontier],
+            "reference": row_of(r.reference) if r.reference else None,
+            "evaluated": {"candidates": r.n_candidates, "fast": r.n_fast, "fast_feasible": r.n_fast_feasible,
+                          "full": r.n_full, "seconds": r.stage_s}}
+
+
+def _mem(c: Confirmed) -> float:
+    return max(c.metrics["peak_gpu_mem_bytes"]) / GiB
+
+
+def report(sc: Scenario, r: SearchResult, top: int) -> str:
+    t = sc.training
+    lines = [(f"# {sc.model.name} on {sc.server.name} ({sc.server.n_gpus}x {sc.server.gpu.name}), {t.mode}, "
+              f"{t.precision}, seq {t.seq_len}, global batch {t.global_batch} "
+              f"({t.tokens_per_iteration} tokens/iteration)"),
+             (f"# evaluated: {r.n_candidates} structured candidates + {r.n_fast - r.n_candidates} "
+              f"local-search moves = {r.n_fast} plans by the fast estimate ({r.n_fast_feasible} fit), "
+              f"{r.n_full} by the full simulator"),
+             ""]
+    rows = []
+    for i, c in enumerate(r.ranked[:top], 1):
+        m = c.metrics
+        note = "reference" if c is r.reference else m["reason"]
+        if c.below_work_bound:
+            note = f"ranked at the work bound: {c.ranked_tokens_per_s:.0f}"
+        if m["iteration_s"] is None:
+            rows.append([i, c.candidate.label(), m["n_mb"], "-", "-", "-", "-", "-", "-", note])
+            continue
+        rows.append([i, c.candidate.label(), m["n_mb"], round(m["iteration_s"], 3), round(m["tokens_per_s"]),
+                     round(100 * m["mfu"], 1), round(100 * m["bubble"], 1), round(_mem(c), 1),
+                     round(m["peak_host_mem_bytes"] / GiB, 1), note])
+    lines.append(format_table(["#", "plan", "n_mb", "iter_s", "tokens/s", "MFU%", "bubble%", "GPU_GiB",
+                               "host_GiB", "note"], rows))
+    best = r.best
+    assert best is not None
+    lines += ["", f"best: {best.candidate.label()}, partition {best.candidate.partition}"]
+    ref = r.reference
+    if ref is not None and ref.feasible:
+        lines.append(f"      {best.ranked_tokens_per_s / ref.ranked_tokens_per_s:.3f}x the tokens/s of "
+                     f"RoundPipe's own partitioner ({ref.candidate.label()}: {ref.ranked_tokens_per_s:.0f})")
+    elif ref is not None:
+        lines.append(f"      RoundPipe's own partitioner does not fit: {ref.metrics['reason']}")
+    if any(c.below_work_bound for c in r.ranked[:top]):
+        lines.append("note: the simulator measures an async plan's steady state over a few iterations; where "
+                     "that came out below the GPUs' total work per iteration (impossible in a real steady "
+                     "state), the ranking uses the work bound")
+    lines += ["", "Pareto frontier (tokens/s against peak GPU memory, simulated):"]
+    lines.append(format_table(["GPU_GiB", "tokens/s", "plan"],
+                              [[round(_mem(c), 1), round(c.ranked_tokens_per_s), c.candidate.label()]
+                               for c in r.frontier]))
+    return "\n".join(lines)
+
+
+def nothing_fits(sc: Scenario, r: SearchResult, options: SearchOptions) -> str:
+    """The nearest miss with the memory it needs, then the relaxations that fit."""
+    gpu_cap, host_cap = sc.server.gpu.memory_bytes, sc.server.host.dram_bytes
+    simulated = [c for c in r.ranked if c.metrics["iteration_s"] is not None]
+    lines = [(f"no plan for {sc.model.name} on {sc.server.name} fits ({r.n_fast} plans estimated, "
+              f"{r.n_full} simulated)")]
+    if simulated:
+        def fill(c: Confirmed) -> float:
+            m = c.metrics
+            return max(max(m["peak_gpu_mem_bytes"]) / gpu_cap, m["peak_host_mem_bytes"] / host_cap)
+        near = min(simulated, key=lambda c: (fill(c), c.candidate))
+        gpu, host = max(near.metrics["peak_gpu_mem_bytes"]), near.metrics["peak_host_mem_bytes"]
+        if host > host_cap:
+            need = f"needs >= {host / GiB:.0f} GiB host memory; the server has {host_cap / GiB:.0f} GiB"
+        else:
+            need = (f"needs >= {gpu / GiB:.1f} GiB per GPU; the {sc.server.gpu.name} has "
+                    f"{gpu_cap / GiB:.1f} GiB")
+        lines.append(f"nearest plan: {near.candidate.label()} {need}")
+    else:
+        lines += [f"  {x}" for x in sorted({c.metrics['reason'] for c in r.ranked})[:3]]
+    print("rpsim: nothing fits; trying LoRA, a smaller global batch and a shorter sequence ...",
+          file=sys.stderr)
+    found = relaxations(sc, options)
+    for x in found:
+        lines.append(f"fits with {x.flags}: {x.best.candidate.label()}, "
+                     f"{x.best.metrics['tokens_per_s']:.1f} tokens/s")
+    if not found:
+        lines.append("no relaxation tried (LoRA, a smaller global batch, a shorter sequence) fits either")
+    return "\n".join(lines)

@@ -1,0 +1,256 @@
+"""`search(scenario, options)`: enumerate candidate plans, estimate them all with the fast evaluator, refine
+the best partitions by local search, confirm the top k (and RoundPipe's default plan, the reference)
+with the full simulator, and rank: highest tokens/s within memory, less peak GPU memory breaking ties.
+
+Deterministic: the same scenario, options and seed give the same ranking on any number of workers
+(every task is a pure function; results are gathered in submission order and sorted by total keys)."""
+from __future__ import annotations
+
+import hashlib
+import pickle
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from rpsim.errors import Infeasible, SpecError
+from rpsim.scenario import Scenario
+from rpsim.schedules import SCHEDULES
+from rpsim.search import tasks
+from rpsim.search.parallel import make_runner
+from rpsim.search.pareto import frontier
+from rpsim.search.space import Candidate, enumerate_candidates, steady_iterations
+from rpsim.search.tasks import Confirmed, Scored
+from rpsim.search.workspace import Workspace
+
+FAST_CHUNK = 48  # candidates per fast task: amortises pickling, small enough to balance two cores
+Progress = Callable[[str, int, int], None]  # (stage, advance by, stage total)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    budget: int = 8000  # fast-stage evaluations: the structured candidates, then local-search moves
+    top_k: int = 5  # plans the full simulator confirms (more when some turn out not to fit)
+    jobs: int | None = None  # local worker processes; None: every core
+    cluster: Any = None  # a Dask scheduler address (or Client): run there instead
+    seed: int = 0  # orders local-search moves, and samples the candidates when they exceed the budget
+    seeds: int = 12  # local searches, from the best distinct configurations
+    frontier_extra: int = 2  # low-memory plans off the estimated frontier the simulator also confirms
+    schedules: tuple[str, ...] | None = None
+    mb_sizes: tuple[int, ...] | None = None  # None: every divisor of the global batch
+    reference: bool = True  # also confirm RoundPipe's default plan
+    diagnose: bool = True  # when nothing fits, simulate the nearest miss for an exact reason
+    fidelity: str = "pcie"
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    ranked: tuple[Confirmed, ...]  # every confirmed plan, best first
+    reference: Confirmed | None  # RoundPipe's own partitioner, default request (None: no roundpipe builder)
+    frontier: tuple[Confirmed, ...]  # confirmed, feasible: tokens/s against peak GPU memory
+    n_candidates: int  # structured candidates enumerated
+    n_fast: int  # fast-evaluator calls (structured + local-search moves)
+    n_fast_feasible: int
+    n_full: int  # full simulations
+    stage_s: dict[str, float] = field(default_factory=dict)
+    scored: tuple[Scored, ...] = ()  # the fast stage's results (for diagnosis when nothing fits)
+
+    @property
+    def best(self) -> Confirmed | None:
+        return self.ranked[0] if self.ranked and self.ranked[0].feasible else None
+
+
+def token_of(sc: Scenario, options: SearchOptions) -> str:
+    return hashlib.sha256(pickle.dumps((sc, options.fidelity))).hexdigest()[:16]
+
+
+def plan_key(c: Candidate) -> tuple:
+    """Two candidates with the same key build the same plan (partitioner names and iterations aside)."""
+    return (c.schedule, c.mb_size, c.recompute, c.virtual_stages, c.round_size, c.partition)
+
+
+def tie(tokens_per_s: float) -> float:
+    """Throughputs within 0.01% count as a tie (broken by less peak GPU memory)."""
+    return float(f"{tokens_per_s:.5g}")
+
+
+def estimate_key(s: Scored) -> tuple:
+    e = s.estimate
+    assert e is not None
+    return (-tie(e.tokens_per_s), e.peak_gpu_bytes, s.candidate)
+
+
+def confirmed_key(c: Confirmed) -> tuple:
+    m = c.metrics
+    mem = max(m["peak_gpu_mem_bytes"]) if m["peak_gpu_mem_bytes"] else float("inf")
+    return (not c.feasible, -tie(c.ranked_tokens_per_s), mem, c.candidate)
+
+
+def reference_candidate(sc: Scenario) -> Candidate | None:
+    """RoundPipe's own partitioner with the default request, on the user's training setup."""
+    if "roundpipe" not in SCHEDULES:
+        return None
+    t = sc.training
+    return Candidate("roundpipe", t.mb_size, t.recompute, "roundpipe-paper")
+
+
+def search(sc: Scenario, options: SearchOptions = SearchOptions(), progress: Progress | None = None
+           ) -> SearchResult:
+    report = progress or (lambda _stage, _n, _total: None)
+    token = token_of(sc, options)
+    runner = make_runner(token, sc, options.jobs, options.cluster)
+    clock: dict[str, float] = {}
+    try:
+        t0 = time.perf_counter()
+        structured = enumerate_candidates(sc, options.schedules, options.mb_sizes)
+        if len(structured) > options.budget:  # a sample, leaving a quarter of the budget to local search
+            keep = options.budget - options.budget // 4
+            structured = sorted(random.Random(options.seed).sample(structured, keep))
+        scored = _fast_stage(runner, structured, report)
+        clock["fast"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        refined, n_moves = _refine_stage(runner, scored, options.budget - len(structured), options, report)
+        clock["local_search"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pool = scored + refined
+        confirmed, reference = _full_stage(runner, sc, pool, options, report)
+        if options.diagnose and not any(c.feasible for c in confirmed):
+            confirmed += _nearest_miss(runner, pool, confirmed, options, report)
+        clock["full"] = time.perf_counter() - t0
+    finally:
+        runner.close()
+    ranked = sorted(confirmed, key=confirmed_key)
+    ok = [c for c in ranked if c.feasible]
+    front = frontier(ok, lambda c: c.ranked_tokens_per_s, lambda c: max(c.metrics["peak_gpu_mem_bytes"]))
+    return SearchResult(tuple(ranked), reference, tuple(front), len(structured), len(structured) + n_moves,
+                        sum(s.feasible for s in pool), len(confirmed), clock, tuple(scored))
+
+
+def _fast_stage(runner: Any, cands: list[Candidate], report: Progress) -> list[Scored]:
+    # Chunks share a (schedule, microbatch, recompute) prefix where they can, so a worker's caches hit.
+    chunks = [cands[i:i + FAST_CHUNK] for i in range(0, len(cands), FAST_CHUNK)]
+    results = runner.map(tasks.fast_chunk, [(c,) for c in chunks], [len(c) for c in chunks],
+                         lambda n: report("fast", n, len(cands)))
+    return [s for chunk in results for s in chunk]
+
+
+def _refine_stage(runner: Any, scored: list[Scored], budget: int, options: SearchOptions, report: Progress
+                  ) -> tuple[list[Scored], int]:
+    """Local searches from the best feasible candidate of each of the best distinct configurations."""
+    seeds: list[Scored] = []
+    seen: set[tuple] = set()
+    for s in sorted((s for s in scored if s.feasible), key=estimate_key):
+        if s.candidate.config not in seen and len(seeds) < options.seeds:
+            seen.add(s.candidate.config)
+            seeds.append(s)
+    if not seeds or budget <= len(seeds):
+        return [], 0
+    per_seed = budget // len(seeds)
+    args = [(s.candidate, per_seed, options.seed + i) for i, s in enumerate(seeds)]
+    results = runner.map(tasks.refine, args, [per_seed] * len(args),
+                         lambda n: report("local search", n, budget))
+    # The start of each local search repeats a structured candidate: count only the new evaluations.
+    return [r for r, _n in results], sum(n - 1 for _r, n in results)
+
+
+def _full_stage(runner: Any, sc: Scenario, pool: list[Scored], options: SearchOptions, report: Progress
+                ) -> tuple[list[Confirmed], Confirmed | None]:
+    ordered = _cheap_first(_distinct(sorted((s for s in pool if s.feasible), key=estimate_key)), sc)
+    first = ordered[:options.top_k]
+    first += [s for s in _frontier_picks(ordered, options.frontier_extra) if s not in first]
+    batch = [_steady(s.candidate, sc) for s in first]
+    ref = _resolved_reference(sc) if options.reference else None
+    if ref is not None and plan_key(ref) not in {plan_key(c) for c in batch}:
+        batch.append(ref)
+    done: dict[tuple, Confirmed] = {}
+    rest = [s.candidate for s in ordered[options.top_k:]]
+    limit = 3 * options.top_k + options.frontier_extra + 1
+    while batch:
+        # Longest first, so two workers finish together; results still come back in batch order.
+        batch.sort(key=lambda c: (-sim_cost(c, sc), c))
+        total = len(batch)
+        out = runner.map(tasks.confirm, [(c, options.fidelity) for c in batch], [1] * total,
+                         lambda n, total=total: report("full", n, total))
+        done.update({plan_key(c): r for c, r in zip(batch, out, strict=True)})
+        # An estimate can call a plan feasible that the simulator finds over memory: confirm more.
+        short = options.top_k - sum(r.feasible for k, r in done.items() if ref is None or k != plan_key(ref))
+        rest = [c for c in rest if plan_key(c) not in done]
+        take = max(0, min(short, limit - len(done)))
+        batch, rest = [_steady(c, sc) for c in rest[:take]], rest[take:]
+    return list(done.values()), done.get(plan_key(ref)) if ref is not None else None
+
+
+def _steady(c: Candidate, sc: Scenario) -> Candidate:
+    n_iters = steady_iterations(c, sc.server.n_gpus, sc.training.global_batch // c.mb_size)
+    return replace(c, n_iters=n_iters) if n_iters else c
+
+
+def _resolved_reference(sc: Scenario) -> Candidate | None:
+    ref = reference_candidate(sc)
+    if ref is None:
+        return None
+    try:
+        return Workspace(sc).resolve(ref)
+    except (Infeasible, SpecError):
+        return ref  # confirm() reports why the partitioner found nothing
+
+
+def _nearest_miss(runner: Any, pool: list[Scored], confirmed: list[Confirmed], options: SearchOptions,
+                  report: Progress) -> list[Confirmed]:
+    """Nothing fits: simulate the estimate closest to fitting, so the reason names real figures."""
+    missing = [s for s in pool if s.estimate is not None]
+    if not missing:
+        return []
+    nearest = min(missing, key=lambda s: (s.estimate.fill, s.candidate)).candidate  # type: ignore[union-attr]
+    if any(plan_key(c.candidate) == plan_key(nearest) for c in confirmed):
+        return []
+    return runner.map(tasks.confirm, [(nearest, options.fidelity)], [1], lambda n: report("full", n, 1))
+
+
+def sim_cost(c: Candidate, sc: Scenario) -> float:
+    """Rough relative cost of simulating a candidate: its compute actions."""
+    n_mb = sc.training.global_batch // c.mb_size
+    stages = len(c.partition.replace("|", ",").split(",")) if c.partition else 2 * sc.server.n_gpus
+    return n_mb * stages * (c.n_iters or (3 if c.schedule == "roundpipe" else 1))
+
+
+def _cheap_first(ordered: list[Scored], sc: Scenario, rel: float = 0.002) -> list[Scored]:
+    """Estimates within 0.2% of each other are closer than the estimate's accuracy: among such runs of
+    candidates, confirm the cheapest to simulate first (a microbatch of 1 costs four of 4)."""
+    out, i = [], 0
+    while i < len(ordered):
+        lead = ordered[i].estimate.tokens_per_s  # type: ignore[union-attr]
+        j = i
+        while j < len(ordered) and ordered[j].estimate.tokens_per_s >= lead * (1 - rel):  # type: ignore[union-attr]
+            j += 1
+        out += sorted(ordered[i:j], key=lambda s: (sim_cost(s.candidate, sc), estimate_key(s)))
+        i = j
+    return out
+
+
+def _distinct(ordered: list[Scored]) -> list[Scored]:
+    """One candidate per plan; and of twins that differ only in recompute policy and estimate within
+    0.5% of each other (RoundPipe's "layer" grain moves a little more than "stage"), the better one."""
+    out: list[Scored] = []
+    seen: set[tuple] = set()
+    twins: dict[tuple, float] = {}
+    for s in ordered:
+        key = plan_key(s.candidate)
+        twin = key[:2] + key[3:]
+        tps = s.estimate.tokens_per_s  # type: ignore[union-attr]
+        if key in seen or (twin in twins and tps >= 0.995 * twins[twin]):
+            continue
+        seen.add(key)
+        twins.setdefault(twin, tps)
+        out.append(s)
+    return out
+
+
+def _frontier_picks(ordered: list[Scored], n: int) -> list[Scored]:
+    """Up to n points of the estimated frontier, spread from the least memory towards the fastest."""
+    est = frontier(ordered, lambda s: s.estimate.tokens_per_s, lambda s: s.estimate.peak_gpu_bytes)  # type: ignore
+    if n <= 0 or len(est) <= 1:
+        return []
+    step = max(1, (len(est) - 1) // n)
+    return est[:-1][::step][:n]

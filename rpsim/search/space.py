@@ -1,0 +1,118 @@
+"""The search space: one `Candidate` per (schedule, microbatching, recompute, partitioner, virtual stages,
+RoundPipe round size), enumerated in a fixed order, and how a candidate becomes a scenario variant and a
+PlanRequest. Pure; imports no simulator."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from rpsim.planner import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, PlanRequest
+from rpsim.scenario import Scenario
+from rpsim.schedules import SCHEDULES, get_schedule
+from rpsim.schedules.roundpipe import rotation_iterations
+from rpsim.search.sweep import sweep_names
+from rpsim.specs import TrainingSpec
+from rpsim.specs.training import RECOMPUTE_POLICIES, divisors
+
+LOCAL = "local-search"  # rpsim.partition.local_search refined a seed partition
+MAX_VIRTUAL_STAGES = 16
+# RoundPipe's GPUs are stateless: only stage-boundary activations survive a stage, so without
+# recomputation every activation would have to travel through host memory. The lowering passes do not
+# move them, so recompute "none" would be a free lunch the simulator cannot honestly price: not offered.
+ROUNDPIPE_RECOMPUTE = ("stage", "layer")
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    schedule: str
+    mb_size: int
+    recompute: str
+    # even | balanced | uneven | roundpipe-paper | roundpipe-library | sweep:F:B:X | local-search
+    partitioner: str
+    virtual_stages: int = 1
+    round_size: int | None = None  # RoundPipe microbatches per round; None elsewhere
+    partition: str | None = None  # explicit --partition spec once resolved (always, for local search)
+    n_iters: int | None = None  # iterations the full simulator runs; None: the planner's default
+
+    @property
+    def roundpipe(self) -> bool:
+        return not get_schedule(self.schedule).FIXED_PLACEMENT
+
+    @property
+    def config(self) -> tuple:
+        """Everything but the partition: the seeds a partition local search refines."""
+        return (self.schedule, self.mb_size, self.recompute, self.virtual_stages, self.round_size)
+
+    def label(self) -> str:
+        parts = [self.schedule, f"mb{self.mb_size}", f"rc-{self.recompute}", self.partitioner]
+        if self.virtual_stages > 1:
+            parts.append(f"v{self.virtual_stages}")
+        if self.round_size:
+            parts.append(f"round{self.round_size}")
+        return " ".join(parts)
+
+
+def training_for(base: TrainingSpec, mb_size: int, recompute: str) -> TrainingSpec:
+    return replace(base, mb_size=mb_size, recompute=recompute)
+
+
+def plan_request(c: Candidate, fidelity: str = "pcie") -> PlanRequest:
+    """The request make_plan builds this candidate from; an explicit partition makes it reproducible."""
+    return PlanRequest(schedule=c.schedule, fidelity=fidelity, partition=c.partition,
+                       partitioner=None if c.partition else c.partitioner,
+                       virtual_stages=c.virtual_stages,
+                       round_size=c.round_size, n_iters=c.n_iters)
+
+
+def steady_iterations(c: Candidate, n_gpus: int, n_mb: int) -> int | None:
+    """Iterations to simulate an asynchronous RoundPipe plan for (None: the planner's three). Slot i of
+    round r runs on GPU (r * S + i) mod N, so when an iteration's R * S jobs are few and not a multiple
+    of N, GPUs carry different loads from one iteration to the next, and a steady state measured over
+    the planner's single span catches one phase of that rotation: it can even beat the GPUs' total work,
+    which no real steady state can. Such plans are simulated for one full rotation."""
+    if not c.roundpipe or c.schedule != "roundpipe" or not c.partition:
+        return None
+    fwd, bwd = c.partition.split("|")
+    slots = len(fwd.split(",")) * bool(fwd.strip()) + len(bwd.split(","))
+    return rotation_iterations(n_gpus, -(-n_mb // (c.round_size or min(n_gpus, n_mb))), slots)
+
+
+def round_sizes(n_gpus: int, n_mb: int) -> list[int]:
+    """RoundPipe needs M_R >= N microbatches per round (roundpipe.md); N, 2N, 4N, ... and all of them."""
+    if n_mb <= n_gpus:
+        return [n_mb]
+    out, size = [], n_gpus
+    while size < n_mb:
+        out.append(size)
+        size *= 2
+    return [*out, n_mb]
+
+
+def virtual_stage_counts(schedule: str, n_gpus: int, n_layers: int) -> list[int]:
+    if schedule in ("gpipe", "1f1b") or not get_schedule(schedule).FIXED_PLACEMENT:
+        return [1]
+    top = min(MAX_VIRTUAL_STAGES, n_layers // n_gpus)
+    low = 2 if schedule == "interleaved" else 1  # interleaved with V = 1 is 1F1B
+    return list(range(low, top + 1)) or [1]
+
+
+def enumerate_candidates(sc: Scenario, schedules: tuple[str, ...] | None = None,
+                         mb_sizes: tuple[int, ...] | None = None) -> list[Candidate]:
+    """Every structured candidate, in a fixed order (schedule, mb size, recompute, partitioner, V, M_R)."""
+    n, n_layers, gb = sc.server.n_gpus, sc.model.n_layers, sc.training.global_batch
+    out = []
+    for schedule in schedules or tuple(SCHEDULES):
+        roundpipe = not get_schedule(schedule).FIXED_PLACEMENT
+        for mb in mb_sizes or tuple(divisors(gb)):
+            n_mb = gb // mb
+            for rc in (ROUNDPIPE_RECOMPUTE if roundpipe else RECOMPUTE_POLICIES):
+                if roundpipe:
+                    names = list(ROUNDPIPE_PARTITIONERS)
+                    if schedule == "roundpipe" and rc == "stage":  # the sweep where it pays
+                        names += sweep_names(n_layers)
+                    out += [Candidate(schedule, mb, rc, p, 1, r) for p in names for r in round_sizes(n, n_mb)]
+                    continue
+                for v in virtual_stage_counts(schedule, n, n_layers):
+                    if n * v <= n_layers:
+                        out += [Candidate(schedule, mb, rc, p, v) for p in FIXED_PARTITIONERS]
+    return out

@@ -1,0 +1,86 @@
+"""Per-process caches for one search: the scenario variants (one per microbatch size and recompute policy),
+their fast-evaluator contexts, and resolved partitions. Each worker process builds its own from the base
+scenario; nothing here is shared between processes."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from rpsim.costs import model_costs
+from rpsim.errors import Infeasible, SpecError
+from rpsim.ir import Partition
+from rpsim.partition.counts import parse_partition_spec, partition_to_spec
+from rpsim.planner import PlanRequest, choose_partition
+from rpsim.scenario import Scenario
+from rpsim.search.fast_context import FastContext, context_of
+from rpsim.search.fast_eval import Estimate, estimate
+from rpsim.search.space import Candidate, training_for
+from rpsim.search.sweep import PREFIX as SWEEP
+from rpsim.search.sweep import sweep_partition
+from rpsim.specs import TrainingSpec
+
+
+def scenario_variant(base: Scenario, mb_size: int, recompute: str) -> Scenario:
+    """The base scenario with another microbatch size and recompute policy."""
+    return with_training(base, training_for(base.training, mb_size, recompute))
+
+
+def with_training(base: Scenario, training: TrainingSpec) -> Scenario:
+    """The base scenario under another training setup, built exactly as rpsim.scenario.make_scenario
+    builds it (so an exported plan's setup rebuilds the same costs)."""
+    if training == base.training:
+        return base
+    costs = model_costs(base.model, training, base.server.gpu)
+    if base.profile:
+        costs = base.profile.apply(costs)
+    return replace(base, training=training, costs=costs)
+
+
+class Workspace:
+    def __init__(self, base: Scenario) -> None:
+        self.base = base
+        self._scenarios: dict[tuple[int, str], Scenario] = {}
+        self._contexts: dict[tuple[int, str], FastContext] = {}
+        self._partitions: dict[tuple, Partition | str] = {}
+
+    def scenario(self, mb_size: int, recompute: str) -> Scenario:
+        key = (mb_size, recompute)
+        if key not in self._scenarios:
+            self._scenarios[key] = scenario_variant(self.base, mb_size, recompute)
+        return self._scenarios[key]
+
+    def context(self, mb_size: int, recompute: str) -> FastContext:
+        key = (mb_size, recompute)
+        if key not in self._contexts:
+            self._contexts[key] = context_of(self.scenario(mb_size, recompute))
+        return self._contexts[key]
+
+    def partition(self, c: Candidate) -> Partition:
+        """The candidate's partition; raises Infeasible (or SpecError) when its partitioner has none."""
+        sc = self.scenario(c.mb_size, c.recompute)
+        if c.partition:
+            return parse_partition_spec(c.partition, sc.model.n_layers, c.roundpipe)
+        # RoundPipe's partitioner ignores the recompute policy; the fixed ones weigh recompute time in.
+        key = (c.partitioner, c.mb_size, sc.training.n_mb if c.roundpipe else c.recompute != "none",
+               c.virtual_stages)
+        if key not in self._partitions:
+            req = PlanRequest(c.schedule, partitioner=c.partitioner, virtual_stages=c.virtual_stages)
+            try:
+                if c.partitioner.startswith(SWEEP):
+                    self._partitions[key] = sweep_partition(sc, c.partitioner)
+                else:
+                    n_stages = sc.server.n_gpus * c.virtual_stages
+                    self._partitions[key] = choose_partition(sc, req, c.roundpipe, n_stages)
+            except (Infeasible, SpecError) as e:
+                self._partitions[key] = str(e)
+        found = self._partitions[key]
+        if isinstance(found, str):
+            raise Infeasible(found)
+        return found
+
+    def resolve(self, c: Candidate) -> Candidate:
+        """The same candidate with its partition written out, so make_plan rebuilds exactly it."""
+        return c if c.partition else replace(c, partition=partition_to_spec(self.partition(c)))
+
+    def estimate(self, c: Candidate, part: Partition | None = None) -> Estimate:
+        ctx = self.context(c.mb_size, c.recompute)
+        return estimate(ctx, c.schedule, part or self.partition(c), c.virtual_stages, c.round_size)
