@@ -1,12 +1,12 @@
 """Model presets from models.toml, and Hugging Face config.json files given as paths."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from rpsim.catalog.data import preset_table
 from rpsim.errors import SpecError, choices_message
+from rpsim.jsonfile import read_json
 from rpsim.specs.model import ModelSpec
 
 _SPEC_KEYS = ("n_layers", "hidden", "n_heads", "n_kv_heads", "head_dim", "mlp_width", "vocab",
@@ -36,12 +36,7 @@ def load_model(name_or_path: str) -> ModelSpec:
 
 
 def model_from_hf_config(path: Path) -> ModelSpec:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"--model: file {str(path)!r} not found") from None
-    except json.JSONDecodeError as e:
-        raise SpecError(f"--model: {str(path)!r} is not valid JSON ({e})") from None
+    config = read_json(path, "--model file", SpecError)
     if not isinstance(config, dict):
         raise SpecError(f"--model: {str(path)!r} must hold a JSON object")
     return model_from_hf_dict(config, name=path.stem if path.stem != "config" else path.parent.name or "model")

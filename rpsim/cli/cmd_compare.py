@@ -39,10 +39,10 @@ def parse_schedules(text: str) -> list[str]:
 
 def header(sc: Scenario, args: argparse.Namespace) -> str:
     t = sc.training
-    lines = [f"# {sc.model.name} on {sc.server.name} ({sc.server.n_gpus}x {sc.server.gpu.name}, p2p {sc.server.p2p}), "
-             f"{t.mode}, {t.precision}, recompute {t.recompute}, fidelity {args.fidelity}",
-             f"# seq {t.seq_len}, global batch {t.global_batch} = {t.n_mb} microbatches x {t.mb_size} "
-             f"({t.tokens_per_iteration} tokens/iteration); async schedules: steady-state iteration"]
+    lines = [(f"# {sc.model.name} on {sc.server.name} ({sc.server.n_gpus}x {sc.server.gpu.name}, p2p {sc.server.p2p}), "
+             f"{t.mode}, {t.precision}, recompute {t.recompute}, fidelity {args.fidelity}"),
+             (f"# seq {t.seq_len}, global batch {t.global_batch} = {t.n_mb} microbatches x {t.mb_size} "
+             f"({t.tokens_per_iteration} tokens/iteration); async schedules: steady-state iteration")]
     lines += [f"# note: {n}" for n in sc.costs.notes]
     return "\n".join(lines)
 
@@ -54,7 +54,7 @@ def table_rows(rows: list[Row]) -> list[list[object]]:
         if m["iteration_s"] is None:
             out.append([m["schedule"], "no", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", m["reason"]])
             continue
-        pct = lambda x: round(100 * x, 1)  # noqa: E731
+        pct = lambda x: round(100 * x, 1)
         out.append([m["schedule"], "yes" if m["feasible"] else "no", round(m["iteration_s"], 3),
                     round(m["tokens_per_s"], 1), pct(m["mfu"]), pct(m["bubble"]), pct(m["bubble_fill"]),
                     pct(m["bubble_drain"]), pct(m["bubble_switch"]), pct(m["bubble_intra"]),

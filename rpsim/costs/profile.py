@@ -6,13 +6,13 @@ Unknown keys are errors. Times taken at other microbatch tokens scale linearly i
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from rpsim.costs.layer_costs import ModelCosts
 from rpsim.errors import SpecError
+from rpsim.jsonfile import read_json
 
 FORMAT = "rpsim.profile"
 VERSION = 1
@@ -122,11 +122,4 @@ def profile_from_dict(data: Any, source: str = "<dict>") -> Profile:
 
 
 def load_profile(path: str | Path) -> Profile:
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"--profile: file {str(p)!r} not found") from None
-    except json.JSONDecodeError as e:
-        raise SpecError(f"--profile: {str(p)!r} is not valid JSON ({e})") from None
-    return profile_from_dict(data, source=str(p))
+    return profile_from_dict(read_json(path, "--profile file", SpecError), source=str(path))

@@ -2,7 +2,6 @@
 first error, then runs every plan check."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ from rpsim.errors import PlanError
 from rpsim.ir.action import Action, parse_action
 from rpsim.ir.deps import DEPS_VERSION
 from rpsim.ir.plan import Partition, Plan
+from rpsim.jsonfile import read_json
 
 FORMAT = "rpsim.plan"
 VERSION = 1
@@ -135,13 +135,6 @@ def plan_from_json(data: Any) -> Plan:
 
 def load_plan(path: str | Path) -> Plan:
     from rpsim.ir.validate import check_plan
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PlanError(f"plan file {str(p)!r} not found") from None
-    except json.JSONDecodeError as e:
-        raise PlanError(f"plan file {str(p)!r} is not valid JSON ({e})") from None
-    plan = plan_from_json(data)
+    plan = plan_from_json(read_json(path, "plan file", PlanError))
     check_plan(plan)
     return plan

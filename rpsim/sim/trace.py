@@ -1,12 +1,12 @@
 """Trace: timed events of one run, simulated or measured, in one schema (architecture.md, "Formats")."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rpsim.errors import PlanError
+from rpsim.jsonfile import read_json
 
 FORMAT = "rpsim.trace"
 VERSION = 1
@@ -53,10 +53,4 @@ def trace_from_json(data: Any) -> Trace:
 
 
 def load_trace(path: str | Path) -> Trace:
-    p = Path(path)
-    try:
-        return trace_from_json(json.loads(p.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise PlanError(f"trace file {str(p)!r} not found") from None
-    except json.JSONDecodeError as e:
-        raise PlanError(f"trace file {str(p)!r} is not valid JSON ({e})") from None
+    return trace_from_json(read_json(path, "trace file", PlanError))
