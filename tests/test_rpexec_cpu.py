@@ -11,11 +11,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rpexec.cli import main as rpexec_main  # noqa: E402
-from rpsim.ir.planio import load_plan  # noqa: E402
-from rpexec.checks import model_and_shape  # noqa: E402
-from rpexec.session import RunOptions, run_plan  # noqa: E402
-from tests.rpexec_helpers import TINY, TINY_MOE, export, write_config  # noqa: E402
+from rpexec.checks import model_and_shape
+from rpexec.cli import main as rpexec_main
+from rpexec.session import RunOptions, run_plan
+from rpsim.ir.planio import load_plan
+from tests.rpexec_helpers import TINY, TINY_MOE, export, write_config
 
 SCHEDULES = ["gpipe", "1f1b", "interleaved", "looped-bfs", "roundpipe", "roundpipe-sync"]
 

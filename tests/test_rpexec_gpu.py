@@ -8,9 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rpexec.cli import main as rpexec_main  # noqa: E402
-from rpsim.cli.main import main as rpsim_main  # noqa: E402
-from tests.rpexec_helpers import TINY, export, write_config  # noqa: E402
+from rpexec.cli import main as rpexec_main
+from rpsim.cli.main import main as rpsim_main
+from tests.rpexec_helpers import TINY, export, write_config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
                                                   reason="needs 2 CUDA GPUs")]

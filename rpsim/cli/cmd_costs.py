@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict
 
 from rpsim.cli.setup_flags import add_setup_flags, setup_from_args
-from rpsim.scenario import Scenario
 from rpsim.report.table import format_table
+from rpsim.scenario import Scenario
 from rpsim.units import GiB
 
 

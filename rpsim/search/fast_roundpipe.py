@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from rpsim.ir import Partition
 from rpsim.passes.residency import ALLOCATOR_OVERHEAD
-from rpsim.search.fast_context import FastContext
 from rpsim.schedules.roundpipe import rotation_iterations
+from rpsim.search.fast_context import FastContext
 
 ASYNC_ITERATIONS = 3  # as the planner: iteration 0 and 1 warm up, the steady state is measured after
 IN_BUFFERS = 3  # activation uploads run up to two microbatches ahead of compute (rpsim.ir.deps windows)

@@ -3,7 +3,6 @@ RoundPipe round size), enumerated in a fixed order, and how a candidate becomes 
 PlanRequest. Pure; imports no simulator."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 from rpsim.planner import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, PlanRequest
