@@ -114,3 +114,14 @@ def test_hf_config_file_loads(tmp_path):
 
 def test_preset_names_do_not_collide():
     assert not set(server_names()) & set(gpu_names())
+
+
+def test_model_override_reshapes_and_names_the_change():
+    from rpsim.catalog.models import override_model
+    m = override_model(load_model("llama3-8b"), "n_layers=4,hidden=512")
+    assert (m.n_layers, m.hidden, m.n_heads) == (4, 512, 32)
+    assert m.name == "llama3-8b[n_layers=4,hidden=512]"
+    with pytest.raises(SpecError, match="unknown field 'layers'"):
+        override_model(m, "layers=2")
+    with pytest.raises(SpecError, match="needs an integer"):
+        override_model(m, "hidden=big")

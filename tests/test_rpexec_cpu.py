@@ -146,3 +146,15 @@ def test_ctrl_c_exits_cleanly(tmp_path, tiny):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+
+
+def test_a_shrunk_preset_runs_and_matches(tmp_path, capsys):
+    """A preset (qwen3-8b: GQA with per-head q/k norms) shrunk with --model-override to fit a CPU."""
+    out = tmp_path / "q.json"
+    from rpsim.cli.main import main as rpsim_main
+    assert rpsim_main(["export", "--model", "qwen3-8b", "--model-override",
+                       "n_layers=4,hidden=64,n_heads=4,n_kv_heads=2,head_dim=16,mlp_width=96,vocab=128",
+                       "--gpus", "4090x2", "--seq", "16", "--global-batch", "4", "--n-mb", "2",
+                       "--schedule", "roundpipe", "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["setup"]["model"]["qk_norm"] is True
+    assert rpexec_main(["run", str(out), "--check-grads"]) == 0, capsys.readouterr()

@@ -1,6 +1,7 @@
 """Model presets from models.toml, and Hugging Face config.json files given as paths."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,22 @@ def model_from_hf_dict(config: dict[str, Any], name: str) -> ModelSpec:
         qk_norm=str(config.get("model_type", "")).startswith("qwen3"),
         source=f"Hugging Face config {name}",
     )
+
+
+OVERRIDABLE = ("n_layers", "hidden", "n_heads", "n_kv_heads", "head_dim", "mlp_width", "vocab", "n_experts",
+               "n_active_experts")
+
+
+def override_model(model: ModelSpec, text: str) -> ModelSpec:
+    """`--model-override n_layers=4,hidden=512`: shrink a preset to fit a machine (the name records it)."""
+    changes: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.partition("=")
+        if key not in OVERRIDABLE:
+            raise SpecError(f"--model-override: unknown field {key!r}; valid choices: {', '.join(OVERRIDABLE)}")
+        try:
+            changes[key] = int(value)
+        except ValueError:
+            raise SpecError(f"--model-override: {key} needs an integer, got {value!r}") from None
+    suffix = ",".join(f"{k}={v}" for k, v in changes.items())
+    return replace(model, name=f"{model.name}[{suffix}]", **changes) if changes else model

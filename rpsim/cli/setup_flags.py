@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from rpsim.catalog import GPUS_GRAMMAR
+from rpsim.catalog import GPUS_GRAMMAR, load_model
+from rpsim.catalog.models import override_model
 from rpsim.errors import SpecError
 from rpsim.partition.counts import GRAMMAR
 from rpsim.passes import LEVELS
@@ -24,6 +25,8 @@ DEFAULT_MB_SIZE = 4
 
 def add_setup_flags(p: argparse.ArgumentParser, need_model: bool = True) -> None:
     p.add_argument("--model", required=need_model, help="preset name (rpsim list models) or a config.json path")
+    p.add_argument("--model-override", default=None,
+                   help="shrink or reshape the model, e.g. n_layers=4,hidden=512 (fields of rpsim list models)")
     p.add_argument("--gpus", required=need_model, default=None, help=GPUS_GRAMMAR)
     p.add_argument("--seq", type=int, default=DEFAULT_SEQ, help="sequence length (default %(default)s)")
     p.add_argument("--global-batch", type=int, default=DEFAULT_GLOBAL_BATCH,
@@ -57,7 +60,10 @@ def setup_from_args(args: argparse.Namespace) -> Scenario:
     if args.gpu_memory_gib is not None and args.gpu_memory_gib <= 0:
         raise SpecError(f"--gpu-memory-gib must be > 0, got {args.gpu_memory_gib}")
     memory = args.gpu_memory_gib * 2**30 if args.gpu_memory_gib else None
-    return make_scenario(args.model, args.gpus, training_from_args(args), args.profile, memory)
+    model = load_model(args.model)
+    if args.model_override:
+        model = override_model(model, args.model_override)
+    return make_scenario(model, args.gpus, training_from_args(args), args.profile, memory)
 
 
 def add_plan_flags(p: argparse.ArgumentParser) -> None:
