@@ -2,6 +2,7 @@
 roundpipe} x GPU counts: `rpexec profile`, then rpsim's prediction from that profile, then `rpexec run`.
 
     python3 experiments/e03_sim_vs_real.py --measure --gpus 1,2 --out DIR   # on the GPU machine
+    python3 experiments/e03_sim_vs_real.py --measure --gpus 4,8 --mem-cap-gib 24 --out DIR  # issue 10
     python3 experiments/e03_sim_vs_real.py                                   # compare, from experiments/data/e03
 
 The measure step saves, per run, the plan and the measured trace (small) so the comparison reruns
@@ -42,7 +43,7 @@ def training():
     return TrainingSpec(seq_len=SEQ, global_batch=GLOBAL_BATCH, mb_size=GLOBAL_BATCH // N_MB, precision="bf16")
 
 
-def measure(gpu_counts: list[int], out: Path, device: str = "cuda") -> None:
+def measure(gpu_counts: list[int], out: Path, device: str = "cuda", mem_cap_gib: float | None = None) -> None:
     import torch
     from rpexec.profile import make_profile
     from rpexec.session import RunOptions, run_plan
@@ -52,11 +53,15 @@ def measure(gpu_counts: list[int], out: Path, device: str = "cuda") -> None:
     from rpsim.scenario import make_scenario
     t = training()
     dtype = "bf16" if device == "cuda" else "fp32"
+    cap = mem_cap_gib * 2**30 if mem_cap_gib else None
+    if cap and device == "cuda":  # mimic smaller GPUs (issue 10: 24 GiB, an RTX 4090's memory)
+        for d in range(torch.cuda.device_count()):
+            torch.cuda.set_per_process_memory_fraction(min(1.0, cap / torch.cuda.get_device_properties(d).total_memory), d)
     for name in SIZES:
         prof_path = out / f"{name}-profile.json"
         write_json_atomic(prof_path, make_profile(model(name), SEQ, t.mb_size, dtype, device, reps=5))
         for g in gpu_counts:
-            sc = make_scenario(model(name), f"h200x{g}", t, str(prof_path))
+            sc = make_scenario(model(name), f"h200x{g}", t, str(prof_path), gpu_memory_bytes=cap)
             for schedule in SCHEDULES:
                 plan = make_plan(sc, PlanRequest(schedule, n_iters=4 if schedule == "roundpipe" else 1))
                 blocks = 1 if schedule == "roundpipe" else 4
@@ -151,11 +156,12 @@ def main() -> None:
     p.add_argument("--measure", action="store_true")
     p.add_argument("--gpus", default="1,2")
     p.add_argument("--out", default=str(DATA))
+    p.add_argument("--mem-cap-gib", type=float, default=None, help="cap each GPU's memory (e.g. 24)")
     a = p.parse_args()
     if a.measure:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
-        measure([int(x) for x in a.gpus.split(",")], out)
+        measure([int(x) for x in a.gpus.split(",")], out, mem_cap_gib=a.mem_cap_gib)
         return
     rows = compare()
     if not rows:
