@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SIZES = {  # the model: hidden 3072, 26 layers, MLP 8192, 24 heads, 8 KV heads, vocab 32000
-    "full": dict(n_layers=26, hidden=3072, n_heads=24, n_kv_heads=8, head_dim=128, mlp_width=8192, vocab=32000,
-                 seq=2048, global_batch=64, n_mb=8),
-    "tiny": dict(n_layers=4, hidden=64, n_heads=4, n_kv_heads=2, head_dim=16, mlp_width=128, vocab=256,
-                 seq=64, global_batch=8, n_mb=4),
+    "full": {"n_layers": 26, "hidden": 3072, "n_heads": 24, "n_kv_heads": 8, "head_dim": 128, "mlp_width": 8192, "vocab": 32000,
+                 "seq": 2048, "global_batch": 64, "n_mb": 8},
+    "tiny": {"n_layers": 4, "hidden": 64, "n_heads": 4, "n_kv_heads": 2, "head_dim": 16, "mlp_width": 128, "vocab": 256,
+                 "seq": 64, "global_batch": 8, "n_mb": 4},
 }
 SYSTEMS = ["rpexec:roundpipe", "rpexec:roundpipe-sync", "rpexec:gpipe", "rpexec:1f1b", "library"]
 
@@ -59,10 +59,11 @@ def iteration_s(trace, skip: int) -> float:
 
 def run_rpexec(schedule: str, a: argparse.Namespace) -> dict:
     import torch
+
+    from rpexec.session import RunOptions, run_plan
     from rpsim.planner import PlanRequest, make_plan
     from rpsim.scenario import make_scenario
     from rpsim.specs import TrainingSpec
-    from rpexec.session import RunOptions, run_plan
     s = SIZES[a.size]
     n = torch.cuda.device_count() if a.device == "cuda" else 2
     training = TrainingSpec(seq_len=s["seq"], global_batch=s["global_batch"], mb_size=s["global_batch"] // s["n_mb"],
@@ -94,6 +95,7 @@ def run_library(a: argparse.Namespace) -> dict:
     from roundpipe import RoundPipe, RoundPipeRunConfig
     from roundpipe.optim import Adam
     from torch import nn
+
     from rpexec.model import build_layers
     s, m = SIZES[a.size], model_spec(a.size)
     layers = build_layers(m)
@@ -196,7 +198,7 @@ def run_system(system: str, a: argparse.Namespace, cap_gib: float) -> dict:
            "--mem-cap-gib", str(cap_gib), "--iters", str(a.iters)] + (["--trace-dir", a.trace_dir] if a.trace_dir else [])
     print(f"# running {system} (cap {cap_gib or 'none'} GiB) ...", file=sys.stderr, flush=True)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout_s, env=os.environ)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=a.timeout_s, env=os.environ)
     except subprocess.TimeoutExpired:
         return {"system": system, "error": f"timed out after {a.timeout_s:.0f} s"}
     lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import sys
 import tarfile
@@ -45,6 +44,7 @@ def training():
 
 def measure(gpu_counts: list[int], out: Path, device: str = "cuda", mem_cap_gib: float | None = None) -> None:
     import torch
+
     from rpexec.profile import make_profile
     from rpexec.session import RunOptions, run_plan
     from rpsim.ir.planio import plan_to_json

@@ -8,12 +8,12 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from rpsim.errors import PlanError, SpecError
-from rpsim.ir.planio import load_plan
-from rpsim.report.files import write_json_atomic
 from rpexec.checks import check_machine, model_and_shape
 from rpexec.runtime import ExecError, Interrupted
 from rpexec.session import DTYPES, RunOptions, run_plan
+from rpsim.errors import PlanError, SpecError
+from rpsim.ir.planio import load_plan
+from rpsim.report.files import write_json_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def profile(args: argparse.Namespace) -> int:
-    from rpsim.catalog import load_model
     from rpexec.profile import make_profile
+    from rpsim.catalog import load_model
     if args.device == "cuda" and not __import__("torch").cuda.is_available():
         raise SpecError("--device cuda: no CUDA device is available; valid choices here: cpu")
     dtype = args.dtype or ("fp32" if args.device == "cpu" else "bf16")

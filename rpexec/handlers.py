@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from rpsim.ir import Action, Plan
-from rpsim.ir.jobs import Job
 from rpexec.device import DeviceState
 from rpexec.hostparams import HostParams
+from rpsim.ir import Action, Plan
+from rpsim.ir.jobs import Job
 
 
 @dataclass

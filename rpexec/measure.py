@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from rpsim.sim.trace import TraceEvent
 from rpexec.device import DeviceState
+from rpsim.sim.trace import TraceEvent
 
 
 def measured_events(interp, devices: dict[int, DeviceState], t_base_s: float) -> list[TraceEvent]:

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from rpsim.specs import ModelSpec
 from rpexec.hostparams import make_adamw
 from rpexec.model import build_layers
 from rpexec.session import DTYPES
+from rpsim.specs import ModelSpec
 
 COPY_SIZES_BYTES = (1 << 20, 16 << 20, 256 << 20)
 

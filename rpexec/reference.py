@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from rpsim.specs import ModelSpec
 from rpexec.model import build_layers
 from rpexec.session import DTYPES, batch_fn
+from rpsim.specs import ModelSpec
 
 # assert_close tolerances per compute dtype: fp32 differs only by summation order across microbatches
 # and jobs; half precision rounds every activation (torch.testing's defaults are 1.3e-6 / 1.6e-2 rtol).

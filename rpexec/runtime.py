@@ -15,9 +15,8 @@ from typing import Any
 import networkx as nx
 import torch
 
-from rpsim.ir import CPU, Action, Plan
 from rpexec import handlers, transfers
-from rpexec.device import DeviceState
+from rpsim.ir import CPU, Action, Plan
 
 Node = tuple[int, Action]
 HANDLERS: dict[str, Callable[[handlers.Context, int, Action], int | None]] = {

@@ -2,23 +2,22 @@
 each block of iterations, and collect losses, captured gradients and the measured trace."""
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field, replace
 
 import torch
 
-from rpsim.ir import Plan
-from rpsim.ir.deps import dependency_graph
-from rpsim.ir.jobs import job_of_action, jobs_of, stages_are_resident
-from rpsim.sim.trace import Trace, TraceEvent
-from rpsim.specs import ModelSpec
 from rpexec.device import DeviceState
 from rpexec.handlers import Context
 from rpexec.hostparams import HostParams
 from rpexec.measure import measured_events
 from rpexec.model import build_layers, skeleton_layers
 from rpexec.runtime import Fault, Interpreter
+from rpsim.ir import Plan
+from rpsim.ir.deps import dependency_graph
+from rpsim.ir.jobs import job_of_action, jobs_of, stages_are_resident
+from rpsim.sim.trace import Trace, TraceEvent
+from rpsim.specs import ModelSpec
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp16-acc16": torch.float16}
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from rpsim.ir import Action
 from rpexec.device import DeviceState
 from rpexec.handlers import Context, _range, _saved_boundaries
+from rpsim.ir import Action
 
 
 def _to_host(ctx: Context, t: torch.Tensor, dev: DeviceState) -> torch.Tensor:

@@ -20,12 +20,12 @@ from rpsim.passes import LoweringContext, lower
 from rpsim.scenario import Scenario
 from rpsim.schedules import get_schedule
 from rpsim.schedules.base import BuildOptions
-from rpsim.schedules.roundpipe import rotation_iterations
+from rpsim.schedules.roundpipe import rotation_iterations, round_sizes
 
 FIXED_PARTITIONERS = ("uneven", "balanced", "even")
 ROUNDPIPE_PARTITIONERS = ("roundpipe-paper", "roundpipe-library")
 ROUNDPIPE_MEMORY_FRACTION = 0.6  # the roundpipe library's default memory limit: 0.6 x GPU memory
-ASYNC_ITERATIONS = 3  # async plans: warm-up, steady-state and drain iterations
+ASYNC_ITERATIONS = 4  # async plans: 2 warm-up iterations, 1 steady-state iteration, 1 drain iteration
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def async_iterations(sc: Scenario, req: PlanRequest, p: Partition) -> int:
     """Enough iterations for a steady state: a full rotation of the dispatch over the GPUs when
     iterations load the GPUs differently, else warm-up, steady and drain (ASYNC_ITERATIONS)."""
     n, n_mb = sc.server.n_gpus, sc.training.n_mb
-    rounds = -(-n_mb // (req.round_size or min(n, n_mb)))
+    rounds = len(round_sizes(n_mb, n, req.round_size))
     return rotation_iterations(n, rounds, len(p.fwd) + len(p.bwd)) or ASYNC_ITERATIONS
 
 

@@ -22,7 +22,7 @@ def test_roundpipe_qwen3_32b_on_eight_4090s_exports_a_valid_plan(run_cli, tmp_pa
     check_plan(plan)
     assert json.loads(out.read_text())["format"] == "rpsim.plan"
     assert (plan.schedule, plan.n_gpus, plan.level, plan.optimizer) == ("roundpipe", 8, "pcie", "async")
-    assert plan.n_iters == 3 and plan.n_mb == 16  # default global batch 64 / mb size 4; async: 3 iterations
+    assert plan.n_iters >= 4 and plan.n_mb == 16  # default global batch 64 / mb size 4; async: warm-up, steady, drain
     assert plan.partition.fused and plan.partition.n_layers == 64 + 2
     assert plan.lane(CPU, "optimizer")  # streamed weights and a CPU optimizer
     assert plan.setup["server"] == "4090x8" and plan.setup["model"]["n_layers"] == 64

@@ -38,8 +38,9 @@ def fixed(name: str, n_gpus: int, n_mb: int) -> Plan:
 
 
 CASES = {
-    "roundpipe_n3_m4.txt": lambda: roundpipe(3, "2,2|0,1,1,1,1", 4, 4),
-    "roundpipe_n3_m4_i2.txt": lambda: roundpipe(3, "2,2|0,1,1,1,1", 4, 4, n_iters=2),
+    # Rounds of N = 3 microbatches, the authors' simulator's M_R (the default now makes one round of 4).
+    "roundpipe_n3_m4.txt": lambda: roundpipe(3, "2,2|0,1,1,1,1", 4, 4, round_size=3),
+    "roundpipe_n3_m4_i2.txt": lambda: roundpipe(3, "2,2|0,1,1,1,1", 4, 4, n_iters=2, round_size=3),
     "roundpipe_paper_n4_m3.txt": lambda: roundpipe(4, "1|0,1", 1, 3, round_size=1),
     "roundpipe_earliest_free_n4_m3.txt": lambda: roundpipe(4, "1|0,1", 1, 3, round_size=1, g0_rule="earliest-free",
                                                            fwd_stage_s=(1.0,), bwd_stage_s=(1.0, 1.0)),

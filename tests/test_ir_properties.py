@@ -157,12 +157,21 @@ def _slots(p: Partition) -> list[tuple[str, int]]:
     return [("F", s) for s in range(len(p.fwd))] + [("FB", n_b - 1)] + [("B", s) for s in reversed(range(n_b - 1))]
 
 
-def _round_and_slot(plan: Plan, round_size: int) -> dict[Action, tuple[int, int]]:
-    """Every compute action's (round, slot): rounds of `round_size` microbatches, numbered over all
-    iterations (dispatch does not restart at an iteration boundary)."""
+def _round_sizes(n_mb: int, n_gpus: int, round_size: int | None) -> list[int]:
+    """Documented rounds: of `round_size` (the last holds the rest), or by default max(1, M // N) rounds
+    as even as possible, larger first, so each holds >= N microbatches when M >= N (roundpipe.md)."""
+    if round_size:
+        return [min(round_size, n_mb - s) for s in range(0, n_mb, round_size)]
+    n_rounds = max(1, n_mb // n_gpus)
+    return [n_mb // n_rounds + (1 if r < n_mb % n_rounds else 0) for r in range(n_rounds)]
+
+
+def _round_and_slot(plan: Plan, sizes: list[int]) -> dict[Action, tuple[int, int]]:
+    """Every compute action's (round, slot), rounds numbered over all iterations (dispatch does not
+    restart at an iteration boundary)."""
     slots = _slots(plan.partition)
-    rounds_per_it = -(-plan.n_mb // round_size)
-    return {Action(kind, stage, m, it): (it * rounds_per_it + m // round_size, i)
+    round_of = [r for r, size in enumerate(sizes) for _ in range(size)]
+    return {Action(kind, stage, m, it): (it * len(sizes) + round_of[m], i)
             for it in range(plan.n_iters) for m in range(plan.n_mb) for i, (kind, stage) in enumerate(slots)}
 
 
@@ -172,7 +181,7 @@ def test_roundpipe_slot_i_of_round_r_runs_on_gpu_g0_plus_i(name, n_gpus, n_mb, p
     round_size = data.draw(st.none() | st.integers(1, n_mb + 2))
     rule = _g0_rule(data, partition)
     plan = _roundpipe(name, n_gpus, partition, n_mb, round_size, n_iters, **rule)
-    where = _round_and_slot(plan, round_size or min(n_gpus, n_mb))
+    where = _round_and_slot(plan, _round_sizes(n_mb, n_gpus, round_size))
     gpu_of = {a: g for g, a in plan.compute_actions()}
     assert set(gpu_of) == set(where)
     n_slots = len(_slots(partition))

@@ -67,9 +67,10 @@ def test_weight_versions_follow_staleness(tmp_path, tiny, schedule, lag):
     sync: iteration T uses the weights after step T-1 (version T)."""
     plan = load_plan(export(tmp_path, tiny, schedule, "4090x2"))
     model, seq, mb, _ = model_and_shape(plan)
-    result = run_plan(plan, model, seq, mb, RunOptions(blocks=6 // plan.n_iters))
+    blocks = -(-6 // plan.n_iters)
+    result = run_plan(plan, model, seq, mb, RunOptions(blocks=blocks))
     seen = {(it, version) for _layer, it, version in result.load_log}
-    assert {it for it, _ in seen} == set(range(6))
+    assert {it for it, _ in seen} == set(range(blocks * plan.n_iters))
     assert all(version == max(0, it - lag + 1) for it, version in seen), sorted(seen)
 
 

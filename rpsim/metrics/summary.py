@@ -30,12 +30,15 @@ def iteration_window(plan: Plan, trace: Trace) -> tuple[float, float, float, boo
         # Spans from iteration 2 on only: with staleness 1, iteration 1 waits for no optimizer step, so
         # ends[1] - ends[0] is compute alone; averaging it in (as n_iters == 3 used to) halved an
         # optimizer-bound iteration time.
-        spans = [ends[i] - ends[i - 1] for i in range(2, plan.n_iters)]
+        # The last iteration drains (no later iteration fills its bubbles): with 4+ iterations it is left
+        # out of both the spans and the bubble window.
+        last = plan.n_iters - 1 if plan.n_iters >= 4 else plan.n_iters
+        spans = [ends[i] - ends[i - 1] for i in range(2, last)]
         # The host optimizer steps every layer once per iteration, one step at a time, so no steady state is
         # faster than its work per iteration; a few simulated iterations can still sit just below it. (GPU
         # lanes give no such bound: RoundPipe rotates slots, so a GPU's share varies by iteration.)
         bound = max(host_work_per_iteration_s(trace, plan.n_iters), gpu_work_per_iteration_s(trace, plan))
-        return max(mean(spans), bound), ends[1], ends[-1], True
+        return max(mean(spans), bound), ends[1], ends[last - 1], True
     makespan = trace.makespan_s
     return makespan / plan.n_iters, 0.0, makespan, False
 

@@ -31,12 +31,25 @@ def round_slots(partition: Partition) -> list[tuple[str, int]]:
     return slots
 
 
-def dispatch_jobs(n_mb: int, partition: Partition, options: BuildOptions, round_size: int) -> list[list[Job]]:
+def round_sizes(n_mb: int, n_gpus: int, round_size: int | None = None) -> list[int]:
+    """Microbatches per round. Given a size: rounds of it, the last one holds the rest. By default
+    max(1, M // N) rounds as even as possible, larger first, so every round has M_R >= N microbatches
+    when M >= N (roundpipe.md) instead of a short last round idling GPUs."""
+    if round_size:
+        return [min(round_size, n_mb - start) for start in range(0, n_mb, round_size)]
+    n_rounds = max(1, n_mb // n_gpus)
+    base, extra = divmod(n_mb, n_rounds)
+    return [base + 1] * extra + [base] * (n_rounds - extra)
+
+
+def dispatch_jobs(n_mb: int, partition: Partition, options: BuildOptions, sizes: list[int]) -> list[list[Job]]:
     """Rounds (each a list of jobs in slot order) over all iterations."""
     rounds = []
     for it in range(options.n_iters):
-        for start in range(0, n_mb, round_size):
-            mbs = tuple(range(start, min(start + round_size, n_mb)))
+        start = 0
+        for size in sizes:
+            mbs = tuple(range(start, start + size))
+            start += size
             rounds.append([(kind, stage, mbs, it) for kind, stage in round_slots(partition)])
     return rounds
 
@@ -53,9 +66,10 @@ def build_plan(name: str, optimizer: str, n_gpus: int, partition: Partition, n_m
     require(n_gpus >= 1, f"n_gpus must be >= 1, got {n_gpus}")
     require(n_mb >= 1, f"n_mb must be >= 1, got {n_mb}")
     require(options.g0_rule in G0_RULES, f"g0_rule {options.g0_rule!r} unknown; valid choices: {', '.join(G0_RULES)}")
-    round_size = options.round_size or min(n_gpus, n_mb)
-    require(round_size >= 1, f"round_size must be >= 1, got {round_size}")
-    rounds = dispatch_jobs(n_mb, partition, options, round_size)
+    require(options.round_size is None or options.round_size >= 1,
+            f"round_size must be >= 1, got {options.round_size}")
+    sizes = round_sizes(n_mb, n_gpus, options.round_size)
+    rounds = dispatch_jobs(n_mb, partition, options, sizes)
     if options.g0_rule == "earliest-free":
         require(options.fwd_stage_s is not None and options.bwd_stage_s is not None,
                 "g0_rule 'earliest-free' needs per-stage time estimates (fwd_stage_s, bwd_stage_s)")
@@ -73,7 +87,7 @@ def build_plan(name: str, optimizer: str, n_gpus: int, partition: Partition, n_m
         for (kind, stage, mbs, it), g in zip(job_round, gpus, strict=True):
             per_gpu[g] += [Action(kind, stage, m, it) for m in mbs]
     return compute_plan(name, n_gpus, n_mb, partition, per_gpu, options,
-                        extra={"round_size": round_size, "g0_rule": options.g0_rule})
+                        extra={"round_sizes": sizes, "g0_rule": options.g0_rule})
 
 
 def assign_round_robin(rounds: list[list[Job]], n_gpus: int) -> list[list[int]]:
@@ -125,9 +139,10 @@ ROTATION_JOBS = 4  # jobs per GPU and iteration from which a one-job imbalance n
 
 def rotation_iterations(n_gpus: int, rounds: int, slots: int) -> int | None:
     """Iterations to simulate for a steady state: 2 warm-up iterations + the period after which the
+    dispatch repeats + 1 drain iteration (measured around, not over). The period: after which the
     dispatch repeats on the same GPUs (job k runs on GPU k mod N, an iteration has rounds x slots jobs),
     for plans with fewer than ROTATION_JOBS jobs per GPU and iteration; None when every iteration
     already puts the same work on every GPU (or enough jobs even it out)."""
     jobs = rounds * slots
     period = n_gpus // math.gcd(jobs, n_gpus)
-    return None if period == 1 or jobs >= ROTATION_JOBS * n_gpus else 2 + period
+    return None if period == 1 or jobs >= ROTATION_JOBS * n_gpus else 3 + period

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from rpsim.ir import Partition
 from rpsim.passes.residency import ALLOCATOR_OVERHEAD
-from rpsim.schedules.roundpipe import rotation_iterations
+from rpsim.schedules.roundpipe import rotation_iterations, round_sizes
 from rpsim.search.fast_context import FastContext
 
-ASYNC_ITERATIONS = 3  # as the planner: iteration 0 and 1 warm up, the steady state is measured after
+ASYNC_ITERATIONS = 4  # as the planner: iteration 0 and 1 warm up, the steady state is measured after
 IN_BUFFERS = 3  # activation uploads run up to two microbatches ahead of compute (rpsim.ir.deps windows)
 OUT_BUFFERS = 2  # downloads may lag compute by two microbatches
 
@@ -79,8 +79,8 @@ class RoundPipeEstimate:
 def estimate_roundpipe(ctx: FastContext, part: Partition, round_size: int | None, is_async: bool
                        ) -> RoundPipeEstimate:
     n, m = ctx.n_gpus, ctx.n_mb
-    size = round_size or min(n, m)
-    rounds = [min(size, m - start) for start in range(0, m, size)]
+    rounds = round_sizes(m, n, round_size)
+    size = max(rounds)
     slots = slots_of(ctx, part)
     links = ctx.links
     hop = [0.0] + [slots[i - 1].out_bytes / links.link_d2h_bytes_per_s
@@ -156,7 +156,7 @@ class _Dispatch:
             steps.append(done)
         if not self.is_async:
             return max(ends[0], cpu)
-        return (ends[-1] - ends[1]) / (n_iters - 2)  # as rpsim.metrics.summary: mean span from iteration 2
+        return (ends[-2] - ends[1]) / (n_iters - 3)  # as rpsim.metrics.summary: spans from 2, drain left out
 
     def round(self, size: int, hop: list[float], gate: list[float] | None, reuse: list[float] | None,
               ready: list[float]) -> float:

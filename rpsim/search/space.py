@@ -9,6 +9,7 @@ from rpsim.planner import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, PlanReques
 from rpsim.scenario import Scenario
 from rpsim.schedules import SCHEDULES, get_schedule
 from rpsim.schedules.roundpipe import rotation_iterations
+from rpsim.schedules.roundpipe import round_sizes as roundpipe_round_sizes
 from rpsim.search.sweep import sweep_names
 from rpsim.specs import TrainingSpec
 from rpsim.specs.training import RECOMPUTE_POLICIES, divisors
@@ -73,7 +74,7 @@ def steady_iterations(c: Candidate, n_gpus: int, n_mb: int) -> int | None:
         return None
     fwd, bwd = c.partition.split("|")
     slots = len(fwd.split(",")) * bool(fwd.strip()) + len(bwd.split(","))
-    return rotation_iterations(n_gpus, -(-n_mb // (c.round_size or min(n_gpus, n_mb))), slots)
+    return rotation_iterations(n_gpus, len(roundpipe_round_sizes(n_mb, n_gpus, c.round_size)), slots)
 
 
 def round_sizes(n_gpus: int, n_mb: int) -> list[int]:
