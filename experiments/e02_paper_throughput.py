@@ -12,7 +12,6 @@ Also the longest sequence each system fits (microbatches of one sequence).
 Writes experiments/out/e02/{results.csv, throughput.png} and prints the summary table."""
 from __future__ import annotations
 
-import csv
 import math
 import sys
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from experiments._common import write_csv
 
 OUT = ROOT / "experiments" / "out" / "e02"
 SERVER, PRECISION, SEQ = "roundpipe-4090x8", "fp16-acc16", 2048
@@ -231,13 +232,6 @@ def run_all() -> list[dict]:
     return rows
 
 
-def write_csv(rows: list[dict]) -> None:
-    with open(OUT / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
 def figure(rows: list[dict]) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -380,7 +374,7 @@ def main() -> None:
     t0 = time.perf_counter()
     OUT.mkdir(parents=True, exist_ok=True)
     rows = run_all()
-    write_csv(rows)
+    write_csv(OUT / "results.csv", rows)
     figure(rows)
     report(rows, cost_check())
     print(f"\nwrote {OUT.relative_to(ROOT)}/results.csv, throughput.png in {time.perf_counter() - t0:.0f} s")

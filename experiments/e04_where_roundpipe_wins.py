@@ -13,7 +13,6 @@ Writes experiments/out/e04/{results.csv, sweeps.png} and prints the summary tabl
 from __future__ import annotations
 
 import copy
-import csv
 import sys
 import tempfile
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from experiments._common import write_csv
 
 OUT = ROOT / "experiments" / "out" / "e04"
 BASE_SERVER = "roundpipe-4090x8"
@@ -145,13 +146,6 @@ def run_all() -> list[dict]:
     return rows
 
 
-def write_csv(rows: list[dict]) -> None:
-    with open(OUT / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
 def figure(rows: list[dict]) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -223,7 +217,7 @@ def main() -> None:
     t0 = time.perf_counter()
     OUT.mkdir(parents=True, exist_ok=True)
     rows = run_all()
-    write_csv(rows)
+    write_csv(OUT / "results.csv", rows)
     figure(rows)
     report(rows)
     print(f"\nwrote {OUT.relative_to(ROOT)}/results.csv, sweeps.png in {time.perf_counter() - t0:.0f} s")

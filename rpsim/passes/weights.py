@@ -26,13 +26,18 @@ def add_resident_steps(plan: Plan, lanes: Lanes) -> Lanes:
     out = dict(lanes)
     for gpu in range(plan.n_gpus):
         step_after = {job.actions[-1]: Action("STEP", job.stage, None, job.it, "F") for job in jobs_of(plan, gpu)}
-        compute: list[Action] = []
-        for a in out[(gpu, "compute")]:
-            compute.append(a)
-            if a in step_after:
-                compute.append(step_after[a])
-        out[(gpu, "compute")] = tuple(compute)
+        out[(gpu, "compute")] = insert_after(out[(gpu, "compute")], step_after)
     return out
+
+
+def insert_after(actions: tuple[Action, ...], after: dict[Action, Action]) -> tuple[Action, ...]:
+    """The lane with after[a] placed right behind each a that has one (one pass, no list.index)."""
+    out: list[Action] = []
+    for a in actions:
+        out.append(a)
+        if a in after:
+            out.append(after[a])
+    return tuple(out)
 
 
 def lpt_windows(layer_bytes: dict[int, float], n_windows: int) -> list[list[int]]:
@@ -71,12 +76,7 @@ def add_weight_streaming(plan: Plan, lanes: Lanes, costs: ModelCosts) -> tuple[L
             if any(x.kind in BACKWARD_KINDS for x in job.actions):
                 offloads += [Action("OFFLOAD", job.stage, job.first_mb, job.it, job.phase, chunk=layer)
                              for layer in range(b - 1, a - 1, -1)]
-        compute: list[Action] = []
-        for a in out[(gpu, "compute")]:
-            compute.append(a)
-            if a in frees_after:
-                compute.append(frees_after[a])
-        out[(gpu, "compute")] = tuple(compute)
+        out[(gpu, "compute")] = insert_after(out[(gpu, "compute")], frees_after)
         out[(gpu, "param_h2d")] = tuple(loads)
         out[(gpu, "grad_d2h")] = tuple(offloads)
     out[(CPU, "optimizer")] = _cpu_steps(plan)
