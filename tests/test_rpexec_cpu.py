@@ -159,3 +159,19 @@ def test_a_shrunk_preset_runs_and_matches(tmp_path, capsys):
                        "--schedule", "roundpipe", "-o", str(out)]) == 0
     assert json.loads(out.read_text())["setup"]["model"]["qk_norm"] is True
     assert rpexec_main(["run", str(out), "--check-grads"]) == 0, capsys.readouterr()
+
+
+def test_validate_compares_prediction_with_a_measured_trace(tmp_path, tiny, capsys):
+    from rpsim.cli.main import main as rpsim_main
+    plan = export(tmp_path, tiny, "roundpipe", "4090x2")
+    trace = tmp_path / "t.json"
+    assert rpexec_main(["run", str(plan), "--trace", str(trace)]) == 0
+    capsys.readouterr()
+    assert rpsim_main(["validate", "--plan", str(plan), "--measured", str(trace), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["iteration_s"]["measured"] > 0 and data["iteration_s"]["predicted"] > 0
+    classes = {r["class"]: r for r in data["classes"]}
+    assert {"F", "B", "FB", "LOAD", "OFFLOAD", "ACT_IN", "ACT_OUT", "STEP"} <= set(classes)
+    assert all(r["n_predicted"] == r["n_measured"] for r in classes.values())  # the same actions, timed twice
+    assert rpsim_main(["validate", "--plan", str(plan), "--measured", str(trace)]) == 0
+    assert "iteration_s" in capsys.readouterr().out
