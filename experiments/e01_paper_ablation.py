@@ -12,7 +12,6 @@ and the gap is split into stage imbalance, pipeline dynamics and hop cost (ideal
 Writes experiments/out/e01/{results.csv, details.csv, bubbles.png} and prints the summary table."""
 from __future__ import annotations
 
-import csv
 import statistics
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from experiments._common import write_csv
 
 OUT = ROOT / "experiments" / "out" / "e01"
 N_GPUS, N_MB, MB_SIZE, SEQ = 8, 16, 4, 2048  # roundpipe.md: "Setting: 8 GPUs, 16 microbatches"; 4 x 2048 tokens
@@ -205,13 +206,6 @@ def simulate_all() -> list[dict]:
 def result_rows(details: list[dict]) -> list[dict]:
     """results.csv: exactly COLUMNS, the paper's g0 rule (the earliest-free rows are in details.csv)."""
     return [{k: d[k] for k in COLUMNS} for d in details if d["g0_rule"] == "paper"]
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 def figure(rows: list[dict], details: list[dict]) -> None:

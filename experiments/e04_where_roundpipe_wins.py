@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from experiments._common import write_csv
+from experiments._common import finish
 
 OUT = ROOT / "experiments" / "out" / "e04"
 BASE_SERVER = "roundpipe-4090x8"
@@ -217,10 +217,9 @@ def main() -> None:
     t0 = time.perf_counter()
     OUT.mkdir(parents=True, exist_ok=True)
     rows = run_all()
-    write_csv(OUT / "results.csv", rows)
     figure(rows)
     report(rows)
-    print(f"\nwrote {OUT.relative_to(ROOT)}/results.csv, sweeps.png in {time.perf_counter() - t0:.0f} s")
+    finish(OUT, ROOT, rows, "sweeps.png", t0)
 
 
 if __name__ == "__main__":

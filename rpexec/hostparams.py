@@ -23,11 +23,8 @@ def make_adamw(params: list, lr: float) -> torch.optim.Optimizer:
 
 
 class HostParams:
-    def __init__(self, layers: list[nn.Module], dtype: torch.dtype, pin: bool, lag: int, lr: float = 1e-4,
-                 threads: int | None = None) -> None:
+    def __init__(self, layers: list[nn.Module], dtype: torch.dtype, pin: bool, lag: int, lr: float = 1e-4) -> None:
         self.layers = layers
-        self.threads = threads
-        self._threads_set: set[int] = set()
         self.dtype = dtype
         self.lag = lag
         self.pin = pin
@@ -61,10 +58,6 @@ class HostParams:
 
     def step(self, layer: int, it: int, capture: bool) -> None:
         """Sum the layer's staged gradients in fp32, run AdamW, refresh the copy iteration it+lag reads."""
-        me = threading.get_ident()
-        if self.threads and me not in self._threads_set:  # OpenMP thread counts are per calling thread
-            torch.set_num_threads(self.threads)
-            self._threads_set.add(me)
         with self.lock:
             staged = self.staged.pop((layer, it), [])
         params = dict(self.layers[layer].named_parameters())

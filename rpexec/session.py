@@ -33,9 +33,6 @@ class RunOptions:
     watchdog_s: float = 300.0
     fault: str | None = None
     same_batch: bool = False  # every iteration sees iteration 0's tokens (a training smoke test)
-    # CPU Adam threads; None leaves torch's default. Measured on 2x H200: capping them at cores - 2 per GPU
-    # from the optimizer thread made both RoundPipe runs 3x slower (benchmarks/notes-rpexec.md).
-    optimizer_threads: int | None = None
 
 
 @dataclass
@@ -94,8 +91,7 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
     dtype = DTYPES[opts.dtype]
     layers = build_layers(model, opts.seed)
     resident = stages_are_resident(plan) and plan.options.get("weights") == "resident"
-    host = HostParams(layers, dtype, pin=opts.device == "cuda", lag=1 if plan.optimizer == "sync" else 2, lr=opts.lr,
-                      threads=opts.optimizer_threads)
+    host = HostParams(layers, dtype, pin=opts.device == "cuda", lag=1 if plan.optimizer == "sync" else 2, lr=opts.lr)
     devices = make_devices(plan, opts)
     for dev in devices.values():
         dev.skeleton = skeleton_layers(model)
