@@ -4,7 +4,9 @@ every gradient with a single-device reference. Exit 0 ok, 1 a check failed, 2 ba
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 
@@ -68,9 +70,17 @@ def run(args: argparse.Namespace) -> int:
     if iters % plan.n_iters:
         raise SpecError(f"--iters {iters} is not a multiple of the plan's {plan.n_iters} iterations")
     opts = RunOptions(device=args.device, dtype=dtype, blocks=iters // plan.n_iters, seed=args.seed, lr=args.lr,
-                      capture_grads=args.check_grads, watchdog_s=args.watchdog_s, fault=args.inject_fault)
+                      capture_grads=args.check_grads, watchdog_s=args.watchdog_s, fault=args.inject_fault,
+                      stop=threading.Event())
+    # Ctrl-C sets an event the interpreter polls rather than raising KeyboardInterrupt wherever the main
+    # thread happens to be: with lane threads alive that sometimes ended the process by SIGINT (exit -2)
+    # after the interruption had been reported (seen under load in tests/test_rpexec_cpu.py).
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: opts.stop.set())  # type: ignore[union-attr]
     print(f"rpexec: running {plan.schedule} on {plan.n_gpus} {args.device} device(s) ...", file=sys.stderr, flush=True)
-    result = run_plan(plan, model, seq, mb_size, opts)
+    try:
+        result = run_plan(plan, model, seq, mb_size, opts)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if args.trace:
         write_json_atomic(args.trace, result.trace.to_json())
     loss0 = sum(v for (mb, it), v in result.losses.items() if it == 0) / plan.n_mb

@@ -68,6 +68,7 @@ class Interpreter:
     abort: threading.Event = field(default_factory=threading.Event)
     errors: list[BaseException] = field(default_factory=list)
     lane_of: dict[Node, str] = field(default_factory=dict)
+    stop: threading.Event | None = None  # set by the CLI's SIGINT handler
     t0_host: float = 0.0
     t0_events: dict[int, Any] = field(default_factory=dict)
 
@@ -92,6 +93,8 @@ class Interpreter:
             for t in threads:
                 while t.is_alive():
                     t.join(0.05)
+                    if self.stop is not None and self.stop.is_set():
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
             self.abort.set()
             for t in threads:
