@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from rpexec.bufferpool import BufferPool
 from rpexec.device import DeviceState
 from rpexec.hostparams import HostParams
 from rpsim.ir import Action, Plan
@@ -32,6 +33,7 @@ class Context:
     capture: bool
     losses: dict[tuple[int, int], torch.Tensor]
     lock: Any
+    act_pool: BufferPool  # host buffers for activations and activation gradients (ACT_OUT / ACT_IN)
 
     @property
     def n_layers(self) -> int:

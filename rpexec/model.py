@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rpexec.chunked_loss import chunked_cross_entropy
 from rpsim.specs import ModelSpec
 
 ROPE_THETA = 10000.0
@@ -125,23 +126,27 @@ class Embedding(nn.Module):
 
 
 class Head(nn.Module):
-    """Final norm, LM head and mean token cross-entropy. forward(hidden, labels) -> scalar loss."""
+    """Final norm, LM head and mean token cross-entropy. forward(hidden, labels) -> scalar loss.
+    loss_chunk_tokens > 0 computes the loss that many tokens at a time (rpexec.chunked_loss)."""
 
-    def __init__(self, m: ModelSpec) -> None:
+    def __init__(self, m: ModelSpec, loss_chunk_tokens: int = 0) -> None:
         super().__init__()
         self.norm = RMSNorm(m.hidden)
         self.lm_head = nn.Linear(m.hidden, m.vocab, bias=False)
+        self.loss_chunk_tokens = loss_chunk_tokens
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.loss_chunk_tokens:
+            return chunked_cross_entropy(self.norm(x), self.lm_head.weight, labels, self.loss_chunk_tokens)
         logits = self.lm_head(self.norm(x))
         return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1))
 
 
-def skeleton_layers(m: ModelSpec) -> list[nn.Module]:
+def skeleton_layers(m: ModelSpec, loss_chunk_tokens: int = 0) -> list[nn.Module]:
     """Parameterless copies (meta tensors) for torch.func.functional_call. functional_call swaps a
     module's parameters in place while it runs, so each device's compute lane needs its own skeleton."""
     with torch.device("meta"):
-        return [Embedding(m), *[DecoderLayer(m) for _ in range(m.n_layers)], Head(m)]
+        return [Embedding(m), *[DecoderLayer(m) for _ in range(m.n_layers)], Head(m, loss_chunk_tokens)]
 
 
 def build_layers(m: ModelSpec, seed: int = 0) -> list[nn.Module]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from rpexec.bufferpool import BufferPool
 from rpexec.device import DeviceState
 from rpexec.handlers import Context
 from rpexec.hostparams import HostParams
@@ -43,6 +44,7 @@ class RunResult:
     trace: Trace
     load_log: list[tuple[int, int, int]] = field(default_factory=list)
     peak_gpu_mem_bytes: list[float] = field(default_factory=list)
+    host_pool_bytes: dict[str, int] = field(default_factory=dict)  # reused host buffers, by use
 
 
 def batch_fn(model: ModelSpec, seq: int, mb_size: int, seed: int, same_batch: bool = False, pin: bool = False):
@@ -95,12 +97,13 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
     host = HostParams(layers, dtype, pin=opts.device == "cuda", lag=1 if plan.optimizer == "sync" else 2, lr=opts.lr)
     devices = make_devices(plan, opts)
     for dev in devices.values():
-        dev.skeleton = skeleton_layers(model)
+        dev.skeleton = skeleton_layers(model, loss_chunk_tokens(plan))
     if resident:
         setup_resident(plan, layers, devices, dtype, opts.lr)
     jobs = {(g, j.key): j for g in range(plan.n_gpus) for j in jobs_of(plan, g)}
     ctx = Context(plan, layers, host, devices, job_of_action(plan), jobs, batch_fn(model, seq, mb_size, opts.seed, opts.same_batch, opts.device == 'cuda'),
-                  {}, resident, not stages_are_resident(plan), opts.capture_grads, {}, threading.Lock())
+                  {}, resident, not stages_are_resident(plan), opts.capture_grads, {}, threading.Lock(),
+                  BufferPool(pin=opts.device == "cuda"))
     events: list[TraceEvent] = []
     offset = 0
     for block in range(opts.blocks):
@@ -119,7 +122,14 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
                   {"source": "rpexec", "schedule": plan.schedule, "device": opts.device, "dtype": opts.dtype,
                    "model": model.name, "n_gpus": plan.n_gpus, "peak_gpu_mem_bytes": peaks,
                    "server": str(plan.setup.get("server", ""))})
-    return RunResult(losses, host.captured, trace, host.load_log, peaks)
+    pools = {"gradients": host.grad_pool.allocated_bytes, "activations": ctx.act_pool.allocated_bytes}
+    return RunResult(losses, host.captured, trace, host.load_log, peaks, pools)
+
+
+def loss_chunk_tokens(plan: Plan) -> int:
+    """The plan's loss chunking (its training setup's loss_chunk_tokens; 0 = full logits)."""
+    training = plan.setup.get("training") or {}
+    return int(training.get("loss_chunk_tokens", 0) or 0)
 
 
 def shift_iterations(plan: Plan, offset: int) -> Plan:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import torch
 
+from rpexec.bufferpool import BufferPool
 from rpexec.device import DeviceState
 from rpexec.handlers import Context, _range, _saved_boundaries
 from rpsim.ir import Action
 
 
-def _to_host(ctx: Context, t: torch.Tensor, dev: DeviceState) -> torch.Tensor:
-    if not dev.is_cuda:
-        return t.detach().clone()
-    out = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-    out.copy_(t, non_blocking=True)
-    t.record_stream(torch.cuda.current_stream(dev.device))
+def _to_host(pool: BufferPool, t: torch.Tensor, dev: DeviceState) -> torch.Tensor:
+    """Download into a reused (pinned, on CUDA) host buffer; asynchronous on the lane's stream."""
+    out = pool.acquire(t.shape, t.dtype)
+    out.copy_(t.detach(), non_blocking=dev.is_cuda)
+    if dev.is_cuda:
+        t.record_stream(torch.cuda.current_stream(dev.device))
     return out
 
 
@@ -22,6 +23,17 @@ def _to_device(t: torch.Tensor, dev: DeviceState) -> torch.Tensor:
     if not dev.is_cuda:
         return t.clone()
     return t.to(dev.device, non_blocking=True)
+
+
+def _upload_and_release(pool: BufferPool, t: torch.Tensor, dev: DeviceState) -> torch.Tensor:
+    """Upload a host activation, then hand its buffer back once the copy engine has read it."""
+    out = _to_device(t, dev)
+    guard = None
+    if dev.is_cuda:
+        guard = torch.cuda.Event()
+        guard.record(torch.cuda.current_stream(dev.device))
+    pool.release(t, guard)
+    return out
 
 
 def _nbytes(tensors) -> int:
@@ -56,7 +68,7 @@ def offload(ctx: Context, gpu: int, a: Action) -> int:
     key = (a.phase, a.stage, a.mb, a.it)
     with dev.lock:
         grads = dev.pending_grads.pop((key, a.chunk))
-    ctx.host.stage_grads(a.chunk, a.it, {n: _to_host(ctx, g, dev) for n, g in grads.items()})  # type: ignore[arg-type]
+    ctx.host.stage_grads(a.chunk, a.it, {n: _to_host(ctx.host.grad_pool, g, dev) for n, g in grads.items()})  # type: ignore[arg-type]
     return _nbytes(grads.values())
 
 
@@ -74,7 +86,7 @@ def act_out(ctx: Context, gpu: int, a: Action) -> int:
         t = dev.take(key)
         moved += _nbytes([t])
         with ctx.lock:
-            ctx.host_tensors[key] = _to_host(ctx, t, dev)
+            ctx.host_tensors[key] = _to_host(ctx.act_pool, t, dev)
     return moved
 
 
@@ -99,7 +111,7 @@ def act_in(ctx: Context, gpu: int, a: Action) -> int:
         with ctx.lock:
             t = ctx.host_tensors.pop(key) if last else ctx.host_tensors[key]
         moved += _nbytes([t])
-        dev.put(key, _to_device(t, dev))
+        dev.put(key, _upload_and_release(ctx.act_pool, t, dev) if last else _to_device(t, dev))
     return moved
 
 

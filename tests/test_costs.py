@@ -70,3 +70,23 @@ def test_times_follow_precision_peak():
     acc16 = model_costs(m, TrainingSpec(precision="fp16-acc16"), gpu).layers[1]
     assert acc16.forward_s < bf16.forward_s
     assert bf16.forward_s > bf16.forward_flops / gpu.bf16_flops_per_s
+
+
+def test_chunked_loss_holds_one_chunk_of_logits_and_recomputes_the_logits_gemm():
+    """Llama-2-7B (vocab 32000, hidden 4096), 4 x 2048 tokens: full logits keep 6 B x 8192 x 32000;
+    a 1024-token chunked loss keeps one chunk's 6 B x 1024 x 32000 plus 4 B of log-sum-exp per token."""
+    model, gpu = load_model("llama-7b"), load_gpu("4090")
+    full = TrainingSpec(seq_len=2048, global_batch=4, mb_size=4)
+    chunked = TrainingSpec(seq_len=2048, global_batch=4, mb_size=4, loss_chunk_tokens=1024)
+    norm = 2.0 * 2 * 8192 * 4096
+    head_full = model_costs(model, full, gpu).layers[-1]
+    head_chunked = model_costs(model, chunked, gpu).layers[-1]
+    assert head_full.activation_bytes == norm + 6.0 * 8192 * 32000
+    assert head_chunked.activation_bytes == norm + 4.0 * 8192 + 6.0 * 1024 * 32000
+    assert head_chunked.backward_flops == head_full.backward_flops  # MFU counts model FLOPs only
+    assert head_chunked.backward_s > head_full.backward_s
+
+
+def test_loss_chunk_tokens_must_not_be_negative():
+    with pytest.raises(Exception, match="loss_chunk_tokens must be 0"):
+        TrainingSpec(loss_chunk_tokens=-1)

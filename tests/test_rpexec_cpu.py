@@ -40,6 +40,7 @@ def test_every_schedule_matches_reference(tmp_path, tiny, schedule, n_gpus, caps
     ("roundpipe", ("--recompute", "layer")), ("1f1b", ("--weights", "stream")),
     ("interleaved", ("--weights", "stream")), ("roundpipe-sync", ("--round-size", "4")),
     ("roundpipe", ("--partition", "3,3,2|0,1,1,1,1,1,1,1,1")),
+    ("roundpipe", ("--loss-chunk-tokens", "5")), ("1f1b", ("--loss-chunk-tokens", "7", "--recompute", "none")),
 ])
 def test_variants_match_reference(tmp_path, tiny, schedule, extra, capsys):
     plan = export(tmp_path, tiny, schedule, "4090x2", *extra)
@@ -72,6 +73,19 @@ def test_weight_versions_follow_staleness(tmp_path, tiny, schedule, lag):
     seen = {(it, version) for _layer, it, version in result.load_log}
     assert {it for it, _ in seen} == set(range(blocks * plan.n_iters))
     assert all(version == max(0, it - lag + 1) for it, version in seen), sorted(seen)
+
+
+@pytest.mark.parametrize("schedule", ["roundpipe", "roundpipe-sync"])
+def test_host_buffers_are_reused_not_reallocated(tmp_path, tiny, schedule):
+    """Over three blocks of iterations the host pools allocate at most one block's worth of downloads:
+    every buffer is back in its pool when a block ends, and the next block takes it from there."""
+    plan = load_plan(export(tmp_path, tiny, schedule, "4090x2"))
+    model, seq, mb, _ = model_and_shape(plan)
+    result = run_plan(plan, model, seq, mb, RunOptions(blocks=3))
+    moved = {kind: sum(e.bytes for e in result.trace.events if e.kind == kind) for kind in ("OFFLOAD", "ACT_OUT")}
+    pools = result.host_pool_bytes
+    assert 0 < pools["gradients"] <= moved["OFFLOAD"] / 3
+    assert 0 < pools["activations"] <= moved["ACT_OUT"] / 3
 
 
 def test_losses_fall_when_training(tmp_path, tiny):

@@ -38,6 +38,9 @@ def add_setup_flags(p: argparse.ArgumentParser, need_model: bool = True) -> None
     p.add_argument("--mode", default="full", choices=MODES, help="full fine-tuning or LoRA")
     p.add_argument("--lora-rank", type=int, default=32)
     p.add_argument("--recompute", default="stage", choices=RECOMPUTE_POLICIES)
+    p.add_argument("--loss-chunk-tokens", type=int, default=0,
+                   help="compute the LM-head loss this many tokens at a time, never holding the full "
+                        "logits (0 = full logits, the default)")
     p.add_argument("--profile", default=None, help="profile.json with measured per-layer times and links")
     p.add_argument("--gpu-memory-gib", type=float, default=None,
                    help="override the GPU memory capacity (e.g. 24 to model an H200 capped like an RTX 4090)")
@@ -53,7 +56,7 @@ def training_from_args(args: argparse.Namespace) -> TrainingSpec:
         mb_size = 1
     return TrainingSpec(seq_len=args.seq, global_batch=args.global_batch, mb_size=mb_size,
                         precision=args.precision, mode=args.mode, lora_rank=args.lora_rank,
-                        recompute=args.recompute)
+                        recompute=args.recompute, loss_chunk_tokens=args.loss_chunk_tokens)
 
 
 def setup_from_args(args: argparse.Namespace) -> Scenario:

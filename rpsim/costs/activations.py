@@ -19,6 +19,10 @@ def layer_activation_bytes(model: ModelSpec, train: TrainingSpec) -> float:
 
 
 def head_activation_bytes(model: ModelSpec, train: TrainingSpec) -> float:
-    """Norm input and output (fp16) plus full logits in fp16 and their fp32 softmax (2 + 4 bytes)."""
+    """Norm input and output (fp16) plus the logits in fp16 and their fp32 softmax (2 + 4 bytes) of every
+    token, or, with a chunked loss, of one chunk of tokens plus each token's fp32 log-sum-exp."""
     t = train.mb_tokens
-    return 2.0 * 2 * t * model.hidden + 6.0 * t * model.vocab
+    norm = 2.0 * 2 * t * model.hidden
+    if train.loss_chunk_tokens:
+        return norm + 4.0 * t + 6.0 * min(t, train.loss_chunk_tokens) * model.vocab
+    return norm + 6.0 * t * model.vocab

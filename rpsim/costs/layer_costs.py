@@ -128,14 +128,16 @@ def embedding_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> Layer
 
 
 def head_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> LayerCost:
-    """Final RMSNorm, LM head GEMM and cross-entropy over the full logits."""
+    """Final RMSNorm, LM head GEMM and cross-entropy, over the full logits or chunk by chunk; a chunked
+    loss recomputes the logits GEMM in backward (rpexec.chunked_loss)."""
     t, h, v = train.mb_tokens, model.hidden, model.vocab
     frozen = train.mode == "lora"  # the RoundPipe paper's LoRA run freezes the LM head too
     g = Gemm("lm_head", t, v, h, trainable=not frozen)
     p = train.precision
     loss_bytes = 3 * 4.0 * t * v  # fp32 softmax: read logits, write probabilities, read for the loss
     fwd_s = (roofline.gemm_time_s(g, gpu, p) + roofline.elementwise_time_s(loss_bytes + 4.0 * t * h, gpu, 4))
-    bwd_s = (roofline.gemm_time_s(g, gpu, p) * (1 if frozen else 2)
+    logits_gemms_bwd = (1 if frozen else 2) + (1 if train.loss_chunk_tokens else 0)
+    bwd_s = (roofline.gemm_time_s(g, gpu, p) * logits_gemms_bwd
              + roofline.elementwise_time_s(loss_bytes + 8.0 * t * h, gpu, 4))
     unique = h + (0 if model.tied_embeddings else v * h)
     trainable = 0 if frozen else unique
@@ -144,7 +146,7 @@ def head_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> LayerCost:
     return LayerCost(
         name="head", kind="head", params=unique, active_params=unique, trainable_params=trainable,
         weight_bytes=weights, grad_bytes=grads, optim_bytes=optim, forward_flops=g.flops,
-        backward_flops=g.flops * (1 if frozen else 2), recompute_flops=g.flops,
+        backward_flops=g.flops * (1 if frozen else 2), recompute_flops=g.flops,  # model FLOPs (MFU)
         activation_bytes=head_activation_bytes(model, train), input_bytes=2.0 * t * h,
         hbm_bytes=roofline.gemm_bytes(g) + loss_bytes, forward_s=fwd_s, backward_s=bwd_s, recompute_s=fwd_s,
     )

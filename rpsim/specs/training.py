@@ -24,12 +24,16 @@ class TrainingSpec:
     recompute: str = "stage"
     optimizer_placement: str = "cpu"
     optimizer_async: bool = True
+    loss_chunk_tokens: int = 0  # > 0: the loss is computed this many tokens at a time (no full logits)
 
     def __post_init__(self) -> None:
         for field in ("seq_len", "global_batch", "mb_size", "lora_rank"):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:
                 raise SpecError(f"{field} must be a positive integer, got {value!r}")
+        if not isinstance(self.loss_chunk_tokens, int) or self.loss_chunk_tokens < 0:
+            raise SpecError(f"loss_chunk_tokens must be 0 (full logits) or a positive integer, "
+                            f"got {self.loss_chunk_tokens!r}")
         if self.global_batch % self.mb_size:
             raise SpecError(f"global_batch {self.global_batch} is not a multiple of mb_size {self.mb_size}; "
                             f"valid mb sizes: {', '.join(str(d) for d in divisors(self.global_batch))}")

@@ -1,0 +1,46 @@
+"""Host buffers that are allocated once and reused across actions and iterations.
+
+Pinned allocations (cudaHostAlloc) are slow and page in every byte; freshly malloc'd pageable buffers
+fault their pages in on first touch. Both showed up as 10-40x slowdowns of OFFLOAD and STEP in the first
+measured traces (benchmarks/notes-rpexec.md). A buffer goes back to the pool with an optional guard (a
+CUDA event recorded after the last asynchronous copy that reads it); it is handed out again only once
+the guard has completed, so a reused buffer is never overwritten while a copy engine still reads it."""
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from typing import Any
+
+import torch
+
+Key = tuple[tuple[int, ...], torch.dtype]
+
+
+class BufferPool:
+    def __init__(self, pin: bool) -> None:
+        self.pin = pin
+        self._free: dict[Key, list[tuple[torch.Tensor, Any]]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self.allocated_bytes = 0  # every byte this pool ever allocated (its high-water mark)
+
+    def acquire(self, shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        key = (tuple(shape), dtype)
+        with self._lock:
+            free = self._free[key]
+            for i, (t, guard) in enumerate(free):
+                if guard is None or guard.query():
+                    del free[i]
+                    return t
+            self.allocated_bytes += _nbytes(key)
+        return torch.empty(key[0], dtype=dtype, pin_memory=self.pin)
+
+    def release(self, t: torch.Tensor, guard: Any = None) -> None:
+        with self._lock:
+            self._free[(tuple(t.shape), t.dtype)].append((t, guard))
+
+
+def _nbytes(key: Key) -> int:
+    n = 1
+    for d in key[0]:
+        n *= d
+    return n * torch.empty((), dtype=key[1]).element_size()
