@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -67,17 +68,23 @@ def run_rpexec(schedule: str, a: argparse.Namespace) -> dict:
     s = SIZES[a.size]
     n = torch.cuda.device_count() if a.device == "cuda" else 2
     training = TrainingSpec(seq_len=s["seq"], global_batch=s["global_batch"], mb_size=s["global_batch"] // s["n_mb"],
-                            precision="fp16")
-    sc = make_scenario(model_spec(a.size), f"h200x{n}" if n > 1 else "h200x1", training,
-                       gpu_memory_bytes=a.mem_cap_gib * 2**30)
+                            precision="fp16", loss_chunk_tokens=a.loss_chunk_tokens)
+    server = f"h200x{n}" if n > 1 else "h200x1"
+    sc = make_scenario(model_spec(a.size), server, training, gpu_memory_bytes=(a.mem_cap_gib or 141) * 2**30)
     is_async = schedule == "roundpipe"
-    plan = make_plan(sc, PlanRequest(schedule, n_iters=a.iters if is_async else 1))
+    request, predicted = plan_for(schedule, sc, a)
+    plan = make_plan(sc, replace(request, n_iters=a.iters if is_async else 1))
     blocks = 1 if is_async else a.iters
     t = time.perf_counter()
     result = run_plan(plan, sc.model, s["seq"], training.mb_size,
                       RunOptions(device=a.device, dtype="fp16" if a.device == "cuda" else "fp32", blocks=blocks))
     wall = time.perf_counter() - t
     it_s = iteration_s(result.trace, skip=1)
+    steady = [e for e in result.trace.events if e.it >= 2]
+    n_steady = len({e.it for e in steady}) or 1
+    busy: dict[str, float] = {}
+    for e in steady:  # seconds per iteration each action kind kept its lanes busy, summed over GPUs
+        busy[e.kind] = busy.get(e.kind, 0.0) + (e.end_s - e.start_s) / n_steady
     if a.trace_dir:
         from rpsim.ir.planio import plan_to_json
         from rpsim.report.files import write_json_atomic
@@ -86,7 +93,36 @@ def run_rpexec(schedule: str, a: argparse.Namespace) -> dict:
     return {"system": f"rpexec {schedule}", "iteration_s": it_s, "tokens_per_s": training.tokens_per_iteration / it_s,
             "wall_s": wall, "n_gpus": n, "peak_gpu_mem_bytes": result.peak_gpu_mem_bytes,
             "peak_host_mem_bytes": peak_host_bytes(), "weights": plan.options.get("weights"),
+            "busy_s_per_iter": busy, "predicted": predicted, "host_pool_bytes": result.host_pool_bytes,
             "partition": plan.partition.to_json()}
+
+
+def plan_for(schedule: str, sc, a: argparse.Namespace) -> tuple:
+    """The plan request rpexec runs, and rpsim's prediction for it. RoundPipe plans come from
+    `rpsim search` with the microbatching pinned (8 x 8 sequences) and a planning memory of
+    --plan-mem-gib: RoundPipe's own partitioner bounds only weight bytes, and with a chunked loss it picks
+    stages whose recompute activations need ~23 GiB, too close to a 24 GiB cap to run."""
+    from rpsim.compare import run_one
+    from rpsim.planner import PlanRequest
+    from rpsim.scenario import make_scenario
+    from rpsim.search.run import SearchOptions, search
+    from rpsim.search.space import plan_request
+    from rpsim.search.workspace import with_training
+    if schedule.startswith("roundpipe") and a.plan_mem_gib > 0:
+        planning = make_scenario(sc.model, sc.server_ref, sc.training, gpu_memory_bytes=a.plan_mem_gib * 2**30)
+        found = search(planning, SearchOptions(schedules=(schedule,), mb_sizes=(sc.training.mb_size,), jobs=2))
+        if found.best is None:
+            raise SystemExit(f"rpsim search found no {schedule} plan within {a.plan_mem_gib} GiB")
+        best = found.best.candidate
+        request = plan_request(best)
+        sc = with_training(sc, replace(sc.training, recompute=best.recompute))
+        label = best.label()
+    else:
+        request, label = PlanRequest(schedule), "planner default"
+    m = run_one(sc, request).metrics
+    peak = max(m["peak_gpu_mem_bytes"] or [0.0])
+    return request, {"plan": label, "iteration_s": m["iteration_s"], "peak_gpu_gib": peak / 2**30,
+                     "feasible": m["feasible"], "recompute": sc.training.recompute}
 
 
 def run_library(a: argparse.Namespace) -> dict:
@@ -174,6 +210,12 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=4)
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--timeout-s", type=float, default=400)
+    p.add_argument("--plan-mem-gib", type=float, default=12.0,
+                   help="GPU memory rpsim search plans RoundPipe for (default: half the 24 GiB cap, the "
+                        "executor's measured overshoot of rpsim's peak in run 1 was up to 2.1x); 0 = the "
+                        "planner's default partition")
+    p.add_argument("--loss-chunk-tokens", type=int, default=2048,
+                   help="rpexec's chunked LM-head loss (0 = full logits, as the library computes it)")
     p.add_argument("--trace-dir", default=None, help="write each rpexec run's measured trace here")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -195,7 +237,8 @@ def main() -> None:
 
 def run_system(system: str, a: argparse.Namespace, cap_gib: float) -> dict:
     cmd = [sys.executable, __file__, "--one", system, "--device", a.device, "--size", a.size,
-           "--mem-cap-gib", str(cap_gib), "--iters", str(a.iters)] + (["--trace-dir", a.trace_dir] if a.trace_dir else [])
+           "--mem-cap-gib", str(cap_gib), "--iters", str(a.iters), "--loss-chunk-tokens", str(a.loss_chunk_tokens),
+           "--plan-mem-gib", str(a.plan_mem_gib)] + (["--trace-dir", a.trace_dir] if a.trace_dir else [])
     print(f"# running {system} (cap {cap_gib or 'none'} GiB) ...", file=sys.stderr, flush=True)
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=a.timeout_s, env=os.environ)
@@ -222,6 +265,25 @@ def report(results: list[dict], a: argparse.Namespace) -> None:
         gpu = "/".join(f"{b / 2**30:.1f}" for b in r["peak_gpu_mem_bytes"])
         print(f"{r['system']:26s} {r['iteration_s']:8.3f} {r['tokens_per_s']:10.0f} {mfu:6.1%} {ratio:7.2f} "
               f"{gpu:>16s} {r['peak_host_mem_bytes'] / 2**30:9.1f}")
+    predicted = [r for r in results if r.get("predicted")]
+    if predicted:
+        print("rpsim's prediction for the plan each rpexec row ran (at the capped memory):")
+        print(f"{'system':26s} {'plan':44s} {'iter_s':>8s} {'measured':>8s} {'error':>7s} {'GPU GiB':>8s} {'measured':>8s}")
+        for r in predicted:
+            p = r["predicted"]
+            if p["iteration_s"] is None:
+                print(f"{r['system']:26s} {p['plan']:44s} infeasible")
+                continue
+            err = p["iteration_s"] / r["iteration_s"] - 1
+            print(f"{r['system']:26s} {p['plan']:44s} {p['iteration_s']:8.3f} {r['iteration_s']:8.3f} {err:+7.1%} "
+                  f"{p['peak_gpu_gib']:8.1f} {max(r['peak_gpu_mem_bytes']) / 2**30:8.1f}")
+    busy = [r for r in results if "busy_s_per_iter" in r]
+    if busy:
+        kinds = sorted({k for r in busy for k in r["busy_s_per_iter"]})
+        print("busy seconds per steady iteration, by action kind (summed over GPUs; STEP is the CPU optimizer):")
+        print(f"{'system':26s} " + " ".join(f"{k:>8s}" for k in kinds))
+        for r in busy:
+            print(f"{r['system']:26s} " + " ".join(f"{r['busy_s_per_iter'].get(k, 0.0):8.3f}" for k in kinds))
     if a.device == "cuda":
         import torch
         rate, n = matmul_flops_per_s(), torch.cuda.device_count()

@@ -135,14 +135,19 @@ class Interpreter:
 
     def _device_wait(self, node: Node, preds: list[Node]) -> None:
         gpu, _ = node
+        lane = self.lane_of[node]
         for p in preds:
             t = self.timing.get(p)
             if t is None or not hasattr(t.end, "synchronize"):
                 continue  # a host action: done when issued
-            if gpu == CPU:
+            if gpu == CPU or (lane != "compute" and self.graph.edges[p, node].get("why") == "window"):
+                # Memory windows bound what is allocated, and a transfer allocates when it is issued:
+                # a LOAD issued as soon as its FREE was *issued* held the next stages' weights while the
+                # GPU still computed with the last ones (run 1's peaks were 2x rpsim's). So transfer
+                # lanes, which have their own threads, wait on the host until the window really opened.
                 t.end.synchronize()
             else:
-                self.ctx.devices[gpu].streams[self.lane_of[node]].wait_event(t.end)
+                self.ctx.devices[gpu].streams[lane].wait_event(t.end)
 
     def _execute(self, gpu: int, lane: str, a: Action) -> None:
         if self.fault and (self.fault.gpu, self.fault.lane, self.fault.action) == (gpu, lane, str(a)):

@@ -64,12 +64,23 @@ def batch_fn(model: ModelSpec, seq: int, mb_size: int, seed: int, same_batch: bo
     return get
 
 
+ACTIVATION_LANES = ("h2d", "d2h", "p2p", "p2p_recv")
+
+
+def lane_priority(lane: str) -> int:
+    """Activation transfers are on the critical path; parameter and gradient traffic fills the gaps
+    (RoundPipe's priority-aware transfer engine, roundpipe.md). In CUDA a lower number is a higher
+    priority; the order of issue inside a lane still comes from the plan's LPT windows."""
+    return -1 if lane in ACTIVATION_LANES else 0
+
+
 def make_devices(plan: Plan, opts: RunOptions) -> dict[int, DeviceState]:
     devices = {}
     for g in range(plan.n_gpus):
         if opts.device == "cuda":
             dev = torch.device("cuda", g)
-            streams = {lane: torch.cuda.Stream(device=dev) for (gpu, lane) in plan.lanes if gpu == g}
+            streams = {lane: torch.cuda.Stream(device=dev, priority=lane_priority(lane))
+                       for (gpu, lane) in plan.lanes if gpu == g}
             devices[g] = DeviceState(g, dev, streams)
         else:
             devices[g] = DeviceState(g, torch.device("cpu"))

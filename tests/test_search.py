@@ -112,3 +112,19 @@ def test_llama_70b_full_fine_tuning_needs_more_than_a_tebibyte_of_host_memory():
     for c in enumerate_candidates(ws.base, ("roundpipe", "1f1b"), (2,))[::10]:
         e = ws.estimate(ws.resolve(c))
         assert not e.feasible and e.peak_host_bytes > 1024 * 2**30
+
+
+def test_explicit_microbatching_is_kept_and_ties_between_partial_candidates_sort(run_cli, tmp_path):
+    """--n-mb pins the microbatch size. This tiny model ties several candidates on the simulator's cost,
+    whose optional fields (round size, partition) are None for some: sorting them used to raise
+    TypeError ('<' between None and int)."""
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({"num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 4,
+                               "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 256,
+                               "tie_word_embeddings": False, "model_type": "llama"}))
+    code, out, err = run_cli("search", "--model", str(cfg), "--gpus", "h200x2", "--gpu-memory-gib", "0.01",
+                             "--seq", "64", "--global-batch", "8", "--n-mb", "4", "--schedules", "roundpipe",
+                             "--jobs", "1", "--format", "json")
+    assert code == 0, err
+    plans = json.loads(out)["plans"]
+    assert plans and {p["mb_size"] for p in plans} == {2}

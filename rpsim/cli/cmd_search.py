@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from rpsim.cli.setup_flags import add_setup_flags, setup_from_args
+from rpsim.cli.setup_flags import add_setup_flags, setup_from_args, training_from_args
 from rpsim.errors import Infeasible, SpecError
 from rpsim.ir.planio import plan_to_json
 from rpsim.planner import make_plan
@@ -26,7 +26,9 @@ GiB = 2**30
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="search schedules, partitions and microbatching for the fastest plan "
-                                  "that fits")
+                                  "that fits",
+                       description="Searches every microbatch size that divides the global batch, unless "
+                                   "--mb-size or --n-mb is given: then only that one.")
     add_setup_flags(p)
     p.add_argument("--budget", type=int, default=SearchOptions.budget,
                    help="fast-stage evaluations: the structured candidates, then local-search moves "
@@ -54,8 +56,10 @@ def options_from_args(args: argparse.Namespace) -> SearchOptions:
     if args.schedules:
         from rpsim.cli.cmd_compare import parse_schedules
         schedules = tuple(parse_schedules(args.schedules))
+    pinned = args.mb_size is not None or args.n_mb is not None  # an explicit microbatching is kept
+    mb_sizes = (training_from_args(args).mb_size,) if pinned else None
     return SearchOptions(budget=args.budget, top_k=args.confirm, jobs=args.jobs, cluster=args.cluster,
-                         seed=args.seed, schedules=schedules)
+                         seed=args.seed, schedules=schedules, mb_sizes=mb_sizes)
 
 
 class _Bars:
@@ -178,7 +182,7 @@ def nothing_fits(sc: Scenario, r: SearchResult, options: SearchOptions) -> str:
         def fill(c: Confirmed) -> float:
             m = c.metrics
             return max(max(m["peak_gpu_mem_bytes"]) / gpu_cap, m["peak_host_mem_bytes"] / host_cap)
-        near = min(simulated, key=lambda c: (fill(c), c.candidate))
+        near = min(simulated, key=lambda c: (fill(c), c.candidate.sort_key))
         gpu, host = max(near.metrics["peak_gpu_mem_bytes"]), near.metrics["peak_host_mem_bytes"]
         if host > host_cap:
             need = f"needs >= {host / GiB:.0f} GiB host memory; the server has {host_cap / GiB:.0f} GiB"

@@ -78,13 +78,13 @@ def tie(tokens_per_s: float) -> float:
 def estimate_key(s: Scored) -> tuple:
     e = s.estimate
     assert e is not None
-    return (-tie(e.tokens_per_s), e.peak_gpu_bytes, s.candidate)
+    return (-tie(e.tokens_per_s), e.peak_gpu_bytes, s.candidate.sort_key)
 
 
 def confirmed_key(c: Confirmed) -> tuple:
     m = c.metrics
     mem = max(m["peak_gpu_mem_bytes"]) if m["peak_gpu_mem_bytes"] else float("inf")
-    return (not c.feasible, -tie(c.ranked_tokens_per_s), mem, c.candidate)
+    return (not c.feasible, -tie(c.ranked_tokens_per_s), mem, c.candidate.sort_key)
 
 
 def reference_candidate(sc: Scenario) -> Candidate | None:
@@ -106,7 +106,7 @@ def search(sc: Scenario, options: SearchOptions = SearchOptions(), progress: Pro
         structured = enumerate_candidates(sc, options.schedules, options.mb_sizes)
         if len(structured) > options.budget:  # a sample, leaving a quarter of the budget to local search
             keep = options.budget - options.budget // 4
-            structured = sorted(random.Random(options.seed).sample(structured, keep))
+            structured = sorted(random.Random(options.seed).sample(structured, keep), key=lambda c: c.sort_key)
         scored = _fast_stage(runner, structured, report)
         clock["fast"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -168,7 +168,7 @@ def _full_stage(runner: Any, sc: Scenario, pool: list[Scored], options: SearchOp
     limit = 3 * options.top_k + options.frontier_extra + 1
     while batch:
         # Longest first, so two workers finish together; results still come back in batch order.
-        batch.sort(key=lambda c: (-sim_cost(c, sc), c))
+        batch.sort(key=lambda c: (-sim_cost(c, sc), c.sort_key))
         total = len(batch)
         out = runner.map(tasks.confirm, [(c, options.fidelity) for c in batch], [1] * total,
                          lambda n, total=total: report("full", n, total))
@@ -202,7 +202,7 @@ def _nearest_miss(runner: Any, pool: list[Scored], confirmed: list[Confirmed], o
     missing = [s for s in pool if s.estimate is not None]
     if not missing:
         return []
-    nearest = min(missing, key=lambda s: (s.estimate.fill, s.candidate)).candidate  # type: ignore[union-attr]
+    nearest = min(missing, key=lambda s: (s.estimate.fill, s.candidate.sort_key)).candidate  # type: ignore[union-attr]
     if any(plan_key(c.candidate) == plan_key(nearest) for c in confirmed):
         return []
     return runner.map(tasks.confirm, [(nearest, options.fidelity)], [1], lambda n: report("full", n, 1))

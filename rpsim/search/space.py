@@ -22,7 +22,7 @@ MAX_VIRTUAL_STAGES = 16
 ROUNDPIPE_RECOMPUTE = ("stage", "layer")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Candidate:
     schedule: str
     mb_size: int
@@ -37,6 +37,13 @@ class Candidate:
     @property
     def roundpipe(self) -> bool:
         return not get_schedule(self.schedule).FIXED_PLACEMENT
+
+    @property
+    def sort_key(self) -> tuple:
+        """A total order for deterministic tie-breaking; the optional fields are None for some plans,
+        which dataclass ordering cannot compare with an int (a crash in search before this key)."""
+        return (self.schedule, self.mb_size, self.recompute, self.partitioner, self.virtual_stages,
+                self.round_size or 0, self.partition or "", self.n_iters or 0)
 
     @property
     def config(self) -> tuple:
