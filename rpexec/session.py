@@ -10,7 +10,7 @@ import torch
 from rpexec.bufferpool import BufferPool
 from rpexec.device import DeviceState
 from rpexec.handlers import Context
-from rpexec.hostparams import HostParams
+from rpexec.hostparams import HostParams, make_adamw
 from rpexec.measure import measured_events
 from rpexec.model import build_layers, skeleton_layers
 from rpexec.runtime import Fault, Interpreter
@@ -97,7 +97,7 @@ def setup_resident(plan: Plan, layers: list, devices: dict[int, DeviceState], dt
                           for n, p in layers[layer].named_parameters()}
                 dev.resident_master[layer] = master
                 dev.resident[layer] = {n: m.detach().to(dtype).clone().requires_grad_(True) for n, m in master.items()}
-                dev.resident_optim[layer] = torch.optim.AdamW(list(master.values()), lr=lr, foreach=False)
+                dev.resident_optim[layer] = make_adamw(list(master.values()), lr)
 
 
 def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOptions) -> RunResult:
