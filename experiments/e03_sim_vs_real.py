@@ -45,7 +45,8 @@ def training():
     return TrainingSpec(seq_len=SEQ, global_batch=GLOBAL_BATCH, mb_size=GLOBAL_BATCH // N_MB, precision="bf16")
 
 
-def measure(gpu_counts: list[int], out: Path, device: str = "cuda", mem_cap_gib: float | None = None) -> None:
+def measure(gpu_counts: list[int], out: Path, device: str = "cuda", mem_cap_gib: float | None = None,
+            sizes: tuple[str, ...] = tuple(SIZES), schedules: tuple[str, ...] = SCHEDULES) -> None:
     import torch
 
     from rpexec.profile import make_profile
@@ -60,12 +61,13 @@ def measure(gpu_counts: list[int], out: Path, device: str = "cuda", mem_cap_gib:
     if cap and device == "cuda":  # mimic smaller GPUs (issue 10: 24 GiB, an RTX 4090's memory)
         for d in range(torch.cuda.device_count()):
             torch.cuda.set_per_process_memory_fraction(min(1.0, cap / torch.cuda.get_device_properties(d).total_memory), d)
-    for name in SIZES:
+    for name in sizes:
         prof_path = out / f"{name}-profile.json"
-        write_json_atomic(prof_path, make_profile(model(name), SEQ, t.mb_size, dtype, device, reps=5))
+        if not prof_path.exists():  # a rerun of some schedules keeps the profile the others were predicted from
+            write_json_atomic(prof_path, make_profile(model(name), SEQ, t.mb_size, dtype, device, reps=5))
         for g in gpu_counts:
             sc = make_scenario(model(name), f"h200x{g}", t, str(prof_path), gpu_memory_bytes=cap)
-            for schedule in SCHEDULES:
+            for schedule in schedules:
                 plan = make_plan(sc, PlanRequest(schedule, n_iters=4 if schedule == "roundpipe" else 1))
                 blocks = 1 if schedule == "roundpipe" else 4
                 for d in range(torch.cuda.device_count()):
@@ -82,6 +84,21 @@ def measure(gpu_counts: list[int], out: Path, device: str = "cuda", mem_cap_gib:
     with tarfile.open(out / "e03.tar.gz", "w:gz") as tar:
         for f in sorted(out.glob("*.json")):
             tar.add(f, arcname=f.name)
+
+
+def remeasure_cpu_rates(out: Path, dtype: str = "bf16") -> None:
+    """Measure the CPU optimizer's rates (rpexec.profile.profile_cpu_optimizer) and write them into every
+    profile under `out`: for profiles taken before the profile measured gradient accumulation."""
+    from rpexec.profile import profile_cpu_optimizer
+    from rpsim.jsonfile import read_json
+    from rpsim.report.files import write_json_atomic
+    rates = profile_cpu_optimizer(dtype)
+    for path in sorted(out.glob("*-profile.json")):
+        data = read_json(path, "profile", ValueError)
+        data["cpu"] = rates
+        data.setdefault("conditions", {})["notes"] = "cpu rates re-measured on a later lease of the same machine kind"
+        write_json_atomic(path, data)
+    print(f"cpu optimizer rates: {rates}")
 
 
 def steady_iteration_s(trace, skip: int = 1) -> float:
@@ -164,11 +181,18 @@ def main() -> None:
     p.add_argument("--gpus", default="1,2")
     p.add_argument("--out", default=str(DATA))
     p.add_argument("--mem-cap-gib", type=float, default=None, help="cap each GPU's memory (e.g. 24)")
+    p.add_argument("--sizes", default=",".join(SIZES), help="model sizes to measure (default: all)")
+    p.add_argument("--schedules", default=",".join(SCHEDULES), help="schedules to measure (default: all)")
+    p.add_argument("--cpu-rates-only", action="store_true",
+                   help="only re-measure the CPU optimizer rates into the profiles under --out")
     a = p.parse_args()
+    if a.cpu_rates_only:
+        return remeasure_cpu_rates(Path(a.out))
     if a.measure:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
-        measure([int(x) for x in a.gpus.split(",")], out, mem_cap_gib=a.mem_cap_gib)
+        measure([int(x) for x in a.gpus.split(",")], out, mem_cap_gib=a.mem_cap_gib,
+                sizes=tuple(a.sizes.split(",")), schedules=tuple(a.schedules.split(",")))
         return
     rows = compare()
     if not rows:

@@ -91,7 +91,8 @@ def _optimizer_s(sc: Scenario) -> float:
 def test_async_iteration_with_a_slow_optimizer_is_the_optimizer_bound(n_iters):
     sc = _async_scenario(1.0)
     params = sum(x.trainable_params for x in sc.costs.layers)
-    sc = replace(sc, profile=replace(sc.profile, adam_params_per_s=params / 20.0))  # 20 s of Adam, ~1 s compute
+    # 20 s of Adam, ~1 s compute; gradient accumulation made free, so the bound is Adam's alone
+    sc = replace(sc, profile=replace(sc.profile, adam_params_per_s=params / 20.0, grad_accumulate_params_per_s=1e30))
     bound = _optimizer_s(sc)
     m = simulate(make_plan(sc, PlanRequest("roundpipe", n_iters=n_iters)), sc).metrics
     sync = simulate(make_plan(sc, PlanRequest("roundpipe-sync")), sc).metrics
@@ -100,6 +101,22 @@ def test_async_iteration_with_a_slow_optimizer_is_the_optimizer_bound(n_iters):
     # compute + optimizer as a flushed iteration does, and not half of it (a warm-up span averaged in).
     assert bound * (1 - 1e-9) <= m["iteration_s"] <= bound * 1.02
     assert sync["iteration_s"] > bound + 0.1
+
+
+def test_cpu_step_sums_one_download_per_round_then_runs_adam():
+    """Closed form of rpsim.costs.cpu_optimizer: STEP(layer) = P / adam + n * P / accumulate, with n the
+    layer's gradient downloads that iteration (RoundPipe: one per round)."""
+    sc = _async_scenario(1.0)
+    sc = replace(sc, profile=replace(sc.profile, adam_params_per_s=1e9, grad_accumulate_params_per_s=5e8))
+    plan = make_plan(sc, PlanRequest("roundpipe-sync"))
+    rounds = len(plan.options["round_sizes"])
+    result = simulate(plan, sc)
+    steps = [e for e in result.trace.events if e.kind == "STEP"]
+    assert steps and rounds > 1
+    for e in steps:
+        layer = int(e.action.split(".c")[1])
+        p = sc.costs.layers[layer].trainable_params
+        assert e.end_s - e.start_s == pytest.approx(p / 1e9 + rounds * p / 5e8, rel=1e-9)
 
 
 def test_async_iteration_with_a_fast_optimizer_beats_the_flushed_one():

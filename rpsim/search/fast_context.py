@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rpsim.costs.cpu_optimizer import CpuOptimizerRates, cpu_optimizer_rates
 from rpsim.scenario import Scenario
 from rpsim.sim.action_costs import GPU_ADAM_BYTES_PER_PARAM
 from rpsim.sim.topology import build_topology
@@ -91,7 +92,7 @@ class FastContext:
     params: Prefix  # trainable parameters
     n_layers: int  # pipeline layers (embedding, transformer layers, head)
     links: Links
-    adam_params_per_s: float
+    cpu: CpuOptimizerRates
     gpu_adam_s_per_param: float
     gpu_memory_bytes: float
     host_memory_bytes: float
@@ -106,8 +107,7 @@ class FastContext:
 
 def context_of(sc: Scenario) -> FastContext:
     layers = sc.costs.layers
-    adam = sc.profile.adam_params_per_s if sc.profile and sc.profile.adam_params_per_s else \
-        sc.server.host.adam_params_per_s
+    cpu = cpu_optimizer_rates(sc.server.host.adam_params_per_s, sc.profile)
     inp = tuple(x.input_bytes for x in layers)
     return FastContext(
         n_gpus=sc.server.n_gpus, n_mb=sc.training.n_mb, tokens_per_iteration=sc.training.tokens_per_iteration,
@@ -117,6 +117,6 @@ def context_of(sc: Scenario) -> FastContext:
         optim=Prefix([x.optim_bytes for x in layers]), act=Prefix([x.activation_bytes for x in layers]),
         act_max=tuple(x.activation_bytes for x in layers), inp=inp, inp_sum=Prefix(inp),
         params=Prefix([x.trainable_params for x in layers]), n_layers=len(layers), links=links_of(sc),
-        adam_params_per_s=adam,
+        cpu=cpu,
         gpu_adam_s_per_param=GPU_ADAM_BYTES_PER_PARAM / sc.server.gpu.memory_bandwidth_bytes_per_s,
         gpu_memory_bytes=sc.server.gpu.memory_bytes, host_memory_bytes=sc.server.host.dram_bytes)

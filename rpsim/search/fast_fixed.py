@@ -161,7 +161,7 @@ def _cpu_end(ctx: FastContext, ranges: tuple, stage_end: list[float], order: Ord
             ready[stage] = t
     t = 0.0
     for s in range(len(ranges) - 1, -1, -1):
-        t = max(t, ready[s]) + ctx.params(*ranges[s]) / ctx.adam_params_per_s
+        t = max(t, ready[s]) + ctx.cpu.step_s(ctx.params(*ranges[s]), 1)  # one download per stage
     return t
 
 

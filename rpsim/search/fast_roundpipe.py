@@ -94,7 +94,7 @@ def estimate_roundpipe(ctx: FastContext, part: Partition, round_size: int | None
     if is_async:
         # The CPU steps every layer once per iteration, and the GPUs share the iteration's compute:
         # neither can be beaten in a steady state (a few simulated iterations can seem to).
-        cpu_s = ctx.params(0, ctx.n_layers) / ctx.adam_params_per_s
+        cpu_s = ctx.cpu.step_s(ctx.params(0, ctx.n_layers), len(rounds))  # a download per round and layer
         iteration = max(iteration, cpu_s, work_bound_s(ctx, slots))
     per_mb = sum(s.out_bytes for s in slots)
     states = ctx.weight(0, ctx.n_layers) + ctx.grad(0, ctx.n_layers) + ctx.optim(0, ctx.n_layers)
@@ -151,7 +151,7 @@ class _Dispatch:
             ends.append(max(self.round(size, hop, gate, reuse, ready) for size in rounds))
             done = [0.0] * n_bwd
             for stage in range(n_bwd - 1, -1, -1):  # deepest layers first, as gradients complete
-                cpu = max(cpu, ready[stage]) + params[stage] / self.ctx.adam_params_per_s
+                cpu = max(cpu, ready[stage]) + self.ctx.cpu.step_s(params[stage], len(rounds))
                 done[stage] = cpu
             steps.append(done)
         if not self.is_async:

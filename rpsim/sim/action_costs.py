@@ -2,9 +2,11 @@
 per-layer costs and the server. The executor moves exactly these buffers (rpexec mirrors the rules)."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from rpsim.costs import ModelCosts
+from rpsim.costs.cpu_optimizer import CpuOptimizerRates
 from rpsim.errors import PlanError
 from rpsim.ir import Action, Plan
 from rpsim.ir.jobs import stages_are_resident
@@ -19,13 +21,23 @@ GPU_ADAM_BYTES_PER_PARAM = 28.0
 class CostContext:
     plan: Plan
     costs: ModelCosts
-    adam_params_per_s: float  # CPU optimizer throughput
+    cpu: CpuOptimizerRates
     gpu_memory_bandwidth_bytes_per_s: float
     stateless: bool
+    staged: dict[tuple[int, int], int]  # (layer, iteration) -> gradients downloaded for its CPU STEP
 
     @classmethod
-    def of(cls, plan: Plan, costs: ModelCosts, adam_params_per_s: float, gpu_bw: float) -> CostContext:
-        return cls(plan, costs, adam_params_per_s, gpu_bw, not stages_are_resident(plan))
+    def of(cls, plan: Plan, costs: ModelCosts, cpu: CpuOptimizerRates, gpu_bw: float) -> CostContext:
+        return cls(plan, costs, cpu, gpu_bw, not stages_are_resident(plan), staged_gradients(plan))
+
+
+def staged_gradients(plan: Plan) -> dict[tuple[int, int], int]:
+    """How many gradient downloads (OFFLOADs) each CPU STEP of (layer, iteration) sums."""
+    out: dict[tuple[int, int], int] = Counter()
+    for _gpu, _lane, a in plan.items():
+        if a.kind == "OFFLOAD" and a.chunk is not None:
+            out[(a.chunk, a.it)] += 1
+    return dict(out)
 
 
 def _range(ctx: CostContext, a: Action) -> tuple[int, int]:
@@ -51,8 +63,8 @@ def duration_s(ctx: CostContext, a: Action) -> float:
         half = sum(x.backward_s for x in span) / 2
         return half + (sum(x.recompute_s for x in span) if recompute and a.kind == "I" else 0.0)
     if a.kind == "STEP":
-        if a.chunk is not None:  # CPU Adam over one layer
-            return layers[a.chunk].trainable_params / ctx.adam_params_per_s
+        if a.chunk is not None:  # the CPU optimizer over one layer (rpsim.costs.cpu_optimizer)
+            return ctx.cpu.step_s(layers[a.chunk].trainable_params, ctx.staged.get((a.chunk, a.it), 1))
         lo, hi = _range(ctx, a)
         params = sum(x.trainable_params for x in layers[lo:hi])
         return params * GPU_ADAM_BYTES_PER_PARAM / ctx.gpu_memory_bandwidth_bytes_per_s

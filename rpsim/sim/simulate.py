@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rpsim.costs.cpu_optimizer import cpu_optimizer_rates
 from rpsim.ir import CPU, Plan
 from rpsim.ir.deps import dependency_graph
 from rpsim.metrics import summarize
@@ -24,9 +25,8 @@ class SimResult:
 
 
 def cost_context(plan: Plan, sc: Scenario) -> CostContext:
-    adam = sc.profile.adam_params_per_s if sc.profile and sc.profile.adam_params_per_s else \
-        sc.server.host.adam_params_per_s
-    return CostContext.of(plan, sc.costs, adam, sc.server.gpu.memory_bandwidth_bytes_per_s)
+    rates = cpu_optimizer_rates(sc.server.host.adam_params_per_s, sc.profile)
+    return CostContext.of(plan, sc.costs, rates, sc.server.gpu.memory_bandwidth_bytes_per_s)
 
 
 def simulate(plan: Plan, sc: Scenario) -> SimResult:
