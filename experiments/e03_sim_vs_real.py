@@ -58,6 +58,8 @@ def measure(gpu_counts: list[int], out: Path, device: str = "cuda", mem_cap_gib:
     t = training()
     dtype = "bf16" if device == "cuda" else "fp32"
     cap = mem_cap_gib * 2**30 if mem_cap_gib else None
+    if device == "cuda":
+        torch.cuda.init()  # a rerun that reuses the profile touches no GPU before resetting the peaks
     if cap and device == "cuda":  # mimic smaller GPUs (issue 10: 24 GiB, an RTX 4090's memory)
         for d in range(torch.cuda.device_count()):
             torch.cuda.set_per_process_memory_fraction(min(1.0, cap / torch.cuda.get_device_properties(d).total_memory), d)
