@@ -136,6 +136,35 @@ def compare() -> list[dict]:
     return rows
 
 
+BENCH = ROOT / "experiments" / "data" / "rpexec-h200x2" / "bench.json"
+
+
+def predict_library() -> dict | None:
+    """rpsim's prediction of the reference roundpipe library on issue 8's benchmark (the llama-2.8b model,
+    8 microbatches of 8 x 2048 tokens, fp16, full logits, 24 GiB per GPU): RoundPipe async with the
+    library's partitioner, from the llama-2.8b profile (taken at 4 x 2048 tokens, scaled to 8 x 2048),
+    against the library's measured tokens/s in experiments/data/rpexec-h200x2/bench.json."""
+    import json
+
+    from rpsim.compare import run_one
+    from rpsim.planner import PlanRequest
+    from rpsim.scenario import make_scenario
+    from rpsim.specs import TrainingSpec
+    profile = DATA / "llama-2.8b-profile.json"
+    if not BENCH.exists() or not profile.exists():
+        return None
+    measured = next((r for r in json.loads(BENCH.read_text())["results"]
+                     if r["system"].startswith("roundpipe library") and "error" not in r), None)
+    if measured is None:
+        return None
+    t = TrainingSpec(seq_len=2048, global_batch=64, mb_size=8, precision="fp16")
+    sc = make_scenario(model("llama-2.8b"), "h200x2", t, str(profile), gpu_memory_bytes=24 * 2**30)
+    m = run_one(sc, PlanRequest("roundpipe", partitioner="roundpipe-library")).metrics
+    return {"system": measured["system"], "predicted_tokens_per_s": m["tokens_per_s"],
+            "measured_tokens_per_s": measured["tokens_per_s"], "predicted_s": m["iteration_s"],
+            "measured_s": measured["iteration_s"]}
+
+
 def _block_iteration_s(trace) -> float:
     """Flushed schedules ran one iteration per block: the mean block after the first (warm-up) one."""
     return steady_iteration_s(trace, skip=0)
@@ -157,6 +186,16 @@ def report(rows: list[dict]) -> None:
               f"{r['predicted_peak_gib']:8.2f} {r['measured_peak_gib']:8.2f}")
     print(f"iteration-time error: median {100 * statistics.median(errors):.1f}%, max {100 * max(errors):.1f}% "
           f"over {len(rows)} runs")
+    lib = predict_library()
+    if lib:
+        with open(OUT / "library.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, list(lib))
+            w.writeheader()
+            w.writerow(lib)
+        err = lib["predicted_s"] / lib["measured_s"] - 1
+        print(f"{lib['system']} (issue 8 benchmark, 2 x H200 at 24 GiB): predicted {lib['predicted_tokens_per_s']:,.0f} "
+              f"tokens/s ({lib['predicted_s']:.3f} s), measured {lib['measured_tokens_per_s']:,.0f} "
+              f"({lib['measured_s']:.3f} s), iteration-time error {100 * err:+.1f}%")
     figure(rows)
 
 
