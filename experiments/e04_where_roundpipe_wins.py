@@ -110,7 +110,9 @@ def scenario(point: dict, tmp: Path):
 
 def evaluate(point: dict, tmp: Path) -> dict:
     from rpsim.compare import run_one
+    from rpsim.costs.cpu_optimizer import cpu_optimizer_rates
     from rpsim.planner import PlanRequest
+    from rpsim.schedules.roundpipe import round_sizes as roundpipe_round_sizes
     sc = scenario(point, tmp)
     rp = run_one(sc, PlanRequest("roundpipe")).metrics
     base = [run_one(sc, PlanRequest(s)).metrics for s in BASELINES]
@@ -118,10 +120,13 @@ def evaluate(point: dict, tmp: Path) -> dict:
     best = max(fitting, key=lambda m: m["tokens_per_s"]) if fitting else None
     rp_tps = rp["tokens_per_s"] if rp["feasible"] else None
     ratio = rp_tps / best["tokens_per_s"] if (rp_tps and best) else None
-    # RoundPipe steps Adam on the host once per iteration, so no iteration beats trainable params / Adam
-    # rate: tokens per iteration over that time caps its tokens/s whatever the links do.
+    # RoundPipe steps every layer on the host once per iteration, summing one downloaded gradient per
+    # round first (rpsim.costs.cpu_optimizer), so no iteration beats that CPU time: tokens per iteration
+    # over it caps its tokens/s whatever the links do.
     params = sum(x.trainable_params for x in sc.costs.layers)
-    adam_bound = sc.training.tokens_per_iteration * sc.server.host.adam_params_per_s / params
+    rounds = len(roundpipe_round_sizes(sc.training.n_mb, sc.server.n_gpus, None))
+    cpu_s = cpu_optimizer_rates(sc.server.host.adam_params_per_s, sc.profile).step_s(params, rounds)
+    adam_bound = sc.training.tokens_per_iteration / cpu_s
     return {"roundpipe_tokens_per_s": round(rp_tps) if rp_tps else "",
             "best_baseline": best["schedule"] if best else "none fits",
             "best_baseline_tokens_per_s": round(best["tokens_per_s"]) if best else "",
