@@ -1,6 +1,8 @@
 """profile.json overrides per-layer times, scales them by tokens, and rejects unknown keys by JSON path."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from rpsim.catalog import load_gpu, load_model
@@ -49,3 +51,25 @@ def test_profile_layer_count_must_match_model():
     costs = model_costs(m, TrainingSpec(), load_gpu("4090"))
     with pytest.raises(SpecError, match="pipeline layers"):
         profile_from_dict(uniform_profile(3, 8192)).apply(costs)
+
+
+def test_rpexec_profile_on_cpu_feeds_rpsim_compare(tmp_path, capsys):
+    """Issue 8's acceptance: `rpexec profile --device cpu` writes a profile that `rpsim compare --profile`
+    accepts; taken at 2 x 16 tokens and used at 4 x 16, the output says the times were scaled."""
+    pytest.importorskip("torch")
+    from rpexec.cli import main as rpexec_main
+    from rpsim.cli.main import main as rpsim_main
+    from tests.rpexec_helpers import TINY, write_config
+    cfg = write_config(tmp_path, TINY)
+    prof = tmp_path / "profile.json"
+    assert rpexec_main(["profile", "--model", str(cfg), "--device", "cpu", "--seq", "16", "--mb-size", "2",
+                        "--reps", "1", "-o", str(prof)]) == 0
+    data = json.loads(prof.read_text())
+    assert len(data["layers"]) == TINY["num_hidden_layers"] + 2
+    assert data["cpu"]["adam_params_per_s"] > 0 and data["cpu"]["grad_accumulate_params_per_s"] > 0
+    capsys.readouterr()
+    code = rpsim_main(["compare", "--model", str(cfg), "--gpus", "4090x2", "--seq", "16", "--global-batch", "8",
+                       "--mb-size", "4", "--profile", str(prof), "--schedules", "1f1b,roundpipe"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "scaled linearly" in out.out + out.err
