@@ -57,7 +57,8 @@ def profile(args: argparse.Namespace) -> int:
     layer = data["layers"][1]
     print(f"rpexec: wrote {args.output}: layer forward {layer['forward_s'] * 1e3:.3f} ms, backward "
           f"{layer['backward_s'] * 1e3:.3f} ms at {args.mb_size}x{args.seq} tokens ({dtype}); "
-          f"CPU Adam {data['cpu']['adam_params_per_s'] / 1e9:.2f} G params/s")
+          f"CPU optimizer: Adam + refresh {data['cpu']['adam_params_per_s'] / 1e9:.2f} G params/s, "
+          f"gradient accumulation {data['cpu']['grad_accumulate_params_per_s'] / 1e9:.2f} G params/s per download")
     return 0
 
 

@@ -1,6 +1,7 @@
 """`rpexec profile`: measure this machine into rpsim's profile.json schema: per-layer forward, backward
 and recompute times (embedding, one transformer layer standing for all, head), host<->GPU and P2P copy
-bandwidth across sizes (pinned, one at a time and both directions at once), and CPU Adam params/s."""
+bandwidth across sizes (pinned, one at a time and both directions at once), and the CPU optimizer's
+rates: Adam (with the fp16-copy refresh) and the accumulation of one downloaded gradient, params/s."""
 from __future__ import annotations
 
 import statistics
