@@ -112,28 +112,40 @@ def steady_iteration_s(trace, skip: int = 1) -> float:
     return statistics.mean(spans)
 
 
-def compare() -> list[dict]:
+def compare() -> tuple[list[dict], list[dict]]:
+    """The issue's per-run rows, and per run and action class the mean duration predicted and measured
+    (measured: iterations after the first, which pays first-touch costs), which says where a miss comes
+    from."""
     from rpsim.ir.planio import load_plan
     from rpsim.scenario import scenario_from_setup
     from rpsim.sim.simulate import simulate
     from rpsim.sim.trace import load_trace
-    from rpsim.validate_run import measured_metrics
-    rows = []
+    from rpsim.validate_run import CLASSES, measured_metrics
+    rows, by_class = [], []
     for plan_path in sorted(DATA.glob("*-plan.json")):
         plan = load_plan(plan_path)
         setup = dict(plan.setup)
         setup["profile"] = str(DATA / Path(setup["profile"]).name)
         sc = scenario_from_setup(setup)
         trace = load_trace(str(plan_path).replace("-plan.json", "-trace.json"))
-        pred = simulate(plan, sc).metrics
+        sim = simulate(plan, sc)
+        pred = sim.metrics
         meas = measured_metrics(plan, trace, sc)
+        for kind in CLASSES:
+            p_s = [e.end_s - e.start_s for e in sim.trace.events if e.kind == kind]  # no warm-up simulated
+            m_s = [e.end_s - e.start_s for e in trace.events if e.kind == kind and e.it >= 1]
+            if p_s and m_s and statistics.mean(p_s) > 0:
+                by_class.append({"model": sc.model.name, "schedule": plan.schedule, "gpus": plan.n_gpus,
+                                 "class": kind, "predicted_mean_s": statistics.mean(p_s),
+                                 "measured_mean_s": statistics.mean(m_s),
+                                 "ratio": statistics.mean(m_s) / statistics.mean(p_s)})
         measured_s = steady_iteration_s(trace) if plan.optimizer == "async" else _block_iteration_s(trace)
         rows.append({"model": sc.model.name, "schedule": plan.schedule, "gpus": plan.n_gpus,
                      "predicted_s": pred["iteration_s"], "measured_s": measured_s,
                      "predicted_bubble": pred["bubble"], "measured_bubble": meas["bubble"],
                      "predicted_peak_gib": max(pred["peak_gpu_mem_bytes"]) / 2**30,
                      "measured_peak_gib": max(trace.meta.get("peak_gpu_mem_bytes") or [0]) / 2**30})
-    return rows
+    return rows, by_class
 
 
 BENCH = ROOT / "experiments" / "data" / "rpexec-h200x2" / "bench.json"
@@ -170,13 +182,13 @@ def _block_iteration_s(trace) -> float:
     return steady_iteration_s(trace, skip=0)
 
 
-def report(rows: list[dict]) -> None:
+def report(rows: list[dict], by_class: list[dict]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    keys = list(rows[0])
-    with open(OUT / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, keys)
-        w.writeheader()
-        w.writerows(rows)
+    for name, table in (("results.csv", rows), ("by_class.csv", by_class)):
+        with open(OUT / name, "w", newline="") as f:
+            w = csv.DictWriter(f, list(table[0]))
+            w.writeheader()
+            w.writerows(table)
     errors = [abs(r["predicted_s"] / r["measured_s"] - 1) for r in rows]
     print(f"{'model':12s} {'schedule':15s} {'gpus':>4s} {'pred_s':>8s} {'meas_s':>8s} {'err':>7s} "
           f"{'pred_bub':>8s} {'meas_bub':>8s} {'pred_GiB':>8s} {'meas_GiB':>8s}")
@@ -186,6 +198,13 @@ def report(rows: list[dict]) -> None:
               f"{r['predicted_peak_gib']:8.2f} {r['measured_peak_gib']:8.2f}")
     print(f"iteration-time error: median {100 * statistics.median(errors):.1f}%, max {100 * max(errors):.1f}% "
           f"over {len(rows)} runs")
+    print("measured / predicted mean action time, median over runs (by_class.csv has every run):")
+    for kind in dict.fromkeys(r["class"] for r in by_class):
+        for label, gpus in (("1 GPU", 1), ("2 GPUs", 2)):
+            ratios = [r["ratio"] for r in by_class if r["class"] == kind and r["gpus"] == gpus]
+            if ratios:
+                print(f"  {kind:8s} {label:7s} {statistics.median(ratios):5.2f}  "
+                      f"(range {min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} runs)")
     lib = predict_library()
     if lib:
         with open(OUT / "library.csv", "w", newline="") as f:
@@ -235,10 +254,10 @@ def main() -> None:
         measure([int(x) for x in a.gpus.split(",")], out, mem_cap_gib=a.mem_cap_gib,
                 sizes=tuple(a.sizes.split(",")), schedules=tuple(a.schedules.split(",")))
         return
-    rows = compare()
+    rows, by_class = compare()
     if not rows:
         sys.exit(f"no measured data under {DATA}; run with --measure on a GPU machine first")
-    report(rows)
+    report(rows, by_class)
 
 
 if __name__ == "__main__":
