@@ -62,7 +62,7 @@ def run_rpexec(schedule: str, a: argparse.Namespace) -> dict:
     import torch
 
     from rpexec.session import RunOptions, run_plan
-    from rpsim.planner import PlanRequest, make_plan
+    from rpsim.planner import make_plan
     from rpsim.scenario import make_scenario
     from rpsim.specs import TrainingSpec
     s = SIZES[a.size]

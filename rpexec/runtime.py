@@ -69,6 +69,7 @@ class Interpreter:
     errors: list[BaseException] = field(default_factory=list)
     lane_of: dict[Node, str] = field(default_factory=dict)
     stop: threading.Event | None = None  # set by the CLI's SIGINT handler
+    blocking_sync: bool = False  # True: host waits on end events sleep instead of spinning (A/B option)
     t0_host: float = 0.0
     t0_events: dict[int, Any] = field(default_factory=dict)
 
@@ -162,7 +163,11 @@ class Interpreter:
                 start = torch.cuda.Event(enable_timing=True)
                 start.record(stream)
                 moved = handler(self.ctx, gpu, a)
-                end = torch.cuda.Event(enable_timing=True)
+                # blocking_sync: a host wait on it (transfer lanes' memory windows, the optimizer lane)
+                # sleeps instead of spinning a core the CPU optimizer's OpenMP team could use. Measured
+                # on 2x H200 (benchmarks/notes-rpexec.md): no difference beyond run-to-run noise, so the
+                # default stays CUDA's (spinning), the configuration every reported run used.
+                end = torch.cuda.Event(enable_timing=True, blocking=self.blocking_sync)
                 end.record(stream)
         else:
             start = time.perf_counter()

@@ -35,6 +35,7 @@ class RunOptions:
     fault: str | None = None
     same_batch: bool = False  # every iteration sees iteration 0's tokens (a training smoke test)
     stop: threading.Event | None = None  # set from outside (Ctrl-C) to stop every lane
+    blocking_sync: bool = False  # True: host waits sleep instead of spinning (benchmarks/ab_blocking_sync.py)
 
 
 @dataclass
@@ -122,7 +123,8 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
         block_ctx = replace(ctx, plan=shifted, job_of=job_of_action(shifted),
                             jobs={(g, j.key): j for g in range(plan.n_gpus) for j in jobs_of(shifted, g)})
         interp = Interpreter(shifted, dependency_graph(shifted), block_ctx, opts.watchdog_s,
-                             Fault.parse(opts.fault) if opts.fault else None, stop=opts.stop)
+                             Fault.parse(opts.fault) if opts.fault else None, stop=opts.stop,
+                             blocking_sync=opts.blocking_sync)
         t_base = max((e.end_s for e in events), default=0.0)
         interp.run()
         events += measured_events(interp, devices, t_base)
