@@ -73,3 +73,15 @@ def test_rpexec_profile_on_cpu_feeds_rpsim_compare(tmp_path, capsys):
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "scaled linearly" in out.out + out.err
+
+
+def test_cpu_optimizer_rates_come_from_the_profile_or_the_byte_ratio():
+    from rpsim.costs.cpu_optimizer import cpu_optimizer_rates
+    layers = [{"name": "embed", "forward_s": 1.0, "backward_s": 1.0}]
+    measured = profile_from_dict({"format": "rpsim.profile", "version": 1, "layers": layers,
+                                  "cpu": {"adam_params_per_s": 3e9, "grad_accumulate_params_per_s": 5e9}})
+    assert cpu_optimizer_rates(2e9, measured).grad_accumulate_params_per_s == 5e9
+    assert cpu_optimizer_rates(2e9, measured).adam_params_per_s == 3e9
+    derived = cpu_optimizer_rates(2e9, None)  # 34 B of Adam + refresh against 18 B per accumulation
+    assert derived.adam_params_per_s == 2e9 and derived.grad_accumulate_params_per_s == pytest.approx(2e9 * 34 / 18)
+    assert derived.step_s(1e9, 3) == pytest.approx(0.5 + 3 * 18 / 34 / 2)
