@@ -18,10 +18,11 @@ def main() -> None:
     p.add_argument("--gpus", type=int, default=2)
     p.add_argument("--schedule", default="roundpipe")
     a = p.parse_args()
-    from experiments.e03_sim_vs_real import SEQ, model, steady_iteration_s, training
+    from experiments.e03_sim_vs_real import SEQ, model, training
     from rpexec.session import RunOptions, run_plan
     from rpsim.planner import PlanRequest, make_plan
     from rpsim.scenario import make_scenario
+    from rpsim.validate_run import steady_iteration_s
     t = training()
     sc = make_scenario(model(a.size), f"h200x{a.gpus}", t)
     plan = make_plan(sc, PlanRequest(a.schedule, n_iters=4 if a.schedule == "roundpipe" else 1))

@@ -49,15 +49,6 @@ def cap_memory(gib: float) -> None:
         torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total), d)
 
 
-def iteration_s(trace, skip: int) -> float:
-    ends = {}
-    for e in trace.events:
-        ends[e.it] = max(ends.get(e.it, 0.0), e.end_s)
-    its = sorted(ends)
-    spans = [ends[i] - ends[i - 1] for i in its[1 + skip:]]
-    return sum(spans) / len(spans)
-
-
 def run_rpexec(schedule: str, a: argparse.Namespace) -> dict:
     import torch
 
@@ -65,6 +56,7 @@ def run_rpexec(schedule: str, a: argparse.Namespace) -> dict:
     from rpsim.planner import make_plan
     from rpsim.scenario import make_scenario
     from rpsim.specs import TrainingSpec
+    from rpsim.validate_run import steady_iteration_s
     s = SIZES[a.size]
     n = torch.cuda.device_count() if a.device == "cuda" else 2
     training = TrainingSpec(seq_len=s["seq"], global_batch=s["global_batch"], mb_size=s["global_batch"] // s["n_mb"],
@@ -79,7 +71,7 @@ def run_rpexec(schedule: str, a: argparse.Namespace) -> dict:
     result = run_plan(plan, sc.model, s["seq"], training.mb_size,
                       RunOptions(device=a.device, dtype="fp16" if a.device == "cuda" else "fp32", blocks=blocks))
     wall = time.perf_counter() - t
-    it_s = iteration_s(result.trace, skip=1)
+    it_s = steady_iteration_s(result.trace, skip=1)
     steady = [e for e in result.trace.events if e.it >= 2]
     n_steady = len({e.it for e in steady}) or 1
     busy: dict[str, float] = {}

@@ -103,15 +103,6 @@ def remeasure_cpu_rates(out: Path, dtype: str = "bf16") -> None:
     print(f"cpu optimizer rates: {rates}")
 
 
-def steady_iteration_s(trace, skip: int = 1) -> float:
-    ends: dict[int, float] = {}
-    for e in trace.events:
-        ends[e.it] = max(ends.get(e.it, 0.0), e.end_s)
-    its = sorted(ends)
-    spans = [ends[i] - ends[i - 1] for i in its[1 + skip:]] or [ends[its[-1]]]
-    return statistics.mean(spans)
-
-
 def compare() -> tuple[list[dict], list[dict]]:
     """The issue's per-run rows, and per run and action class the mean duration predicted and measured
     (measured: iterations after the first, which pays first-touch costs), which says where a miss comes
@@ -120,7 +111,7 @@ def compare() -> tuple[list[dict], list[dict]]:
     from rpsim.scenario import scenario_from_setup
     from rpsim.sim.simulate import simulate
     from rpsim.sim.trace import load_trace
-    from rpsim.validate_run import CLASSES, measured_metrics
+    from rpsim.validate_run import CLASSES, measured_metrics, steady_iteration_s
     rows, by_class = [], []
     for plan_path in sorted(DATA.glob("*-plan.json")):
         plan = load_plan(plan_path)
@@ -179,6 +170,7 @@ def predict_library() -> dict | None:
 
 def _block_iteration_s(trace) -> float:
     """Flushed schedules ran one iteration per block: the mean block after the first (warm-up) one."""
+    from rpsim.validate_run import steady_iteration_s
     return steady_iteration_s(trace, skip=0)
 
 

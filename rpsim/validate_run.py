@@ -16,6 +16,17 @@ from rpsim.sim.trace import Trace
 CLASSES = ("F", "B", "FB", "LOAD", "OFFLOAD", "ACT_IN", "ACT_OUT", "SEND", "STEP")
 
 
+def steady_iteration_s(trace: Trace, skip: int = 1) -> float:
+    """Mean span between consecutive iterations' last events, leaving out the first 1 + skip spans
+    (first-touch allocations, warm-up); a trace too short for that gives its only iteration's end."""
+    ends: dict[int, float] = {}
+    for e in trace.events:
+        ends[e.it] = max(ends.get(e.it, 0.0), e.end_s)
+    its = sorted(ends)
+    spans = [ends[i] - ends[i - 1] for i in its[1 + skip:]] or [ends[its[-1]]]
+    return mean(spans)
+
+
 def class_durations(trace: Trace) -> dict[str, list[float]]:
     out: dict[str, list[float]] = defaultdict(list)
     for e in trace.events:

@@ -131,3 +131,15 @@ def test_async_iteration_with_a_fast_optimizer_beats_the_flushed_one():
     lo, hi = m["window_s"]
     assert m["n_iters"] >= 3 and 0 < lo < hi  # the window starts after the warm-up iterations
     assert m["bubble_fill"] == 0.0 and m["bubble_drain"] == 0.0
+
+
+def test_steady_iteration_leaves_out_the_warm_up_spans():
+    """Iterations ending at 1, 3, 6 and 10 s: spans 2, 3, 4 s. skip=1 drops the first two spans' worth
+    (the first iteration and one more): mean of 3 and 4; skip=0 keeps 2, 3, 4; one iteration: its end."""
+    from rpsim.sim.trace import Trace, TraceEvent
+    from rpsim.validate_run import steady_iteration_s
+    ends = [1.0, 3.0, 6.0, 10.0]
+    trace = Trace(tuple(TraceEvent(0, "compute", f"0F{i}", "F", 0, 0, i, e - 0.5, e) for i, e in enumerate(ends)), {})
+    assert steady_iteration_s(trace, skip=1) == pytest.approx(3.5)
+    assert steady_iteration_s(trace, skip=0) == pytest.approx(3.0)
+    assert steady_iteration_s(Trace(trace.events[:1], {})) == pytest.approx(1.0)
