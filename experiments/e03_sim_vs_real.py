@@ -19,25 +19,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SIZES = {  # Llama-style models; (hidden, layers, heads, kv heads, mlp); 2.8b is issue 8's benchmark model
-    "llama-0.7b": (2048, 12, 16, 4, 5632),
-    "llama-1.8b": (3072, 16, 24, 8, 8192),
-    "llama-2.8b": (3072, 26, 24, 8, 8192),
+SIZES = {  # Llama-style models; (hidden, layers, heads, kv heads, mlp, vocab); 2.8b is issue 8's benchmark
+    "llama-0.7b": (2048, 12, 16, 4, 5632, 32000),
+    "llama-1.8b": (3072, 16, 24, 8, 8192, 32000),
+    "llama-2.8b": (3072, 26, 24, 8, 8192, 32000),
+    "llama3-8b": (4096, 32, 32, 8, 14336, 128256),  # the Llama-3-8B shape (models.md), 128K vocabulary
 }
 # 8 microbatches of 4 x 2048 tokens. The first measurements used 2 x 1024-token microbatches: there a
 # layer's kernels took less time on the GPU than Python took to issue them, so every run measured the
 # host (two GPUs were no faster than one), which rpsim rightly does not model.
 SEQ, GLOBAL_BATCH, N_MB = 2048, 32, 8
-SCHEDULES = ("gpipe", "1f1b", "roundpipe-sync", "roundpipe")
+SCHEDULES = ("gpipe", "1f1b", "interleaved", "roundpipe-sync", "roundpipe")
 DATA = ROOT / "experiments" / "data" / "e03"
 OUT = ROOT / "experiments" / "out" / "e03"
 
 
 def model(name: str):
     from rpsim.specs import ModelSpec
-    h, layers, heads, kv, mlp = SIZES[name]
+    h, layers, heads, kv, mlp, vocab = SIZES[name]
     return ModelSpec(name=name, n_layers=layers, hidden=h, n_heads=heads, n_kv_heads=kv, head_dim=128,
-                     mlp_width=mlp, vocab=32000)
+                     mlp_width=mlp, vocab=vocab)
 
 
 def training():
@@ -233,7 +234,7 @@ def main() -> None:
     p.add_argument("--gpus", default="1,2")
     p.add_argument("--out", default=str(DATA))
     p.add_argument("--mem-cap-gib", type=float, default=None, help="cap each GPU's memory (e.g. 24)")
-    p.add_argument("--sizes", default=",".join(SIZES), help="model sizes to measure (default: all)")
+    p.add_argument("--sizes", default=",".join(SIZES), help=f"model sizes to measure, of {', '.join(SIZES)} (default: all)")
     p.add_argument("--schedules", default=",".join(SCHEDULES), help="schedules to measure (default: all)")
     p.add_argument("--cpu-rates-only", action="store_true",
                    help="only re-measure the CPU optimizer rates into the profiles under --out")

@@ -43,7 +43,70 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--reps", type=int, default=5)
     pr.add_argument("-o", "--output", required=True)
     pr.set_defaults(func=profile)
+    c = sub.add_parser("calibrate", help="measure this machine into a machine file that rpsim --gpus takes")
+    c.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="what to measure (default: cpu)")
+    c.add_argument("--gpus", type=int, default=None,
+                   help="GPUs to measure (default: every visible GPU on cuda; 1 on cpu)")
+    c.add_argument("--gpu", default=None,
+                   help="GPU preset for what is not measured (peak rates, memory, PCIe generation); default: "
+                        "from the CUDA device name; required on cpu (rpsim list gpus)")
+    c.add_argument("--dtype", default=None, choices=list(DTYPES), help="default: fp32 on cpu, bf16 on cuda")
+    c.add_argument("--reps", type=int, default=3, help="timed repetitions per figure (median; default 3)")
+    c.add_argument("--dram-test-mib", type=int, default=1024,
+                   help="size of each host buffer of the DRAM copy test, MiB (default 1024)")
+    c.add_argument("--raw", default=None, help="also write every raw figure as JSON here")
+    c.add_argument("-o", "--output", required=True, help="the machine file to write (.toml)")
+    c.set_defaults(func=calibrate)
     return p
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    import torch
+
+    from rpexec.calibrate import CalibrationSettings, machine_table, measure
+    from rpsim.catalog.gpus import resolve_gpu_name
+    from rpsim.catalog.servers import generic_server_table, server_from_table
+    from rpsim.report.files import write_json_atomic, write_text_atomic
+    from rpsim.report.toml_text import toml_text
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SpecError("--device cuda: no CUDA device is available; valid choices here: cpu")
+    visible = torch.cuda.device_count() if args.device == "cuda" else 1
+    n_gpus = visible if args.gpus is None else args.gpus
+    if not 1 <= n_gpus <= visible:
+        raise SpecError(f"--gpus {n_gpus}: this machine has {visible} {args.device} device(s); valid: 1..{visible}")
+    if args.reps < 1 or args.dram_test_mib < 1:
+        raise SpecError(f"--reps {args.reps} / --dram-test-mib {args.dram_test_mib}: both must be at least 1")
+    if args.gpu is None and args.device == "cpu":
+        raise SpecError("--gpu is required with --device cpu: the GPU preset whose unmeasured figures to keep "
+                        "(rpsim list gpus)")
+    gpu = resolve_gpu_name(args.gpu or _preset_of(torch.cuda.get_device_name(0)))
+    dtype = args.dtype or ("fp32" if args.device == "cpu" else "bf16")
+    settings = CalibrationSettings(args.device, n_gpus, dtype, gpu, args.reps, args.dram_test_mib << 20)
+    raw = measure(settings, lambda step: print(f"rpexec calibrate: {step} ...", file=sys.stderr, flush=True))
+    table = machine_table(raw, generic_server_table(gpu, n_gpus))
+    server_from_table(args.output, table, where=args.output)  # what rpsim will load must load
+    write_text_atomic(args.output, toml_text(table))
+    if args.raw:
+        write_json_atomic(args.raw, raw)
+    opt, loaded = raw["optimizer"]["alone"], raw["optimizer"]["under_load"]
+    best = max(row[3] for row in raw["gemm"])
+    print(f"rpexec: wrote {args.output}: GEMM up to {best:.1f} TFLOP/s over {len(raw['gemm'])} shapes, "
+          f"host DRAM {raw['dram_gb_per_s']:.1f} GB/s, CPU optimizer Adam {opt['adam_params_per_s'] / 1e9:.2f} "
+          f"G params/s alone; its step with one staged gradient took {opt['step_1_staged_s'] * 1e3:.1f} ms alone, "
+          f"{loaded['step_1_staged_s'] * 1e3:.1f} ms under load")
+    return 0
+
+
+def _preset_of(device_name: str) -> str:
+    """A GPU preset for a CUDA device name ("NVIDIA H200" -> h200); --gpu names one where this fails."""
+    from rpsim.catalog.gpus import gpu_names, resolve_gpu_name
+    words = device_name.lower().replace("nvidia", "").replace("geforce", "").replace("rtx", "").split()
+    for word in words:
+        try:
+            return resolve_gpu_name(word)
+        except SpecError:
+            continue
+    raise SpecError(f"cannot tell the GPU preset of {device_name!r}; pass --gpu (choices: {', '.join(gpu_names())})")
 
 
 def profile(args: argparse.Namespace) -> int:

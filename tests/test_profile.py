@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from rpsim.specs.server import HostSpec
+
 from rpsim.catalog import load_gpu, load_model
 from rpsim.costs import model_costs
 from rpsim.costs.profile import profile_from_dict
@@ -80,8 +82,21 @@ def test_cpu_optimizer_rates_come_from_the_profile_or_the_byte_ratio():
     layers = [{"name": "embed", "forward_s": 1.0, "backward_s": 1.0}]
     measured = profile_from_dict({"format": "rpsim.profile", "version": 1, "layers": layers,
                                   "cpu": {"adam_params_per_s": 3e9, "grad_accumulate_params_per_s": 5e9}})
-    assert cpu_optimizer_rates(2e9, measured).grad_accumulate_params_per_s == 5e9
-    assert cpu_optimizer_rates(2e9, measured).adam_params_per_s == 3e9
-    derived = cpu_optimizer_rates(2e9, None)  # 34 B of Adam + refresh against 18 B per accumulation
+    host = HostSpec(cores=8, dram_bytes=1e11, adam_params_per_s=2e9)
+    assert cpu_optimizer_rates(host, measured).grad_accumulate_params_per_s == 5e9
+    assert cpu_optimizer_rates(host, measured).adam_params_per_s == 3e9
+    derived = cpu_optimizer_rates(host, None)  # 34 B of Adam + refresh against 18 B per accumulation
     assert derived.adam_params_per_s == 2e9 and derived.grad_accumulate_params_per_s == pytest.approx(2e9 * 34 / 18)
     assert derived.step_s(1e9, 3) == pytest.approx(0.5 + 3 * 18 / 34 / 2)
+    host_measured = HostSpec(cores=8, dram_bytes=1e11, adam_params_per_s=2e9, grad_accumulate_params_per_s=3e9)
+    assert cpu_optimizer_rates(host_measured).grad_accumulate_params_per_s == 3e9
+
+
+def test_cpu_optimizer_rates_cannot_beat_host_dram():
+    """A rate measured over a cache-resident state is capped by DRAM bandwidth / bytes per parameter."""
+    from rpsim.costs.cpu_optimizer import cpu_optimizer_rates
+    host = HostSpec(cores=8, dram_bytes=1e11, adam_params_per_s=8e9, grad_accumulate_params_per_s=16e9)
+    capped = cpu_optimizer_rates(host, None, dram_bytes_per_s=136e9)
+    assert capped.adam_params_per_s == pytest.approx(136e9 / 34)
+    assert capped.grad_accumulate_params_per_s == pytest.approx(136e9 / 18)
+    assert cpu_optimizer_rates(host, None, dram_bytes_per_s=1e13).adam_params_per_s == 8e9

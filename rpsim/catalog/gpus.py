@@ -1,11 +1,13 @@
 """GPU presets from gpus.toml, looked up by name or alias."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from rpsim.catalog.data import preset_table
 from rpsim.errors import SpecError, choices_message
-from rpsim.specs.gpu import EfficiencyCurve, GPUSpec
+from rpsim.specs.gemm_table import GemmRateTable
+from rpsim.specs.gpu import PRECISIONS, EfficiencyCurve, GPUSpec
 from rpsim.units import GiB
 
 
@@ -50,4 +52,49 @@ def load_gpu(name: str) -> GPUSpec:
         pcie_width=e["pcie_width"],
         nvlink_bytes_per_s=(e["nvlink_gb_per_s"] * 1e9) or None,
         source=e["source"],
+        gemm_tables=shipped_gemm_tables(canonical),
     )
+
+
+def shipped_gemm_tables(gpu_name: str) -> tuple[tuple[str, GemmRateTable], ...]:
+    """The GEMM tables shipped for a GPU (gemm_tables.toml), one per precision, each citing its source."""
+    entry = preset_table("gemm_tables.toml").get(gpu_name, {})
+    return tuple((precision, GemmRateTable.from_points(t["gemm_tflops"], t["source"],
+                                                       where=f"gemm_tables.toml [{gpu_name}.{precision}]"))
+                 for precision, t in entry.items())
+
+
+CALIBRATION_KEYS = {"precision", "memory_bandwidth_gb_per_s", "kernel_floor_us", "attention_tflops", "gemm_tflops"}
+
+
+def calibrated_gpu(gpu: GPUSpec, t: dict[str, Any], where: str) -> GPUSpec:
+    """The GPU with a machine file's measured figures ([gpu_calibration], written by `rpexec calibrate`)
+    in place of the preset's: device-memory bandwidth, kernel floor, attention rates, and a GEMM table for
+    the precision measured (which replaces a shipped table of that precision)."""
+    unknown = set(t) - CALIBRATION_KEYS
+    if unknown:
+        raise SpecError(f"{where}: unknown key {sorted(unknown)[0]!r}; valid keys: {', '.join(sorted(CALIBRATION_KEYS))}")
+    precision = t.get("precision", "bf16")
+    if precision not in PRECISIONS:
+        raise SpecError(choices_message(f"{where} precision", precision, PRECISIONS))
+    changes: dict[str, Any] = {}
+    for key, field, scale in (("memory_bandwidth_gb_per_s", "memory_bandwidth_bytes_per_s", 1e9),
+                              ("kernel_floor_us", "kernel_floor_s", 1e-6)):
+        if key in t:
+            changes[field] = _positive(where, key, t[key]) * scale
+    if "attention_tflops" in t:
+        pair = t["attention_tflops"]
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise SpecError(f"{where}: attention_tflops must be [forward, backward], got {pair!r}")
+        fwd, bwd = (_positive(where, "attention_tflops", v) * 1e12 for v in pair)
+        changes["attention_rates"] = ((precision, fwd, bwd),)
+    if "gemm_tflops" in t:
+        table = GemmRateTable.from_points(t["gemm_tflops"], f"{where} [gpu_calibration]", where=f"{where} gemm_tflops")
+        changes["gemm_tables"] = ((precision, table),) + tuple(x for x in gpu.gemm_tables if x[0] != precision)
+    return replace(gpu, **changes)
+
+
+def _positive(where: str, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise SpecError(f"{where}: {key} must be a positive number, got {value!r}")
+    return float(value)

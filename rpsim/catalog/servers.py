@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rpsim.catalog.data import preset_table
-from rpsim.catalog.gpus import gpu_entry, load_gpu, resolve_gpu_name
+from rpsim.catalog.gpus import calibrated_gpu, gpu_entry, load_gpu, resolve_gpu_name
 from rpsim.errors import SpecError, choices_message
 from rpsim.specs.server import HostSpec, LinkSpec, PCIeLinkSpec, ServerSpec, SocketSpec, SwitchSpec
 from rpsim.units import GiB
@@ -24,9 +24,11 @@ _DEFAULT_INTER_SOCKET = {"bandwidth_gb_per_s": 40.0}
 _GPUS_PER_SOCKET = 4
 
 _TOP_KEYS = {"gpu", "n_gpus", "p2p", "p2p_bandwidth_gb_per_s", "duplex_factor", "host_numa", "source",
-             "host", "inter_socket", "sockets", "switches", "gpus"}
+             "host", "inter_socket", "sockets", "switches", "gpus",
+             "gpu_calibration",  # measured compute figures (rpexec calibrate); rpsim.catalog.gpus
+             "calibration"}  # the calibration's conditions and raw figures: a record, not read
 _SECTION_KEYS = {
-    "host": {"cores", "dram_gib", "adam_params_per_s", "pageable_efficiency"},
+    "host": {"cores", "dram_gib", "adam_params_per_s", "pageable_efficiency", "grad_accumulate_params_per_s"},
     "inter_socket": {"bandwidth_gb_per_s", "latency_us"},
     "sockets": {"name", "dram_bandwidth_gb_per_s", "root_complex_gb_per_s"},
     "switches": {"name", "socket", "uplink_gb_per_s", "latency_us"},
@@ -127,6 +129,8 @@ def server_from_table(name: str, t: dict[str, Any], where: str) -> ServerSpec:
         for i, entry in enumerate(t.get(section, [])):
             _check_keys(f"{where} [[{section}]] #{i}", entry, _SECTION_KEYS[section])
     gpu = load_gpu(_need(where, t, "gpu"))
+    if "gpu_calibration" in t:
+        gpu = calibrated_gpu(gpu, t["gpu_calibration"], f"{where} [gpu_calibration]")
     sockets = tuple(SocketSpec(name=_need(where, s, "name"),
                                dram_bandwidth_bytes_per_s=_need(where, s, "dram_bandwidth_gb_per_s") * 1e9,
                                root_complex_bytes_per_s=_need(where, s, "root_complex_gb_per_s") * 1e9)
@@ -156,7 +160,7 @@ def server_from_table(name: str, t: dict[str, Any], where: str) -> ServerSpec:
                                inter.get("latency_us", 0.0) * 1e-6) if inter else None),
         host=HostSpec(cores=_need(where, h, "cores"), dram_bytes=_need(where, h, "dram_gib") * GiB,
                       adam_params_per_s=_need(where, h, "adam_params_per_s"),
-                      **({"pageable_efficiency": h["pageable_efficiency"]} if "pageable_efficiency" in h else {})),
+                      **{k: h[k] for k in ("pageable_efficiency", "grad_accumulate_params_per_s") if k in h}),
         duplex_factor=t.get("duplex_factor", 1.0), p2p=t.get("p2p", "none"),
         p2p_bytes_per_s=p2p_bw * 1e9 if p2p_bw else None, host_numa=t.get("host_numa", "interleave"),
         source=t.get("source", where),

@@ -80,7 +80,7 @@ def transformer_layer_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec, 
     bwd_gemm = sum(g.flops * (2 if g.trainable else 1) for g in gemms)
     p = train.precision
     fwd_gemm_s = sum(roofline.gemm_time_s(g, gpu, p) for g in gemms)
-    bwd_gemm_s = sum(roofline.gemm_time_s(g, gpu, p) * (2 if g.trainable else 1) for g in gemms)
+    bwd_gemm_s = sum(roofline.gemm_backward_time_s(g, gpu, p) for g in gemms)
     ew_bytes = elementwise_bytes(model, train)
     fwd_s = fwd_gemm_s + roofline.attention_time_s(attn, gpu, p, False) + roofline.elementwise_time_s(ew_bytes, gpu, 10)
     bwd_s = (bwd_gemm_s + roofline.attention_time_s(attn, gpu, p, True)
@@ -136,8 +136,8 @@ def head_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> LayerCost:
     p = train.precision
     loss_bytes = 3 * 4.0 * t * v  # fp32 softmax: read logits, write probabilities, read for the loss
     fwd_s = (roofline.gemm_time_s(g, gpu, p) + roofline.elementwise_time_s(loss_bytes + 4.0 * t * h, gpu, 4))
-    logits_gemms_bwd = (1 if frozen else 2) + (1 if train.loss_chunk_tokens else 0)
-    bwd_s = (roofline.gemm_time_s(g, gpu, p) * logits_gemms_bwd
+    recomputed_logits_s = roofline.gemm_time_s(g, gpu, p) if train.loss_chunk_tokens else 0.0
+    bwd_s = (roofline.gemm_backward_time_s(g, gpu, p) + recomputed_logits_s
              + roofline.elementwise_time_s(loss_bytes + 8.0 * t * h, gpu, 4))
     unique = h + (0 if model.tied_embeddings else v * h)
     trainable = 0 if frozen else unique

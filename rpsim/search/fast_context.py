@@ -107,7 +107,7 @@ class FastContext:
 
 def context_of(sc: Scenario) -> FastContext:
     layers = sc.costs.layers
-    cpu = cpu_optimizer_rates(sc.server.host.adam_params_per_s, sc.profile)
+    cpu = cpu_optimizer_rates(sc.server.host, sc.profile, sc.server.host_dram_bytes_per_s)
     inp = tuple(x.input_bytes for x in layers)
     return FastContext(
         n_gpus=sc.server.n_gpus, n_mb=sc.training.n_mb, tokens_per_iteration=sc.training.tokens_per_iteration,

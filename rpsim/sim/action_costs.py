@@ -73,6 +73,12 @@ def duration_s(ctx: CostContext, a: Action) -> float:
     raise PlanError(f"{a} is a transfer; its time comes from the network model")
 
 
+def host_step_bytes(ctx: CostContext, a: Action) -> tuple[float, float]:
+    """DRAM bytes of a host optimizer STEP's accumulation and Adam phases (rpsim.costs.cpu_optimizer)."""
+    return ctx.cpu.phase_bytes(ctx.costs.layers[a.chunk].trainable_params,  # type: ignore[index]
+                               ctx.staged.get((a.chunk, a.it), 1))
+
+
 def boundary_bytes(ctx: CostContext, layer: int) -> float:
     """The activation (or its gradient) entering pipeline layer `layer`, per microbatch."""
     return ctx.costs.layers[layer].input_bytes if 0 < layer < len(ctx.costs.layers) else 0.0

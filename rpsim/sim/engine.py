@@ -14,7 +14,7 @@ import networkx as nx
 import simpy
 
 from rpsim.ir import Action, Plan
-from rpsim.sim.action_costs import CostContext, duration_s, transfer_bytes
+from rpsim.sim.action_costs import CostContext, duration_s, host_step_bytes, transfer_bytes
 from rpsim.sim.network import FlowNetwork
 from rpsim.sim.topology import Topology
 from rpsim.sim.trace import Trace, TraceEvent
@@ -22,6 +22,9 @@ from rpsim.sim.trace import Trace, TraceEvent
 Node = tuple[int, Action]
 TRANSFER_KINDS = ("LOAD", "OFFLOAD", "ACT_OUT", "ACT_IN", "SEND")
 PRIORITY = {"ACT_OUT": 0, "ACT_IN": 0, "SEND": 0, "LOAD": 1, "OFFLOAD": 1}
+# The memory controller serves the CPU's loads and the DMA engines' requests without RoundPipe's
+# stream priorities: the optimizer's DRAM traffic shares a class with parameter traffic.
+OPTIMIZER_PRIORITY = 1
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,11 @@ def _lane(env: simpy.Environment, inp: EngineInputs, net: FlowNetwork | None, gp
                 known = cost.get(shape)
                 n_bytes = known if known is not None else cost.setdefault(shape, transfer_bytes(inp.costs, a))
                 yield _transfer(env, inp.topology, net, gpu, a, n_bytes)  # type: ignore[arg-type]
+        elif net is not None and a.kind == "STEP" and a.chunk is not None:
+            # The host optimizer: its phases stream the layer's state through DRAM beside the DMA copies.
+            for phase_bytes, paths in zip(host_step_bytes(inp.costs, a), inp.topology.optimizer_paths):  # type: ignore[union-attr]
+                share = phase_bytes / len(paths)
+                yield _all_of(env, net.transfers(paths, share, OPTIMIZER_PRIORITY))
         else:
             d = cost.get(shape)
             if d is None:

@@ -1,10 +1,12 @@
 """The server as shared resources and paths: which resources a copy between host and GPU g, or between
-two GPUs, crosses (see docs/topology.md). A profile's measured link figures replace the catalog's."""
+two GPUs, crosses (see docs/topology.md), and which the host optimizer's DRAM traffic crosses. A
+profile's measured link figures replace the catalog's."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from rpsim.costs import Profile
+from rpsim.costs.cpu_optimizer import cpu_optimizer_rates
 from rpsim.specs import ServerSpec
 
 Path = tuple[str, ...]
@@ -19,6 +21,10 @@ class Topology:
     d2h_paths: tuple[tuple[Path, ...], ...]
     p2p_bytes_per_s: float | None
     latency_s: float
+    # The host optimizer's two phases (rpsim.costs.cpu_optimizer): per phase, one path per socket holding a
+    # share of the state, each crossing that socket's DRAM and the phase's own rate cap (the optimizer's
+    # measured speed when DRAM is not what limits it).
+    optimizer_paths: tuple[tuple[Path, ...], tuple[Path, ...]] = ((), ())
 
     def p2p_path(self, src: int, dst: int) -> Path:
         return (f"g{src}.p2p_out", f"g{dst}.p2p_in")
@@ -61,7 +67,16 @@ def build_topology(server: ServerSpec, profile: Profile | None = None) -> Topolo
         d2h_paths.append(tuple(tuple(reversed(_path(k, home, sw.name if sw else None, g, "up"))) for k in holders))
     latency = server.gpu_links[0].latency_s
     p2p = cap.get("g0.p2p_out")
-    return Topology(cap, tuple(pairs), duplex, tuple(h2d_paths), tuple(d2h_paths), p2p, latency)
+    rates = cpu_optimizer_rates(server.host, profile, server.host_dram_bytes_per_s)
+    cap[OPTIMIZER_ACCUMULATE], cap[OPTIMIZER_ADAM] = rates.accumulate_bytes_per_s, rates.adam_bytes_per_s
+    optimizer_paths = tuple(tuple((f"dram:{s.name}", phase) for s in server.sockets)
+                            for phase in (OPTIMIZER_ACCUMULATE, OPTIMIZER_ADAM))
+    return Topology(cap, tuple(pairs), duplex, tuple(h2d_paths), tuple(d2h_paths), p2p, latency,
+                    optimizer_paths)  # type: ignore[arg-type]
+
+
+OPTIMIZER_ACCUMULATE = "host.optimizer.accumulate"
+OPTIMIZER_ADAM = "host.optimizer.adam"
 
 
 def _path(holder: str, home: str, switch: str | None, gpu: int, direction: str) -> Path:

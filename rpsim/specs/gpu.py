@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from rpsim.errors import SpecError
+from rpsim.specs.gemm_table import GemmRateTable
 
 # Precision names: bf16/fp16 with fp32 accumulate (the usual training setting), fp16 with fp16
 # accumulate (the RoundPipe paper's setting), and plain fp32 (no tensor cores).
@@ -58,6 +59,20 @@ class GPUSpec:
     pcie_width: int
     nvlink_bytes_per_s: float | None  # bidirectional NVLink bandwidth, None when absent
     source: str
+    # Measured GEMM rates by shape, per precision (gemm_tables.toml or a machine file); where a
+    # precision has none, the efficiency curve above prices GEMMs.
+    gemm_tables: tuple[tuple[str, GemmRateTable], ...] = ()
+    # Measured causal FlashAttention rates, FLOP/s of the causal work: (precision, forward, backward).
+    attention_rates: tuple[tuple[str, float, float], ...] = ()
+
+    def gemm_table(self, precision: str) -> GemmRateTable | None:
+        return _by_precision(self.gemm_tables, precision)
+
+    def attention_flops_per_s(self, precision: str) -> tuple[float, float] | None:
+        for name, fwd, bwd in self.attention_rates:
+            if name in _SAME_TENSOR_RATE.get(precision, (precision,)):
+                return fwd, bwd
+        return None
 
     def peak_flops_per_s(self, precision: str) -> float:
         rates = {
@@ -69,3 +84,16 @@ class GPUSpec:
         if precision not in rates:
             raise SpecError(f"unknown precision {precision!r}; valid choices: {', '.join(PRECISIONS)}")
         return rates[precision]
+
+
+# bf16 and fp16 (both with fp32 accumulate) run at one tensor-core rate (NVIDIA Hopper and Ada
+# whitepapers), so a table measured in either serves the other; fp16 with fp16 accumulate and fp32 do not.
+_SAME_TENSOR_RATE = {"bf16": ("bf16", "fp16"), "fp16": ("fp16", "bf16")}
+
+
+def _by_precision(tables: tuple[tuple[str, GemmRateTable], ...], precision: str) -> GemmRateTable | None:
+    for wanted in _SAME_TENSOR_RATE.get(precision, (precision,)):
+        for name, table in tables:
+            if name == wanted:
+                return table
+    return None

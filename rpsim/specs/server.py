@@ -80,6 +80,8 @@ class HostSpec:
     dram_bytes: float
     adam_params_per_s: float  # CPU Adam step throughput (fp32 master + moments)
     pageable_efficiency: float = 0.34  # pageable / pinned H2D; h200x2: 18.7 / 55.4 GB/s (hardware.md)
+    # Summing one downloaded gradient into the fp32 gradient, params/s; None: from Adam's by byte ratio
+    grad_accumulate_params_per_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,11 @@ class ServerSpec:
     @property
     def n_gpus(self) -> int:
         return len(self.gpu_links)
+
+    @property
+    def host_dram_bytes_per_s(self) -> float:
+        """All sockets' DRAM: the host optimizer's state is spread over them (first touch by its threads)."""
+        return sum(s.dram_bandwidth_bytes_per_s for s in self.sockets)
 
     def socket_of(self, gpu: int) -> str:
         attach = self.gpu_attach[gpu]

@@ -1,0 +1,391 @@
+"""`rpexec calibrate`: measure this machine into a machine file (a topology TOML that `--gpus` takes as a
+complete server), through the code paths rpexec runs and under the concurrency it runs them in.
+
+What it measures, and what rpsim does with it:
+- GEMM rates over a grid of (m, n, k) shapes spanning what transformer layers produce (F.linear, as the
+  executor's layers call it) -> the GPU's GEMM table (rpsim.specs.gemm_table);
+- causal scaled-dot-product attention forward and backward rates -> attention times;
+- device-memory copy bandwidth and the time of a minimal kernel -> the roofline's memory and floor;
+- pinned host<->GPU copies per GPU, one direction and both at once, and on all GPUs at once; P2P
+  between GPUs -> PCIe link efficiencies, the duplex factor, the root-complex capacity, P2P bandwidth;
+- host DRAM bandwidth (a multi-threaded copy, reads plus writes) -> the socket's DRAM capacity;
+- the CPU optimizer's rates (rpexec's own HostParams.step: Adam + refresh, and one gradient
+  accumulation), alone -> the host's optimizer rates; and again while DMA copies run on every GPU and
+  lane threads keep the GPUs busy -> recorded as the check of rpsim's host-contention model (the
+  machine file's [calibration] table; rpsim derives in-run rates from the shared DRAM, not from these).
+
+On `--device cpu` every figure a CPU allows is real (GEMMs, attention, DRAM, the optimizer alone and
+beside a DRAM-heavy thread); link figures come from the named GPU preset and are marked as such.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from rpexec.profile import (
+    COPY_SIZES_BYTES,
+    STATE_BYTES_PER_PARAM,
+    cpu_optimizer_step_times,
+    last_level_cache_bytes,
+    profile_cpu_optimizer,
+)
+from rpsim.costs.cpu_optimizer import ACCUMULATE_BYTES_PER_PARAM, ADAM_AND_REFRESH_BYTES_PER_PARAM
+from rpexec.session import DTYPES
+from rpsim.specs.server import PCIE_LANE_BYTES_PER_S
+
+# Grid axes: m is tokens per GEMM (down to MoE experts' few hundred rows), n and k the widths of the
+# presets' projections (512-wide KV projections up to 28672-wide MLPs and large vocabularies).
+CUDA_GEMM_MS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+CUDA_GEMM_WIDTHS = (512, 1024, 2048, 4096, 8192, 16384, 32768)
+CPU_GEMM_MS = (64, 256)
+CPU_GEMM_WIDTHS = (64, 256)
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    device: str  # cpu | cuda
+    n_gpus: int
+    dtype: str
+    gpu_preset: str
+    reps: int = 3
+    dram_test_bytes: int = 1 << 30
+    optimizer_params: int | None = None  # None: a state eight times the last-level cache (rpexec.profile)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_s(device: torch.device, fn: Callable[[], Any], reps: int, inner: int = 1) -> float:
+    """Median seconds of one call of fn, over `reps` timings of `inner` back-to-back calls, after one
+    warm-up call; on CUDA the whole batch is timed from the host after a synchronize."""
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        _sync(device)
+        times.append((time.perf_counter() - t) / inner)
+    return statistics.median(times)
+
+
+def gemm_grid(device: torch.device, dtype: torch.dtype, ms, widths, reps: int) -> list[list[float]]:
+    """[m, n, k, achieved TFLOP/s] of F.linear(x (m x k), w (n x k)) over the grid."""
+    rows = []
+    for m in ms:
+        for n in widths:
+            for k in widths:
+                x = torch.randn(m, k, device=device, dtype=dtype)
+                w = torch.randn(n, k, device=device, dtype=dtype)
+                flops = 2.0 * m * n * k
+                inner = max(1, min(50, int(2e11 // flops))) if device.type == "cuda" else 1
+                seconds = time_s(device, lambda x=x, w=w: F.linear(x, w), reps, inner)
+                rows.append([m, n, k, flops / seconds / 1e12])
+                del x, w
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+def attention_rates(device: torch.device, dtype: torch.dtype, reps: int) -> dict[str, float]:
+    """Causal SDPA as the executor's attention calls it; rates count the causal half of the score work
+    (4 b s^2 q_width / 2 forward, twice that backward), as rpsim.costs.roofline does."""
+    b, heads, seq, head_dim = (4, 32, 2048, 128) if device.type == "cuda" else (1, 4, 256, 32)
+    q, k, v = (torch.randn(b, heads, seq, head_dim, device=device, dtype=dtype, requires_grad=True)
+               for _ in range(3))
+    probe = torch.randn(b, heads, seq, head_dim, device=device, dtype=dtype)
+
+    def forward() -> None:
+        with torch.no_grad():
+            F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    def forward_backward() -> None:
+        (F.scaled_dot_product_attention(q, k, v, is_causal=True) * probe).sum().backward()
+
+    fwd_s = time_s(device, forward, reps)
+    bwd_s = max(time_s(device, forward_backward, reps) - fwd_s, 1e-9)
+    causal_fwd_flops = 4.0 * b * seq * seq * heads * head_dim / 2
+    return {"forward_tflops": causal_fwd_flops / fwd_s / 1e12, "backward_tflops": 2 * causal_fwd_flops / bwd_s / 1e12,
+            "shape": f"b={b} heads={heads} seq={seq} head_dim={head_dim} causal"}
+
+
+def device_memory(device: torch.device, reps: int) -> dict[str, float]:
+    """Copy bandwidth of device memory (read + write) and the time of a minimal kernel."""
+    size = (1 << 30) if device.type == "cuda" else (64 << 20)
+    a = torch.empty(size, dtype=torch.uint8, device=device)
+    b = torch.empty_like(a)
+    copy_s = time_s(device, lambda: b.copy_(a), reps, inner=5 if device.type == "cuda" else 1)
+    tiny = torch.zeros(1, device=device)
+    floor_s = time_s(device, lambda: tiny.add_(1.0), reps, inner=200)
+    return {"memory_bandwidth_gb_per_s": 2 * size / copy_s / 1e9, "kernel_floor_us": floor_s * 1e6}
+
+
+def dram_bandwidth_bytes_per_s(n_bytes: int, reps: int) -> float:
+    """Host DRAM, reads plus writes, of torch's multi-threaded copy between two fresh buffers (STREAM's
+    copy kernel counts both; McCalpin, STREAM benchmark). Buffers are touched before timing."""
+    a = torch.ones(n_bytes // 4, dtype=torch.float32)
+    b = torch.zeros_like(a)
+    seconds = time_s(torch.device("cpu"), lambda: b.copy_(a), reps)
+    return 2 * a.numel() * 4 / seconds
+
+
+def _copy_rate(pairs: list[tuple[torch.Tensor, torch.Tensor, torch.cuda.Stream]], reps: int) -> float:
+    """Bytes/s of all copies issued at once, each on its own stream (they run concurrently)."""
+    def issue() -> None:
+        for src, dst, stream in pairs:
+            with torch.cuda.stream(stream):
+                dst.copy_(src, non_blocking=True)
+        for d in range(torch.cuda.device_count()):
+            torch.cuda.synchronize(d)
+    total = sum(src.numel() * src.element_size() for src, _, _ in pairs)
+    return total / time_s(torch.device("cuda", 0), issue, reps)
+
+
+def link_rates(n_gpus: int, reps: int) -> dict[str, Any]:
+    """Pinned copies at the largest profile size: per GPU alone (H2D, D2H, both), all GPUs at once, P2P."""
+    size = COPY_SIZES_BYTES[-1]
+    gpus = [torch.device("cuda", g) for g in range(n_gpus)]
+    host_up = [torch.empty(size, dtype=torch.uint8, pin_memory=True) for _ in gpus]
+    host_down = [torch.empty(size, dtype=torch.uint8, pin_memory=True) for _ in gpus]
+    dev_in = [torch.empty(size, dtype=torch.uint8, device=d) for d in gpus]
+    dev_out = [torch.empty(size, dtype=torch.uint8, device=d) for d in gpus]
+    up = [torch.cuda.Stream(d) for d in gpus]
+    down = [torch.cuda.Stream(d) for d in gpus]
+    per_gpu = []
+    for g in range(n_gpus):
+        h2d = _copy_rate([(host_up[g], dev_in[g], up[g])], reps)
+        d2h = _copy_rate([(dev_out[g], host_down[g], down[g])], reps)
+        both = _copy_rate([(host_up[g], dev_in[g], up[g]), (dev_out[g], host_down[g], down[g])], reps)
+        per_gpu.append({"h2d_gb_per_s": h2d / 1e9, "d2h_gb_per_s": d2h / 1e9, "both_gb_per_s": both / 1e9})
+    all_h2d = _copy_rate([(host_up[g], dev_in[g], up[g]) for g in range(n_gpus)], reps)
+    all_d2h = _copy_rate([(dev_out[g], host_down[g], down[g]) for g in range(n_gpus)], reps)
+    all_both = _copy_rate([(host_up[g], dev_in[g], up[g]) for g in range(n_gpus)]
+                          + [(dev_out[g], host_down[g], down[g]) for g in range(n_gpus)], reps)
+    out: dict[str, Any] = {"per_gpu": per_gpu, "all_h2d_gb_per_s": all_h2d / 1e9, "all_d2h_gb_per_s": all_d2h / 1e9,
+                           "all_both_gb_per_s": all_both / 1e9}
+    if n_gpus > 1:
+        out["p2p_gb_per_s"] = _copy_rate([(dev_out[0], dev_in[1], down[0])], reps) / 1e9
+    return out
+
+
+class _Load:
+    """Background work that loads the host the way a pipeline run does: on CUDA, H2D and D2H copies on
+    every GPU plus one Python lane thread per GPU issuing GEMMs and waiting on them (rpexec's lanes);
+    on the CPU, a thread copying host buffers (DRAM traffic). Counts the bytes the copies moved."""
+
+    def __init__(self, device: str, n_gpus: int, dtype: torch.dtype) -> None:
+        self.stop = threading.Event()
+        self.copied_bytes = 0
+        self.gemm_flops = 0.0
+        self.lock = threading.Lock()
+        self.threads = []
+        if device == "cuda":
+            for g in range(n_gpus):
+                self.threads.append(threading.Thread(target=self._dma, args=(g,), daemon=True))
+                self.threads.append(threading.Thread(target=self._compute, args=(g, dtype), daemon=True))
+        else:
+            self.threads.append(threading.Thread(target=self._host_copy, daemon=True))
+
+    def __enter__(self) -> _Load:
+        self.t0 = time.perf_counter()
+        for t in self.threads:
+            t.start()
+        time.sleep(0.2)  # let the traffic reach its steady rate
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+        self.elapsed_s = time.perf_counter() - self.t0
+
+    def _count(self, n: int) -> None:
+        with self.lock:
+            self.copied_bytes += n
+
+    def _dma(self, g: int) -> None:
+        size = COPY_SIZES_BYTES[-1]
+        dev = torch.device("cuda", g)
+        host_a = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+        host_b = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+        gpu_a = torch.empty(size, dtype=torch.uint8, device=dev)
+        gpu_b = torch.empty(size, dtype=torch.uint8, device=dev)
+        s_up, s_down = torch.cuda.Stream(dev), torch.cuda.Stream(dev)
+        while not self.stop.is_set():
+            with torch.cuda.stream(s_up):
+                gpu_a.copy_(host_a, non_blocking=True)
+            with torch.cuda.stream(s_down):
+                host_b.copy_(gpu_b, non_blocking=True)
+            s_up.synchronize()
+            s_down.synchronize()
+            self._count(2 * size)
+
+    def _compute(self, g: int, dtype: torch.dtype) -> None:
+        dev = torch.device("cuda", g)
+        x = torch.randn(8192, 4096, device=dev, dtype=dtype)
+        w = torch.randn(14336, 4096, device=dev, dtype=dtype)
+        stream = torch.cuda.Stream(dev)
+        while not self.stop.is_set():
+            with torch.cuda.stream(stream):
+                for _ in range(4):
+                    F.linear(x, w)
+            stream.synchronize()  # rpexec's lanes wait on CUDA events from Python the same way
+            with self.lock:
+                self.gemm_flops += 4 * 2.0 * x.shape[0] * w.shape[0] * x.shape[1]
+
+    def _host_copy(self) -> None:
+        a = torch.ones(16 << 20, dtype=torch.float32)
+        b = torch.zeros_like(a)
+        while not self.stop.is_set():
+            b.copy_(a)
+            self._count(2 * a.numel() * 4)
+
+
+def optimizer_rates(s: CalibrationSettings) -> dict[str, Any]:
+    """The optimizer alone, the background load alone, then both at once: each side's slowdown is what
+    the other costs it (shared DRAM, cores)."""
+    alone = profile_cpu_optimizer(s.dtype, s.optimizer_params, s.reps)
+    with _Load(s.device, s.n_gpus, DTYPES[s.dtype]) as quiet:
+        time.sleep(2.0)
+    with _Load(s.device, s.n_gpus, DTYPES[s.dtype]) as load:
+        loaded: dict[str, Any] = cpu_optimizer_step_times(s.dtype, alone["params"], s.reps)
+    loaded["background_copy_gb_per_s"] = load.copied_bytes / load.elapsed_s / 1e9
+    loaded["background_alone_copy_gb_per_s"] = quiet.copied_bytes / quiet.elapsed_s / 1e9
+    loaded["background_gemm_tflops"] = load.gemm_flops / load.elapsed_s / 1e12
+    loaded["background_alone_gemm_tflops"] = quiet.gemm_flops / quiet.elapsed_s / 1e12
+    loaded["background"] = ("H2D + D2H copies on every GPU and one Python lane thread per GPU running GEMMs"
+                            if s.device == "cuda" else "one thread copying host buffers")
+    return {"alone": alone, "under_load": loaded}
+
+
+def measure(s: CalibrationSettings, progress: Callable[[str], None] = lambda _msg: None) -> dict[str, Any]:
+    """Every figure, raw, in a JSON-like dict (machine_table turns it into the machine file)."""
+    dev = torch.device("cuda", 0) if s.device == "cuda" else torch.device("cpu")
+    dt = DTYPES[s.dtype]
+    cuda = s.device == "cuda"
+    out: dict[str, Any] = {"settings": s.__dict__.copy()}
+    progress("GEMM grid")
+    out["gemm"] = gemm_grid(dev, dt, CUDA_GEMM_MS if cuda else CPU_GEMM_MS,
+                            CUDA_GEMM_WIDTHS if cuda else CPU_GEMM_WIDTHS, s.reps)
+    progress("attention")
+    out["attention"] = attention_rates(dev, dt, s.reps)
+    progress("device memory")
+    out["device_memory"] = device_memory(dev, s.reps)
+    progress("host DRAM")
+    out["dram_gb_per_s"] = dram_bandwidth_bytes_per_s(s.dram_test_bytes, s.reps) / 1e9
+    if cuda:
+        progress("links")
+        out["links"] = link_rates(s.n_gpus, s.reps)
+    progress("CPU optimizer, alone and under load")
+    out["optimizer"] = optimizer_rates(s)
+    out["conditions"] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "torch": torch.__version__,
+        "device_name": torch.cuda.get_device_name(dev) if cuda else platform.processor() or platform.machine(),
+        "cuda": torch.version.cuda or "none", "cpu_threads": torch.get_num_threads(), "host_cores": os.cpu_count(),
+        "last_level_cache_bytes": last_level_cache_bytes(), "host_dram_gib": round(host_dram_gib(), 1),
+    }
+    return out
+
+
+def dram_capacity_gb_per_s(m: dict[str, Any]) -> float:
+    """Host DRAM capacity: at least any traffic measured through it. The copy test counts reads and
+    writes; all GPUs' H2D and D2H copies at once read and write DRAM too; and the optimizer's step over a
+    state well beyond the last-level cache moves its nominal bytes per parameter from DRAM (a state that
+    fits the cache says nothing of DRAM and is left out)."""
+    candidates = [m["dram_gb_per_s"]]
+    if "links" in m:
+        candidates.append(m["links"]["all_both_gb_per_s"])
+    opt = m["optimizer"]["alone"]
+    llc = m["conditions"].get("last_level_cache_bytes", 0)
+    if llc and opt["params"] * STATE_BYTES_PER_PARAM >= 4 * llc:
+        nominal = opt["params"] * (ADAM_AND_REFRESH_BYTES_PER_PARAM + ACCUMULATE_BYTES_PER_PARAM)
+        candidates.append(nominal / opt["step_1_staged_s"] / 1e9)
+    return max(candidates)
+
+
+def host_dram_gib() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def machine_table(m: dict[str, Any], preset_server: dict[str, Any]) -> dict[str, Any]:
+    """The machine file: the GPU preset's generic server, with every figure measured here replacing the
+    preset's. `preset_server` is rpsim.catalog.servers.generic_server_table(gpu, n) (display units)."""
+    s = m["settings"]
+    t = dict(preset_server)
+    t["source"] = (f"rpexec calibrate on {m['conditions']['device_name']} ({s['device']}), "
+                   f"{m['conditions']['date']}, torch {m['conditions']['torch']}")
+    opt = m["optimizer"]["alone"]
+    t["host"] = {**t["host"], "cores": m["conditions"]["host_cores"], "dram_gib": m["conditions"]["host_dram_gib"],
+                 "adam_params_per_s": opt["adam_params_per_s"],
+                 "grad_accumulate_params_per_s": opt["grad_accumulate_params_per_s"]}
+    gpus = [dict(g) for g in t["gpus"]]
+    sockets = [dict(x) for x in t["sockets"]]
+    if "links" in m:
+        links = m["links"]
+        lane = PCIE_LANE_BYTES_PER_S[gpus[0]["pcie_gen"]] * gpus[0]["pcie_width"] / 1e9
+        h2d = statistics.median(g["h2d_gb_per_s"] for g in links["per_gpu"])
+        d2h = statistics.median(g["d2h_gb_per_s"] for g in links["per_gpu"])
+        both = statistics.median(g["both_gb_per_s"] for g in links["per_gpu"])
+        for g in gpus:
+            g["h2d_efficiency"] = min(1.0, h2d / lane)
+            g["d2h_efficiency"] = min(1.0, d2h / lane)
+        t["duplex_factor"] = min(1.0, both / (h2d + d2h))
+        if "p2p_gb_per_s" in links:
+            t["p2p_bandwidth_gb_per_s"] = links["p2p_gb_per_s"]
+        # One measured host: all its GPUs' copies at once bound the root complex (per direction).
+        gpus = [{**g, "count": g["count"], "attach": "s0"} for g in gpus]
+        sockets = [{"name": "s0", "dram_bandwidth_gb_per_s": dram_capacity_gb_per_s(m),
+                    "root_complex_gb_per_s": max(links["all_h2d_gb_per_s"], links["all_d2h_gb_per_s"])}]
+        t.pop("inter_socket", None)
+        t["n_gpus"] = sum(g["count"] for g in gpus)
+    else:  # CPU: the host is measured, the links stay the preset's
+        for x in sockets:
+            x["dram_bandwidth_gb_per_s"] = dram_capacity_gb_per_s(m) / len(sockets)
+    t["gpus"], t["sockets"] = gpus, sockets
+    t["gpu_calibration"] = {
+        "precision": s["dtype"],
+        "memory_bandwidth_gb_per_s": m["device_memory"]["memory_bandwidth_gb_per_s"],
+        "kernel_floor_us": m["device_memory"]["kernel_floor_us"],
+        "attention_tflops": [m["attention"]["forward_tflops"], m["attention"]["backward_tflops"]],
+        "gemm_tflops": m["gemm"],
+    }
+    loaded = m["optimizer"]["under_load"]
+    t["calibration"] = {
+        **{k: v for k, v in m["conditions"].items()},
+        "links_measured": "links" in m,
+        "dram_gb_per_s": m["dram_gb_per_s"],
+        "attention_shape": m["attention"]["shape"],
+        "optimizer_alone_step_1_staged_s": opt["step_1_staged_s"],
+        "optimizer_alone_step_4_staged_s": opt["step_4_staged_s"],
+        "optimizer_under_load_step_1_staged_s": loaded["step_1_staged_s"],
+        "optimizer_under_load_step_4_staged_s": loaded["step_4_staged_s"],
+        "optimizer_step_params": opt["params"],
+        "optimizer_under_load_background_copy_gb_per_s": loaded["background_copy_gb_per_s"],
+        "background_alone_copy_gb_per_s": loaded["background_alone_copy_gb_per_s"],
+        "background_gemm_tflops_beside_optimizer": loaded["background_gemm_tflops"],
+        "background_alone_gemm_tflops": loaded["background_alone_gemm_tflops"],
+        "optimizer_under_load_background": loaded["background"],
+    }
+    if "links" in m:
+        links = m["links"]
+        t["calibration"].update({
+            "links_per_gpu_h2d_gb_per_s": [g["h2d_gb_per_s"] for g in links["per_gpu"]],
+            "links_per_gpu_d2h_gb_per_s": [g["d2h_gb_per_s"] for g in links["per_gpu"]],
+            "links_per_gpu_both_gb_per_s": [g["both_gb_per_s"] for g in links["per_gpu"]],
+            "links_all_h2d_gb_per_s": links["all_h2d_gb_per_s"], "links_all_d2h_gb_per_s": links["all_d2h_gb_per_s"],
+            "links_all_both_gb_per_s": links["all_both_gb_per_s"],
+        })
+    return t
