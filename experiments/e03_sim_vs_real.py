@@ -104,7 +104,25 @@ def remeasure_cpu_rates(out: Path, dtype: str = "bf16") -> None:
     print(f"cpu optimizer rates: {rates}")
 
 
-def compare() -> tuple[list[dict], list[dict]]:
+# What the prediction is made from: the per-size profile `rpexec profile` measured (layer times, link
+# and optimizer rates); the machine file `rpexec calibrate` measured on the same machine kind (no
+# profile: the cost model prices every layer from its GEMM table); or the built-in h200 presets alone.
+SOURCES = ("profile", "machine", "preset")
+MACHINES = ROOT / "experiments" / "data" / "machines"
+
+
+def prediction_setup(setup: dict, n_gpus: int, source: str) -> dict:
+    setup = dict(setup)
+    if source == "profile":
+        setup["profile"] = str(DATA / Path(setup["profile"]).name)
+    else:
+        setup["profile"] = None
+        if source == "machine":
+            setup["server"] = str(MACHINES / f"h200x{n_gpus}.toml")
+    return setup
+
+
+def compare(source: str = "profile") -> tuple[list[dict], list[dict]]:
     """The issue's per-run rows, and per run and action class the mean duration predicted and measured
     (measured: iterations after the first, which pays first-touch costs), which says where a miss comes
     from."""
@@ -116,9 +134,7 @@ def compare() -> tuple[list[dict], list[dict]]:
     rows, by_class = [], []
     for plan_path in sorted(DATA.glob("*-plan.json")):
         plan = load_plan(plan_path)
-        setup = dict(plan.setup)
-        setup["profile"] = str(DATA / Path(setup["profile"]).name)
-        sc = scenario_from_setup(setup)
+        sc = scenario_from_setup(prediction_setup(plan.setup, plan.n_gpus, source))
         trace = load_trace(str(plan_path).replace("-plan.json", "-trace.json"))
         sim = simulate(plan, sc)
         pred = sim.metrics
@@ -169,6 +185,29 @@ def predict_library() -> dict | None:
             "measured_s": measured["iteration_s"]}
 
 
+TIE = 0.03  # schedules measured within 3% of each other count as tied (the issue's rule)
+
+
+def rank_fidelity(rows: list[dict]) -> list[dict]:
+    """Per configuration (model, GPU count): does the predicted order of schedules match the measured one?
+    A pair of schedules is ordered wrongly when the prediction puts the measured-slower one strictly
+    first, unless the two measured within TIE of each other."""
+    out = []
+    for key in dict.fromkeys((r["model"], r["gpus"]) for r in rows):
+        runs = [r for r in rows if (r["model"], r["gpus"]) == key]
+        wrong = []
+        for a in runs:
+            for b in runs:
+                slower_measured = a["measured_s"] > b["measured_s"] * (1 + TIE)
+                if slower_measured and a["predicted_s"] < b["predicted_s"]:
+                    wrong.append(f"{a['schedule']} before {b['schedule']}")
+        measured = " < ".join(r["schedule"] for r in sorted(runs, key=lambda r: r["measured_s"]))
+        predicted = " < ".join(r["schedule"] for r in sorted(runs, key=lambda r: r["predicted_s"]))
+        out.append({"model": key[0], "gpus": key[1], "measured_order": measured, "predicted_order": predicted,
+                    "right": not wrong, "wrong_pairs": "; ".join(wrong)})
+    return out
+
+
 def _block_iteration_s(trace) -> float:
     """Flushed schedules ran one iteration per block: the mean block after the first (warm-up) one."""
     from rpsim.validate_run import steady_iteration_s
@@ -191,6 +230,15 @@ def report(rows: list[dict], by_class: list[dict]) -> None:
               f"{r['predicted_peak_gib']:8.2f} {r['measured_peak_gib']:8.2f}")
     print(f"iteration-time error: median {100 * statistics.median(errors):.1f}%, max {100 * max(errors):.1f}% "
           f"over {len(rows)} runs")
+    mem = [abs(r["predicted_peak_gib"] / r["measured_peak_gib"] - 1) for r in rows if r["measured_peak_gib"] > 0]
+    if mem:
+        print(f"peak GPU memory error: median {100 * statistics.median(mem):.1f}%, max {100 * max(mem):.1f}%")
+    ranks = rank_fidelity(rows)
+    print(f"schedule ranking right in {sum(r['right'] for r in ranks)} of {len(ranks)} configurations "
+          f"(measured within {100 * TIE:.0f}% = tied):")
+    for r in ranks:
+        print(f"  {r['model']:12s} {r['gpus']} GPU(s): {'right' if r['right'] else 'WRONG: ' + r['wrong_pairs']}"
+              f"  (measured {r['measured_order']})")
     print("measured / predicted mean action time, median over runs (by_class.csv has every run):")
     for kind in dict.fromkeys(r["class"] for r in by_class):
         for label, gpus in (("1 GPU", 1), ("2 GPUs", 2)):
@@ -236,6 +284,9 @@ def main() -> None:
     p.add_argument("--mem-cap-gib", type=float, default=None, help="cap each GPU's memory (e.g. 24)")
     p.add_argument("--sizes", default=",".join(SIZES), help=f"model sizes to measure, of {', '.join(SIZES)} (default: all)")
     p.add_argument("--schedules", default=",".join(SCHEDULES), help="schedules to measure (default: all)")
+    p.add_argument("--predict-from", default="profile", choices=SOURCES,
+                   help="profile: each size's rpexec profile; machine: the rpexec calibrate machine file "
+                        "(experiments/data/machines); preset: the built-in h200 presets only (default: profile)")
     p.add_argument("--cpu-rates-only", action="store_true",
                    help="only re-measure the CPU optimizer rates into the profiles under --out")
     a = p.parse_args()
@@ -247,7 +298,7 @@ def main() -> None:
         measure([int(x) for x in a.gpus.split(",")], out, mem_cap_gib=a.mem_cap_gib,
                 sizes=tuple(a.sizes.split(",")), schedules=tuple(a.schedules.split(",")))
         return
-    rows, by_class = compare()
+    rows, by_class = compare(a.predict_from)
     if not rows:
         sys.exit(f"no measured data under {DATA}; run with --measure on a GPU machine first")
     report(rows, by_class)

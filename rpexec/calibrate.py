@@ -357,7 +357,7 @@ def machine_table(m: dict[str, Any], preset_server: dict[str, Any]) -> dict[str,
     t["gpus"], t["sockets"] = gpus, sockets
     t["gpu_calibration"] = {
         "precision": s["dtype"],
-        "memory_bandwidth_gb_per_s": m["device_memory"]["memory_bandwidth_gb_per_s"],
+        "elementwise_gb_per_s": m["device_memory"]["memory_bandwidth_gb_per_s"],
         "kernel_floor_us": m["device_memory"]["kernel_floor_us"],
         "attention_tflops": [m["attention"]["forward_tflops"], m["attention"]["backward_tflops"]],
         "gemm_tflops": m["gemm"],

@@ -78,15 +78,15 @@ def test_machine_file_sections_override_the_gpu_preset():
     from rpsim.catalog.servers import generic_server_table
     t = generic_server_table("h200-sxm", 2)
     t["host"]["grad_accumulate_params_per_s"] = 3e9
-    t["gpu_calibration"] = {"precision": "bf16", "memory_bandwidth_gb_per_s": 4000.0, "kernel_floor_us": 7.5,
+    t["gpu_calibration"] = {"precision": "bf16", "elementwise_gb_per_s": 4000.0, "kernel_floor_us": 7.5,
                             "attention_tflops": [400.0, 200.0], "gemm_tflops": GRID}
     t["calibration"] = {"date": "today", "anything": [1, 2]}
     server = server_from_table("m", tomllib.loads(toml_text(t)), where="m.toml")
-    assert server.gpu.memory_bandwidth_bytes_per_s == 4000e9 and server.gpu.kernel_floor_s == pytest.approx(7.5e-6)
+    assert server.gpu.elementwise_bytes_per_s == 4000e9 and server.gpu.kernel_floor_s == pytest.approx(7.5e-6)
     assert server.gpu.gemm_table("fp16") is not None  # one tensor-core rate for bf16 and fp16
     assert server.gpu.attention_flops_per_s("bf16") == (400e12, 200e12)
     assert server.host.grad_accumulate_params_per_s == 3e9
-    assert base.gpu.memory_bandwidth_bytes_per_s != 4000e9
+    assert base.gpu.elementwise_bytes_per_s != 4000e9
     t["gpu_calibration"]["bogus"] = 1
     with pytest.raises(SpecError, match="unknown key 'bogus'"):
         server_from_table("m", t, where="m.toml")

@@ -60,10 +60,14 @@ def test_named_servers_load(name):
     assert s.n_gpus in (2, 8) and s.source
 
 
-def test_h200x2_matches_measured_figures():
+def test_h200x2_matches_its_calibration():
+    """The preset carries the figures `rpexec calibrate` measured (experiments/data/machines/h200x2.toml)."""
     s = load_server("h200x2")
-    assert s.gpu_links[0].h2d_bytes_per_s == pytest.approx(55.4e9, rel=0.01)
-    assert s.p2p == "nvlink" and s.p2p_bytes_per_s == 394e9
+    machine = load_server("experiments/data/machines/h200x2.toml")
+    assert s.gpu_links[0].h2d_bytes_per_s == pytest.approx(machine.gpu_links[0].h2d_bytes_per_s, rel=0.01)
+    assert s.p2p == "nvlink" and s.p2p_bytes_per_s == pytest.approx(machine.p2p_bytes_per_s, rel=0.01)
+    assert s.host_dram_bytes_per_s == pytest.approx(machine.host_dram_bytes_per_s, rel=0.01)
+    assert s.host.adam_params_per_s == pytest.approx(machine.host.adam_params_per_s, rel=0.01)
 
 
 def test_toml_topology_with_switch(tmp_path):

@@ -27,5 +27,6 @@ def test_best_plan_is_never_worse_than_roundpipes_partitioner(model):
         pytest.skip(f"RoundPipe's default plan does not fit: {baseline['reason'] or 'no partition'}")
     best = search(sc, QUICK).best
     assert best is not None
-    # Equal up to rounding where both are bound by the CPU optimizer (gpt-oss-20b: 21 B parameters a step).
-    assert best.metrics["tokens_per_s"] >= baseline["tokens_per_s"] * (1 - 1e-9), best.candidate.label()
+    # Equal within 0.1% where both are bound by the CPU optimizer (gpt-oss-20b: 21 B parameters a step;
+    # llama3-8b): its step shares host DRAM with the plan's DMA copies, which differ a little between plans.
+    assert best.metrics["tokens_per_s"] >= baseline["tokens_per_s"] * (1 - 1e-3), best.candidate.label()

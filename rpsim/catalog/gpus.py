@@ -53,7 +53,15 @@ def load_gpu(name: str) -> GPUSpec:
         nvlink_bytes_per_s=(e["nvlink_gb_per_s"] * 1e9) or None,
         source=e["source"],
         gemm_tables=shipped_gemm_tables(canonical),
+        attention_rates=shipped_attention_rates(canonical),
+        elementwise_bytes_per_s=e["elementwise_gb_per_s"] * 1e9 if "elementwise_gb_per_s" in e else None,
     )
+
+
+def shipped_attention_rates(gpu_name: str) -> tuple[tuple[str, float, float], ...]:
+    entry = preset_table("gemm_tables.toml").get(gpu_name, {})
+    return tuple((precision, t["attention_tflops"][0] * 1e12, t["attention_tflops"][1] * 1e12)
+                 for precision, t in entry.items() if "attention_tflops" in t)
 
 
 def shipped_gemm_tables(gpu_name: str) -> tuple[tuple[str, GemmRateTable], ...]:
@@ -64,12 +72,12 @@ def shipped_gemm_tables(gpu_name: str) -> tuple[tuple[str, GemmRateTable], ...]:
                  for precision, t in entry.items())
 
 
-CALIBRATION_KEYS = {"precision", "memory_bandwidth_gb_per_s", "kernel_floor_us", "attention_tflops", "gemm_tflops"}
+CALIBRATION_KEYS = {"precision", "elementwise_gb_per_s", "kernel_floor_us", "attention_tflops", "gemm_tflops"}
 
 
 def calibrated_gpu(gpu: GPUSpec, t: dict[str, Any], where: str) -> GPUSpec:
     """The GPU with a machine file's measured figures ([gpu_calibration], written by `rpexec calibrate`)
-    in place of the preset's: device-memory bandwidth, kernel floor, attention rates, and a GEMM table for
+    in place of the preset's: the elementwise (device-memory copy) rate, kernel floor, attention rates, and a GEMM table for
     the precision measured (which replaces a shipped table of that precision)."""
     unknown = set(t) - CALIBRATION_KEYS
     if unknown:
@@ -78,7 +86,7 @@ def calibrated_gpu(gpu: GPUSpec, t: dict[str, Any], where: str) -> GPUSpec:
     if precision not in PRECISIONS:
         raise SpecError(choices_message(f"{where} precision", precision, PRECISIONS))
     changes: dict[str, Any] = {}
-    for key, field, scale in (("memory_bandwidth_gb_per_s", "memory_bandwidth_bytes_per_s", 1e9),
+    for key, field, scale in (("elementwise_gb_per_s", "elementwise_bytes_per_s", 1e9),
                               ("kernel_floor_us", "kernel_floor_s", 1e-6)):
         if key in t:
             changes[field] = _positive(where, key, t[key]) * scale

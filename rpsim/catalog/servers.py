@@ -74,7 +74,7 @@ def generic_server_table(gpu_name: str, n: int) -> dict[str, Any]:
     n_sockets = max(1, -(-n // _GPUS_PER_SOCKET)) if n > _GPUS_PER_SOCKET else 1
     n_sockets = min(n_sockets, 2) if n <= 2 * _GPUS_PER_SOCKET else n_sockets
     per_socket = -(-n // n_sockets)
-    sockets = [{"name": f"s{k}", **_DEFAULT_SOCKET} for k in range(n_sockets)]
+    sockets = [{"name": f"s{k}", **_DEFAULT_SOCKET, **defaults.get("socket", {})} for k in range(n_sockets)]
     gpus = []
     remaining = n
     for k in range(n_sockets):
@@ -87,7 +87,7 @@ def generic_server_table(gpu_name: str, n: int) -> dict[str, Any]:
                          "d2h_efficiency": defaults["d2h_efficiency"]})
     table: dict[str, Any] = {
         "gpu": gpu_name, "n_gpus": n, "p2p": defaults["p2p"], "duplex_factor": defaults["duplex_factor"],
-        "host": dict(_DEFAULT_HOST), "sockets": sockets, "gpus": gpus,
+        "host": {**_DEFAULT_HOST, **defaults.get("host", {})}, "sockets": sockets, "gpus": gpus,
         "source": f"generic {gpu_name} x{n} box from the GPU's server defaults (gpus.toml)",
     }
     nvlink = gpu_entry(gpu_name)["nvlink_gb_per_s"]

@@ -101,15 +101,26 @@ def transformer_layer_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec, 
 
 
 def elementwise_bytes(model: ModelSpec, train: TrainingSpec) -> float:
-    """DRAM bytes of a layer's memory-bound kernels: 2 RMSNorms and 2 residual adds over h, RoPE over
-    q and k, SwiGLU over m (x active experts), and MoE token permutation in and out."""
+    """DRAM bytes of a layer's memory-bound kernels in an eager PyTorch decoder (rpexec.model; Hugging
+    Face's Llama runs the same kernels or more), counted per kernel as reads + writes of its tensors:
+    - 2 RMSNorms in fp32: widen (2 + 4 B per element), the fused norm (4 + 4), narrow (4 + 2): 20 B over h;
+    - RoPE on q and on k, half-split: four multiplies of a half, a subtract and an add of halves, and the
+      concatenation: 9 element passes of the whole tensor, 18 B over q_width and over kv_width;
+    - GQA's repeat of k and v to the query heads (read kv_width, write q_width, each) and the copy that
+      makes the attention output contiguous for o_proj (q_width): 2 B each way;
+    - 2 residual adds (read 2, write 1) over h; SwiGLU's silu (read, write) and product (read 2, write
+      1) over m per active expert; and MoE token permutation in and out.
+    Backward moves about twice these bytes (each kernel's gradient reads its saved inputs and the
+    incoming gradient and writes one), as the callers count it."""
     t, h, b = train.mb_tokens, model.hidden, roofline.BYTES_PER_ELEMENT
-    norms = 2 * 2 * t * h
+    qw, kw = model.q_width, model.kv_width
+    norms = 2 * 10 * t * h  # in 2-byte elements: 20 B = 10 elements
+    rope = 9 * t * (qw + kw)
+    gqa_and_layout = 2 * t * (kw + qw) + 2 * t * qw
     residuals = 2 * 3 * t * h
-    rope = 2 * t * (model.q_width + model.kv_width)
-    swiglu = 3 * t * model.mlp_width * model.n_active_experts
+    swiglu = 5 * t * model.mlp_width * model.n_active_experts
     permute = 4 * t * h * model.n_active_experts if model.is_moe else 0
-    return b * (norms + residuals + rope + swiglu + permute)
+    return b * (norms + rope + gqa_and_layout + residuals + swiglu + permute)
 
 
 def embedding_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> LayerCost:
@@ -134,7 +145,9 @@ def head_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> LayerCost:
     frozen = train.mode == "lora"  # the RoundPipe paper's LoRA run freezes the LM head too
     g = Gemm("lm_head", t, v, h, trainable=not frozen)
     p = train.precision
-    loss_bytes = 3 * 4.0 * t * v  # fp32 softmax: read logits, write probabilities, read for the loss
+    # The fp32 loss over full logits: widen (read 2, write 4 B), log-softmax (read 4, write 4); its backward
+    # reads the saved log-probabilities and writes their gradient (8 B), then narrows it (4 + 2 B).
+    loss_bytes = 14.0 * t * v
     fwd_s = (roofline.gemm_time_s(g, gpu, p) + roofline.elementwise_time_s(loss_bytes + 4.0 * t * h, gpu, 4))
     recomputed_logits_s = roofline.gemm_time_s(g, gpu, p) if train.loss_chunk_tokens else 0.0
     bwd_s = (roofline.gemm_backward_time_s(g, gpu, p) + recomputed_logits_s

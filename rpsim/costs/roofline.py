@@ -60,5 +60,6 @@ def attention_time_s(flops_noncausal: float, gpu: GPUSpec, precision: str, backw
 
 
 def elementwise_time_s(n_bytes: float, gpu: GPUSpec, n_kernels: int) -> float:
-    return max(n_bytes / (gpu.memory_bandwidth_bytes_per_s * ELEMENTWISE_BANDWIDTH_EFFICIENCY),
+    rate = gpu.elementwise_bytes_per_s or gpu.memory_bandwidth_bytes_per_s * ELEMENTWISE_BANDWIDTH_EFFICIENCY
+    return max(n_bytes / rate,
                n_kernels * gpu.kernel_floor_s)

@@ -64,6 +64,9 @@ class GPUSpec:
     gemm_tables: tuple[tuple[str, GemmRateTable], ...] = ()
     # Measured causal FlashAttention rates, FLOP/s of the causal work: (precision, forward, backward).
     attention_rates: tuple[tuple[str, float, float], ...] = ()
+    # Measured device-memory copy rate (reads + writes), what elementwise kernels reach; None: a fixed
+    # fraction of the datasheet bandwidth (rpsim.costs.roofline).
+    elementwise_bytes_per_s: float | None = None
 
     def gemm_table(self, precision: str) -> GemmRateTable | None:
         return _by_precision(self.gemm_tables, precision)
