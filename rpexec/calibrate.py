@@ -40,6 +40,7 @@ from rpexec.profile import (
     profile_cpu_optimizer,
 )
 from rpsim.costs.cpu_optimizer import ACCUMULATE_BYTES_PER_PARAM, ADAM_AND_REFRESH_BYTES_PER_PARAM
+from rpsim.specs import ModelSpec
 from rpexec.session import DTYPES
 from rpsim.specs.server import PCIE_LANE_BYTES_PER_S
 
@@ -254,6 +255,44 @@ class _Load:
             self._count(2 * a.numel() * 4)
 
 
+# A decoder small enough that its kernels take a few microseconds on the device, so that timing its
+# layers measures the host's cost to issue them (Python, the dispatcher, autograd, functional_call), not
+# the device. GQA (2 query heads per KV head) so the repeat kernels are issued as in the real models.
+ISSUE_MODEL = ModelSpec(name="issue-probe", n_layers=1, hidden=256, n_heads=4, n_kv_heads=2, head_dim=64,
+                        mlp_width=512, vocab=1024)
+
+
+def host_issue_s(device: torch.device, dtype: torch.dtype, reps: int, calls: int = 100) -> dict[str, list[float]]:
+    """Seconds the host spends issuing one pipeline layer of each kind (embed, layer, head) the way
+    rpexec's handlers run it (torch.func.functional_call on uploaded weights): a forward without
+    autograd (F under recomputation), a forward with autograd, and a forward with autograd plus its
+    backward (a recompute-and-backward B). Each figure is the median over `reps` of `calls` back-to-back
+    calls, one synchronize at the end."""
+    from torch.func import functional_call
+
+    from rpexec.model import build_layers, skeleton_layers
+    real = [layer.to(device, dtype) for layer in build_layers(ISSUE_MODEL)]
+    skel = skeleton_layers(ISSUE_MODEL)
+    weights = [dict(layer.named_parameters()) for layer in real]
+    ids = torch.randint(0, ISSUE_MODEL.vocab, (1, 16), device=device)
+    x = torch.randn(1, 16, ISSUE_MODEL.hidden, device=device, dtype=dtype)
+    out: dict[str, list[float]] = {}
+    for kind, index in (("embed", 0), ("layer", 1), ("head", 2)):
+        def run(grad: bool, backward: bool, index: int = index) -> None:
+            inp = (ids,) if index == 0 else (x.detach().requires_grad_(grad),)
+            if index == 2:
+                inp = (*inp, ids)
+            with torch.set_grad_enabled(grad):
+                y = functional_call(skel[index], weights[index], inp)
+            if backward:
+                (y.float().sum() if y.dim() else y).backward()
+        figures = []
+        for grad, backward in ((False, False), (True, False), (True, True)):
+            figures.append(time_s(device, lambda g=grad, b=backward: run(g, b), reps, inner=calls))
+        out[kind] = figures
+    return out
+
+
 def optimizer_rates(s: CalibrationSettings) -> dict[str, Any]:
     """The optimizer alone, the background load alone, then both at once: each side's slowdown is what
     the other costs it (shared DRAM, cores)."""
@@ -284,6 +323,8 @@ def measure(s: CalibrationSettings, progress: Callable[[str], None] = lambda _ms
     out["attention"] = attention_rates(dev, dt, s.reps)
     progress("device memory")
     out["device_memory"] = device_memory(dev, s.reps)
+    progress("host issue cost per layer")
+    out["issue_s"] = host_issue_s(dev, dt, s.reps)
     progress("host DRAM")
     out["dram_gb_per_s"] = dram_bandwidth_bytes_per_s(s.dram_test_bytes, s.reps) / 1e9
     if cuda:
@@ -331,6 +372,8 @@ def machine_table(m: dict[str, Any], preset_server: dict[str, Any]) -> dict[str,
     t["host"] = {**t["host"], "cores": m["conditions"]["host_cores"], "dram_gib": m["conditions"]["host_dram_gib"],
                  "adam_params_per_s": opt["adam_params_per_s"],
                  "grad_accumulate_params_per_s": opt["grad_accumulate_params_per_s"]}
+    if "issue_s" in m:
+        t["host"]["issue_us"] = {kind: [v * 1e6 for v in figures] for kind, figures in m["issue_s"].items()}
     gpus = [dict(g) for g in t["gpus"]]
     sockets = [dict(x) for x in t["sockets"]]
     if "links" in m:
