@@ -15,7 +15,7 @@ from rpexec.checks import model_and_shape
 from rpexec.cli import main as rpexec_main
 from rpexec.session import RunOptions, run_plan
 from rpsim.ir.planio import load_plan
-from tests.rpexec_helpers import TINY, TINY_MOE, export, write_config
+from tests.rpexec_helpers import TINY, TINY_DEEPSEEK, TINY_MOE, export, write_config
 
 SCHEDULES = ["gpipe", "1f1b", "interleaved", "looped-bfs", "roundpipe", "roundpipe-sync"]
 
@@ -60,6 +60,29 @@ def test_moe_model_matches_reference(tmp_path, schedule, capsys):
     cfg = write_config(tmp_path, TINY_MOE, "moe.json")
     plan = export(tmp_path, cfg, schedule, "4090x2")
     assert rpexec_main(["run", str(plan), "--check-grads"]) == 0, capsys.readouterr()
+
+
+@pytest.mark.parametrize("schedule, extra, q_lora_rank", [("roundpipe", (), None),
+                                                          ("1f1b", ("--recompute", "none"), 12),
+                                                          ("gpipe", ("--recompute", "layer"), None)])
+def test_deepseek_style_model_matches_reference(tmp_path, schedule, extra, q_lora_rank, capsys):
+    """MLA (with and without a low-rank query), shared + routed experts and a leading dense layer, exported
+    by rpsim from a config.json, match the single-device reference's gradients."""
+    cfg = write_config(tmp_path, {**TINY_DEEPSEEK, "q_lora_rank": q_lora_rank}, "deepseek.json")
+    plan = export(tmp_path, cfg, schedule, "4090x2", *extra)
+    assert rpexec_main(["run", str(plan), "--check-grads"]) == 0, capsys.readouterr()
+
+
+def test_executor_layers_hold_exactly_the_parameters_rpsim_counts():
+    from rpexec.model import build_layers
+    from rpsim.catalog.hf_config import model_from_hf_dict
+    from rpsim.costs.gemms import layer_params
+    for config in (TINY_DEEPSEEK, {**TINY_DEEPSEEK, "q_lora_rank": 12}, TINY_MOE,
+                   {**TINY, "model_type": "qwen2"}, {**TINY, "model_type": "gemma2"}):
+        m = model_from_hf_dict(config, "t").spec
+        layers = build_layers(m)
+        counted = [sum(p.numel() for p in layer.parameters()) for layer in layers[1:-1]]
+        assert counted == [layer_params(m, i) for i in range(m.n_layers)], config
 
 
 @pytest.mark.parametrize("schedule, lag", [("roundpipe", 2), ("roundpipe-sync", 1)])
