@@ -157,7 +157,8 @@ def test_unknown_keys_and_model_types_are_warned_about(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("bad", [{"hidden_size": "2048"}, {"kv_lora_rank": 512.0}, {"mlp_only_layers": "0"},
-                                 {"tie_word_embeddings": "yes"}])
+                                 {"tie_word_embeddings": "yes"}, {"num_hidden_layers": 0},
+                                 {"num_experts_per_tok": -1}])
 def test_wrongly_typed_values_are_spec_errors(bad):
     config = {**json.loads((CONFIGS / "Qwen3-30B-A3B.json").read_text()), **bad}
     with pytest.raises(SpecError, match=next(iter(bad))):

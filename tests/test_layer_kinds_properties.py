@@ -14,7 +14,7 @@ from rpsim.specs import TrainingSpec
 
 torch = pytest.importorskip("torch")
 
-from rpexec.model import skeleton_layers  # noqa: E402
+from rpexec.model import skeleton_layers
 
 
 @st.composite

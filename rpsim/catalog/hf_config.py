@@ -74,12 +74,12 @@ class _Reader:
             raise SpecError(f"Hugging Face config {self.name!r} is missing the key {key!r}")
         return None
 
-    def integer(self, key: str, required: bool = True, allow_null: bool = False) -> int | None:
+    def integer(self, key: str, required: bool = True, allow_null: bool = False, minimum: int = 1) -> int | None:
         value = self._raw(key, required)
         if value is None and (allow_null or not required):
             return None
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise SpecError(f"Hugging Face config {self.name!r}: {key} must be a non-negative integer, "
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise SpecError(f"Hugging Face config {self.name!r}: {key} must be an integer >= {minimum}, "
                             f"got {value!r}")
         return value
 
@@ -111,13 +111,11 @@ def model_from_hf_dict(config: dict[str, Any], name: str) -> HFModel:
     _refuse_unsupported(config, name)
     read = _Reader(config, name, family)
     fields = {**_attention_fields(read), **_mlp_fields(read)}
-    hidden = fields["hidden"]
     spec = ModelSpec(
         name=name, vocab=read.integer("vocab_size"), n_layers=read.integer("num_hidden_layers"),
         tied_embeddings=read.flag("tie_word_embeddings", False), qkv_bias=bool(family.get("qkv_bias")),
         qk_norm=bool(family.get("qk_norm")), norms_per_layer=family.get("norms_per_layer", 2),
         source=f"Hugging Face config {name}", **fields)
-    assert spec.hidden == hidden
     unknown = sorted(k for k in config if k not in read.used and k not in NO_COUNT_KEYS)
     if unknown:
         warnings.append(f"keys rpsim does not know were ignored: {', '.join(unknown)}; if one of them "
@@ -138,17 +136,14 @@ def _refuse_unsupported(config: dict[str, Any], name: str) -> None:
 def _attention_fields(read: _Reader) -> dict[str, Any]:
     hidden, n_heads = read.integer("hidden_size"), read.integer("num_attention_heads")
     assert hidden is not None and n_heads is not None
-    if hidden < 1 or n_heads < 1:
-        raise SpecError(f"Hugging Face config {read.name!r}: hidden_size and num_attention_heads must be "
-                        f"positive, got {hidden} and {n_heads}")
-    kv_lora_rank = read.integer("kv_lora_rank", required=False)
+    kv_lora_rank = read.integer("kv_lora_rank", required=False, minimum=0)
     if kv_lora_rank:
         # DeepSeek-V2 MLA: one key and value per head; a q/k head is qk_nope + qk_rope wide.
         rope = read.integer("qk_rope_head_dim")
         assert rope is not None
         read.used.add("num_key_value_heads")  # DeepSeek's MLA does not use it
         return {"hidden": hidden, "n_heads": n_heads, "n_kv_heads": n_heads, "kv_lora_rank": kv_lora_rank,
-                "q_lora_rank": read.integer("q_lora_rank", allow_null=True) or 0, "qk_rope_head_dim": rope,
+                "q_lora_rank": read.integer("q_lora_rank", allow_null=True, minimum=0) or 0, "qk_rope_head_dim": rope,
                 "head_dim": (read.integer("qk_nope_head_dim") or 0) + rope, "v_head_dim": read.integer("v_head_dim")}
     head_dim = read.integer("head_dim", required=False) or hidden // n_heads
     return {"hidden": hidden, "n_heads": n_heads, "head_dim": head_dim,
@@ -158,8 +153,9 @@ def _attention_fields(read: _Reader) -> dict[str, Any]:
 def _mlp_fields(read: _Reader) -> dict[str, Any]:
     """Dense SwiGLU, or routed experts (Mixtral: num_local_experts, Qwen3-MoE: num_experts, DeepSeek:
     n_routed_experts) with DeepSeek's shared experts and the layers that stay dense."""
-    n_experts = (read.integer("n_routed_experts", required=False) or read.integer("num_experts", required=False)
-                 or read.integer("num_local_experts", required=False) or 1)
+    n_experts = (read.integer("n_routed_experts", required=False, minimum=0)
+                 or read.integer("num_experts", required=False, minimum=0)
+                 or read.integer("num_local_experts", required=False, minimum=0) or 1)
     if n_experts == 1:
         return {"mlp_width": read.integer("intermediate_size")}
     fields: dict[str, Any] = {"n_experts": n_experts, "n_active_experts": read.integer("num_experts_per_tok")}
@@ -171,11 +167,11 @@ def _mlp_fields(read: _Reader) -> dict[str, Any]:
         fields["mlp_width"], dense_width = read.integer("intermediate_size"), None
     fields["renormalize_topk"] = read.flag("norm_topk_prob", True)
     if "n_routed_experts" in read.config:  # DeepSeekMoE: layer i is MoE iff i >= k and i % freq == 0
-        fields["n_shared_experts"] = read.integer("n_shared_experts", allow_null=True) or 0
-        first_k, freq = read.integer("first_k_dense_replace"), read.integer("moe_layer_freq") or 1
+        fields["n_shared_experts"] = read.integer("n_shared_experts", allow_null=True, minimum=0) or 0
+        first_k, freq = read.integer("first_k_dense_replace", minimum=0), read.integer("moe_layer_freq") or 1
         dense = [i for i in range(n_layers) if i < (first_k or 0) or i % freq]
     else:  # Qwen3-MoE: layer i is MoE iff i is not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0
-        step = read.integer("decoder_sparse_step", required=False) or 1
+        step = read.integer("decoder_sparse_step", required=False, minimum=0) or 1
         only = read.int_list("mlp_only_layers")
         dense = [i for i in range(n_layers) if i in only or (i + 1) % step]
     if dense:
