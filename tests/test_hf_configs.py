@@ -31,6 +31,7 @@ PUBLISHED = [
     ("gemma-2-9b", 9.24, None, 2, "google/gemma-2-9b page: 9.24B params"),
     ("Phi-3-mini-4k-instruct", 3.8, None, 1, "Phi-3 report arXiv 2404.14219: 3.8B"),
     ("DeepSeek-V2-Lite", 15.7, None, 1, "DeepSeek-V2 paper arXiv 2405.04434 App. B: 15.7B total"),
+    ("DeepSeek-V2", 236, 21, 0, "DeepSeek-V2 paper arXiv 2405.04434 abstract: 236B total, 21B activated"),
 ]
 
 # Cards that state a non-embedding count (total less the embedding matrix and an untied LM head).
