@@ -172,3 +172,22 @@ def test_new_presets_equal_their_configs(preset, config):
     from dataclasses import replace
     from_preset, from_config = load_model(preset), load_model(str(CONFIGS / f"{config}.json"))
     assert replace(from_preset, name="m", source="") == replace(from_config, name="m", source="")
+
+
+def test_lora_adapts_mla_projections_and_every_expert_but_not_the_router():
+    """LoRA groups on MLA: q (W^Q), k (the down-projection W^DKV + W^KR), v (the up-projection W^UK, W^UV),
+    o; gate/up/down on each routed expert and on the shared experts."""
+    from rpsim.costs.gemms import lora_params
+    m = load_model("deepseek-v2-lite")
+    r = 8
+    train = TrainingSpec(mode="lora", lora_rank=r)
+    attention = r * ((2048 + 16 * 192) + (2048 + 576) + (512 + 16 * 256) + (16 * 128 + 2048))
+    swiglu = 3 * r * (2048 + 1408)
+    assert lora_params(m, train, 1) == attention + 64 * swiglu + 3 * r * (2048 + 2 * 1408)
+    assert lora_params(m, train, 0) == attention + 3 * r * (2048 + 10944)
+
+
+def test_model_override_keeps_only_the_dense_layers_that_remain():
+    from rpsim.catalog.models import override_model
+    m = override_model(load_model("deepseek-v2-lite"), "n_layers=2,n_experts=8")
+    assert m.dense_layers == (0,) and m.n_layers == 2 and m.n_experts == 8
