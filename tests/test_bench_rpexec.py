@@ -60,3 +60,25 @@ def test_library_model_is_fast_deterministic_and_scaled():
     assert abs(o.std().item() - 0.02 / (2 * spec.n_layers) ** 0.5) < 0.001
     assert not torch.equal(pa["1.attn.q_proj.weight"], pa["2.attn.q_proj.weight"])  # per-tensor rotation
     assert torch.equal(pa["1.input_norm.weight"], torch.ones_like(pa["1.input_norm.weight"]))
+
+
+def test_diagnose_script_runs_every_part_on_cpu(tmp_path):
+    """The GPU diagnosis's logic end to end on a tiny model (--device cpu leaves out the DMA and layer
+    parts): a plan, the probes, the run, and rpsim's per-class comparison, all in diagnose.json."""
+    import json
+
+    from benchmarks.diagnose_rpexec import main
+    from tests.rpexec_helpers import write_config
+    config = write_config(tmp_path, {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4,
+                                     "num_key_value_heads": 2, "intermediate_size": 64, "vocab_size": 64,
+                                     "tie_word_embeddings": False, "model_type": "llama"})
+    out = tmp_path / "diag"
+    assert main(["--device", "cpu", "--out", str(out), "--model", str(config), "--gpus", "4090x2", "--seq", "16",
+                 "--global-batch", "8", "--n-mb", "4", "--iters", "3", "--hidden", "32", "--mlp", "64",
+                 "--kv-width", "16", "--step-layers", "1"]) == 0
+    r = json.loads((out / "diagnose.json").read_text())
+    assert not [k for k, v in r.items() if isinstance(v, dict) and "error" in v]
+    assert r["run"]["steady_iterations"] == [1, 2] and len(r["run"]["iteration_ends_s"]) == 3
+    assert r["run"]["step_params_per_s_in_run"] > 0 and r["step_isolated"]["step_params_per_s"] > 0
+    assert {row["class"] for row in r["classes"]["classes"]} >= {"F", "B", "FB", "OFFLOAD", "STEP"}
+    assert r["run"]["gil_wake_late"]["samples"] > 0
