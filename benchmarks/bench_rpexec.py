@@ -43,7 +43,9 @@ SIZES = {
 }
 SYSTEMS = ["rpexec:roundpipe", "library:auto", "library:searched"]
 OPTIONAL_SYSTEMS = ["rpexec:roundpipe-sync", "rpexec:gpipe", "rpexec:1f1b"]
-HOST_BYTES_PER_PARAM = {"rpexec": 16 + 4, "library": 16 + 2}  # model states + staged gradient downloads
+# host bytes per parameter: rpexec fp32 master + Adam m, v + two fp16 copies = 16, + ~1 for pools;
+# the library 16 (fp16 weights and gradients, fp32 copy, m, v) + 2 for the fp16 model handed to it
+HOST_BYTES_PER_PARAM = {"rpexec": 17, "library": 18}
 GiB = 2**30
 
 

@@ -37,7 +37,8 @@ GiB = 2**30
 
 
 def part(results: dict, name: str, fn, *args, **kwargs):
-    """Run one measurement; record its result or its error, never stop the script."""
+    """Run one measurement; record its result or its error, never stop the script. diagnose.json is
+    rewritten after every part, so a run killed by its time limit keeps what it measured."""
     t = time.perf_counter()
     print(f"# {name} ...", file=sys.stderr, flush=True)
     try:
@@ -46,6 +47,9 @@ def part(results: dict, name: str, fn, *args, **kwargs):
         traceback.print_exc()
         results[name] = {"error": f"{type(e).__name__}: {e}"}
     results.setdefault("part_s", {})[name] = time.perf_counter() - t
+    if results.get("_out"):
+        from rpsim.report.files import write_json_atomic
+        write_json_atomic(Path(results["_out"]) / "diagnose.json", {k: v for k, v in results.items() if k != "_out"})
     return results[name]
 
 
@@ -353,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     skip = set(filter(None, a.skip.split(",")))
     if a.device == "cpu":
         skip |= {"dma", "layer"}
-    results: dict = {"argv": sys.argv[1:] if argv is None else argv}
+    results: dict = {"argv": sys.argv[1:] if argv is None else argv, "_out": a.out}
     import torch
     if a.mem_cap_gib and a.device == "cuda":
         for d in range(torch.cuda.device_count()):
@@ -369,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         run = part(results, "run", run_with_probes, a, plan_path)
         if "error" not in run:
             part(results, "classes", per_class, a, plan_path, layer or {})
+    results.pop("_out")
     from rpsim.report.files import write_json_atomic
     write_json_atomic(Path(a.out) / "diagnose.json", results)
     print_summary(results)
