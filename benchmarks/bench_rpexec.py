@@ -74,13 +74,6 @@ def peak_host_bytes() -> float:
     return 0.0
 
 
-def available_host_bytes() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return float(line.split()[1]) * 1024
-    return float("inf")
-
-
 def cap_memory(gib: float) -> None:
     import torch
     for d in range(torch.cuda.device_count()):
@@ -301,6 +294,7 @@ def cuda_device_count() -> int:
 
 def run_system(system: str, a: argparse.Namespace, cap_gib: float, plans: dict, params: int,
                deadline: float) -> dict:
+    from rpexec.warmup import available_host_bytes
     kind, _, schedule = system.partition(":")
     label = system if kind == "rpexec" else f"roundpipe library ({schedule} partition)"
     base = {"system": label}

@@ -108,12 +108,27 @@ def predicted_pool_demand(plan: Plan, host: HostParams, act_shape: tuple[int, ..
 
 def presize_pools(plan: Plan, host: HostParams, act_pool: BufferPool, act_shape: tuple[int, ...],
                   dtype: torch.dtype) -> float:
-    """Allocate the predicted peak of both host pools up front (rpsim's prediction); seconds taken."""
+    """Allocate the predicted peak of both host pools up front (rpsim's prediction), at most half the
+    host memory still available (a prediction that overestimates must not take the machine's memory;
+    the pools grow on demand beyond it); seconds taken."""
     t = time.perf_counter()
     grads, acts = predicted_pool_demand(plan, host, act_shape, dtype)
-    host.grad_pool.reserve(grads)
-    act_pool.reserve(acts)
+    demand = {k: n * _numel(k[0]) * torch.empty((), dtype=k[1]).element_size()
+              for counts in (grads, acts) for k, n in counts.items()}
+    scale = min(1.0, 0.5 * available_host_bytes() / max(1, sum(demand.values())))
+    host.grad_pool.reserve({k: int(n * scale) for k, n in grads.items()})
+    act_pool.reserve({k: int(n * scale) for k, n in acts.items()})
     return time.perf_counter() - t
+
+
+def available_host_bytes() -> float:
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float("inf")
 
 
 def _numel(shape: tuple[int, ...]) -> int:
