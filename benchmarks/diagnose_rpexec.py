@@ -9,9 +9,9 @@ rest still run. Measured, and written to --out/diagnose.json:
 
 1. per-iteration times, warm-up seconds, the trace's steady iterations and iteration 0 / steady;
 2. the host STEP: busy seconds per steady iteration, its parameter rate, and the same STEP code's rate
-   in isolation on 8B-shaped layers (benchmarks/host_step.py) measured in this process just before;
-3. the host step's rate alone against while both GPUs stream weights and gradients through pinned host
-   memory at full speed (the DMA traffic a run makes), plus the copy rates reached;
+   in isolation (rpexec.profile) at the run's number of staged gradients per STEP;
+3. the host step's rate alone, while both GPUs stream weights and gradients through pinned host memory
+   at full speed (the DMA traffic a run makes), and with GEMM-issuing lane threads added;
 4. every action class's mean duration, measured against rpsim's prediction for the plan (with
    --profile, the calibrated prediction), OFFLOAD included, and F / B / FB per layer against one
    decoder layer timed alone on one GPU;
@@ -208,8 +208,15 @@ def run_with_probes(a: argparse.Namespace, plan_path: str) -> dict:
             "steady_iteration_s": steady_iteration_s(trace), "first_iteration_ratio": first_iteration_ratio(trace),
             "warmup_s": trace.meta.get("warmup_s"), "busy_s_per_steady_iteration": busy,
             "step_params_per_s_in_run": step_params / step_s if step_s else None,
+            "staged_per_step": staged_per_step(plan),
             "thread_cpu_s": sampler.summary(), "gil_wake_late": gil.summary(),
             "peak_gpu_mem_gib": [b / GiB for b in trace.meta.get("peak_gpu_mem_bytes", [])]}
+
+
+def staged_per_step(plan) -> float:
+    """Gradient downloads (OFFLOADs) per host STEP: the gradients each STEP sums."""
+    count = {k: sum(1 for acts in plan.lanes.values() for x in acts if x.kind == k) for k in ("OFFLOAD", "STEP")}
+    return count["OFFLOAD"] / count["STEP"] if count["STEP"] else 0.0
 
 
 def skeleton(model):
@@ -218,53 +225,30 @@ def skeleton(model):
 
 
 def isolated_step_rate(a: argparse.Namespace) -> dict:
-    from benchmarks.host_step import step_rate
-    return step_rate(a.hidden, a.mlp, a.kv_width, a.step_layers, n_staged=a.n_staged, pin=a.device == "cuda")
+    """rpexec's STEP alone (rpexec.profile: one layer, 1 and 4 staged gradients -> Adam and
+    accumulation rates)."""
+    from rpexec.profile import profile_cpu_optimizer
+    return profile_cpu_optimizer("fp16", a.step_params, a.step_reps)
 
 
-def step_rate_under_dma(a: argparse.Namespace) -> dict:
-    """The host step's rate alone, then while every GPU uploads and downloads pinned buffers without
-    pause (the weight and gradient streams of a RoundPipe run), and the copy rates reached meanwhile."""
+def step_rate_under_load(a: argparse.Namespace) -> dict:
+    """The same STEP while every GPU uploads and downloads pinned buffers without pause (the weight and
+    gradient streams of a RoundPipe run), then with one GEMM-issuing Python lane thread per GPU added
+    (rpexec.calibrate's load): the first slowdown is DRAM bandwidth taken by the DMA, the second adds
+    the lane threads' cores and GIL."""
     import torch
 
-    from benchmarks.host_step import step_rate
-    alone = step_rate(a.hidden, a.mlp, a.kv_width, a.step_layers, n_staged=a.n_staged, pin=True)
-    stop = threading.Event()
-    moved = {}
-
-    def stream(d: int) -> None:
-        dev = torch.device("cuda", d)
-        torch.cuda.set_device(dev)
-        host_up = torch.empty(256 << 20, dtype=torch.uint8, pin_memory=True)
-        host_down = torch.empty(256 << 20, dtype=torch.uint8, pin_memory=True)
-        gpu_up = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
-        gpu_down = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
-        up, down = torch.cuda.Stream(dev), torch.cuda.Stream(dev)
-        n, t = 0, time.perf_counter()
-        while not stop.is_set():
-            with torch.cuda.stream(up):
-                gpu_up.copy_(host_up, non_blocking=True)
-            with torch.cuda.stream(down):
-                host_down.copy_(gpu_down, non_blocking=True)
-            up.synchronize()
-            down.synchronize()
-            n += 1
-        moved[d] = 2 * n * (256 << 20) / (time.perf_counter() - t)
-
-    threads = [threading.Thread(target=stream, args=(d,), name=f"diag-dma{d}", daemon=True)
-               for d in range(torch.cuda.device_count())]
-    for th in threads:
-        th.start()
-    time.sleep(1.0)
-    try:
-        loaded = step_rate(a.hidden, a.mlp, a.kv_width, a.step_layers, n_staged=a.n_staged, pin=True)
-    finally:
-        stop.set()
-        for th in threads:
-            th.join()
-    return {"alone_params_per_s": alone["step_params_per_s"], "under_dma_params_per_s": loaded["step_params_per_s"],
-            "ratio": loaded["step_params_per_s"] / alone["step_params_per_s"],
-            "dma_bytes_per_s_per_gpu_both_directions": moved, "threads": alone["threads"]}
+    from rpexec.calibrate import BackgroundLoad
+    from rpexec.profile import cpu_optimizer_step_times
+    alone = cpu_optimizer_step_times("fp16", a.step_params, a.step_reps)
+    out: dict = {"alone": alone}
+    for name, compute in (("dma", False), ("dma_and_gemm_lanes", True)):
+        with BackgroundLoad("cuda", torch.cuda.device_count(), torch.float16, compute=compute) as load:
+            times = cpu_optimizer_step_times("fp16", a.step_params, a.step_reps)
+        out[name] = {**times, "copy_gb_per_s": load.copied_bytes / load.elapsed_s / 1e9,
+                     "slowdown_4_staged": times["step_4_staged_s"] / alone["step_4_staged_s"],
+                     "slowdown_1_staged": times["step_1_staged_s"] / alone["step_1_staged_s"]}
+    return out
 
 
 def isolated_layer_times(a: argparse.Namespace, plan_path: str) -> dict:
@@ -345,11 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                    help="cpu: a smoke run of the script's logic (no DMA or layer parts)")
     p.add_argument("--profile", default=None, help="profile.json for rpsim's prediction (the calibrated one)")
-    p.add_argument("--hidden", type=int, default=4096, help="layer shape for the isolated host-step rates")
-    p.add_argument("--mlp", type=int, default=14336)
-    p.add_argument("--kv-width", type=int, default=1024)
-    p.add_argument("--step-layers", type=int, default=3)
-    p.add_argument("--n-staged", type=int, default=4, help="downloaded gradients summed per STEP")
+    p.add_argument("--step-params", type=int, default=None,
+                   help="parameters of the layer the isolated STEP rates use (default rpexec.profile's: a "
+                        "state eight times the last-level cache)")
+    p.add_argument("--step-reps", type=int, default=3)
     p.add_argument("--torch-profile", action="store_true", help="also record a torch profiler trace (slow)")
     p.add_argument("--skip", default="", help="comma-separated parts to leave out: dma, run, layer")
     a = p.parse_args(argv)
@@ -367,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     part(results, "gil_idle", idle_gil_probe)
     part(results, "step_isolated", isolated_step_rate, a)
     if "dma" not in skip:
-        part(results, "step_under_dma", step_rate_under_dma, a)
+        part(results, "step_under_load", step_rate_under_load, a)
     layer = part(results, "layer_isolated", isolated_layer_times, a, plan_path) if "layer" not in skip else {}
     if "run" not in skip and isinstance(plan_path, str):
         run = part(results, "run", run_with_probes, a, plan_path)
@@ -400,14 +383,19 @@ def print_summary(r: dict) -> None:
               + f"; steady {run['steady_iteration_s']:.3f} s (its {run['steady_iterations']}), "
               f"iteration 0 / steady = {run['first_iteration_ratio']:.2f}, warm-up {run['warmup_s']}")
         print("busy s per steady iteration: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(run["busy_s_per_steady_iteration"].items())))
-    iso = get("step_isolated", "step_params_per_s")
+    iso = r.get("step_isolated", {})
     in_run = run.get("step_params_per_s_in_run")
-    if iso and in_run:
-        print(f"host STEP: {in_run / 1e9:.2f} G params/s in the run, {iso / 1e9:.2f} isolated ({in_run / iso:.2f}x)")
-    dma = r.get("step_under_dma", {})
-    if "ratio" in dma:
-        print(f"host STEP under DMA from all GPUs: {dma['ratio']:.2f}x its rate alone; copy rates GB/s "
-              + ", ".join(f"gpu{d} {b / 1e9:.1f}" for d, b in dma["dma_bytes_per_s_per_gpu_both_directions"].items()))
+    if "adam_params_per_s" in iso and in_run:
+        k = run["staged_per_step"]
+        alone = 1 / (1 / iso["adam_params_per_s"] + k / iso["grad_accumulate_params_per_s"])
+        print(f"host STEP ({k:.1f} staged gradients each): {in_run / 1e9:.2f} G params/s in the run, "
+              f"{alone / 1e9:.2f} isolated ({in_run / alone:.2f}x)")
+    load = r.get("step_under_load", {})
+    for name in ("dma", "dma_and_gemm_lanes"):
+        if name in load:
+            x = load[name]
+            print(f"host STEP under {name}: {x['slowdown_4_staged']:.2f}x slower (4 staged), "
+                  f"{x['slowdown_1_staged']:.2f}x (1 staged); background copies {x['copy_gb_per_s']:.0f} GB/s")
     for row in get("classes", "classes", default=[]) or []:
         print(f"  {row['class']:8s} measured {row['measured_mean_s'] * 1e3:9.2f} ms  predicted "
               f"{row['predicted_mean_s'] * 1e3:9.2f} ms  (n {row['n_measured']})")

