@@ -97,7 +97,7 @@ def prepare_plans(a: argparse.Namespace, n_gpus: int) -> dict:
     from rpsim.search.space import plan_request
     from rpsim.search.workspace import with_training
     training = training_spec(a.size, a.loss_chunk_tokens)
-    server = f"h200x{n_gpus}"
+    server = machine_for(a, n_gpus)
     sc = make_scenario(model_spec(a.size), server, training, gpu_memory_bytes=(a.mem_cap_gib or 141) * GiB)
     out: dict = {}
     for schedule in sorted({x.split(":", 1)[1].partition("@")[0] for x in a.systems.split(",") if x.startswith("rpexec:")}
@@ -120,6 +120,7 @@ def prepare_plans(a: argparse.Namespace, n_gpus: int) -> dict:
         path = Path(a.out) / f"{a.size}-{schedule}-plan.json"
         write_json_atomic(path, plan_to_json(plan))
         entry = {"plan_file": str(path), "blocks": 1 if is_async else a.iters, "search_s": time.perf_counter() - t,
+                 "machine": server,
                  "predicted": {"plan": label, "iteration_s": m["iteration_s"], "feasible": m["feasible"],
                                "peak_gpu_gib": max(m["peak_gpu_mem_bytes"] or [0.0]) / GiB,
                                "recompute": scs.training.recompute},
@@ -130,6 +131,15 @@ def prepare_plans(a: argparse.Namespace, n_gpus: int) -> dict:
             entry["library_plan_file"] = str(lib_path)
         out[schedule] = entry
     return out
+
+
+def machine_for(a: argparse.Namespace, n_gpus: int) -> str:
+    """--machine, else the calibrated machine file of this server kind when the repository has one
+    (`rpexec calibrate`, experiments/data/machines/), else the h200xN preset."""
+    if a.machine:
+        return a.machine
+    calibrated = Path(__file__).resolve().parents[1] / "experiments" / "data" / "machines" / f"h200x{n_gpus}.toml"
+    return str(calibrated) if calibrated.exists() else f"h200x{n_gpus}"
 
 
 def run_rpexec(a: argparse.Namespace) -> dict:
@@ -224,6 +234,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loss-chunk-tokens", type=int, default=2048,
                    help="rpexec's chunked LM-head loss (0 = full logits, as the library computes it)")
     p.add_argument("--jobs", type=int, default=None, help="search worker processes (default: every core)")
+    p.add_argument("--machine", default=None,
+                   help="--gpus value rpsim plans and predicts with (default: experiments/data/machines/"
+                        "h200xN.toml when present, the calibrated machine, else the h200xN preset)")
     p.add_argument("--out", default="bench-out", help="directory for plans, traces and bench-<size>.json")
     p.add_argument("--trace", action="store_true", help="also write each rpexec run's measured trace to --out")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)

@@ -2,9 +2,10 @@
 
     python3 benchmarks/diagnose_rpexec.py --out results/diag            # 2x H200, ~4 minutes
 
-Default setup is the issue's: Llama-3-8B shape, h200x2, seq 2048, global batch 32, 8 microbatches, the
-RoundPipe plan `rpsim export` makes by default (or --plan FILE, e.g. the benchmark's searched plan), 4
-iterations, each GPU capped to 24 GiB. Each part is independent: one that fails is reported and the
+Default setup is the issue's: Llama-3-8B shape, 2x H200 (rpsim plans and predicts with the calibrated
+machine file experiments/data/machines/h200x2.toml when present), seq 2048, global batch 32, 8
+microbatches, the RoundPipe plan `rpsim export` makes by default (or --plan FILE, e.g. the benchmark's
+searched plan), 4 iterations, no GPU memory cap (as in the issue). Each part is independent: one that fails is reported and the
 rest still run. Measured, and written to --out/diagnose.json:
 
 1. per-iteration times, warm-up seconds, the trace's steady iterations and iteration 0 / steady;
@@ -319,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="directory for diagnose.json, the plan and the trace")
     p.add_argument("--plan", default=None, help="a RoundPipe plan.json (default: rpsim export with the flags below)")
     p.add_argument("--model", default="llama3-8b")
-    p.add_argument("--gpus", default="h200x2")
+    p.add_argument("--gpus", default=None,
+                   help="server for the plan and rpsim's prediction (default: the calibrated machine file "
+                        "experiments/data/machines/h200x2.toml when present, else h200x2)")
     p.add_argument("--seq", type=int, default=2048)
     p.add_argument("--global-batch", type=int, default=32)
     p.add_argument("--n-mb", type=int, default=8)
@@ -337,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", default="", help="comma-separated parts to leave out: dma, run, layer")
     a = p.parse_args(argv)
     Path(a.out).mkdir(parents=True, exist_ok=True)
+    if a.gpus is None:
+        calibrated = Path(__file__).resolve().parents[1] / "experiments" / "data" / "machines" / "h200x2.toml"
+        a.gpus = str(calibrated) if calibrated.exists() else "h200x2"
     skip = set(filter(None, a.skip.split(",")))
     if a.device == "cpu":
         skip |= {"dma", "layer"}
