@@ -54,7 +54,8 @@ def warm_host_state(host: HostParams) -> float:
         for state in opt.state.values():
             state["step"].zero_()  # as if never stepped: bias correction starts from step 1
 
-    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+    # a few layers at a time: each step is itself parallel (OpenMP), the threads overlap page faults
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         list(pool.map(touch, range(len(host.layers))))
     return time.perf_counter() - t
 
