@@ -118,7 +118,7 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
     ctx = Context(plan, layers, host, devices, job_of_action(plan), jobs, batch_fn(model, seq, mb_size, opts.seed, opts.same_batch, opts.device == 'cuda'),
                   {}, resident, not stages_are_resident(plan), opts.capture_grads, {}, threading.Lock(),
                   BufferPool(pin=opts.device == "cuda"))
-    warm = warm_up(plan, host, ctx.act_pool, (mb_size, seq, model.hidden), dtype) if opts.warmup else {}
+    warm = warm_up(plan, host, ctx.act_pool, (mb_size, seq, model.hidden), dtype, not resident) if opts.warmup else {}
     events: list[TraceEvent] = []
     offset = 0
     for block in range(opts.blocks):
@@ -144,8 +144,11 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
 
 
 def warm_up(plan: Plan, host: HostParams, act_pool: BufferPool, act_shape: tuple[int, ...],
-            dtype: torch.dtype) -> dict[str, float]:
-    return {"host_state": warm_host_state(host), "pools": presize_pools(plan, host, act_pool, act_shape, dtype)}
+            dtype: torch.dtype, host_steps: bool) -> dict[str, float]:
+    """Host state first (only when the host runs the optimizer: resident stages step on their GPU and
+    never touch the host AdamW), then the pools."""
+    return {"host_state": warm_host_state(host) if host_steps else 0.0,
+            "pools": presize_pools(plan, host, act_pool, act_shape, dtype)}
 
 
 def steady_iterations(plan: Plan, n_iters: int, warmed: bool) -> list[int]:
