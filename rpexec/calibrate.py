@@ -182,12 +182,14 @@ def link_rates(n_gpus: int, reps: int) -> dict[str, Any]:
     return out
 
 
-class _Load:
+class BackgroundLoad:
     """Background work that loads the host the way a pipeline run does: on CUDA, H2D and D2H copies on
-    every GPU plus one Python lane thread per GPU issuing GEMMs and waiting on them (rpexec's lanes);
-    on the CPU, a thread copying host buffers (DRAM traffic). Counts the bytes the copies moved."""
+    every GPU plus (compute=True) one Python lane thread per GPU issuing GEMMs and waiting on them
+    (rpexec's lanes); on the CPU, a thread copying host buffers (DRAM traffic). Counts the bytes the
+    copies moved. benchmarks/diagnose_rpexec.py runs it with and without the GEMM lanes, to tell the
+    DMA's share of the optimizer's slowdown from the lane threads'."""
 
-    def __init__(self, device: str, n_gpus: int, dtype: torch.dtype) -> None:
+    def __init__(self, device: str, n_gpus: int, dtype: torch.dtype, compute: bool = True) -> None:
         self.stop = threading.Event()
         self.copied_bytes = 0
         self.gemm_flops = 0.0
@@ -196,11 +198,12 @@ class _Load:
         if device == "cuda":
             for g in range(n_gpus):
                 self.threads.append(threading.Thread(target=self._dma, args=(g,), daemon=True))
-                self.threads.append(threading.Thread(target=self._compute, args=(g, dtype), daemon=True))
+                if compute:
+                    self.threads.append(threading.Thread(target=self._compute, args=(g, dtype), daemon=True))
         else:
             self.threads.append(threading.Thread(target=self._host_copy, daemon=True))
 
-    def __enter__(self) -> _Load:
+    def __enter__(self) -> BackgroundLoad:
         self.t0 = time.perf_counter()
         for t in self.threads:
             t.start()
@@ -297,9 +300,9 @@ def optimizer_rates(s: CalibrationSettings) -> dict[str, Any]:
     """The optimizer alone, the background load alone, then both at once: each side's slowdown is what
     the other costs it (shared DRAM, cores)."""
     alone = profile_cpu_optimizer(s.dtype, s.optimizer_params, s.reps)
-    with _Load(s.device, s.n_gpus, DTYPES[s.dtype]) as quiet:
+    with BackgroundLoad(s.device, s.n_gpus, DTYPES[s.dtype]) as quiet:
         time.sleep(2.0)
-    with _Load(s.device, s.n_gpus, DTYPES[s.dtype]) as load:
+    with BackgroundLoad(s.device, s.n_gpus, DTYPES[s.dtype]) as load:
         loaded: dict[str, Any] = cpu_optimizer_step_times(s.dtype, alone["params"], s.reps)
     loaded["background_copy_gb_per_s"] = load.copied_bytes / load.elapsed_s / 1e9
     loaded["background_alone_copy_gb_per_s"] = quiet.copied_bytes / quiet.elapsed_s / 1e9
