@@ -151,7 +151,7 @@ def compare(source: str = "profile") -> tuple[list[dict], list[dict]]:
         rows.append({"model": sc.model.name, "schedule": plan.schedule, "gpus": plan.n_gpus,
                      "predicted_s": pred["iteration_s"], "measured_s": measured_s,
                      "predicted_bubble": pred["bubble"], "measured_bubble": meas["bubble"],
-                     "predicted_peak_gib": max(pred["peak_gpu_mem_bytes"]) / 2**30,
+                     "predicted_peak_gib": max(pred["peak_gpu_allocated_bytes"]) / 2**30,
                      "measured_peak_gib": max(trace.meta.get("peak_gpu_mem_bytes") or [0]) / 2**30})
     return rows, by_class
 

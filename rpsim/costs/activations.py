@@ -1,28 +1,108 @@
-"""Activation bytes saved for backward, per microbatch, without recomputation.
+"""Activation bytes a GPU holds per microbatch, counted tensor by tensor from the code that runs the layers.
 
-RoundPipe paper (arXiv 2604.27085), Sec. 3, with FlashAttention and SwiGLU:
-(12 + 4k/a)·s·b·h + 6·s·b·m·E_act bytes per layer in fp16. The 12·sbh term is six h-wide tensors
-(layer input, norm output, q, attention output, residual, second norm output) and 4k/a·sbh is k and v;
-with q_width = a·d != h (Qwen3-32B) we use the real widths: 2·T·(4h + 2·q_width + 2·kv_width).
+Which code runs them is a setting (`TrainingSpec.layer_impl`), because the counts differ by 1.5-2x:
+
+- "rpexec": rpexec/model.py, the decoder rpexec runs and the benchmark also hands to the `roundpipe`
+  library (benchmarks/bench_rpexec.py). Counted from torch's saved tensors (saved_tensors_hooks, checked in
+  tests/test_activation_memory.py) with CUDA's fused rms_norm, which saves its fp32 input and rstd only.
+- "hf-fa2": Hugging Face Llama / Qwen3 layers with FlashAttention-2 in fp16, what the RoundPipe authors ran
+  (RoundPipe-artifact roundpipe/train.py: `_attn_implementation = "flash_attention_2"`, fp16 weights,
+  `return_logits=False`, i.e. the library's chunked linear cross-entropy).
+
+- "paper": the paper's formula, (12 + 4k/a)·sbh + 6·sbm·E_act (RoundPipe Sec. 3; Korthikanti et al. 2022),
+  an idealised layer with fp16 norms and one copy of each tensor. Both real implementations keep more:
+  fp32 norm inputs, and rpexec expands k and v to every query head before scaled_dot_product_attention.
 """
 from __future__ import annotations
 
 from rpsim.specs.model import ModelSpec
 from rpsim.specs.training import TrainingSpec
 
+FP16 = 2.0
+FP32 = 4.0
+# The `roundpipe` library's chunked linear cross-entropy runs 4096 tokens at a time
+# (roundpipe 0.1.1, models/function.py: TOKEN_CHUNK_SIZE).
+LIBRARY_LOSS_CHUNK_TOKENS = 4096
+
 
 def layer_activation_bytes(model: ModelSpec, train: TrainingSpec) -> float:
-    t = train.mb_tokens
-    attention = 2.0 * t * (4 * model.hidden + 2 * model.q_width + 2 * model.kv_width)
-    mlp = 6.0 * t * model.mlp_width * model.n_active_experts
-    return attention + mlp
+    """Bytes a transformer layer's forward saves for its backward, per microbatch."""
+    per_token = {"rpexec": _rpexec_layer, "hf-fa2": _hf_fa2_layer, "paper": _paper_layer}[train.layer_impl]
+    return train.mb_tokens * per_token(model)
+
+
+def _paper_layer(m: ModelSpec) -> float:
+    """The paper's count per token: six h-wide fp16 tensors (layer input, norm output, q, attention output,
+    residual, second norm output) and k and v, with the real projection widths where q_width != h
+    (Qwen3-32B): 2·(4h + 2·q_width + 2·kv_width); SwiGLU 6·m per active expert."""
+    return FP16 * (4 * m.hidden + 2 * m.q_width + 2 * m.kv_width) + 6.0 * m.mlp_width * m.n_active_experts
+
+
+def _rpexec_layer(m: ModelSpec) -> float:
+    """Per token, rpexec/model.py DecoderLayer:
+    - each RMSNorm: its fp32 input (x.float()) and its fp16 output (saved by the next GEMMs): 4h + 2h;
+    - q_norm / k_norm (Qwen3): their fp32 inputs, 4·q_width + 4·kv_width (RoPE's products save cos/sin only);
+    - SDPA (flash backend): q, k and v after repeat_interleave (each q_width wide), output: 4 x 2·q_width,
+      plus an fp32 log-sum-exp per head;
+    - o_proj's input: the transposed output reshaped, a copy: 2·q_width;
+    - SwiGLU per active expert: gate, silu(gate), up, their product: 4 x 2·m; an MoE layer also keeps the
+      gathered tokens and each expert's output for the routing weight (2h + 2h per active expert) and the
+      router's fp32 probabilities."""
+    norms = 2 * (FP32 + FP16) * m.hidden
+    qk = FP32 * (m.q_width + m.kv_width) if m.qk_norm else 0.0
+    attention = 4 * FP16 * m.q_width + FP32 * m.n_heads + FP16 * m.q_width
+    mlp = m.n_active_experts * 4 * FP16 * m.mlp_width
+    if m.is_moe:
+        mlp += m.n_active_experts * 2 * FP16 * m.hidden + FP32 * m.n_experts
+    return norms + qk + attention + mlp
+
+
+def _hf_fa2_layer(m: ModelSpec) -> float:
+    """Per token, transformers' LlamaDecoderLayer / Qwen3DecoderLayer with flash_attention_2, fp16:
+    - each RMSNorm (LlamaRMSNorm): the fp32 input, the normalised fp16 tensor and the weighted output:
+      4h + 2h + 2h;
+    - q_norm / k_norm (Qwen3): the same over q and k: 8·(q_width + kv_width) minus the outputs RoPE does
+      not save (2·(q_width + kv_width)): 6·(q_width + kv_width);
+    - FlashAttention-2 takes grouped k and v as they are: q, k, v, output (o_proj reads the output as a
+      view): 2·(2·q_width + 2·kv_width), plus an fp32 log-sum-exp per head;
+    - SwiGLU per active expert 4 x 2·m; MoE keeps the gathered tokens per active expert (2h)."""
+    norms = 2 * (FP32 + 2 * FP16) * m.hidden
+    qk = 6.0 * (m.q_width + m.kv_width) if m.qk_norm else 0.0
+    attention = FP16 * 2 * (m.q_width + m.kv_width) + FP32 * m.n_heads
+    mlp = m.n_active_experts * 4 * FP16 * m.mlp_width
+    if m.is_moe:
+        mlp += m.n_active_experts * FP16 * m.hidden + FP32 * m.n_experts
+    return norms + qk + attention + mlp
 
 
 def head_activation_bytes(model: ModelSpec, train: TrainingSpec) -> float:
-    """Norm input and output (fp16) plus the logits in fp16 and their fp32 softmax (2 + 4 bytes) of every
-    token, or, with a chunked loss, of one chunk of tokens plus each token's fp32 log-sum-exp."""
-    t = train.mb_tokens
-    norm = 2.0 * 2 * t * model.hidden
-    if train.loss_chunk_tokens:
-        return norm + 4.0 * t + 6.0 * min(t, train.loss_chunk_tokens) * model.vocab
-    return norm + 6.0 * t * model.vocab
+    """The most the head (final norm, LM head, loss) holds at once per microbatch while its backward runs:
+    what its forward saved plus the loss's largest transient."""
+    t, h, v = train.mb_tokens, model.hidden, model.vocab
+    chunk = min(t, train.loss_chunk_tokens) if train.loss_chunk_tokens else 0
+    if train.layer_impl == "paper":  # fp16 norm input and output; fp16 logits and their fp32 softmax
+        norm = 2 * FP16 * t * h
+        return norm + (FP32 * t + 6.0 * chunk * v if chunk else 6.0 * t * v)
+    if train.layer_impl == "rpexec":
+        norm = (FP32 + FP16) * t * h  # fp32 input of the final RMSNorm, its output (the LM head's input)
+        if not chunk:
+            # F.cross_entropy(logits.float()): log_softmax saves its fp32 output (4 B / logit); backward
+            # then holds it with nll_loss's fp32 gradient and log_softmax's fp32 input gradient at once:
+            # 3 x 4 = 12 B per logit (the forward's peak is 2 + 4 + 4 = 10: fp16 logits, fp32 copy, output).
+            return norm + 3 * FP32 * t * v
+        # rpexec/chunked_loss.py saves each token's fp32 log-sum-exp and, in backward, holds the input
+        # gradient (2·t·h) and an fp32 weight gradient (4·v·h). Per chunk its backward keeps the fp32
+        # probabilities, their scaled fp32 copy and its fp16 cast (4 + 4 + 2 B per logit); then, with the
+        # probabilities and the fp16 gradient left (6 B per logit), the weight-gradient GEMM's fp16
+        # output and its fp32 cast (2·v·h + 4·v·h) on top of the accumulator.
+        chunk_peak = max(10.0 * chunk * v + FP32 * v * h, 6.0 * chunk * v + (FP32 + FP16 + FP32) * v * h)
+        return norm + FP32 * t + FP16 * t * h + chunk_peak
+    norm = (FP32 + 2 * FP16) * t * h  # LlamaRMSNorm as in the layers
+    if not chunk:
+        # The library's HF loss (CompileForCausalLMLoss, torch.compile'd): fp16 logits saved, the fused
+        # backward writes an fp16 gradient of the same size: 2 + 2 B per logit.
+        return norm + 2 * FP16 * t * v
+    # ChunkedCompileLinearForCausalLMLoss (roundpipe 0.1.1 models/function.py): forward runs each chunk's
+    # logits, compiled cross-entropy and its backward at once and keeps only the input gradient (2·t·h) and
+    # the fp16 LM-head weight gradient (2·v·h); a chunk holds its fp16 logits and their fp16 gradient.
+    return norm + FP16 * t * h + FP16 * v * h + 2 * FP16 * chunk * v

@@ -10,7 +10,7 @@ from rpsim.costs import ModelCosts
 from rpsim.ir import Plan
 from rpsim.specs import ServerSpec
 
-ALLOCATOR_OVERHEAD = 1.1  # caching-allocator fragmentation and CUDA context; PyTorch typically 5-15%
+from rpsim.sim.memory import ALLOCATOR_OVERHEAD  # noqa: E402 - one definition of the margin
 
 
 def peak_in_flight(plan: Plan, gpu: int) -> dict[tuple[int, int], int]:

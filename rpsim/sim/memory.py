@@ -8,10 +8,14 @@ from dataclasses import dataclass
 
 from rpsim.ir import CPU, Action, Plan
 from rpsim.ir.jobs import jobs_of, stages_are_resident
-from rpsim.sim.action_costs import CostContext, boundary_bytes, transfer_bytes
+from rpsim.sim.action_costs import CostContext, saved_inside_bytes, boundary_bytes, transfer_bytes
 from rpsim.sim.trace import Trace
 
-ALLOCATOR_OVERHEAD = 1.1  # PyTorch caching-allocator fragmentation and CUDA context, typically 5-15%
+# Feasibility margin over the live tensor bytes this module counts: what the caching allocator reserves
+# beyond them (segments split by frees of other sizes) and the CUDA context, typically 5-15% in PyTorch.
+# The counted bytes themselves need no factor: they match torch.cuda.max_memory_allocated of every e03
+# run within a few percent (tests/test_e03_memory.py), so the factor applies to feasibility only.
+ALLOCATOR_OVERHEAD = 1.1
 Timed = dict[tuple[int, Action], tuple[float, float]]
 
 
@@ -130,13 +134,22 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
             else:
                 work = max_bytes
                 deltas[gpu] += [(s, work), (e, -work)]
-                if not ctx.stateless:  # the stage input stays for the recompute
-                    keep = boundary_bytes(ctx, lo)
+                # Inputs saved for the recompute besides the stage's own: every layer's with layer grain
+                # (rpexec handlers._saved_boundaries), a backward stage's start inside a forward stage
+                # with RoundPipe's asymmetric partition. Stateless GPUs download them with the output.
+                inner = saved_inside_bytes(ctx, lo, hi)
+                if not ctx.stateless:  # the stage input and the inner inputs stay for the recompute
+                    keep = boundary_bytes(ctx, lo) + inner
                     deltas[gpu] += [(s, keep), (_backward_end(timed, gpu, a), -keep)]
-            out = boundary_bytes(ctx, hi)
+                    inner = 0.0
+            out = boundary_bytes(ctx, hi) + (0.0 if keep_all else inner)
             deltas[gpu] += [(s, out), (moved.get((gpu, "F", a.stage, a.mb, a.it), e), -out)]
         else:
-            work = all_bytes if (a.kind in ("B", "I", "FB") and not keep_all) else max_bytes
+            # A backward recomputes its whole stage at once (stage grain, and the fused stage FB, whose
+            # forward is the recompute), or one layer at a time from saved inputs (layer grain: rpexec
+            # handlers._backward_per_layer; the roundpipe library's run_backward, recompute_grain="layer").
+            whole_stage = not keep_all and (a.kind == "FB" or (a.kind in ("B", "I") and ctx.plan.recompute != "layer"))
+            work = all_bytes if whole_stage else max_bytes
             deltas[gpu] += [(s, work), (e, -work)]
             if a.kind != "W":  # W computes weight gradients only; its stage's I produced the input gradient
                 out = boundary_bytes(ctx, lo)
