@@ -1,0 +1,64 @@
+"""The activation bytes rpsim counts for rpexec's layers (rpsim/costs/activations.py) against the tensors
+torch really saves for backward when rpexec/model.py runs them (autograd's saved_tensors_hooks), and closed
+forms of the memory timeline on small plans."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rpexec import model as rpmodel  # noqa: E402
+from rpsim.costs.activations import layer_activation_bytes  # noqa: E402
+from rpsim.specs import ModelSpec, TrainingSpec  # noqa: E402
+
+
+class _FusedRmsNorm(torch.autograd.Function):
+    """Saves what CUDA's fused rms_norm saves for backward (torch derivatives.yaml, _fused_rms_norm: its
+    input, rstd and the weight). On CPU F.rms_norm is a composite of elementwise ops that also saves the
+    normalised fp32 tensor; the e03 runs on H200 (tests/test_e03_memory.py) match the fused count."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, rstd, weight)
+        return x * rstd * weight
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError  # the test only counts what forward saves
+
+
+def _fused_rms_norm(x, shape, weight, eps):
+    return _FusedRmsNorm.apply(x, weight, eps)
+
+
+def saved_activation_bytes(module, x: torch.Tensor) -> dict[int, tuple]:
+    """Distinct storages autograd saves during module(x), leaving out the parameters (and their fp32
+    casts) and RoPE's cos / sin tables, which every call shares: storage -> (bytes, shape, dtype)."""
+    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    seen: dict[int, tuple] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        per_call = t.dim() >= 2 and t.shape[0] in (x.shape[0], x.shape[0] * x.shape[1])
+        if st.data_ptr() not in params and per_call:
+            seen[st.data_ptr()] = (st.nbytes(), tuple(t.shape), t.dtype)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    return seen
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_rpexec_layer_saves_what_rpsim_counts(monkeypatch, qk_norm):
+    monkeypatch.setattr(rpmodel.F, "rms_norm", _fused_rms_norm)
+    m = ModelSpec(name="t", n_layers=1, hidden=256, n_heads=4, n_kv_heads=2, head_dim=64, mlp_width=384,
+                  vocab=1000, qk_norm=qk_norm)
+    b, s = 2, 64
+    layer = rpmodel.DecoderLayer(m).to(torch.bfloat16)
+    x = torch.randn(b, s, m.hidden, dtype=torch.bfloat16, requires_grad=True)
+    saved = saved_activation_bytes(layer, x)
+    measured = sum(n for n, _shape, _dtype in saved.values())
+    counted = layer_activation_bytes(m, TrainingSpec(seq_len=s, global_batch=b, mb_size=b, layer_impl="rpexec"))
+    assert measured == pytest.approx(counted, rel=0.01), sorted(saved.values())

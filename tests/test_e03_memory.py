@@ -1,0 +1,70 @@
+"""Predicted peak GPU memory against rpexec's measured peaks (torch.cuda.max_memory_allocated) on the
+e03 runs (2x H200, experiments/data/e03), and against the roundpipe library's measured peak in the
+issue-8 benchmark (experiments/data/rpexec-h200x2/bench.json)."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from rpsim.ir.planio import load_plan
+from rpsim.scenario import scenario_from_setup
+from rpsim.sim.memory import memory_timeline
+from rpsim.sim.simulate import cost_context, simulate
+from rpsim.sim.trace import load_trace
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "experiments" / "data" / "e03"
+PLANS = sorted(DATA.glob("*-plan.json"))
+TOLERANCE = 0.10
+# GPU 0 of this run measured 3.97 GiB, GPU 1 3.66 and the same plan on one GPU 3.57; the rules give 3.50
+# on either GPU, also on the measured timing (-11.8%). What GPU 0 holds besides is not found.
+UNEXPLAINED = {"llama-0.7b-roundpipe-sync-2gpu"}
+UNEXPLAINED_MARK = pytest.mark.xfail(strict=True, reason="GPU 0 holds 0.47 GiB the rules do not place")
+
+
+def _run(plan_path: Path):
+    plan = load_plan(plan_path)
+    setup = dict(plan.setup)
+    setup["profile"] = str(DATA / Path(setup["profile"]).name)
+    sc = scenario_from_setup(setup)
+    trace = load_trace(str(plan_path).replace("-plan.json", "-trace.json"))
+    return plan, sc, trace
+
+
+def _id(p: Path) -> str:
+    return p.name.removesuffix("-plan.json")
+
+
+@pytest.mark.skipif(not PLANS, reason="experiments/data/e03 holds no runs")
+@pytest.mark.parametrize("plan_path", [pytest.param(p, marks=UNEXPLAINED_MARK) if _id(p) in UNEXPLAINED else p
+                                       for p in PLANS], ids=_id)
+def test_memory_rules_on_the_measured_timing_give_the_measured_peak(plan_path):
+    """The rules alone, timed by the measured trace itself: the run's peak (the largest over its GPUs)
+    within 10%. (GPU 0 of the 2-GPU RoundPipe runs measured 0.4-1.4 GiB above the rules while GPU 1
+    matched; the peak over both GPUs stays within 10%.)"""
+    plan, sc, trace = _run(plan_path)
+    n_iters = max(e.it for e in trace.events) + 1
+    mem = memory_timeline(replace(plan, n_iters=n_iters), trace, cost_context(plan, sc))
+    predicted = max(mem.peak_bytes(gpu) for gpu in range(plan.n_gpus))
+    assert predicted == pytest.approx(max(trace.meta["peak_gpu_mem_bytes"]), rel=TOLERANCE)
+
+
+def _async_step_bound(plan_path: Path) -> bool:
+    return "-roundpipe-" in plan_path.name and "-sync-" not in plan_path.name
+
+
+@pytest.mark.skipif(not PLANS, reason="experiments/data/e03 holds no runs")
+@pytest.mark.parametrize("plan_path", [
+    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=(
+        "async RoundPipe: the peak holds the gradients that wait for the host optimizer, which ran at about "
+        "half its isolated rate inside these runs (issue 14, host contention); with the CPU rates halved "
+        "the simulated peaks come within 3% (1 GPU)")))
+    if _async_step_bound(p) else
+    pytest.param(p, marks=UNEXPLAINED_MARK) if _id(p) in UNEXPLAINED else p for p in PLANS], ids=_id)
+def test_predicted_peak_within_10_percent_of_measured(plan_path):
+    plan, sc, trace = _run(plan_path)
+    predicted = max(simulate(plan, sc).metrics["peak_gpu_allocated_bytes"])
+    assert predicted == pytest.approx(max(trace.meta["peak_gpu_mem_bytes"]), rel=TOLERANCE)
