@@ -68,3 +68,26 @@ def test_predicted_peak_within_10_percent_of_measured(plan_path):
     plan, sc, trace = _run(plan_path)
     predicted = max(simulate(plan, sc).metrics["peak_gpu_allocated_bytes"])
     assert predicted == pytest.approx(max(trace.meta["peak_gpu_mem_bytes"]), rel=TOLERANCE)
+
+
+BENCH = ROOT / "experiments" / "data" / "rpexec-h200x2" / "bench.json"
+
+
+@pytest.mark.skipif(not BENCH.exists() or not (DATA / "llama-2.8b-profile.json").exists(),
+                    reason="no benchmark data")
+def test_library_peak_within_10_percent_of_measured():
+    """The roundpipe library on the benchmark's 2.8B model (rpexec's layers, handed to the library as an
+    nn.Sequential, fp16, full logits through the benchmark's loss_fn, 8 x 8 x 2048 tokens, 2 GPUs): its
+    partitioner's plan, whose fused stage is the head alone, peaks at the head's backward like rpexec's."""
+    from rpsim.compare import run_one
+    from rpsim.planner import PlanRequest
+    from rpsim.scenario import make_scenario
+    from rpsim.specs import ModelSpec, TrainingSpec
+    model = ModelSpec(name="llama-2.8b", n_layers=26, hidden=3072, n_heads=24, n_kv_heads=8, head_dim=128,
+                      mlp_width=8192, vocab=32000)  # experiments/e03_sim_vs_real.py SIZES
+    train = TrainingSpec(seq_len=2048, global_batch=64, mb_size=8, precision="fp16")
+    sc = make_scenario(model, "h200x2", train, str(DATA / "llama-2.8b-profile.json"), gpu_memory_bytes=24 * 2**30)
+    predicted = run_one(sc, PlanRequest("roundpipe", partitioner="roundpipe-library")).metrics
+    measured = next(r for r in json.loads(BENCH.read_text())["results"] if r["system"].startswith("roundpipe library"))
+    assert max(predicted["peak_gpu_allocated_bytes"]) == pytest.approx(max(measured["peak_gpu_mem_bytes"]),
+                                                                       rel=TOLERANCE)

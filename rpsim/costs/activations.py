@@ -31,6 +31,16 @@ def layer_activation_bytes(model: ModelSpec, train: TrainingSpec) -> float:
     return train.mb_tokens * per_token(model)
 
 
+def layer_backward_extra_bytes(model: ModelSpec, train: TrainingSpec) -> float:
+    """What a transformer layer's backward holds beyond the saved activations still alive, at its peak:
+    in the SwiGLU's product node autograd holds the product's gradient and computes both of its inputs'
+    gradients (3 x 2·m per token) while only the down projection's saved input (2·m) has been freed. The
+    same in rpexec's and in Hugging Face's MLP; the paper's formula counts saved tensors only."""
+    if train.layer_impl == "paper":
+        return 0.0
+    return train.mb_tokens * model.n_active_experts * 2 * FP16 * model.mlp_width
+
+
 def _paper_layer(m: ModelSpec) -> float:
     """The paper's count per token: six h-wide fp16 tensors (layer input, norm output, q, attention output,
     residual, second norm output) and k and v, with the real projection widths where q_width != h

@@ -63,7 +63,7 @@ def slots_of(ctx: FastContext, part: Partition) -> list[Slot]:
             t = ctx.b(a, b) + (ctx.r(a, b) if ctx.recompute != "none" else 0.0)
             inb = ctx.boundary(b) + ctx.boundary(a) + (ctx.inp_sum(a + 1, b) if layer_mode else 0.0)
         # rpsim.sim.memory's rule: a layer-grain backward recomputes one layer at a time; FB all at once.
-        work = ctx.max_act(a, b) if layer_mode and not fused else ctx.act(a, b)
+        work = ctx.backward_work(a, b, layer_mode and not fused)
         out.append(Slot("FB" if fused else "B", s, t, inb, ctx.boundary(a), ctx.weight(a, b), ctx.grad(a, b),
                         ctx.params(a, b), work))
     return out

@@ -114,7 +114,10 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
         elif a.is_compute:
             key = (gpu, a.partition_phase, a.stage, a.mb, a.it)
             used[key] = max(used[key], e)
-    stages: dict[tuple[str, int], tuple[int, int, float, float]] = {}  # lo, hi, sum and max activation
+    # lo, hi, the stage's activations (sum, max) and its backward working sets: the whole stage at once
+    # (sum plus the largest backward transient) or one layer at a time (the largest activations plus
+    # transient of one layer).
+    stages: dict[tuple[str, int], tuple[int, int, float, float, float, float]] = {}
     for (gpu, a), (s, e) in timed.items():
         if not a.is_compute:
             continue
@@ -123,9 +126,12 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
         if stage is None:
             lo, hi = ctx.plan.partition.ranges(phase)[a.stage]  # type: ignore[index]
             span = layers[lo:hi]
-            stage = stages[(phase, a.stage)] = (lo, hi, sum(x.activation_bytes for x in span),  # type: ignore[index]
-                                                max(x.activation_bytes for x in span))
-        lo, hi, all_bytes, max_bytes = stage
+            all_bytes = sum(x.activation_bytes for x in span)
+            stage = stages[(phase, a.stage)] = (  # type: ignore[index]
+                lo, hi, all_bytes, max(x.activation_bytes for x in span),
+                all_bytes + max(x.backward_extra_bytes for x in span),
+                max(x.activation_bytes + x.backward_extra_bytes for x in span))
+        lo, hi, all_bytes, max_bytes, whole_backward, layer_backward = stage
         last_use[(a.mb, a.it)] = max(last_use[(a.mb, a.it)], e)  # type: ignore[index]
         if a.kind == "F":
             if keep_all:
@@ -149,7 +155,10 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
             # forward is the recompute), or one layer at a time from saved inputs (layer grain: rpexec
             # handlers._backward_per_layer; the roundpipe library's run_backward, recompute_grain="layer").
             whole_stage = not keep_all and (a.kind == "FB" or (a.kind in ("B", "I") and ctx.plan.recompute != "layer"))
-            work = all_bytes if whole_stage else max_bytes
+            if keep_all:  # the saved activations are held since F; the largest transient on top
+                work = max_bytes
+            else:
+                work = whole_backward if whole_stage else layer_backward
             deltas[gpu] += [(s, work), (e, -work)]
             if a.kind != "W":  # W computes weight gradients only; its stage's I produced the input gradient
                 out = boundary_bytes(ctx, lo)
