@@ -31,6 +31,18 @@ def layer_activation_bytes(model: ModelSpec, train: TrainingSpec) -> float:
     return train.mb_tokens * per_token(model)
 
 
+def layer_forward_work_bytes(model: ModelSpec, train: TrainingSpec) -> float:
+    """The most a transformer layer holds at once in a forward without grad (a recomputed plan's F: rpexec
+    runs it under torch.no_grad, the library's run_forward too): nothing is saved, temporaries die as soon
+    as they are read. Its largest moment is the SwiGLU's product (silu(gate), up and their product,
+    3 x 2·m per token and active expert), or, if wider, an RMSNorm's fp32 copy and fp32 result with its
+    fp16 output (4h + 4h + 2h); plus the layer's output next to its input (2h)."""
+    if train.layer_impl == "paper":
+        return layer_activation_bytes(model, train)
+    per_token = max(3 * FP16 * model.mlp_width * model.n_active_experts, (2 * FP32 + FP16) * model.hidden)
+    return train.mb_tokens * (per_token + FP16 * model.hidden)
+
+
 def layer_backward_extra_bytes(model: ModelSpec, train: TrainingSpec) -> float:
     """What a transformer layer's backward holds beyond the saved activations still alive, at its peak:
     in the SwiGLU's product node autograd holds the product's gradient and computes both of its inputs'

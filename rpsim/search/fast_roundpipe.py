@@ -52,7 +52,7 @@ def slots_of(ctx: FastContext, part: Partition) -> list[Slot]:
     out = []
     for a, b in part.fwd:
         out.append(Slot("F", bwd_of[a], ctx.f(a, b), ctx.boundary(a), ctx.boundary(b) + saved_inside(a, b),
-                        ctx.weight(a, b), 0.0, 0.0, ctx.max_act(a, b)))
+                        ctx.weight(a, b), 0.0, 0.0, ctx.forward_work(a, b) if ctx.recompute != "none" else ctx.max_act(a, b)))
     last = len(part.bwd) - 1
     for s in range(last, -1, -1):
         a, b = part.bwd[s]

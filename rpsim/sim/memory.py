@@ -114,10 +114,10 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
         elif a.is_compute:
             key = (gpu, a.partition_phase, a.stage, a.mb, a.it)
             used[key] = max(used[key], e)
-    # lo, hi, the stage's activations (sum, max) and its backward working sets: the whole stage at once
-    # (sum plus the largest backward transient) or one layer at a time (the largest activations plus
-    # transient of one layer).
-    stages: dict[tuple[str, int], tuple[int, int, float, float, float, float]] = {}
+    # lo, hi, the stage's activations (sum, max), the no-grad forward's working set, and its backward
+    # working sets: the whole stage at once (sum plus the largest backward transient) or one layer at a
+    # time (the largest activations plus transient of one layer).
+    stages: dict[tuple[str, int], tuple[int, int, float, float, float, float, float]] = {}
     for (gpu, a), (s, e) in timed.items():
         if not a.is_compute:
             continue
@@ -129,17 +129,17 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
             all_bytes = sum(x.activation_bytes for x in span)
             stage = stages[(phase, a.stage)] = (  # type: ignore[index]
                 lo, hi, all_bytes, max(x.activation_bytes for x in span),
+                max(x.forward_transient_bytes for x in span),
                 all_bytes + max(x.backward_extra_bytes for x in span),
                 max(x.activation_bytes + x.backward_extra_bytes for x in span))
-        lo, hi, all_bytes, max_bytes, whole_backward, layer_backward = stage
+        lo, hi, all_bytes, max_bytes, forward_work, whole_backward, layer_backward = stage
         last_use[(a.mb, a.it)] = max(last_use[(a.mb, a.it)], e)  # type: ignore[index]
         if a.kind == "F":
             if keep_all:
                 b_end = _backward_end(timed, gpu, a)
                 deltas[gpu] += [(s, all_bytes), (b_end, -all_bytes)]
             else:
-                work = max_bytes
-                deltas[gpu] += [(s, work), (e, -work)]
+                deltas[gpu] += [(s, forward_work), (e, -forward_work)]
                 # Inputs saved for the recompute besides the stage's own: every layer's with layer grain
                 # (rpexec handlers._saved_boundaries), a backward stage's start inside a forward stage
                 # with RoundPipe's asymmetric partition. Stateless GPUs download them with the output.
