@@ -62,3 +62,20 @@ def test_rpexec_layer_saves_what_rpsim_counts(monkeypatch, qk_norm):
     measured = sum(n for n, _shape, _dtype in saved.values())
     counted = layer_activation_bytes(m, TrainingSpec(seq_len=s, global_batch=b, mb_size=b, layer_impl="rpexec"))
     assert measured == pytest.approx(counted, rel=0.01), sorted(saved.values())
+
+
+def test_layer_impl_flag_reaches_the_costs(run_cli):
+    """`--layer-impl` picks the count (per 2048-token microbatch of Llama-3-8B: rpexec keeps 12h + 10q + 8m
+    bytes per token, Hugging Face with FlashAttention-2 16h + 4q + 4kv + 8m), and a bad value exits 2."""
+    import json
+    per_layer = {}
+    for impl in ("rpexec", "hf-fa2"):
+        code, out, _ = run_cli("costs", "--model", "llama3-8b", "--gpus", "4090x8", "--mb-size", "1",
+                               "--global-batch", "1", "--layer-impl", impl, "--format", "json")
+        assert code == 0
+        per_layer[impl] = json.loads(out)["layers"][1]["activation_bytes"] / 2048
+    h, q, kv, m = 4096, 4096, 1024, 14336
+    assert per_layer["rpexec"] == 12 * h + 10 * q + 8 * m + 4 * 32
+    assert per_layer["hf-fa2"] == 16 * h + 4 * q + 4 * kv + 8 * m + 4 * 32
+    code, _, err = run_cli("costs", "--model", "llama3-8b", "--gpus", "4090x8", "--layer-impl", "torch")
+    assert code == 2 and "invalid choice" in err and "hf-fa2" in err
