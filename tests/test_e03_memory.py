@@ -52,17 +52,16 @@ def test_memory_rules_on_the_measured_timing_give_the_measured_peak(plan_path):
     assert predicted == pytest.approx(max(trace.meta["peak_gpu_mem_bytes"]), rel=TOLERANCE)
 
 
-def _async_step_bound(plan_path: Path) -> bool:
-    return "-roundpipe-" in plan_path.name and "-sync-" not in plan_path.name
+# The async 2.8B run on 2 GPUs peaked at the end of its run (15.7 s) with 14.4 GiB of weights and
+# gradients on GPU 0: the gradients waiting for the host optimizer grew through the run; the simulated
+# iterations reach 12.6 of them (-11.1%).
+GROWING_BACKLOG = {"llama-2.8b-roundpipe-2gpu"}
 
 
 @pytest.mark.skipif(not PLANS, reason="experiments/data/e03 holds no runs")
 @pytest.mark.parametrize("plan_path", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=(
-        "async RoundPipe: the peak holds the gradients that wait for the host optimizer, which ran at about "
-        "half its isolated rate inside these runs (issue 14, host contention); with the CPU rates halved "
-        "the simulated peaks come within 3% (1 GPU)")))
-    if _async_step_bound(p) else
+    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="gradient backlog still growing at the run's end"))
+    if _id(p) in GROWING_BACKLOG else
     pytest.param(p, marks=UNEXPLAINED_MARK) if _id(p) in UNEXPLAINED else p for p in PLANS], ids=_id)
 def test_predicted_peak_within_10_percent_of_measured(plan_path):
     plan, sc, trace = _run(plan_path)
@@ -78,7 +77,10 @@ BENCH = ROOT / "experiments" / "data" / "rpexec-h200x2" / "bench.json"
 def test_library_peak_within_10_percent_of_measured():
     """The roundpipe library on the benchmark's 2.8B model (rpexec's layers, handed to the library as an
     nn.Sequential, fp16, full logits through the benchmark's loss_fn, 8 x 8 x 2048 tokens, 2 GPUs): its
-    partitioner's plan, whose fused stage is the head alone, peaks at the head's backward like rpexec's."""
+    partitioner's plan, whose fused stage is the head alone, peaks at the head's backward like rpexec's.
+    The library starts a backward job only after its layers' previous gradient copy (grad_fence
+    "backward"), so no gradient waits on the GPU for the host optimizer; rpexec's fence on the download
+    would predict 13.5 GiB here."""
     from rpsim.compare import run_one
     from rpsim.planner import PlanRequest
     from rpsim.scenario import make_scenario
@@ -87,7 +89,8 @@ def test_library_peak_within_10_percent_of_measured():
                       mlp_width=8192, vocab=32000)  # experiments/e03_sim_vs_real.py SIZES
     train = TrainingSpec(seq_len=2048, global_batch=64, mb_size=8, precision="fp16")
     sc = make_scenario(model, "h200x2", train, str(DATA / "llama-2.8b-profile.json"), gpu_memory_bytes=24 * 2**30)
-    predicted = run_one(sc, PlanRequest("roundpipe", partitioner="roundpipe-library")).metrics
+    request = PlanRequest("roundpipe", partitioner="roundpipe-library", grad_fence="backward")
+    predicted = run_one(sc, request).metrics
     measured = next(r for r in json.loads(BENCH.read_text())["results"] if r["system"].startswith("roundpipe library"))
     assert max(predicted["peak_gpu_allocated_bytes"]) == pytest.approx(max(measured["peak_gpu_mem_bytes"]),
                                                                        rel=TOLERANCE)

@@ -165,3 +165,27 @@ def test_one_gpu_layer_grain_peak_keeps_every_layer_input_and_recomputes_one_lay
     inner_inputs = sum(x.input_bytes for x in layers[1:])
     expected = states + 4 * inner_inputs + max(x.activation_bytes + x.backward_extra_bytes for x in layers)
     assert result.metrics["peak_gpu_allocated_bytes"] == [pytest.approx(expected, rel=1e-12)]
+
+
+def test_library_grad_fence_moves_the_wait_from_the_download_to_the_backward():
+    """grad_fence="backward" (the roundpipe library's LayerAttribute.backward_fence): no gradient
+    download waits for a CPU STEP; each backward job's first compute waits for its layers' STEP two
+    iterations back. With a host optimizer too slow to keep up, rpexec's rule ("offload") leaves
+    gradients waiting on the GPU, the library's does not, so its peak is lower."""
+    from rpsim.ir.deps import dependency_graph
+    from rpsim.ir.jobs import jobs_of
+    sc = _tiny(2, 4)
+    slow_cpu = replace(sc, server=replace(sc.server, host=replace(sc.server.host, adam_params_per_s=1e6)))
+    plans = {f: make_plan(slow_cpu, PlanRequest("roundpipe", fidelity="pcie", grad_fence=f))
+             for f in ("offload", "backward")}
+    g = dependency_graph(plans["backward"])
+    assert not any(u[1].kind == "STEP" and v[1].kind == "OFFLOAD" for u, v in g.edges)
+    fenced = [(u, v) for u, v in g.edges if u[1].kind == "STEP" and v[1].is_compute]
+    assert fenced and all(v[1].it == u[1].it + 2 and v[1].kind in ("B", "FB") for u, v in fenced)
+    first_backward = {(gpu, job.actions[0]) for gpu in range(2) for job in jobs_of(plans["backward"], gpu)
+                      if job.it >= 2 and job.actions[0].kind in ("B", "FB")}
+    assert {v for _u, v in fenced} == first_backward
+    peaks = {f: max(simulate(p, slow_cpu).metrics["peak_gpu_allocated_bytes"]) for f, p in plans.items()}
+    assert peaks["backward"] < peaks["offload"]
+    with pytest.raises(Exception, match="grad_fence 'x' unknown; valid choices: offload, backward"):
+        make_plan(sc, PlanRequest("roundpipe", grad_fence="x"))
