@@ -100,7 +100,7 @@ def scenario(name: str, seq: int, mb: int, measured_layers: bool = False, system
 
 
 def simulate(name: str, seq: int, mb: int, system: str, rounds_of_n: bool = False,
-             measured_layers: bool = False, recompute: str = "stage") -> dict:
+             measured_layers: bool = False, recompute: str = "stage", partitioner: str | None = None) -> dict:
     """The system's fastest candidate: feasible ones first, then tokens/s. RoundPipe dispatches each stage
     for all M microbatches of a forward_backward call (the library's RoundPipe.forward_backward launches
     one job per layer group over the whole batch: ITcarrot/RoundPipe, RoundPipe/RoundPipe.py), so one call
@@ -112,6 +112,8 @@ def simulate(name: str, seq: int, mb: int, system: str, rounds_of_n: bool = Fals
     for schedule, kw in SYSTEMS[system]:
         if schedule.startswith("roundpipe") and not rounds_of_n:
             kw = {**kw, "round_size": RUNS[name][1]}
+        if schedule.startswith("roundpipe") and partitioner:
+            kw = {**kw, "partitioner": partitioner}
         row = run_one(sc, PlanRequest(schedule, **kw))
         m = {**row.metrics, "schedule": schedule, "tokens_per_s": row.metrics["tokens_per_s"] or 0.0,
              "bubble": steady_bubble(row.result) if row.result else None,
@@ -135,8 +137,14 @@ def steady_bubble(result) -> float:
 
 
 def fits(name: str, seq: int, system: str) -> bool:
-    recompute = MAX_SEQ_RECOMPUTE[name] if system.startswith("roundpipe") else "stage"
-    return bool(simulate(name, seq, 1, system, recompute=recompute)["feasible"])
+    """RoundPipe as the paper's max-sequence runs ran it: the artifact's recompute grain, and the library's
+    partitioner (candidate stage times within 1.1x the slowest layer: at long sequences a backward stage
+    of one attention-heavy layer, where the paper's variant merges several and their recompute needs
+    several layers' activations at once)."""
+    if not system.startswith("roundpipe"):
+        return bool(simulate(name, seq, 1, system)["feasible"])
+    return bool(simulate(name, seq, 1, system, recompute=MAX_SEQ_RECOMPUTE[name],
+                         partitioner="roundpipe-library")["feasible"])
 
 
 def max_seq(name: str, system: str) -> tuple[int, bool]:

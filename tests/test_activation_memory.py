@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rpexec import model as rpmodel  # noqa: E402
-from rpsim.costs.activations import layer_activation_bytes  # noqa: E402
-from rpsim.specs import ModelSpec, TrainingSpec  # noqa: E402
+from rpexec import model as rpmodel
+from rpsim.costs.activations import layer_activation_bytes
+from rpsim.specs import ModelSpec, TrainingSpec
 
 
 class _FusedRmsNorm(torch.autograd.Function):

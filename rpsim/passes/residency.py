@@ -8,9 +8,8 @@ from collections import defaultdict
 
 from rpsim.costs import ModelCosts
 from rpsim.ir import Plan
+from rpsim.sim.memory import ALLOCATOR_OVERHEAD
 from rpsim.specs import ServerSpec
-
-from rpsim.sim.memory import ALLOCATOR_OVERHEAD  # noqa: E402 - one definition of the margin
 
 
 def peak_in_flight(plan: Plan, gpu: int) -> dict[tuple[int, int], int]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from rpsim.ir import CPU, Action, Plan
 from rpsim.ir.jobs import jobs_of, stages_are_resident
-from rpsim.sim.action_costs import CostContext, saved_inside_bytes, boundary_bytes, transfer_bytes
+from rpsim.sim.action_costs import CostContext, boundary_bytes, saved_inside_bytes, transfer_bytes
 from rpsim.sim.trace import Trace
 
 # Feasibility margin over the live tensor bytes this module counts: what the caching allocator reserves
