@@ -79,3 +79,34 @@ def test_layer_impl_flag_reaches_the_costs(run_cli):
     assert per_layer["hf-fa2"] == 16 * h + 4 * q + 4 * kv + 8 * m + 4 * 32
     code, _, err = run_cli("costs", "--model", "llama3-8b", "--gpus", "4090x8", "--layer-impl", "torch")
     assert code == 2 and "invalid choice" in err and "hf-fa2" in err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_rpexec_layer_on_cuda_keeps_what_rpsim_counts(qk_norm):
+    """On a GPU, with CUDA's own rms_norm and SDPA: the bytes a layer's forward leaves allocated (its
+    saved tensors) and the extra its backward reaches, against the counts (Llama-3-8B widths, 1 x 2048
+    tokens, bf16)."""
+    from rpsim.costs.activations import layer_backward_extra_bytes
+    m = ModelSpec(name="t", n_layers=1, hidden=4096, n_heads=32, n_kv_heads=8, head_dim=128, mlp_width=14336,
+                  vocab=1000, qk_norm=qk_norm)
+    train = TrainingSpec(seq_len=2048, global_batch=1, mb_size=1, layer_impl="rpexec")
+    dev = torch.device("cuda")
+    layer = rpmodel.DecoderLayer(m).to(dev, torch.bfloat16)
+    x = torch.randn(1, 2048, m.hidden, dtype=torch.bfloat16, device=dev, requires_grad=True)
+    layer(x)  # warm-up: RoPE tables, cuBLAS workspaces
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated(dev)
+    out = layer(x)
+    torch.cuda.synchronize()
+    saved = torch.cuda.memory_allocated(dev) - before - out.numel() * out.element_size()
+    assert saved == pytest.approx(layer_activation_bytes(m, train), rel=0.03)
+    torch.cuda.reset_peak_memory_stats(dev)
+    start = torch.cuda.memory_allocated(dev)
+    out.backward(torch.ones_like(out))
+    extra = torch.cuda.max_memory_allocated(dev) - start
+    # the backward's peak over what was allocated when it began; parameter gradients (allocated on the
+    # way) are not activations
+    grads = sum(p.numel() * p.element_size() for p in layer.parameters())
+    assert extra - grads <= layer_backward_extra_bytes(m, train) * 1.5
