@@ -1,12 +1,22 @@
-"""Issue 8 benchmark: rpexec (RoundPipe async / sync, GPipe, 1F1B) against the reference `roundpipe`
-library on the same ~2.8B Llama-style model and batch, with each GPU capped to 24 GiB like an RTX 4090.
+"""rpexec's async RoundPipe against the reference `roundpipe` library at three model sizes (issues 8
+and 15), each GPU capped to 24 GiB like an RTX 4090, all on the same model, batch and microbatching:
 
-    python3 benchmarks/bench_rpexec.py --device cuda            # on the device machine, 1-2 GPUs
-    python3 benchmarks/bench_rpexec.py --device cpu --size tiny # a smoke run of the rpexec path
+    python3 benchmarks/bench_rpexec.py --device cuda --size 2.8b --out results/   # 1-2 GPUs
+    python3 benchmarks/bench_rpexec.py --device cpu --size tiny                   # smoke run of rpexec
 
-Each system runs in its own subprocess (clean memory caps and peaks) and prints one JSON line; the
-parent prints the comparison table, the ratio to the library, and the physical limit (measured matmul
-rate x GPUs / training FLOPs per token, recompute included)."""
+Sizes: 2.8b (hidden 3072, 26 layers, vocab 32000; global batch 64), 8b (Llama-3-8B shape, vocab
+128256; global batch 32) and 14b (Llama-2-13B shape, 13.0 B parameters: 24.2 GiB of fp16 weights, so
+they fit a 24 GiB GPU only streamed; the 14B-class shape whose host state, 16 bytes per parameter, fits
+a 256 GiB host). Sequence 2048, 8 microbatches.
+
+Systems: rpexec:roundpipe (async RoundPipe on the plan `rpsim search` finds), library:auto (the library
+with its own partitioner), library:searched (the library with rpsim search's partition, exported as its
+ModelExecutePlan by `rpsim export --library-plan`), and rpexec:roundpipe-sync / gpipe / 1f1b on request.
+The search runs once here; each system runs in its own subprocess (clean memory caps and peaks) and
+prints one JSON line. A system that needs more host memory than the machine has free is skipped with
+the reason instead of being run into the OOM killer, and --budget-s bounds the whole run: what does not
+fit is reported as skipped. The parent prints the table, the ratios, rpsim's prediction for each plan,
+and the physical limit, and writes everything to --out/bench-<size>.json."""
 from __future__ import annotations
 
 import argparse
@@ -20,19 +30,41 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SIZES = {  # the issue's model: hidden 3072, 26 layers, MLP 8192, 24 heads, 8 KV heads, vocab 32000
-    "full": {"n_layers": 26, "hidden": 3072, "n_heads": 24, "n_kv_heads": 8, "head_dim": 128, "mlp_width": 8192, "vocab": 32000,
-                 "seq": 2048, "global_batch": 64, "n_mb": 8},
+SHAPE_2_8B = {"n_layers": 26, "hidden": 3072, "n_heads": 24, "n_kv_heads": 8, "head_dim": 128, "mlp_width": 8192,
+              "vocab": 32000}
+SIZES = {
+    "2.8b": {**SHAPE_2_8B, "seq": 2048, "global_batch": 64, "n_mb": 8},
+    "8b": {"n_layers": 32, "hidden": 4096, "n_heads": 32, "n_kv_heads": 8, "head_dim": 128, "mlp_width": 14336,
+           "vocab": 128256, "seq": 2048, "global_batch": 32, "n_mb": 8},
+    "14b": {"n_layers": 40, "hidden": 5120, "n_heads": 40, "n_kv_heads": 40, "head_dim": 128, "mlp_width": 13824,
+            "vocab": 32000, "seq": 2048, "global_batch": 32, "n_mb": 8},
     "tiny": {"n_layers": 4, "hidden": 64, "n_heads": 4, "n_kv_heads": 2, "head_dim": 16, "mlp_width": 128, "vocab": 256,
-                 "seq": 64, "global_batch": 8, "n_mb": 4},
+             "seq": 64, "global_batch": 8, "n_mb": 4},
 }
-SYSTEMS = ["rpexec:roundpipe", "rpexec:roundpipe-sync", "rpexec:gpipe", "rpexec:1f1b", "library"]
+SYSTEMS = ["rpexec:roundpipe", "library:auto", "library:searched"]
+OPTIONAL_SYSTEMS = ["rpexec:roundpipe-sync", "rpexec:gpipe", "rpexec:1f1b"]
+# host bytes per parameter: rpexec fp32 master + Adam m, v + two fp16 copies = 16, + ~1 for pools;
+# the library 16 (fp16 weights and gradients, fp32 copy, m, v) + 2 for the fp16 model handed to it
+HOST_BYTES_PER_PARAM = {"rpexec": 17, "library": 18}
+GiB = 2**30
 
 
 def model_spec(size: str):
     from rpsim.specs import ModelSpec
     c = {k: v for k, v in SIZES[size].items() if k not in ("seq", "global_batch", "n_mb")}
-    return ModelSpec(name=f"llama-2.8b-{size}", **c)
+    return ModelSpec(name=f"bench-{size}", **c)
+
+
+def n_params(size: str) -> int:
+    from rpexec.model import skeleton_layers
+    return sum(p.numel() for layer in skeleton_layers(model_spec(size)) for p in layer.parameters())
+
+
+def training_spec(size: str, loss_chunk_tokens: int):
+    from rpsim.specs import TrainingSpec
+    s = SIZES[size]
+    return TrainingSpec(seq_len=s["seq"], global_batch=s["global_batch"], mb_size=s["global_batch"] // s["n_mb"],
+                        precision="fp16", loss_chunk_tokens=loss_chunk_tokens)
 
 
 def peak_host_bytes() -> float:
@@ -46,117 +78,111 @@ def cap_memory(gib: float) -> None:
     import torch
     for d in range(torch.cuda.device_count()):
         total = torch.cuda.get_device_properties(d).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total), d)
+        torch.cuda.set_per_process_memory_fraction(min(1.0, gib * GiB / total), d)
 
 
-def run_rpexec(schedule: str, a: argparse.Namespace) -> dict:
-    import torch
-
-    from rpexec.session import RunOptions, run_plan
-    from rpsim.planner import make_plan
-    from rpsim.scenario import make_scenario
-    from rpsim.specs import TrainingSpec
-    from rpsim.validate_run import steady_iteration_s
-    s = SIZES[a.size]
-    n = torch.cuda.device_count() if a.device == "cuda" else 2
-    training = TrainingSpec(seq_len=s["seq"], global_batch=s["global_batch"], mb_size=s["global_batch"] // s["n_mb"],
-                            precision="fp16", loss_chunk_tokens=a.loss_chunk_tokens)
-    server = f"h200x{n}" if n > 1 else "h200x1"
-    sc = make_scenario(model_spec(a.size), server, training, gpu_memory_bytes=(a.mem_cap_gib or 141) * 2**30)
-    is_async = schedule == "roundpipe"
-    request, predicted = plan_for(schedule, sc, a)
-    plan = make_plan(sc, replace(request, n_iters=a.iters if is_async else 1))
-    blocks = 1 if is_async else a.iters
-    t = time.perf_counter()
-    result = run_plan(plan, sc.model, s["seq"], training.mb_size,
-                      RunOptions(device=a.device, dtype="fp16" if a.device == "cuda" else "fp32", blocks=blocks))
-    wall = time.perf_counter() - t
-    it_s = steady_iteration_s(result.trace, skip=1)
-    steady = [e for e in result.trace.events if e.it >= 2]
-    n_steady = len({e.it for e in steady}) or 1
-    busy: dict[str, float] = {}
-    for e in steady:  # seconds per iteration each action kind kept its lanes busy, summed over GPUs
-        busy[e.kind] = busy.get(e.kind, 0.0) + (e.end_s - e.start_s) / n_steady
-    if a.trace_dir:
-        from rpsim.ir.planio import plan_to_json
-        from rpsim.report.files import write_json_atomic
-        write_json_atomic(Path(a.trace_dir) / f"{schedule}-trace.json", result.trace.to_json())
-        write_json_atomic(Path(a.trace_dir) / f"{schedule}-plan.json", plan_to_json(plan))
-    return {"system": f"rpexec {schedule}", "iteration_s": it_s, "tokens_per_s": training.tokens_per_iteration / it_s,
-            "wall_s": wall, "n_gpus": n, "peak_gpu_mem_bytes": result.peak_gpu_mem_bytes,
-            "peak_host_mem_bytes": peak_host_bytes(), "weights": plan.options.get("weights"),
-            "busy_s_per_iter": busy, "predicted": predicted, "host_pool_bytes": result.host_pool_bytes,
-            "partition": plan.partition.to_json()}
-
-
-def plan_for(schedule: str, sc, a: argparse.Namespace) -> tuple:
-    """The plan request rpexec runs, and rpsim's prediction for it. RoundPipe plans come from
-    `rpsim search` with the microbatching pinned (8 x 8 sequences) and a planning memory of
-    --plan-mem-gib: RoundPipe's own partitioner bounds only weight bytes, and with a chunked loss it picks
-    stages whose recompute activations need ~23 GiB, too close to a 24 GiB cap to run."""
+def prepare_plans(a: argparse.Namespace, n_gpus: int) -> dict:
+    """Search (once) for the RoundPipe plan rpexec runs and the library runs as a manual partition; write
+    plan.json and library-plan.json under --out; rpsim's prediction for the plan. RoundPipe plans come
+    from `rpsim search` with the microbatching pinned and a planning memory of --plan-mem-gib (RoundPipe's
+    own partitioner bounds only weight bytes: with a chunked loss it picked stages whose recompute
+    activations needed ~23 GiB, too close to a 24 GiB cap)."""
     from rpsim.compare import run_one
-    from rpsim.planner import PlanRequest
+    from rpsim.export.library_plan import library_plan
+    from rpsim.ir.planio import plan_to_json
+    from rpsim.planner import PlanRequest, make_plan
+    from rpsim.report.files import write_json_atomic
     from rpsim.scenario import make_scenario
     from rpsim.search.run import SearchOptions, search
     from rpsim.search.space import plan_request
     from rpsim.search.workspace import with_training
-    if schedule.startswith("roundpipe") and a.plan_mem_gib > 0:
-        planning = make_scenario(sc.model, sc.server_ref, sc.training, gpu_memory_bytes=a.plan_mem_gib * 2**30)
-        found = search(planning, SearchOptions(schedules=(schedule,), mb_sizes=(sc.training.mb_size,), jobs=2))
-        if found.best is None:
-            raise SystemExit(f"rpsim search found no {schedule} plan within {a.plan_mem_gib} GiB")
-        best = found.best.candidate
-        request = plan_request(best)
-        sc = with_training(sc, replace(sc.training, recompute=best.recompute))
-        label = best.label()
-    else:
-        request, label = PlanRequest(schedule), "planner default"
-    m = run_one(sc, request).metrics
-    peak = max(m["peak_gpu_mem_bytes"] or [0.0])
-    return request, {"plan": label, "iteration_s": m["iteration_s"], "peak_gpu_gib": peak / 2**30,
-                     "feasible": m["feasible"], "recompute": sc.training.recompute}
-
-
-def run_library(a: argparse.Namespace) -> dict:
-    import torch
-    import torch.nn.functional as F
-    from roundpipe import RoundPipe, RoundPipeRunConfig
-    from roundpipe.optim import Adam
-    from torch import nn
-
-    from rpexec.model import build_layers
-    s, m = SIZES[a.size], model_spec(a.size)
-    layers = build_layers(m)
-
-    class Logits(nn.Module):  # the library applies loss_fn to the last layer's output
-        def __init__(self, head: nn.Module) -> None:
-            super().__init__()
-            self.norm, self.lm_head = head.norm, head.lm_head
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.lm_head(self.norm(x))
-
-    seq_model = nn.Sequential(*layers[:-1], Logits(layers[-1])).half()
-    model = RoundPipe(seq_model, optim_dtype=torch.float32,
-                      model_run_config=RoundPipeRunConfig(num_microbatch=s["n_mb"]))
-    opt = Adam(model.optim_parameters(), lr=1e-4)
-
-    def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1)) / s["n_mb"]
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, m.vocab, (s["global_batch"], s["seq"] + 1), generator=g)
-    ids, labels = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
-    times = []
-    for _ in range(a.iters + 1):
+    training = training_spec(a.size, a.loss_chunk_tokens)
+    server = machine_for(a, n_gpus)
+    sc = make_scenario(model_spec(a.size), server, training, gpu_memory_bytes=(a.mem_cap_gib or 141) * GiB)
+    out: dict = {}
+    for schedule in sorted({x.split(":", 1)[1].partition("@")[0] for x in a.systems.split(",") if x.startswith("rpexec:")}
+                           | {"roundpipe"}):
         t = time.perf_counter()
-        model.forward_backward(input_args=(ids,), label=labels, loss_fn=loss_fn)
-        model.step(lambda: (opt.step(), opt.zero_grad()))
-        times.append(time.perf_counter() - t)
-    model.synchronize()
+        if schedule.startswith("roundpipe") and a.plan_mem_gib > 0:
+            planning = make_scenario(sc.model, sc.server_ref, sc.training, gpu_memory_bytes=a.plan_mem_gib * GiB)
+            found = search(planning, SearchOptions(schedules=(schedule,), mb_sizes=(training.mb_size,), jobs=a.jobs))
+            if found.best is None:
+                out[schedule] = {"error": f"rpsim search found no {schedule} plan within {a.plan_mem_gib} GiB"}
+                continue
+            best = found.best.candidate
+            request, label = plan_request(best), best.label()
+            scs = with_training(sc, replace(sc.training, recompute=best.recompute))
+        else:
+            request, label, scs = PlanRequest(schedule), "planner default", sc
+        is_async = schedule == "roundpipe"
+        plan = make_plan(scs, replace(request, n_iters=a.iters if is_async else 1))
+        m = run_one(scs, request).metrics
+        path = Path(a.out) / f"{a.size}-{schedule}-plan.json"
+        write_json_atomic(path, plan_to_json(plan))
+        entry = {"plan_file": str(path), "blocks": 1 if is_async else a.iters, "search_s": time.perf_counter() - t,
+                 "machine": server,
+                 "predicted": {"plan": label, "iteration_s": m["iteration_s"], "feasible": m["feasible"],
+                               "peak_gpu_gib": max(m["peak_gpu_mem_bytes"] or [0.0]) / GiB,
+                               "recompute": scs.training.recompute},
+                 "partition": plan.partition.to_json()}
+        if plan.partition.fused:
+            lib_path = Path(a.out) / f"{a.size}-{schedule}-library-plan.json"
+            write_json_atomic(lib_path, library_plan(plan))
+            entry["library_plan_file"] = str(lib_path)
+        out[schedule] = entry
+    return out
+
+
+def machine_for(a: argparse.Namespace, n_gpus: int) -> str:
+    """--machine, else the calibrated machine file of this server kind when the repository has one
+    (`rpexec calibrate`, experiments/data/machines/), else the h200xN preset."""
+    if a.machine:
+        return a.machine
+    calibrated = Path(__file__).resolve().parents[1] / "experiments" / "data" / "machines" / f"h200x{n_gpus}.toml"
+    return str(calibrated) if calibrated.exists() else f"h200x{n_gpus}"
+
+
+def run_rpexec(a: argparse.Namespace) -> dict:
+    from rpexec.session import RunOptions, run_plan
+    from rpsim.ir.planio import load_plan
+    from rpsim.validate_run import first_iteration_ratio, iteration_ends_s, steady_iteration_s
+    s = SIZES[a.size]
+    plan = load_plan(a.plan_file)
+    training = training_spec(a.size, a.loss_chunk_tokens)
+    t = time.perf_counter()
+    result = run_plan(plan, model_spec(a.size), s["seq"], training.mb_size,
+                      RunOptions(device=a.device, dtype="fp16" if a.device == "cuda" else "fp32", blocks=a.blocks))
+    wall = time.perf_counter() - t
+    trace = result.trace
+    it_s = steady_iteration_s(trace)
+    steady = set(trace.meta.get("steady_iterations") or [])
+    busy: dict[str, float] = {}
+    for e in trace.events:  # seconds per steady iteration each action kind kept its lanes busy, all GPUs
+        if e.it in steady:
+            busy[e.kind] = busy.get(e.kind, 0.0) + (e.end_s - e.start_s) / max(1, len(steady))
+    if a.trace_dir:
+        from rpsim.report.files import write_json_atomic
+        write_json_atomic(Path(a.trace_dir) / f"{a.size}-{a.one.split(':', 1)[1]}-trace.json", trace.to_json())
+    ends = iteration_ends_s(trace)
+    return {"iteration_s": it_s, "tokens_per_s": training.tokens_per_iteration / it_s, "wall_s": wall,
+            "n_gpus": plan.n_gpus, "peak_gpu_mem_bytes": result.peak_gpu_mem_bytes,
+            "peak_host_mem_bytes": peak_host_bytes(), "busy_s_per_iter": busy, "host_pool_bytes": result.host_pool_bytes,
+            "iteration_ends_s": [ends[i] for i in sorted(ends)], "first_iteration_ratio": first_iteration_ratio(trace),
+            "warmup_s": trace.meta.get("warmup_s"), "steady_iterations": sorted(steady)}
+
+
+def run_library_system(a: argparse.Namespace) -> dict:
+    import torch
+
+    from benchmarks.library_run import run_library
+    s = SIZES[a.size]
+    lib_plan = json.loads(Path(a.library_plan).read_text()) if a.library_plan else None
+    out = run_library(model_spec(a.size), s["seq"], s["global_batch"], s["n_mb"], a.iters, lib_plan)
+    times = out["iteration_times_s"]
     it_s = sum(times[1:]) / len(times[1:])
     n = torch.cuda.device_count()
-    return {"system": "roundpipe library 0.1.1", "iteration_s": it_s,
-            "tokens_per_s": s["global_batch"] * s["seq"] / it_s, "wall_s": sum(times), "n_gpus": n,
+    return {**out, "iteration_s": it_s, "tokens_per_s": s["global_batch"] * s["seq"] / it_s, "wall_s": sum(times),
+            "n_gpus": n, "first_iteration_ratio": times[0] / it_s,
             "peak_gpu_mem_bytes": [float(torch.cuda.max_memory_allocated(d)) for d in range(n)],
             "peak_host_mem_bytes": peak_host_bytes()}
 
@@ -178,10 +204,7 @@ def flops_per_token(size: str) -> tuple[float, float]:
     """(model FLOPs, FLOPs incl. recompute) per token, from rpsim's cost model."""
     from rpsim.catalog import load_gpu
     from rpsim.costs import model_costs
-    from rpsim.specs import TrainingSpec
-    s = SIZES[size]
-    c = model_costs(model_spec(size), TrainingSpec(seq_len=s["seq"], global_batch=s["global_batch"],
-                                                   mb_size=s["global_batch"] // s["n_mb"]), load_gpu("h200"))
+    c = model_costs(model_spec(size), training_spec(size, 0), load_gpu("h200"))
     tokens = c.mb_tokens
     model = sum(x.forward_flops + x.backward_flops for x in c.layers) / tokens
     return model, model + sum(x.recompute_flops for x in c.layers[:-1]) / tokens
@@ -190,100 +213,204 @@ def flops_per_token(size: str) -> tuple[float, float]:
 def one(a: argparse.Namespace) -> None:
     if a.device == "cuda" and a.mem_cap_gib > 0:
         cap_memory(a.mem_cap_gib)
-    out = run_library(a) if a.one == "library" else run_rpexec(a.one.split(":", 1)[1], a)
+    out = run_library_system(a) if a.one.startswith("library") else run_rpexec(a)
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    p.add_argument("--size", default="full", choices=list(SIZES))
+    p.add_argument("--size", default="2.8b", choices=list(SIZES))
     p.add_argument("--mem-cap-gib", type=float, default=24.0)
-    p.add_argument("--iters", type=int, default=4)
-    p.add_argument("--systems", default=",".join(SYSTEMS))
-    p.add_argument("--timeout-s", type=float, default=400)
+    p.add_argument("--iters", type=int, default=4, help="measured iterations (plus one warm-up for the library)")
+    p.add_argument("--systems", default=",".join(SYSTEMS),
+                   help=f"comma-separated, in run order (default %(default)s; also {', '.join(OPTIONAL_SYSTEMS)}; "
+                        f"SYSTEM@0 runs without the memory cap)")
+    p.add_argument("--timeout-s", type=float, default=400, help="per system")
+    p.add_argument("--budget-s", type=float, default=0, help="wall-clock budget for the whole run (0: none)")
     p.add_argument("--plan-mem-gib", type=float, default=12.0,
-                   help="GPU memory rpsim search plans RoundPipe for (default: half the 24 GiB cap, the "
-                        "executor's measured overshoot of rpsim's peak in run 1 was up to 2.1x); 0 = the "
-                        "planner's default partition")
+                   help="GPU memory rpsim search plans RoundPipe for (default: half the 24 GiB cap; run 1 "
+                        "measured peaks up to 2.1x rpsim's); 0 = the planner's default partition")
     p.add_argument("--loss-chunk-tokens", type=int, default=2048,
                    help="rpexec's chunked LM-head loss (0 = full logits, as the library computes it)")
-    p.add_argument("--trace-dir", default=None, help="write each rpexec run's measured trace here")
+    p.add_argument("--jobs", type=int, default=None, help="search worker processes (default: every core)")
+    p.add_argument("--machine", default=None,
+                   help="--gpus value rpsim plans and predicts with (default: experiments/data/machines/"
+                        "h200xN.toml when present, the calibrated machine, else the h200xN preset)")
+    p.add_argument("--out", default="bench-out", help="directory for plans, traces and bench-<size>.json")
+    p.add_argument("--trace", action="store_true", help="also write each rpexec run's measured trace to --out")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
-    a = p.parse_args()
+    p.add_argument("--plan-file", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--library-plan", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--blocks", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--trace-dir", default=None, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    known = set(SYSTEMS) | set(OPTIONAL_SYSTEMS)
+    for system in a.systems.split(","):
+        name, _, cap = system.partition("@")
+        if name not in known:
+            p.error(f"--systems: unknown system {name!r}; valid choices: {', '.join(sorted(known))}")
+        if cap:
+            try:
+                float(cap)
+            except ValueError:
+                p.error(f"--systems: {system!r}: the memory cap after @ must be a number of GiB")
+    for flag in ("iters", "timeout_s"):
+        if getattr(a, flag) <= 0:
+            p.error(f"--{flag.replace('_', '-')} must be > 0, got {getattr(a, flag)}")
+    if a.budget_s < 0:
+        p.error(f"--budget-s must be >= 0, got {a.budget_s}")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
     if a.one:
-        return one(a)
+        one(a)
+        return 0
+    t0 = time.perf_counter()
+    deadline = t0 + a.budget_s if a.budget_s else float("inf")
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    n_gpus = 2 if a.device == "cpu" else cuda_device_count()
+    plans = prepare_plans(a, max(1, n_gpus))
+    params = n_params(a.size)
     results = []
     for system in a.systems.split(","):
-        if system == "library" and a.device != "cuda":
+        if system.startswith("library") and a.device != "cuda":
             continue
-        system, _, cap = system.partition("@")  # "rpexec:gpipe@0": run without a memory cap
-        r = run_system(system, a, float(cap) if cap else a.mem_cap_gib)
-        if "error" in r and "memory" in r["error"] and a.mem_cap_gib > 0:
-            results.append(r)  # over the cap: say so, then measure it without the cap for reference
-            r = run_system(system, a, 0.0)
+        system, _, cap = system.partition("@")
+        r = run_system(system, a, float(cap) if cap else a.mem_cap_gib, plans, params, deadline)
+        if "error" in r and "memory" in r["error"] and "host" not in r["error"] and a.mem_cap_gib > 0 and not cap:
+            results.append(r)  # over the GPU cap: say so, then measure it without the cap for reference
+            r = run_system(system, a, 0.0, plans, params, deadline)
             r["system"] = f"{r['system']} (no cap)"
         results.append(r)
-    report(results, a)
+    summary = report(results, plans, a)
+    from rpsim.report.files import write_json_atomic
+    path = Path(a.out) / f"bench-{a.size}.json"
+    write_json_atomic(path, {"size": a.size, "config": SIZES[a.size], "n_params": params,
+                             "mem_cap_gib": a.mem_cap_gib, "iters": a.iters, "plans": plans, "results": results,
+                             **summary, "wall_s": time.perf_counter() - t0})
+    print(f"wrote {path}")
+    return 0
 
 
-def run_system(system: str, a: argparse.Namespace, cap_gib: float) -> dict:
-    cmd = [sys.executable, __file__, "--one", system, "--device", a.device, "--size", a.size,
-           "--mem-cap-gib", str(cap_gib), "--iters", str(a.iters), "--loss-chunk-tokens", str(a.loss_chunk_tokens),
-           "--plan-mem-gib", str(a.plan_mem_gib)] + (["--trace-dir", a.trace_dir] if a.trace_dir else [])
-    print(f"# running {system} (cap {cap_gib or 'none'} GiB) ...", file=sys.stderr, flush=True)
+def cuda_device_count() -> int:
+    """GPUs, asked in a subprocess so that this process never holds a CUDA context while systems run."""
+    proc = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
+                          capture_output=True, text=True, check=False)
     try:
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=a.timeout_s, env=os.environ)
+        return int(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return 0
+
+
+def run_system(system: str, a: argparse.Namespace, cap_gib: float, plans: dict, params: int,
+               deadline: float) -> dict:
+    from rpexec.warmup import available_host_bytes
+    kind, _, schedule = system.partition(":")
+    label = system if kind == "rpexec" else f"roundpipe library ({schedule} partition)"
+    base = {"system": label}
+    need = params * HOST_BYTES_PER_PARAM["rpexec" if kind == "rpexec" else "library"]
+    free = available_host_bytes()
+    if need > 0.95 * free:
+        return {**base, "error": f"skipped: host memory: needs ~{need / GiB:.0f} GiB "
+                                 f"({HOST_BYTES_PER_PARAM[kind if kind == 'rpexec' else 'library']} bytes per "
+                                 f"parameter), {free / GiB:.0f} GiB available"}
+    remaining = deadline - time.perf_counter()
+    if remaining < 30:
+        return {**base, "error": "skipped: out of the --budget-s time budget"}
+    plan = plans.get(schedule if kind == "rpexec" else "roundpipe", {})
+    cmd = [sys.executable, __file__, "--one", system, "--device", a.device, "--size", a.size,
+           "--mem-cap-gib", str(cap_gib), "--iters", str(a.iters), "--loss-chunk-tokens", str(a.loss_chunk_tokens)]
+    if kind == "rpexec":
+        if "plan_file" not in plan:
+            return {**base, "error": plan.get("error", f"no plan for {schedule}")}
+        cmd += ["--plan-file", plan["plan_file"], "--blocks", str(plan["blocks"])]
+        if a.trace:
+            cmd += ["--trace-dir", a.out]
+    elif schedule == "searched":
+        if "library_plan_file" not in plan:
+            return {**base, "error": plan.get("error", "no fused RoundPipe plan to export")}
+        cmd += ["--library-plan", plan["library_plan_file"]]
+    timeout = min(a.timeout_s, remaining)
+    print(f"# running {system} (cap {cap_gib or 'none'} GiB, timeout {timeout:.0f} s) ...", file=sys.stderr, flush=True)
+    try:
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, env=os.environ)
     except subprocess.TimeoutExpired:
-        return {"system": system, "error": f"timed out after {a.timeout_s:.0f} s"}
+        return {**base, "error": f"timed out after {timeout:.0f} s"}
     lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     if lines:
-        return json.loads(lines[-1][7:])
+        out = {**base, **json.loads(lines[-1][7:])}
+        if kind == "rpexec":
+            out["predicted"] = plan["predicted"]
+        return out
     print(proc.stderr[-3000:], file=sys.stderr)
-    return {"system": system, "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:300]}
+    tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1][:300]
+    if proc.returncode < 0:
+        tail = f"killed by signal {-proc.returncode} (host OOM killer?): {tail}"
+    return {**base, "error": tail}
 
 
-def report(results: list[dict], a: argparse.Namespace) -> None:
+def report(results: list[dict], plans: dict, a: argparse.Namespace) -> dict:
+    """Print the comparison; return the summary figures bench-<size>.json keeps."""
     model_fpt, hw_fpt = flops_per_token(a.size)
     peak = 989e12 if a.device == "cuda" else None  # H100/H200 dense fp16 datasheet
-    lib = next((r for r in results if r["system"].startswith("roundpipe library") and "error" not in r), None)
-    print(f"{'system':26s} {'iter_s':>8s} {'tokens/s':>10s} {'MFU':>6s} {'vs lib':>7s} {'peak GPU GiB':>16s} {'host GiB':>9s}")
+    ok = {r["system"]: r for r in results if "error" not in r}
+    lib = ok.get("roundpipe library (auto partition)")
+    print(f"{'system':40s} {'iter_s':>8s} {'tokens/s':>10s} {'MFU':>6s} {'vs lib':>7s} {'1st/steady':>10s} "
+          f"{'peak GPU GiB':>14s} {'host GiB':>9s}")
     for r in results:
         if "error" in r:
-            print(f"{r['system']:26s} error: {r['error']}")
+            print(f"{r['system']:40s} error: {r['error']}")
             continue
         mfu = model_fpt * r["tokens_per_s"] / (r["n_gpus"] * peak) if peak else float("nan")
         ratio = r["tokens_per_s"] / lib["tokens_per_s"] if lib else float("nan")
-        gpu = "/".join(f"{b / 2**30:.1f}" for b in r["peak_gpu_mem_bytes"])
-        print(f"{r['system']:26s} {r['iteration_s']:8.3f} {r['tokens_per_s']:10.0f} {mfu:6.1%} {ratio:7.2f} "
-              f"{gpu:>16s} {r['peak_host_mem_bytes'] / 2**30:9.1f}")
-    predicted = [r for r in results if r.get("predicted")]
-    if predicted:
-        print("rpsim's prediction for the plan each rpexec row ran (at the capped memory):")
-        print(f"{'system':26s} {'plan':44s} {'iter_s':>8s} {'measured':>8s} {'error':>7s} {'GPU GiB':>8s} {'measured':>8s}")
-        for r in predicted:
-            p = r["predicted"]
-            if p["iteration_s"] is None:
-                print(f"{r['system']:26s} {p['plan']:44s} infeasible")
-                continue
+        gpu = "/".join(f"{b / GiB:.1f}" for b in r["peak_gpu_mem_bytes"])
+        print(f"{r['system']:40s} {r['iteration_s']:8.3f} {r['tokens_per_s']:10.0f} {mfu:6.1%} {ratio:7.2f} "
+              f"{r.get('first_iteration_ratio', float('nan')):10.2f} {gpu:>14s} {r['peak_host_mem_bytes'] / GiB:9.1f}")
+    summary: dict = {"model_flops_per_token": model_fpt, "flops_per_token_with_recompute": hw_fpt}
+    searched = ok.get("roundpipe library (searched partition)")
+    rp = ok.get("rpexec:roundpipe")
+    if lib and searched:
+        summary["library_searched_over_auto"] = searched["tokens_per_s"] / lib["tokens_per_s"]
+        print(f"library with rpsim search's partition / its own: {summary['library_searched_over_auto']:.3f}")
+    if lib and rp:
+        summary["rpexec_over_library"] = rp["tokens_per_s"] / lib["tokens_per_s"]
+    for r in results:
+        p = r.get("predicted")
+        if p and p.get("iteration_s") and "error" not in r:
             err = p["iteration_s"] / r["iteration_s"] - 1
-            print(f"{r['system']:26s} {p['plan']:44s} {p['iteration_s']:8.3f} {r['iteration_s']:8.3f} {err:+7.1%} "
-                  f"{p['peak_gpu_gib']:8.1f} {max(r['peak_gpu_mem_bytes']) / 2**30:8.1f}")
+            print(f"rpsim predicted {p['iteration_s']:.3f} s for {r['system']} ({p['plan']}): {err:+.1%}, "
+                  f"peak GPU {p['peak_gpu_gib']:.1f} GiB predicted, {max(r['peak_gpu_mem_bytes']) / GiB:.1f} measured")
     busy = [r for r in results if "busy_s_per_iter" in r]
     if busy:
         kinds = sorted({k for r in busy for k in r["busy_s_per_iter"]})
         print("busy seconds per steady iteration, by action kind (summed over GPUs; STEP is the CPU optimizer):")
-        print(f"{'system':26s} " + " ".join(f"{k:>8s}" for k in kinds))
+        print(f"{'system':40s} " + " ".join(f"{k:>8s}" for k in kinds))
         for r in busy:
-            print(f"{r['system']:26s} " + " ".join(f"{r['busy_s_per_iter'].get(k, 0.0):8.3f}" for k in kinds))
-    if a.device == "cuda":
-        import torch
-        rate, n = matmul_flops_per_s(), torch.cuda.device_count()
+            print(f"{r['system']:40s} " + " ".join(f"{r['busy_s_per_iter'].get(k, 0.0):8.3f}" for k in kinds))
+    if a.device == "cuda" and cuda_device_count():
+        rate, n = matmul_probe()
+        limit = n * rate / hw_fpt
+        summary.update({"matmul_flops_per_s": rate, "physical_limit_tokens_per_s": limit})
+        for r in ok.values():
+            r["fraction_of_physical_limit"] = r["tokens_per_s"] / limit
         print(f"physical limit: fp16 8192^3 matmul {rate / 1e12:.0f} TFLOP/s x {n} GPUs / {hw_fpt / 1e9:.2f} "
-              f"GFLOP per token (with recompute) = {n * rate / hw_fpt:.0f} tokens/s")
+              f"GFLOP per token (with recompute) = {limit:.0f} tokens/s")
     print(f"model FLOPs per token {model_fpt / 1e9:.2f} G (6N + attention); with recompute {hw_fpt / 1e9:.2f} G")
     print("JSON " + json.dumps(results))
+    return summary
+
+
+def matmul_probe() -> tuple[float, int]:
+    """(fp16 matmul FLOP/s of one GPU, GPUs), measured in a subprocess."""
+    code = ("import sys; sys.path.insert(0, %r); import torch; from benchmarks.bench_rpexec import matmul_flops_per_s; "
+            "print(matmul_flops_per_s(), torch.cuda.device_count())") % str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    rate, n = proc.stdout.split()[-2:]
+    return float(rate), int(n)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -113,8 +113,9 @@ MACHINES = ROOT / "experiments" / "data" / "machines"
 
 def prediction_setup(setup: dict, n_gpus: int, source: str) -> dict:
     setup = dict(setup)
-    if source == "profile":
-        setup["profile"] = str(DATA / Path(setup["profile"]).name)
+    if source == "profile":  # the size's own profile (plans made from the presets name none)
+        setup["profile"] = str(DATA / (Path(setup["profile"]).name if setup.get("profile")
+                                       else f"{setup['model']['name']}-profile.json"))
     else:
         setup["profile"] = None
         if source == "machine":

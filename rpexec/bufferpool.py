@@ -34,6 +34,18 @@ class BufferPool:
             self.allocated_bytes += _nbytes(key)
         return torch.empty(key[0], dtype=dtype, pin_memory=self.pin)
 
+    def reserve(self, counts: dict[Key, int]) -> None:
+        """Allocate buffers up front so that `counts[key]` of each are free (warm-up, rpexec.warmup)."""
+        for key, n in counts.items():
+            key = (tuple(key[0]), key[1])
+            with self._lock:
+                missing = n - len(self._free[key])
+                self.allocated_bytes += max(0, missing) * _nbytes(key)
+            for _ in range(max(0, missing)):
+                t = torch.empty(key[0], dtype=key[1], pin_memory=self.pin)
+                t.view(-1)[::max(1, 4096 // t.element_size())].zero_()  # touch every page now, not in a copy
+                self.release(t)
+
     def release(self, t: torch.Tensor, guard: Any = None) -> None:
         with self._lock:
             self._free[(tuple(t.shape), t.dtype)].append((t, guard))

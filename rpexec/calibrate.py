@@ -40,6 +40,7 @@ from rpexec.profile import (
     profile_cpu_optimizer,
 )
 from rpsim.costs.cpu_optimizer import ACCUMULATE_BYTES_PER_PARAM, ADAM_AND_REFRESH_BYTES_PER_PARAM
+from rpsim.specs import ModelSpec
 from rpexec.session import DTYPES
 from rpsim.specs.server import PCIE_LANE_BYTES_PER_S
 
@@ -181,12 +182,14 @@ def link_rates(n_gpus: int, reps: int) -> dict[str, Any]:
     return out
 
 
-class _Load:
+class BackgroundLoad:
     """Background work that loads the host the way a pipeline run does: on CUDA, H2D and D2H copies on
-    every GPU plus one Python lane thread per GPU issuing GEMMs and waiting on them (rpexec's lanes);
-    on the CPU, a thread copying host buffers (DRAM traffic). Counts the bytes the copies moved."""
+    every GPU plus (compute=True) one Python lane thread per GPU issuing GEMMs and waiting on them
+    (rpexec's lanes); on the CPU, a thread copying host buffers (DRAM traffic). Counts the bytes the
+    copies moved. benchmarks/diagnose_rpexec.py runs it with and without the GEMM lanes, to tell the
+    DMA's share of the optimizer's slowdown from the lane threads'."""
 
-    def __init__(self, device: str, n_gpus: int, dtype: torch.dtype) -> None:
+    def __init__(self, device: str, n_gpus: int, dtype: torch.dtype, compute: bool = True) -> None:
         self.stop = threading.Event()
         self.copied_bytes = 0
         self.gemm_flops = 0.0
@@ -195,11 +198,12 @@ class _Load:
         if device == "cuda":
             for g in range(n_gpus):
                 self.threads.append(threading.Thread(target=self._dma, args=(g,), daemon=True))
-                self.threads.append(threading.Thread(target=self._compute, args=(g, dtype), daemon=True))
+                if compute:
+                    self.threads.append(threading.Thread(target=self._compute, args=(g, dtype), daemon=True))
         else:
             self.threads.append(threading.Thread(target=self._host_copy, daemon=True))
 
-    def __enter__(self) -> _Load:
+    def __enter__(self) -> BackgroundLoad:
         self.t0 = time.perf_counter()
         for t in self.threads:
             t.start()
@@ -254,13 +258,51 @@ class _Load:
             self._count(2 * a.numel() * 4)
 
 
+# A decoder small enough that its kernels take a few microseconds on the device, so that timing its
+# layers measures the host's cost to issue them (Python, the dispatcher, autograd, functional_call), not
+# the device. GQA (2 query heads per KV head) so the repeat kernels are issued as in the real models.
+ISSUE_MODEL = ModelSpec(name="issue-probe", n_layers=1, hidden=256, n_heads=4, n_kv_heads=2, head_dim=64,
+                        mlp_width=512, vocab=1024)
+
+
+def host_issue_s(device: torch.device, dtype: torch.dtype, reps: int, calls: int = 100) -> dict[str, list[float]]:
+    """Seconds the host spends issuing one pipeline layer of each kind (embed, layer, head) the way
+    rpexec's handlers run it (torch.func.functional_call on uploaded weights): a forward without
+    autograd (F under recomputation), a forward with autograd, and a forward with autograd plus its
+    backward (a recompute-and-backward B). Each figure is the median over `reps` of `calls` back-to-back
+    calls, one synchronize at the end."""
+    from torch.func import functional_call
+
+    from rpexec.model import build_layers, skeleton_layers
+    real = [layer.to(device, dtype) for layer in build_layers(ISSUE_MODEL)]
+    skel = skeleton_layers(ISSUE_MODEL)
+    weights = [dict(layer.named_parameters()) for layer in real]
+    ids = torch.randint(0, ISSUE_MODEL.vocab, (1, 16), device=device)
+    x = torch.randn(1, 16, ISSUE_MODEL.hidden, device=device, dtype=dtype)
+    out: dict[str, list[float]] = {}
+    for kind, index in (("embed", 0), ("layer", 1), ("head", 2)):
+        def run(grad: bool, backward: bool, index: int = index) -> None:
+            inp = (ids,) if index == 0 else (x.detach().requires_grad_(grad),)
+            if index == 2:
+                inp = (*inp, ids)
+            with torch.set_grad_enabled(grad):
+                y = functional_call(skel[index], weights[index], inp)
+            if backward:
+                (y.float().sum() if y.dim() else y).backward()
+        figures = []
+        for grad, backward in ((False, False), (True, False), (True, True)):
+            figures.append(time_s(device, lambda g=grad, b=backward: run(g, b), reps, inner=calls))
+        out[kind] = figures
+    return out
+
+
 def optimizer_rates(s: CalibrationSettings) -> dict[str, Any]:
     """The optimizer alone, the background load alone, then both at once: each side's slowdown is what
     the other costs it (shared DRAM, cores)."""
     alone = profile_cpu_optimizer(s.dtype, s.optimizer_params, s.reps)
-    with _Load(s.device, s.n_gpus, DTYPES[s.dtype]) as quiet:
+    with BackgroundLoad(s.device, s.n_gpus, DTYPES[s.dtype]) as quiet:
         time.sleep(2.0)
-    with _Load(s.device, s.n_gpus, DTYPES[s.dtype]) as load:
+    with BackgroundLoad(s.device, s.n_gpus, DTYPES[s.dtype]) as load:
         loaded: dict[str, Any] = cpu_optimizer_step_times(s.dtype, alone["params"], s.reps)
     loaded["background_copy_gb_per_s"] = load.copied_bytes / load.elapsed_s / 1e9
     loaded["background_alone_copy_gb_per_s"] = quiet.copied_bytes / quiet.elapsed_s / 1e9
@@ -284,6 +326,8 @@ def measure(s: CalibrationSettings, progress: Callable[[str], None] = lambda _ms
     out["attention"] = attention_rates(dev, dt, s.reps)
     progress("device memory")
     out["device_memory"] = device_memory(dev, s.reps)
+    progress("host issue cost per layer")
+    out["issue_s"] = host_issue_s(dev, dt, s.reps)
     progress("host DRAM")
     out["dram_gb_per_s"] = dram_bandwidth_bytes_per_s(s.dram_test_bytes, s.reps) / 1e9
     if cuda:
@@ -302,9 +346,9 @@ def measure(s: CalibrationSettings, progress: Callable[[str], None] = lambda _ms
 
 def dram_capacity_gb_per_s(m: dict[str, Any]) -> float:
     """Host DRAM capacity: at least any traffic measured through it. The copy test counts reads and
-    writes; all GPUs' H2D and D2H copies at once read and write DRAM too; and the optimizer's step over a
+    writes; all GPUs' H2D and D2H copies at once read and write DRAM too; the optimizer's step over a
     state well beyond the last-level cache moves its nominal bytes per parameter from DRAM (a state that
-    fits the cache says nothing of DRAM and is left out)."""
+    fits the cache says nothing of DRAM and is left out), alone and beside the copies of the load test."""
     candidates = [m["dram_gb_per_s"]]
     if "links" in m:
         candidates.append(m["links"]["all_both_gb_per_s"])
@@ -313,6 +357,9 @@ def dram_capacity_gb_per_s(m: dict[str, Any]) -> float:
     if llc and opt["params"] * STATE_BYTES_PER_PARAM >= 4 * llc:
         nominal = opt["params"] * (ADAM_AND_REFRESH_BYTES_PER_PARAM + ACCUMULATE_BYTES_PER_PARAM)
         candidates.append(nominal / opt["step_1_staged_s"] / 1e9)
+        loaded = m["optimizer"]["under_load"]
+        if "background_copy_gb_per_s" in loaded:
+            candidates.append(nominal / loaded["step_1_staged_s"] / 1e9 + loaded["background_copy_gb_per_s"])
     return max(candidates)
 
 
@@ -331,6 +378,8 @@ def machine_table(m: dict[str, Any], preset_server: dict[str, Any]) -> dict[str,
     t["host"] = {**t["host"], "cores": m["conditions"]["host_cores"], "dram_gib": m["conditions"]["host_dram_gib"],
                  "adam_params_per_s": opt["adam_params_per_s"],
                  "grad_accumulate_params_per_s": opt["grad_accumulate_params_per_s"]}
+    if "issue_s" in m:
+        t["host"]["issue_us"] = {kind: [v * 1e6 for v in figures] for kind, figures in m["issue_s"].items()}
     gpus = [dict(g) for g in t["gpus"]]
     sockets = [dict(x) for x in t["sockets"]]
     if "links" in m:

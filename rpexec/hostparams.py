@@ -6,10 +6,16 @@ Versions: iteration i's LOADs read copy i % 2; STEP(layer, it) writes copy (it +
 copy i % 2, so the optimizer never overwrites weights an in-flight iteration still uploads (the
 consistency protocol's P-copy ordering, roundpipe.md).
 
-Nothing on the optimizer's path allocates after warm-up: each layer keeps one fp32 gradient buffer that
-STEP sums the staged gradients into in place, staged gradient buffers come from a BufferPool and go back
-to it after the sum, and the fp32 -> compute-dtype refresh converts inside copy_. The first version
-allocated fp32 temporaries per staged gradient and ran 20-70x slower than the AdamW it wrapped."""
+Nothing on the optimizer's path allocates after warm-up (rpexec.warmup): STEP sums the staged gradients
+in place into an fp32 gradient buffer, staged gradient buffers come from a BufferPool and go back to it
+after the sum, and the fp32 -> compute-dtype refresh converts inside copy_. The first version allocated
+fp32 temporaries per staged gradient and ran 20-70x slower than the AdamW it wrapped.
+
+The fp32 gradient buffers are shared by parameter name across layers (every decoder layer's
+`attn.q_proj.weight` uses one buffer): STEPs run one at a time on the optimizer lane and each STEP
+rewrites the whole buffer before its AdamW reads it, so one buffer per name is exact and saves 4 bytes
+per parameter of host memory (16 instead of 20: fp32 master + Adam m, v + two compute-dtype copies),
+which is what lets a 13B model's host state fit a 256 GiB host."""
 from __future__ import annotations
 
 import threading
@@ -46,6 +52,7 @@ class HostParams:
                       for layer in layers]
         self.grad_pool = BufferPool(pin)
         self.scratch: dict[torch.Size, torch.Tensor] = {}
+        self.fp32_grads: dict[tuple[str, torch.Size], torch.Tensor] = {}  # shared by name, see above
         self.staged: dict[tuple[int, int], list[dict[str, torch.Tensor]]] = defaultdict(list)
         self.captured: dict[int, dict[str, torch.Tensor]] = {}  # layer -> fp32 grads of iteration 0
         self.load_log: list[tuple[int, int, int]] = []  # (layer, iteration, version read)
@@ -68,6 +75,13 @@ class HostParams:
             self.scratch[shape] = torch.empty(shape, dtype=torch.float32)
         return self.scratch[shape]
 
+    def fp32_grad(self, name: str, p: torch.Tensor) -> torch.Tensor:
+        """The fp32 gradient buffer of every layer's parameter `name` (allocated on first use or warm-up)."""
+        key = (name, p.shape)
+        if key not in self.fp32_grads:
+            self.fp32_grads[key] = torch.zeros(p.shape, dtype=torch.float32)
+        return self.fp32_grads[key]
+
     def stage_grads(self, layer: int, it: int, grads: dict[str, torch.Tensor]) -> None:
         with self.lock:
             self.staged[(layer, it)].append(grads)
@@ -79,8 +93,7 @@ class HostParams:
         params = dict(self.layers[layer].named_parameters())
         with torch.no_grad():
             for name, p in params.items():
-                if p.grad is None:  # allocated once, kept across steps (never set to None)
-                    p.grad = torch.zeros_like(p, dtype=torch.float32)
+                p.grad = self.fp32_grad(name, p)
                 if not staged:
                     p.grad.zero_()
                 for i, g in enumerate(staged):

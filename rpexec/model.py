@@ -1,7 +1,9 @@
 """A real decoder in torch, cut into pipeline layers exactly as rpsim counts them: 0 = embedding,
-1..L = transformer layers (RMSNorm, GQA attention with RoPE, SwiGLU MLP or top-k MoE), L+1 = head (final
-RMSNorm, LM head, cross-entropy). Layers hold no buffers, so torch.func.functional_call can run any of
-them on weights uploaded elsewhere."""
+1..L = transformer layers (RMSNorm, GQA attention with RoPE or DeepSeek's multi-head latent attention,
+SwiGLU MLP or top-k MoE with optional shared experts), L+1 = head (final RMSNorm, LM head, cross-entropy).
+Each layer holds exactly the parameters rpsim.costs.gemms counts. Gemma-2 is built with its 4 norms but
+SwiGLU, SiLU and plain RMSNorm gains (its shapes, not its activation function). Layers hold no buffers, so
+torch.func.functional_call can run any of them on weights uploaded elsewhere."""
 from __future__ import annotations
 
 import functools
@@ -53,9 +55,9 @@ class Attention(nn.Module):
     def __init__(self, m: ModelSpec) -> None:
         super().__init__()
         self.m = m
-        self.q_proj = nn.Linear(m.hidden, m.q_width, bias=False)
-        self.k_proj = nn.Linear(m.hidden, m.kv_width, bias=False)
-        self.v_proj = nn.Linear(m.hidden, m.kv_width, bias=False)
+        self.q_proj = nn.Linear(m.hidden, m.q_width, bias=m.qkv_bias)
+        self.k_proj = nn.Linear(m.hidden, m.kv_width, bias=m.qkv_bias)
+        self.v_proj = nn.Linear(m.hidden, m.kv_width, bias=m.qkv_bias)
         self.o_proj = nn.Linear(m.q_width, m.hidden, bias=False)
         self.q_norm = RMSNorm(m.head_dim) if m.qk_norm else None
         self.k_norm = RMSNorm(m.head_dim) if m.qk_norm else None
@@ -76,6 +78,42 @@ class Attention(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(b, s, m.q_width))
 
 
+class LatentAttention(nn.Module):
+    """Multi-head latent attention (DeepSeek-V2, arXiv 2405.04434, Sec. 2.1, Eq. 9-19): keys and values
+    come from one normalised latent c_KV (kv_lora_rank wide) through one up-projection; RoPE rides on a
+    separate qk_rope_head_dim part of each query head and on one RoPE key shared by all heads; queries come
+    from h directly or, with q_lora_rank, through their own normalised latent."""
+
+    def __init__(self, m: ModelSpec) -> None:
+        super().__init__()
+        self.m = m
+        if m.q_lora_rank:
+            self.q_a_proj = nn.Linear(m.hidden, m.q_lora_rank, bias=False)
+            self.q_a_norm = RMSNorm(m.q_lora_rank)
+            self.q_b_proj = nn.Linear(m.q_lora_rank, m.q_width, bias=False)
+        else:
+            self.q_proj = nn.Linear(m.hidden, m.q_width, bias=False)
+        self.kv_a_proj = nn.Linear(m.hidden, m.kv_lora_rank + m.qk_rope_head_dim, bias=False)
+        self.kv_a_norm = RMSNorm(m.kv_lora_rank)
+        self.kv_b_proj = nn.Linear(m.kv_lora_rank, m.n_heads * (m.qk_nope_head_dim + m.value_dim), bias=False)
+        self.o_proj = nn.Linear(m.attn_out_width, m.hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        m = self.m
+        q = self.q_b_proj(self.q_a_norm(self.q_a_proj(x))) if m.q_lora_rank else self.q_proj(x)
+        q_nope, q_rope = q.view(b, s, m.n_heads, m.head_dim).transpose(1, 2).split(
+            [m.qk_nope_head_dim, m.qk_rope_head_dim], dim=-1)
+        latent, k_rope = self.kv_a_proj(x).split([m.kv_lora_rank, m.qk_rope_head_dim], dim=-1)
+        kv = self.kv_b_proj(self.kv_a_norm(latent)).view(b, s, m.n_heads, m.qk_nope_head_dim + m.value_dim)
+        k_nope, v = kv.transpose(1, 2).split([m.qk_nope_head_dim, m.value_dim], dim=-1)
+        k_rope = rope(k_rope.view(b, 1, s, m.qk_rope_head_dim)).expand(b, m.n_heads, s, m.qk_rope_head_dim)
+        q = torch.cat([q_nope, rope(q_rope)], dim=-1)
+        k = torch.cat([k_nope, k_rope], dim=-1)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # scale 1/sqrt(head_dim), as DeepSeek
+        return self.o_proj(y.transpose(1, 2).reshape(b, s, m.attn_out_width))
+
+
 class SwiGLU(nn.Module):
     """Shazeer 2020: down(silu(gate(x)) * up(x))."""
 
@@ -91,20 +129,26 @@ class SwiGLU(nn.Module):
 
 class MoE(nn.Module):
     """Top-k routed experts (Shazeer et al. 2017; Qwen3-MoE): softmax over all experts, keep the top k,
-    renormalise their weights, sum the chosen experts' SwiGLU outputs."""
+    renormalise their weights (unless renormalize_topk is off, as in DeepSeek-V2), sum the chosen experts'
+    SwiGLU outputs; DeepSeekMoE's shared experts (DeepSeek-V2 Sec. 2.2.1, Eq. 20) see every token, as one
+    SwiGLU n_shared_experts · mlp_width wide."""
 
     def __init__(self, m: ModelSpec) -> None:
         super().__init__()
         self.k = m.n_active_experts
+        self.renormalize = m.renormalize_topk
         self.router = nn.Linear(m.hidden, m.n_experts, bias=False)
         self.experts = nn.ModuleList(SwiGLU(m.hidden, m.mlp_width) for _ in range(m.n_experts))
+        self.shared = SwiGLU(m.hidden, m.n_shared_experts * m.mlp_width) if m.n_shared_experts else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
         probs = F.softmax(self.router(flat).float(), dim=-1)
         weight, chosen = probs.topk(self.k, dim=-1)
-        weight = (weight / weight.sum(-1, keepdim=True)).to(x.dtype)
-        out = torch.zeros_like(flat)
+        if self.renormalize:
+            weight = weight / weight.sum(-1, keepdim=True)
+        weight = weight.to(x.dtype)
+        out = self.shared(flat) if self.shared is not None else torch.zeros_like(flat)
         for e, expert in enumerate(self.experts):
             rows, slot = (chosen == e).nonzero(as_tuple=True)
             if rows.numel():
@@ -113,16 +157,27 @@ class MoE(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, m: ModelSpec) -> None:
+    """Transformer layer `index`: a MoE model's dense_layers get one dense MLP (DeepSeek's
+    first_k_dense_replace, Qwen3-MoE's mlp_only_layers); with 4 norms (Gemma-2) each sublayer's output is
+    normalised too before the residual add."""
+
+    def __init__(self, m: ModelSpec, index: int) -> None:
         super().__init__()
         self.input_norm = RMSNorm(m.hidden)
-        self.attn = Attention(m)
+        self.attn: nn.Module = LatentAttention(m) if m.is_mla else Attention(m)
         self.post_attn_norm = RMSNorm(m.hidden)
-        self.mlp: nn.Module = MoE(m) if m.is_moe else SwiGLU(m.hidden, m.mlp_width)
+        self.attn_out_norm = RMSNorm(m.hidden) if m.norms_per_layer == 4 else None
+        self.mlp_out_norm = RMSNorm(m.hidden) if m.norms_per_layer == 4 else None
+        if m.is_moe_layer(index):
+            self.mlp: nn.Module = MoE(m)
+        else:
+            self.mlp = SwiGLU(m.hidden, m.dense_mlp_width if m.is_moe else m.mlp_width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.input_norm(x))
-        return x + self.mlp(self.post_attn_norm(x))
+        a = self.attn(self.input_norm(x))
+        x = x + (self.attn_out_norm(a) if self.attn_out_norm is not None else a)
+        f = self.mlp(self.post_attn_norm(x))
+        return x + (self.mlp_out_norm(f) if self.mlp_out_norm is not None else f)
 
 
 class Embedding(nn.Module):
@@ -155,7 +210,7 @@ def skeleton_layers(m: ModelSpec, loss_chunk_tokens: int = 0) -> list[nn.Module]
     """Parameterless copies (meta tensors) for torch.func.functional_call. functional_call swaps a
     module's parameters in place while it runs, so each device's compute lane needs its own skeleton."""
     with torch.device("meta"):
-        return [Embedding(m), *[DecoderLayer(m) for _ in range(m.n_layers)], Head(m, loss_chunk_tokens)]
+        return [Embedding(m), *[DecoderLayer(m, i) for i in range(m.n_layers)], Head(m, loss_chunk_tokens)]
 
 
 def build_layers(m: ModelSpec, seed: int = 0) -> list[nn.Module]:
@@ -171,6 +226,9 @@ def build_layers(m: ModelSpec, seed: int = 0) -> list[nn.Module]:
     def fill(index: int) -> None:
         name, p = params[index]
         with torch.no_grad():
+            if name.endswith(".bias"):
+                p.zero_()
+                return
             if name.endswith("norm.weight") or p.dim() == 1:
                 p.fill_(1.0)
                 return

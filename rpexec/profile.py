@@ -53,15 +53,19 @@ def profile_layers(model: ModelSpec, seq: int, mb_size: int, dtype: str, device:
                    ) -> list[dict[str, Any]]:
     dt = DTYPES[dtype]
     layers = build_layers(model)
-    embed, block, head = layers[0].to(device, dt), layers[1].to(device, dt), layers[-1].to(device, dt)
+    embed, head = layers[0].to(device, dt), layers[-1].to(device, dt)
     ids = torch.randint(0, model.vocab, (mb_size, seq), device=device)
     x = torch.randn(mb_size, seq, model.hidden, device=device, dtype=dt)
     probe = torch.randn_like(x)
     e = _fwd_bwd(embed, lambda: (ids,), device, reps, lambda y: (y * probe).sum())
-    t = _fwd_bwd(block, lambda: (x.detach().requires_grad_(True),), device, reps, lambda y: (y * probe).sum())
+    # One timing per kind of transformer layer: a MoE model's dense layers differ from its MoE layers.
+    first_of_kind = {model.is_moe_layer(i): i for i in reversed(range(model.n_layers))}
+    times = {kind: _fwd_bwd(layers[1 + i].to(device, dt), lambda: (x.detach().requires_grad_(True),), device, reps,
+                            lambda y: (y * probe).sum()) for kind, i in first_of_kind.items()}
     h = _fwd_bwd(head, lambda: (x.detach().requires_grad_(True), ids), device, reps, lambda loss: loss)
     rows = [{"name": "embed", "forward_s": e[0], "backward_s": e[1]}]
-    rows += [{"name": f"layer.{i}", "forward_s": t[0], "backward_s": t[1]} for i in range(model.n_layers)]
+    rows += [{"name": f"layer.{i}", "forward_s": times[model.is_moe_layer(i)][0],
+              "backward_s": times[model.is_moe_layer(i)][1]} for i in range(model.n_layers)]
     rows.append({"name": "head", "forward_s": h[0], "backward_s": h[1]})
     return rows
 

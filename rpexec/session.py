@@ -14,6 +14,7 @@ from rpexec.hostparams import HostParams, make_adamw
 from rpexec.measure import measured_events
 from rpexec.model import build_layers, skeleton_layers
 from rpexec.runtime import Fault, Interpreter
+from rpexec.warmup import presize_pools, warm_host_state
 from rpsim.ir import Plan
 from rpsim.ir.deps import dependency_graph
 from rpsim.ir.jobs import job_of_action, jobs_of, stages_are_resident
@@ -36,6 +37,7 @@ class RunOptions:
     same_batch: bool = False  # every iteration sees iteration 0's tokens (a training smoke test)
     stop: threading.Event | None = None  # set from outside (Ctrl-C) to stop every lane
     blocking_sync: bool = False  # True: host waits sleep instead of spinning (benchmarks/ab_blocking_sync.py)
+    warmup: bool = True  # allocate and touch host state before iteration 0 (rpexec.warmup)
 
 
 @dataclass
@@ -116,6 +118,7 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
     ctx = Context(plan, layers, host, devices, job_of_action(plan), jobs, batch_fn(model, seq, mb_size, opts.seed, opts.same_batch, opts.device == 'cuda'),
                   {}, resident, not stages_are_resident(plan), opts.capture_grads, {}, threading.Lock(),
                   BufferPool(pin=opts.device == "cuda"))
+    warm = warm_up(plan, host, ctx.act_pool, (mb_size, seq, model.hidden), dtype, not resident) if opts.warmup else {}
     events: list[TraceEvent] = []
     offset = 0
     for block in range(opts.blocks):
@@ -134,9 +137,32 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
     trace = Trace(tuple(sorted(events, key=lambda e: (e.start_s, e.gpu, e.lane, e.action))),
                   {"source": "rpexec", "schedule": plan.schedule, "device": opts.device, "dtype": opts.dtype,
                    "model": model.name, "n_gpus": plan.n_gpus, "peak_gpu_mem_bytes": peaks,
-                   "server": str(plan.setup.get("server", ""))})
+                   "server": str(plan.setup.get("server", "")), "warmup_s": warm,
+                   "steady_iterations": steady_iterations(plan, opts.blocks * plan.n_iters, bool(warm))})
     pools = {"gradients": host.grad_pool.allocated_bytes, "activations": ctx.act_pool.allocated_bytes}
     return RunResult(losses, host.captured, trace, host.load_log, peaks, pools)
+
+
+def warm_up(plan: Plan, host: HostParams, act_pool: BufferPool, act_shape: tuple[int, ...],
+            dtype: torch.dtype, host_steps: bool) -> dict[str, float]:
+    """Host state first (only when the host runs the optimizer: resident stages step on their GPU and
+    never touch the host AdamW), then the pools."""
+    return {"host_state": warm_host_state(host) if host_steps else 0.0,
+            "pools": presize_pools(plan, host, act_pool, act_shape, dtype)}
+
+
+def steady_iterations(plan: Plan, n_iters: int, warmed: bool) -> list[int]:
+    """The iterations whose span (end of the previous iteration to its own end) has no one-off work.
+    Iteration 0 always has some (CUDA context and allocator growth, cuBLAS handles, and the pipeline
+    fill). Without the host warm-up, the first STEPs also touch the AdamW moments and fp32 gradients for
+    the first time: inside iteration 0 with a synchronous optimizer, inside iteration 1 with the
+    asynchronous one (STEP(0) overlaps iteration 1), so that iteration is not steady either. With the
+    asynchronous optimizer each later block of the plan's iterations starts from a drained pipeline (a
+    new interpreter), so its first iteration pays a fill too: the issue-15 8B trace's iteration 4 took
+    11.2 s against 5.8-6.9 s for its neighbours."""
+    first = 1 if warmed or plan.optimizer != "async" else 2
+    block_start = plan.optimizer == "async" and plan.n_iters > 0
+    return [i for i in range(first, n_iters) if not (block_start and i % plan.n_iters == 0)]
 
 
 def loss_chunk_tokens(plan: Plan) -> int:

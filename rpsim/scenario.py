@@ -24,7 +24,9 @@ class Scenario:
         """JSON-able record for plan.json, enough to rebuild this scenario."""
         training = asdict(self.training)
         training["lora_targets"] = list(training["lora_targets"])
-        return {"model": asdict(self.model), "server": self.server_ref or self.server.name,
+        model = asdict(self.model)
+        model["dense_layers"] = list(model["dense_layers"])
+        return {"model": model, "server": self.server_ref or self.server.name,
                 "training": training, "profile": self.profile_ref, "gpu_memory_bytes": self.gpu_memory_bytes}
 
 

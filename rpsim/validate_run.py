@@ -16,15 +16,33 @@ from rpsim.sim.trace import Trace
 CLASSES = ("F", "B", "FB", "LOAD", "OFFLOAD", "ACT_IN", "ACT_OUT", "SEND", "STEP")
 
 
-def steady_iteration_s(trace: Trace, skip: int = 1) -> float:
-    """Mean span between consecutive iterations' last events, leaving out the first 1 + skip spans
-    (first-touch allocations, warm-up); a trace too short for that gives its only iteration's end."""
+def iteration_ends_s(trace: Trace) -> dict[int, float]:
     ends: dict[int, float] = {}
     for e in trace.events:
         ends[e.it] = max(ends.get(e.it, 0.0), e.end_s)
+    return ends
+
+
+def steady_iteration_s(trace: Trace, skip: int | None = None) -> float:
+    """Mean span between consecutive iterations' last events over the steady iterations. skip=None takes
+    them from the trace's own marks (meta "steady_iterations", written by rpexec from what it warmed
+    up), or leaves out the first two spans when the trace has none; skip=k leaves out the first 1 + k.
+    A trace too short for that gives its last iteration's end."""
+    ends = iteration_ends_s(trace)
     its = sorted(ends)
-    spans = [ends[i] - ends[i - 1] for i in its[1 + skip:]] or [ends[its[-1]]]
+    marked = trace.meta.get("steady_iterations") if skip is None else None
+    if marked is not None:
+        steady = [i for i in its if i in set(marked) and i - 1 in ends]
+    else:
+        steady = its[1 + (1 if skip is None else skip):]
+    spans = [ends[i] - ends[i - 1] for i in steady] or [ends[its[-1]]]
     return mean(spans)
+
+
+def first_iteration_ratio(trace: Trace) -> float:
+    """Iteration 0's time (from the start of the run) over the steady iteration time (issue 15: at most 2)."""
+    ends = iteration_ends_s(trace)
+    return ends[min(ends)] / steady_iteration_s(trace)
 
 
 def class_durations(trace: Trace) -> dict[str, list[float]]:

@@ -56,11 +56,11 @@ def test_rpexec_layer_saves_what_rpsim_counts(monkeypatch, qk_norm):
     m = ModelSpec(name="t", n_layers=1, hidden=256, n_heads=4, n_kv_heads=2, head_dim=64, mlp_width=384,
                   vocab=1000, qk_norm=qk_norm)
     b, s = 2, 64
-    layer = rpmodel.DecoderLayer(m).to(torch.bfloat16)
+    layer = rpmodel.DecoderLayer(m, 0).to(torch.bfloat16)
     x = torch.randn(b, s, m.hidden, dtype=torch.bfloat16, requires_grad=True)
     saved = saved_activation_bytes(layer, x)
     measured = sum(n for n, _shape, _dtype in saved.values())
-    counted = layer_activation_bytes(m, TrainingSpec(seq_len=s, global_batch=b, mb_size=b, layer_impl="rpexec"))
+    counted = layer_activation_bytes(m, TrainingSpec(seq_len=s, global_batch=b, mb_size=b, layer_impl="rpexec"), 0)
     assert measured == pytest.approx(counted, rel=0.01), sorted(saved.values())
 
 
@@ -93,7 +93,7 @@ def test_rpexec_layer_on_cuda_keeps_what_rpsim_counts(qk_norm):
                   vocab=1000, qk_norm=qk_norm)
     train = TrainingSpec(seq_len=2048, global_batch=1, mb_size=1, layer_impl="rpexec")
     dev = torch.device("cuda")
-    layer = rpmodel.DecoderLayer(m).to(dev, torch.bfloat16)
+    layer = rpmodel.DecoderLayer(m, 0).to(dev, torch.bfloat16)
     x = torch.randn(1, 2048, m.hidden, dtype=torch.bfloat16, device=dev, requires_grad=True)
     layer(x)  # warm-up: RoPE tables, cuBLAS workspaces
     torch.cuda.synchronize()
@@ -101,7 +101,7 @@ def test_rpexec_layer_on_cuda_keeps_what_rpsim_counts(qk_norm):
     out = layer(x)
     torch.cuda.synchronize()
     saved = torch.cuda.memory_allocated(dev) - before - out.numel() * out.element_size()
-    assert saved == pytest.approx(layer_activation_bytes(m, train), rel=0.03)
+    assert saved == pytest.approx(layer_activation_bytes(m, train, 0), rel=0.03)
     torch.cuda.reset_peak_memory_stats(dev)
     start = torch.cuda.memory_allocated(dev)
     out.backward(torch.ones_like(out))
@@ -109,4 +109,4 @@ def test_rpexec_layer_on_cuda_keeps_what_rpsim_counts(qk_norm):
     # the backward's peak over what was allocated when it began; parameter gradients (allocated on the
     # way) are not activations
     grads = sum(p.numel() * p.element_size() for p in layer.parameters())
-    assert extra - grads <= layer_backward_extra_bytes(m, train) * 1.5
+    assert extra - grads <= layer_backward_extra_bytes(m, train, 0) * 1.5

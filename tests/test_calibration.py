@@ -141,3 +141,43 @@ def test_the_host_step_shares_dram_max_min_with_dma_copies():
     assert _step_time(0) == pytest.approx(100e9 / 80e9)  # its own cap binds
     assert _step_time(1) == pytest.approx(100e9 / 70e9)  # the copy takes its 30, the step the rest
     assert _step_time(3) == pytest.approx(100e9 / 25e9)  # four flows share 100 GB/s evenly
+
+
+def test_host_issue_splits_a_stage_into_interpreter_and_engine_work():
+    from rpsim.sim.host_issue import host_issue_s
+    issue = ((1.0, 2.0, 5.0), (10.0, 20.0, 50.0), (100.0, 200.0, 500.0))  # embed, layer, head
+    # layers 0 (embed), 1, 2 (transformer) of a 5-layer pipeline (head = 4)
+    assert host_issue_s(issue, 0, 3, 5, "F", recompute=True) == (1.0 + 10 + 10, 0.0)
+    assert host_issue_s(issue, 0, 3, 5, "F", recompute=False) == (2.0 + 20 + 20, 0.0)
+    assert host_issue_s(issue, 3, 5, 5, "B", recompute=True) == (20.0 + 200, 30.0 + 300)
+    assert host_issue_s(issue, 3, 5, 5, "B", recompute=False) == (0.0, 30.0 + 300)
+    assert host_issue_s(issue, 3, 5, 5, "FB", recompute=True) == (20.0 + 200, 30.0 + 300)
+    assert host_issue_s(issue, 3, 5, 5, "I", recompute=True) == (220.0, 165.0)
+    assert host_issue_s(issue, 3, 5, 5, "W", recompute=True) == (0.0, 165.0)
+
+
+def test_two_gpus_issuing_at_once_share_the_interpreter(tmp_path):
+    """With issue far above device time, each GPU's forward alone takes its interpreter seconds; two
+    forwards issued at once each get half the interpreter, so they take twice as long (max-min)."""
+    from rpsim.catalog.servers import generic_server_table
+    from rpsim.planner import PlanRequest, make_plan
+    from rpsim.sim.simulate import simulate
+    from rpsim.scenario import make_scenario
+    from rpsim.specs import ModelSpec, TrainingSpec
+    t = generic_server_table("h200-sxm", 2)
+    t["host"]["issue_us"] = {"embed": [0, 0, 0], "layer": [1e6, 1e6, 2e6], "head": [0, 0, 0]}  # 1 s a layer
+    path = tmp_path / "slow-host.toml"
+    path.write_text(toml_text(t))
+    model = ModelSpec(name="tiny", n_layers=2, hidden=256, n_heads=4, n_kv_heads=2, head_dim=64, mlp_width=512,
+                      vocab=1024)
+    sc = make_scenario(model, str(path), TrainingSpec(seq_len=64, global_batch=4, mb_size=1), None)
+    trace = simulate(make_plan(sc, PlanRequest("gpipe")), sc).trace
+    forwards = sorted((e for e in trace.events if e.kind == "F"), key=lambda e: (e.start_s, e.gpu))
+    alone = forwards[0]  # GPU 0, microbatch 0: nothing else issues yet
+    assert alone.end_s - alone.start_s == pytest.approx(1.0, rel=1e-6)
+    overlapping = [e for e in forwards if e.gpu == 1 and e.mb == 0]
+    g0_next = [e for e in forwards if e.gpu == 0 and e.mb == 1]
+    # GPU 1 starts after the activation's 10 us P2P hop; from then on the two share the interpreter
+    assert overlapping and g0_next and overlapping[0].start_s == pytest.approx(g0_next[0].start_s, abs=1e-4)
+    assert g0_next[0].end_s - g0_next[0].start_s == pytest.approx(2.0, abs=1e-4)
+    assert overlapping[0].end_s == pytest.approx(g0_next[0].end_s, abs=1e-9)

@@ -15,7 +15,7 @@ from rpexec.checks import model_and_shape
 from rpexec.cli import main as rpexec_main
 from rpexec.session import RunOptions, run_plan
 from rpsim.ir.planio import load_plan
-from tests.rpexec_helpers import TINY, TINY_MOE, export, write_config
+from tests.rpexec_helpers import TINY, TINY_DEEPSEEK, TINY_MOE, export, write_config
 
 SCHEDULES = ["gpipe", "1f1b", "interleaved", "looped-bfs", "roundpipe", "roundpipe-sync"]
 
@@ -59,6 +59,17 @@ def test_p2p_plan_uses_send_recv_and_matches(tmp_path, tiny, capsys):
 def test_moe_model_matches_reference(tmp_path, schedule, capsys):
     cfg = write_config(tmp_path, TINY_MOE, "moe.json")
     plan = export(tmp_path, cfg, schedule, "4090x2")
+    assert rpexec_main(["run", str(plan), "--check-grads"]) == 0, capsys.readouterr()
+
+
+@pytest.mark.parametrize("schedule, extra, q_lora_rank", [("roundpipe", (), None),
+                                                          ("1f1b", ("--recompute", "none"), 12),
+                                                          ("gpipe", ("--recompute", "layer"), None)])
+def test_deepseek_style_model_matches_reference(tmp_path, schedule, extra, q_lora_rank, capsys):
+    """MLA (with and without a low-rank query), shared + routed experts and a leading dense layer, exported
+    by rpsim from a config.json, match the single-device reference's gradients."""
+    cfg = write_config(tmp_path, {**TINY_DEEPSEEK, "q_lora_rank": q_lora_rank}, "deepseek.json")
+    plan = export(tmp_path, cfg, schedule, "4090x2", *extra)
     assert rpexec_main(["run", str(plan), "--check-grads"]) == 0, capsys.readouterr()
 
 

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 from rpexec.cli import main as rpexec_main
 from rpsim.cli.main import main as rpsim_main
-from tests.rpexec_helpers import TINY, export, write_config
+from tests.rpexec_helpers import TINY, TINY_DEEPSEEK, export, write_config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
                                                   reason="needs 2 CUDA GPUs")]
@@ -50,6 +50,20 @@ def test_roundpipe_async_trace_is_drawn(tmp_path, config):
 @pytest.mark.parametrize("schedule", ["roundpipe", "1f1b"])
 def test_chunked_loss_on_gpus_matches_reference(tmp_path, config, schedule, dtype, capsys):
     plan = export(tmp_path, config, schedule, "h200x2", "--loss-chunk-tokens", "24")
+    code = rpexec_main(["run", str(plan), "--device", "cuda", "--dtype", dtype, "--check-grads"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "check-grads ok" in out.out
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("schedule, gpus, q_lora_rank", [("roundpipe", "4090x2", None), ("1f1b", "h200x2", 12)])
+def test_deepseek_style_model_on_gpus_matches_reference(tmp_path, schedule, gpus, q_lora_rank, dtype, capsys):
+    """MLA (its value heads narrower than its query/key heads, so SDPA leaves the flash kernel) and
+    shared + routed experts after a dense layer, on CUDA."""
+    cfg = write_config(tmp_path, {**TINY_DEEPSEEK, "q_lora_rank": q_lora_rank, "hidden_size": 128,
+                                  "vocab_size": 512}, "deepseek.json")
+    plan = export(tmp_path, cfg, schedule, gpus)
     code = rpexec_main(["run", str(plan), "--device", "cuda", "--dtype", dtype, "--check-grads"])
     out = capsys.readouterr()
     assert code == 0, out.err

@@ -1,17 +1,17 @@
 """Model presets from models.toml, and Hugging Face config.json files given as paths."""
 from __future__ import annotations
 
-from dataclasses import replace
+import sys
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
 
 from rpsim.catalog.data import preset_table
+from rpsim.catalog.hf_config import model_from_hf_dict
 from rpsim.errors import SpecError, choices_message
 from rpsim.jsonfile import read_json
 from rpsim.specs.model import ModelSpec
 
-_SPEC_KEYS = ("n_layers", "hidden", "n_heads", "n_kv_heads", "head_dim", "mlp_width", "vocab",
-              "tied_embeddings", "n_experts", "n_active_experts", "qk_norm", "source")
+_SPEC_KEYS = tuple(f.name for f in fields(ModelSpec) if f.name != "name")
 
 
 def model_names() -> list[str]:
@@ -37,38 +37,14 @@ def load_model(name_or_path: str) -> ModelSpec:
 
 
 def model_from_hf_config(path: Path) -> ModelSpec:
+    """Reads the file and prints the parser's warnings (keys it did not understand) on stderr."""
     config = read_json(path, "--model file", SpecError)
     if not isinstance(config, dict):
         raise SpecError(f"--model: {str(path)!r} must hold a JSON object")
-    return model_from_hf_dict(config, name=path.stem if path.stem != "config" else path.parent.name or "model")
-
-
-def model_from_hf_dict(config: dict[str, Any], name: str) -> ModelSpec:
-    def need(*keys: str) -> Any:
-        for key in keys:
-            if key in config:
-                return config[key]
-        raise SpecError(f"Hugging Face config {name!r} is missing the key {' or '.join(repr(k) for k in keys)}")
-
-    n_heads = need("num_attention_heads")
-    hidden = need("hidden_size")
-    n_experts = config.get("num_experts") or config.get("num_local_experts") or 1
-    mlp_key = ("moe_intermediate_size", "intermediate_size") if n_experts > 1 else ("intermediate_size",)
-    return ModelSpec(
-        name=name,
-        n_layers=need("num_hidden_layers"),
-        hidden=hidden,
-        n_heads=n_heads,
-        n_kv_heads=config.get("num_key_value_heads") or n_heads,
-        head_dim=config.get("head_dim") or hidden // n_heads,
-        mlp_width=need(*mlp_key),
-        vocab=need("vocab_size"),
-        tied_embeddings=bool(config.get("tie_word_embeddings", False)),
-        n_experts=n_experts,
-        n_active_experts=config.get("num_experts_per_tok", 1) if n_experts > 1 else 1,
-        qk_norm=str(config.get("model_type", "")).startswith("qwen3"),
-        source=f"Hugging Face config {name}",
-    )
+    parsed = model_from_hf_dict(config, name=path.stem if path.stem != "config" else path.parent.name or "model")
+    for warning in parsed.warnings:
+        print(f"rpsim: warning: --model {path}: {warning}", file=sys.stderr)
+    return parsed.spec
 
 
 OVERRIDABLE = ("n_layers", "hidden", "n_heads", "n_kv_heads", "head_dim", "mlp_width", "vocab", "n_experts",
@@ -87,4 +63,8 @@ def override_model(model: ModelSpec, text: str) -> ModelSpec:
         except ValueError:
             raise SpecError(f"--model-override: {key} needs an integer, got {value!r}") from None
     suffix = ",".join(f"{k}={v}" for k, v in changes.items())
-    return replace(model, name=f"{model.name}[{suffix}]", **changes) if changes else model
+    if not changes:
+        return model
+    n_layers = changes.get("n_layers", model.n_layers)
+    dense = tuple(i for i in model.dense_layers if i < n_layers)
+    return replace(model, name=f"{model.name}[{suffix}]", dense_layers=dense, **changes)

@@ -28,7 +28,8 @@ _TOP_KEYS = {"gpu", "n_gpus", "p2p", "p2p_bandwidth_gb_per_s", "duplex_factor", 
              "gpu_calibration",  # measured compute figures (rpexec calibrate); rpsim.catalog.gpus
              "calibration"}  # the calibration's conditions and raw figures: a record, not read
 _SECTION_KEYS = {
-    "host": {"cores", "dram_gib", "adam_params_per_s", "pageable_efficiency", "grad_accumulate_params_per_s"},
+    "host": {"cores", "dram_gib", "adam_params_per_s", "pageable_efficiency", "grad_accumulate_params_per_s",
+             "issue_us"},
     "inter_socket": {"bandwidth_gb_per_s", "latency_us"},
     "sockets": {"name", "dram_bandwidth_gb_per_s", "root_complex_gb_per_s"},
     "switches": {"name", "socket", "uplink_gb_per_s", "latency_us"},
@@ -120,6 +121,24 @@ def _need(where: str, table: dict[str, Any], key: str) -> Any:
     return table[key]
 
 
+ISSUE_KINDS = ("embed", "layer", "head")
+
+
+def _issue_s(where: str, table: Any) -> tuple[tuple[float, float, float], ...]:
+    """[host.issue_us]: per layer kind, [forward, forward with autograd, forward + backward] in us."""
+    if not isinstance(table, dict) or set(table) != set(ISSUE_KINDS):
+        raise SpecError(f"{where}: needs exactly the keys {', '.join(ISSUE_KINDS)}, got {table!r}")
+    out = []
+    for kind in ISSUE_KINDS:
+        row = table[kind]
+        if (not isinstance(row, list) or len(row) != 3
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1e7 for v in row)):
+            raise SpecError(f"{where}: {kind} must be [forward_us, forward_grad_us, forward_backward_us], "
+                            f"each a number >= 0, got {row!r}")
+        out.append(tuple(v * 1e-6 for v in row))
+    return tuple(out)  # type: ignore[return-value]
+
+
 def server_from_table(name: str, t: dict[str, Any], where: str) -> ServerSpec:
     _check_keys(where, t, _TOP_KEYS)
     for section in ("host", "inter_socket"):
@@ -160,7 +179,8 @@ def server_from_table(name: str, t: dict[str, Any], where: str) -> ServerSpec:
                                inter.get("latency_us", 0.0) * 1e-6) if inter else None),
         host=HostSpec(cores=_need(where, h, "cores"), dram_bytes=_need(where, h, "dram_gib") * GiB,
                       adam_params_per_s=_need(where, h, "adam_params_per_s"),
-                      **{k: h[k] for k in ("pageable_efficiency", "grad_accumulate_params_per_s") if k in h}),
+                      **{k: h[k] for k in ("pageable_efficiency", "grad_accumulate_params_per_s") if k in h},
+                      issue_s=_issue_s(f"{where} [host.issue_us]", h["issue_us"]) if "issue_us" in h else None),
         duplex_factor=t.get("duplex_factor", 1.0), p2p=t.get("p2p", "none"),
         p2p_bytes_per_s=p2p_bw * 1e9 if p2p_bw else None, host_numa=t.get("host_numa", "interleave"),
         source=t.get("source", where),

@@ -26,7 +26,7 @@ def rows_for(what: str) -> list[dict[str, object]]:
             out.append({"name": name, "layers": m.n_layers, "hidden": m.hidden, "heads": m.n_heads,
                         "kv_heads": m.n_kv_heads, "head_dim": m.head_dim, "mlp": m.mlp_width,
                         "experts": f"{m.n_experts}/{m.n_active_experts}" if m.is_moe else "-",
-                        "vocab": m.vocab, "layer_params_m": round(layer_params(m) / 1e6, 1), "source": m.source})
+                        "vocab": m.vocab, "layer_params_m": round(layer_params(m, m.n_layers - 1) / 1e6, 1), "source": m.source})
         return out
     if what == "gpus":
         out = []

@@ -42,6 +42,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--schedules", default=None, help="comma-separated schedules to search (default: all)")
     p.add_argument("--export", default=None,
                    help="write the best plan as plan.json (for rpsim simulate / rpexec)")
+    p.add_argument("--library-plan", default=None,
+                   help="write the best plan's partition for the roundpipe library (RoundPipe plans only)")
     p.add_argument("--format", default="table", choices=["table", "json"])
     p.set_defaults(func=run)
 
@@ -96,11 +98,16 @@ def run(args: argparse.Namespace) -> int:
           f"{s['full']:.1f} s", file=sys.stderr)
     if result.best is None:
         raise Infeasible(nothing_fits(sc, result, options))
-    if args.export:
+    if args.export or args.library_plan:
         best = result.best.candidate
         variant = Workspace(sc).scenario(best.mb_size, best.recompute)
-        write_json_atomic(args.export, plan_to_json(make_plan(variant, plan_request(best))))
-        print(f"rpsim: wrote {args.export}: {best.label()}", file=sys.stderr)
+        plan = make_plan(variant, plan_request(best))
+        if args.library_plan:
+            from rpsim.cli.cmd_export import write_library_plan
+            write_library_plan(args.library_plan, plan)
+        if args.export:
+            write_json_atomic(args.export, plan_to_json(plan))
+            print(f"rpsim: wrote {args.export}: {best.label()}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(to_json(result), indent=1))
     else:

@@ -12,6 +12,10 @@ Which code runs them is a setting (`TrainingSpec.layer_impl`), because the count
 - "paper": the paper's formula, (12 + 4k/a)·sbh + 6·sbm·E_act (RoundPipe Sec. 3; Korthikanti et al. 2022),
   an idealised layer with fp16 norms and one copy of each tensor. Both real implementations keep more:
   fp32 norm inputs, and rpexec expands k and v to every query head before scaled_dot_product_attention.
+  The same accounting, tensor by tensor, covers the other layer kinds in every setting: MLA (DeepSeek-V2,
+  arXiv 2405.04434, Eq. 9-19) also saves its latents c_KV (with the RoPE key, the norm's input) and
+  norm(c_KV) (kv_b's input), and with a low-rank query c_Q and norm(c_Q); Gemma-2's two extra norms save
+  their inputs like the others; shared experts and dense layers of MoE models keep their own widths.
 """
 from __future__ import annotations
 
@@ -25,76 +29,108 @@ FP32 = 4.0
 LIBRARY_LOSS_CHUNK_TOKENS = 4096
 
 
-def layer_activation_bytes(model: ModelSpec, train: TrainingSpec) -> float:
-    """Bytes a transformer layer's forward saves for its backward, per microbatch."""
+def attention_saved_width(model: ModelSpec) -> int:
+    """Elements per token that attention and the norms keep for backward."""
+    norms_and_residual = 4 * model.hidden + (model.norms_per_layer - 2) * model.hidden
+    qkv_and_output = model.q_width + model.kv_width + model.v_width + model.attn_out_width
+    latents = 0
+    if model.is_mla:
+        latents = (model.kv_lora_rank + model.qk_rope_head_dim) + model.kv_lora_rank + 2 * model.q_lora_rank
+    return norms_and_residual + qkv_and_output + latents
+
+
+def mlp_width_per_token(model: ModelSpec, index: int) -> int:
+    """Total SwiGLU width a token passes through in layer `index` (all its experts)."""
+    if not model.is_moe:
+        return model.mlp_width
+    if not model.is_moe_layer(index):
+        return model.dense_mlp_width
+    return model.mlp_width * (model.n_active_experts + model.n_shared_experts)
+
+
+def _mla_latents(model: ModelSpec) -> int:
+    """Latent widths an MLA layer saves besides q, k, v and the output (0 for other attention)."""
+    if not model.is_mla:
+        return 0
+    return (model.kv_lora_rank + model.qk_rope_head_dim) + model.kv_lora_rank + 2 * model.q_lora_rank
+
+
+def layer_activation_bytes(model: ModelSpec, train: TrainingSpec, index: int) -> float:
+    """Bytes transformer layer `index`'s forward saves for its backward, per microbatch."""
     per_token = {"rpexec": _rpexec_layer, "hf-fa2": _hf_fa2_layer, "paper": _paper_layer}[train.layer_impl]
-    return train.mb_tokens * per_token(model)
+    return train.mb_tokens * per_token(model, index)
 
 
-def layer_forward_work_bytes(model: ModelSpec, train: TrainingSpec) -> float:
+def layer_forward_work_bytes(model: ModelSpec, train: TrainingSpec, index: int) -> float:
     """The most a transformer layer holds at once in a forward without grad (a recomputed plan's F: rpexec
     runs it under torch.no_grad, the library's run_forward too): nothing is saved, temporaries die as soon
     as they are read. Its largest moment is the SwiGLU's product (silu(gate), up and their product,
     3 x 2·m per token and active expert), or, if wider, an RMSNorm's fp32 copy and fp32 result with its
     fp16 output (4h + 4h + 2h); plus the layer's output next to its input (2h)."""
     if train.layer_impl == "paper":
-        return layer_activation_bytes(model, train)
-    per_token = max(3 * FP16 * model.mlp_width * model.n_active_experts, (2 * FP32 + FP16) * model.hidden)
+        return layer_activation_bytes(model, train, index)
+    per_token = max(3 * FP16 * mlp_width_per_token(model, index), (2 * FP32 + FP16) * model.hidden)
     return train.mb_tokens * (per_token + FP16 * model.hidden)
 
 
-def layer_backward_extra_bytes(model: ModelSpec, train: TrainingSpec) -> float:
+def layer_backward_extra_bytes(model: ModelSpec, train: TrainingSpec, index: int) -> float:
     """What a transformer layer's backward holds beyond the saved activations still alive, at its peak:
     in the SwiGLU's product node autograd holds the product's gradient and computes both of its inputs'
     gradients (3 x 2·m per token) while only the down projection's saved input (2·m) has been freed. The
     same in rpexec's and in Hugging Face's MLP; the paper's formula counts saved tensors only."""
     if train.layer_impl == "paper":
         return 0.0
-    return train.mb_tokens * model.n_active_experts * 2 * FP16 * model.mlp_width
+    return train.mb_tokens * 2 * FP16 * mlp_width_per_token(model, index)
 
 
-def _paper_layer(m: ModelSpec) -> float:
+def _paper_layer(m: ModelSpec, index: int) -> float:
     """The paper's count per token: six h-wide fp16 tensors (layer input, norm output, q, attention output,
-    residual, second norm output) and k and v, with the real projection widths where q_width != h
-    (Qwen3-32B): 2·(4h + 2·q_width + 2·kv_width); SwiGLU 6·m per active expert."""
-    return FP16 * (4 * m.hidden + 2 * m.q_width + 2 * m.kv_width) + 6.0 * m.mlp_width * m.n_active_experts
+    residual, second norm output) and k and v, with the real projection widths, the latents of MLA and
+    Gemma-2's extra norms (attention_saved_width); SwiGLU 6 B per unit of width (3 fp16 tensors)."""
+    return FP16 * attention_saved_width(m) + 6.0 * mlp_width_per_token(m, index)
 
 
-def _rpexec_layer(m: ModelSpec) -> float:
+def _routed(m: ModelSpec, index: int) -> bool:
+    return m.is_moe and m.is_moe_layer(index)
+
+
+def _rpexec_layer(m: ModelSpec, index: int) -> float:
     """Per token, rpexec/model.py DecoderLayer:
     - each RMSNorm: its fp32 input (x.float()) and its fp16 output (saved by the next GEMMs): 4h + 2h;
     - q_norm / k_norm (Qwen3): their fp32 inputs, 4·q_width + 4·kv_width (RoPE's products save cos/sin only);
     - SDPA (flash backend): q, k and v after repeat_interleave (each q_width wide), output: 4 x 2·q_width,
       plus an fp32 log-sum-exp per head;
     - o_proj's input: the transposed output reshaped, a copy: 2·q_width;
-    - SwiGLU per active expert: gate, silu(gate), up, their product: 4 x 2·m; an MoE layer also keeps the
-      gathered tokens and each expert's output for the routing weight (2h + 2h per active expert) and the
-      router's fp32 probabilities."""
-    norms = 2 * (FP32 + FP16) * m.hidden
+    - SwiGLU over its whole width (every active and shared expert): gate, silu(gate), up, their product:
+      4 x 2 B per unit; a routed layer also keeps the gathered tokens and each expert's output for the
+      routing weight (2h + 2h per active expert) and the router's fp32 probabilities;
+    - MLA's latents (fp16), as in the paper's count."""
+    norms = m.norms_per_layer * (FP32 + FP16) * m.hidden
     qk = FP32 * (m.q_width + m.kv_width) if m.qk_norm else 0.0
     attention = 4 * FP16 * m.q_width + FP32 * m.n_heads + FP16 * m.q_width
-    mlp = m.n_active_experts * 4 * FP16 * m.mlp_width
-    if m.is_moe:
+    mlp = 4 * FP16 * mlp_width_per_token(m, index)
+    if _routed(m, index):
         mlp += m.n_active_experts * 2 * FP16 * m.hidden + FP32 * m.n_experts
-    return norms + qk + attention + mlp
+    return norms + qk + attention + mlp + FP16 * _mla_latents(m)
 
 
-def _hf_fa2_layer(m: ModelSpec) -> float:
+def _hf_fa2_layer(m: ModelSpec, index: int) -> float:
     """Per token, transformers' LlamaDecoderLayer / Qwen3DecoderLayer with flash_attention_2, fp16:
     - each RMSNorm (LlamaRMSNorm): the fp32 input, the normalised fp16 tensor and the weighted output:
       4h + 2h + 2h;
     - q_norm / k_norm (Qwen3): the same over q and k: 8·(q_width + kv_width) minus the outputs RoPE does
       not save (2·(q_width + kv_width)): 6·(q_width + kv_width);
     - FlashAttention-2 takes grouped k and v as they are: q, k, v, output (o_proj reads the output as a
-      view): 2·(2·q_width + 2·kv_width), plus an fp32 log-sum-exp per head;
-    - SwiGLU per active expert 4 x 2·m; MoE keeps the gathered tokens per active expert (2h)."""
-    norms = 2 * (FP32 + 2 * FP16) * m.hidden
+      view): 2·(q_width + kv_width + v_width + attn_out_width), plus an fp32 log-sum-exp per head;
+    - SwiGLU over its whole width 4 x 2 B per unit; a routed layer keeps the gathered tokens per active
+      expert (2h) and the router's fp32 probabilities; MLA's latents (fp16)."""
+    norms = m.norms_per_layer * (FP32 + 2 * FP16) * m.hidden
     qk = 6.0 * (m.q_width + m.kv_width) if m.qk_norm else 0.0
-    attention = FP16 * 2 * (m.q_width + m.kv_width) + FP32 * m.n_heads
-    mlp = m.n_active_experts * 4 * FP16 * m.mlp_width
-    if m.is_moe:
+    attention = FP16 * (m.q_width + m.kv_width + m.v_width + m.attn_out_width) + FP32 * m.n_heads
+    mlp = 4 * FP16 * mlp_width_per_token(m, index)
+    if _routed(m, index):
         mlp += m.n_active_experts * FP16 * m.hidden + FP32 * m.n_experts
-    return norms + qk + attention + mlp
+    return norms + qk + attention + mlp + FP16 * _mla_latents(m)
 
 
 def head_activation_bytes(model: ModelSpec, train: TrainingSpec) -> float:

@@ -1,8 +1,9 @@
 """The matrix multiplies of one pipeline layer's forward pass, and its parameter counts.
 
 A GEMM (m, n, k) multiplies an m x k by a k x n matrix: 2·m·n·k FLOPs. Tokens T = mb_size · seq_len.
-Shapes follow the Llama / Qwen3 decoder (GQA attention, SwiGLU MLP or top-k MoE), with the real
-projection widths (q_width = heads · head_dim may differ from hidden; models.md notes).
+Shapes follow the Llama / Qwen decoder (GQA attention, SwiGLU MLP or top-k MoE) with the real projection
+widths (q_width = heads · head_dim may differ from hidden; models.md notes), and DeepSeek-V2's
+multi-head latent attention and shared-expert MoE (arXiv 2405.04434, Sec. 2.1 and 2.2).
 """
 from __future__ import annotations
 
@@ -26,73 +27,115 @@ class Gemm:
         return 2.0 * self.m * self.n * self.k * self.count
 
 
-def linear_shapes(model: ModelSpec) -> dict[str, tuple[int, int]]:
-    """(in, out) widths of each linear in one transformer layer, keyed by LoRA target name."""
-    h, qw, kw, m = model.hidden, model.q_width, model.kv_width, model.mlp_width
-    return {"q": (h, qw), "k": (h, kw), "v": (h, kw), "o": (qw, h), "gate": (h, m), "up": (h, m), "down": (m, h)}
+@dataclass(frozen=True)
+class Linear:
+    """One weight matrix of a layer (in -> out), or `copies` identical ones for routed experts."""
+    name: str
+    lora_target: str  # the LoRA target group (TrainingSpec.lora_targets) it belongs to; "" = never adapted
+    inp: int
+    out: int
+    copies: int = 1
+    routed: bool = False  # a routed expert: each copy sees T·k/E tokens on average
 
 
-def layer_gemms(model: ModelSpec, train: TrainingSpec) -> list[Gemm]:
-    """Forward GEMMs of one transformer layer (attention score/value products excluded)."""
-    t = train.mb_tokens
-    frozen = train.mode == "lora"
-    gemms = [Gemm(name, t, out, inp, trainable=not frozen)
-             for name, (inp, out) in linear_shapes(model).items() if name in ("q", "k", "v", "o")]
-    mlp = {k: v for k, v in linear_shapes(model).items() if k in ("gate", "up", "down")}
-    if model.is_moe:
-        # Each token visits n_active experts: on average T·E_act/E tokens per expert (balanced routing).
-        tokens_per_expert = max(1, round(t * model.n_active_experts / model.n_experts))
-        gemms.append(Gemm("router", t, model.n_experts, model.hidden, trainable=not frozen))
-        gemms += [Gemm(name, tokens_per_expert, out, inp, count=model.n_experts, trainable=not frozen)
-                  for name, (inp, out) in mlp.items()]
+def attention_linears(model: ModelSpec) -> list[Linear]:
+    h = model.hidden
+    if not model.is_mla:
+        return [Linear("q", "q", h, model.q_width), Linear("k", "k", h, model.kv_width),
+                Linear("v", "v", h, model.v_width), Linear("o", "o", model.attn_out_width, h)]
+    # MLA (DeepSeek-V2 Eq. 9-19): queries from h (or through a q_lora_rank latent, Eq. 12-13); one
+    # projection to the kv latent c_KV plus the decoupled RoPE key k^R shared by all heads (Eq. 9, 17),
+    # one up-projection of c_KV to every head's non-RoPE key and value (Eq. 10-11). LoRA groups: q,
+    # k = the down-projection, v = the up-projection, o.
+    if model.q_lora_rank:
+        q = [Linear("q_a", "q", h, model.q_lora_rank), Linear("q_b", "q", model.q_lora_rank, model.q_width)]
     else:
-        gemms += [Gemm(name, t, out, inp, trainable=not frozen) for name, (inp, out) in mlp.items()]
+        q = [Linear("q", "q", h, model.q_width)]
+    kv_up = model.n_heads * (model.qk_nope_head_dim + model.value_dim)
+    return q + [Linear("kv_a", "k", h, model.kv_lora_rank + model.qk_rope_head_dim),
+                Linear("kv_b", "v", model.kv_lora_rank, kv_up), Linear("o", "o", model.attn_out_width, h)]
+
+
+def _swiglu(prefix: str, h: int, width: int, copies: int = 1, routed: bool = False) -> list[Linear]:
+    return [Linear(f"{prefix}{name}", name, i, o, copies, routed)
+            for name, (i, o) in (("gate", (h, width)), ("up", (h, width)), ("down", (width, h)))]
+
+
+def mlp_linears(model: ModelSpec, index: int) -> list[Linear]:
+    """A dense SwiGLU MLP, or a router plus routed experts plus (DeepSeekMoE, Sec. 2.2) shared experts,
+    which DeepSeek-V2 implements as one MLP n_shared_experts · mlp_width wide."""
+    h = model.hidden
+    if not model.is_moe:
+        return _swiglu("", h, model.mlp_width)
+    if not model.is_moe_layer(index):
+        return _swiglu("", h, model.dense_mlp_width)
+    out = [Linear("router", "", h, model.n_experts), *_swiglu("expert.", h, model.mlp_width, model.n_experts, True)]
+    if model.n_shared_experts:
+        out += _swiglu("shared.", h, model.n_shared_experts * model.mlp_width)
+    return out
+
+
+def layer_linears(model: ModelSpec, index: int) -> list[Linear]:
+    return attention_linears(model) + mlp_linears(model, index)
+
+
+def _rows(model: ModelSpec, train: TrainingSpec, lin: Linear) -> int:
+    # Each token visits n_active experts: on average T·E_act/E tokens per expert (balanced routing).
+    if lin.routed:
+        return max(1, round(train.mb_tokens * model.n_active_experts / model.n_experts))
+    return train.mb_tokens
+
+
+def layer_gemms(model: ModelSpec, train: TrainingSpec, index: int) -> list[Gemm]:
+    """Forward GEMMs of transformer layer `index` (attention score/value products excluded)."""
+    frozen = train.mode == "lora"
+    gemms = [Gemm(lin.name, _rows(model, train, lin), lin.out, lin.inp, count=lin.copies, trainable=not frozen)
+             for lin in layer_linears(model, index)]
     if frozen:
-        gemms += lora_gemms(model, train)
+        gemms += lora_gemms(model, train, index)
     return gemms
 
 
-def lora_gemms(model: ModelSpec, train: TrainingSpec) -> list[Gemm]:
+def lora_gemms(model: ModelSpec, train: TrainingSpec, index: int) -> list[Gemm]:
     """LoRA adapters A (in -> r) and B (r -> out) on each target linear (Hu et al. 2021, Sec. 4).
 
     For MoE layers the MLP adapters sit on every expert (as PEFT does for all-linear targets), and a
     token passes only through its active experts' adapters.
     """
-    t, r = train.mb_tokens, train.lora_rank
+    r = train.lora_rank
     out = []
-    for name, (inp, width) in linear_shapes(model).items():
-        if name not in train.lora_targets:
-            continue
-        is_expert = model.is_moe and name in ("gate", "up", "down")
-        rows = max(1, round(t * model.n_active_experts / model.n_experts)) if is_expert else t
-        count = model.n_experts if is_expert else 1
-        out += [Gemm(f"lora_a.{name}", rows, r, inp, count=count), Gemm(f"lora_b.{name}", rows, width, r, count=count)]
+    for lin in layer_linears(model, index):
+        if lin.lora_target in train.lora_targets:
+            rows = _rows(model, train, lin)
+            out += [Gemm(f"lora_a.{lin.name}", rows, r, lin.inp, count=lin.copies),
+                    Gemm(f"lora_b.{lin.name}", rows, lin.out, r, count=lin.copies)]
     return out
 
 
 def attention_flops(model: ModelSpec, train: TrainingSpec) -> float:
-    """QKᵀ and attention·V: 4·b·s²·q_width forward, counted without the causal mask (PaLM, App. B)."""
-    return 4.0 * train.mb_size * train.seq_len**2 * model.q_width
+    """QKᵀ (head_dim wide) and attention·V (value_dim wide): 2·b·s²·heads·(head_dim + value_dim) forward,
+    counted without the causal mask (PaLM, App. B: 4·b·s²·q_width when value_dim = head_dim)."""
+    return 2.0 * train.mb_size * train.seq_len**2 * model.n_heads * (model.head_dim + model.value_dim)
 
 
-def layer_params(model: ModelSpec, active_only: bool = False) -> int:
-    """Parameters of one transformer layer: projections, norms, MLP or experts + router."""
-    h = model.hidden
-    attn = sum(i * o for name, (i, o) in linear_shapes(model).items() if name in ("q", "k", "v", "o"))
-    norms = 2 * h + (2 * model.head_dim if model.qk_norm else 0)
-    mlp_one = 3 * h * model.mlp_width
-    if model.is_moe:
-        experts = model.n_active_experts if active_only else model.n_experts
-        mlp = experts * mlp_one + h * model.n_experts
-    else:
-        mlp = mlp_one
-    return attn + norms + mlp
+def layer_norm_params(model: ModelSpec) -> int:
+    """RMSNorm gains: norms_per_layer over h, Qwen3's q/k norms over head_dim, MLA's norms on its
+    latents (DeepSeek-V2 normalises c_KV and c_Q before the up-projections)."""
+    qk = 2 * model.head_dim if model.qk_norm else 0
+    return model.norms_per_layer * model.hidden + qk + model.kv_lora_rank + model.q_lora_rank
 
 
-def lora_params(model: ModelSpec, train: TrainingSpec) -> int:
-    total = 0
-    for name, (inp, width) in linear_shapes(model).items():
-        if name in train.lora_targets:
-            copies = model.n_experts if model.is_moe and name in ("gate", "up", "down") else 1
-            total += copies * train.lora_rank * (inp + width)
-    return total
+def layer_params(model: ModelSpec, index: int, active_only: bool = False) -> int:
+    """Parameters of transformer layer `index`: projections (and Qwen2's q/k/v biases), norms, MLP or
+    router + experts; active_only counts n_active_experts of the routed ones."""
+    weights = 0
+    for lin in layer_linears(model, index):
+        copies = model.n_active_experts if lin.routed and active_only else lin.copies
+        weights += copies * lin.inp * lin.out
+    biases = model.q_width + model.kv_width + model.v_width if model.qkv_bias else 0
+    return weights + biases + layer_norm_params(model)
+
+
+def lora_params(model: ModelSpec, train: TrainingSpec, index: int) -> int:
+    return sum(lin.copies * train.lora_rank * (lin.inp + lin.out)
+               for lin in layer_linears(model, index) if lin.lora_target in train.lora_targets)

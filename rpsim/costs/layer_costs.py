@@ -16,6 +16,7 @@ from rpsim.costs.activations import (
     layer_activation_bytes,
     layer_backward_extra_bytes,
     layer_forward_work_bytes,
+    mlp_width_per_token,
 )
 from rpsim.costs.gemms import Gemm, attention_flops, layer_gemms, layer_params, lora_params
 from rpsim.specs.gpu import GPUSpec
@@ -88,54 +89,58 @@ def _states(params_stored: int, trainable: int) -> tuple[float, float, float]:
 
 
 def transformer_layer_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec, index: int) -> LayerCost:
-    gemms = layer_gemms(model, train)
+    gemms = layer_gemms(model, train, index)
     attn = attention_flops(model, train)
     fwd_gemm = sum(g.flops for g in gemms)
     bwd_gemm = sum(g.flops * (2 if g.trainable else 1) for g in gemms)
     p = train.precision
     fwd_gemm_s = sum(roofline.gemm_time_s(g, gpu, p) for g in gemms)
     bwd_gemm_s = sum(roofline.gemm_backward_time_s(g, gpu, p) for g in gemms)
-    ew_bytes = elementwise_bytes(model, train)
+    ew_bytes = elementwise_bytes(model, train, index)
     fwd_s = fwd_gemm_s + roofline.attention_time_s(attn, gpu, p, False) + roofline.elementwise_time_s(ew_bytes, gpu, 10)
     bwd_s = (bwd_gemm_s + roofline.attention_time_s(attn, gpu, p, True)
              + roofline.elementwise_time_s(2 * ew_bytes, gpu, 14))
-    n_params = layer_params(model)
+    n_params = layer_params(model, index)
     base_trainable = n_params if train.mode == "full" else 0
-    adapters = lora_params(model, train) if train.mode == "lora" else 0
+    adapters = lora_params(model, train, index) if train.mode == "lora" else 0
     weights, grads, optim = _states(n_params + adapters, base_trainable + adapters)
     return LayerCost(
         name=f"layer.{index}", kind="layer", params=n_params + adapters,
-        active_params=layer_params(model, active_only=True) + adapters, trainable_params=base_trainable + adapters,
+        active_params=layer_params(model, index, active_only=True) + adapters, trainable_params=base_trainable + adapters,
         weight_bytes=weights, grad_bytes=grads, optim_bytes=optim,
         forward_flops=fwd_gemm + attn, backward_flops=bwd_gemm + 2 * attn, recompute_flops=fwd_gemm + attn,
-        activation_bytes=layer_activation_bytes(model, train), input_bytes=2.0 * train.mb_tokens * model.hidden,
+        activation_bytes=layer_activation_bytes(model, train, index), input_bytes=2.0 * train.mb_tokens * model.hidden,
         hbm_bytes=sum(roofline.gemm_bytes(g) for g in gemms) + ew_bytes,
         forward_s=fwd_s, backward_s=bwd_s, recompute_s=fwd_s,
-        backward_extra_bytes=layer_backward_extra_bytes(model, train),
-        forward_work_bytes=layer_forward_work_bytes(model, train),
+        backward_extra_bytes=layer_backward_extra_bytes(model, train, index),
+        forward_work_bytes=layer_forward_work_bytes(model, train, index),
     )
 
 
-def elementwise_bytes(model: ModelSpec, train: TrainingSpec) -> float:
+def elementwise_bytes(model: ModelSpec, train: TrainingSpec, index: int) -> float:
     """DRAM bytes of a layer's memory-bound kernels in an eager PyTorch decoder (rpexec.model; Hugging
     Face's Llama runs the same kernels or more), counted per kernel as reads + writes of its tensors:
-    - 2 RMSNorms in fp32: widen (2 + 4 B per element), the fused norm (4 + 4), narrow (4 + 2): 20 B over h;
-    - RoPE on q and on k, half-split: four multiplies of a half, a subtract and an add of halves, and the
-      concatenation: 9 element passes of the whole tensor, 18 B over q_width and over kv_width;
-    - GQA's repeat of k and v to the query heads (read kv_width, write q_width, each) and the copy that
-      makes the attention output contiguous for o_proj (q_width): 2 B each way;
+    - RMSNorms in fp32: widen (2 + 4 B per element), the fused norm (4 + 4), narrow (4 + 2): 20 B over h
+      for each of the layer's norms_per_layer, and over MLA's latents (c_KV, and c_Q with q_lora_rank);
+    - RoPE, half-split: four multiplies of a half, a subtract and an add of halves, and the concatenation:
+      9 element passes, 18 B over q_width and over kv_width (MLA: over each head's RoPE part of q and the
+      one shared RoPE key);
+    - GQA's repeat of k and v to the query heads (read kv_width, write q_width, each; MLA instead
+      concatenates the RoPE and non-RoPE parts of q and of k, the same bytes) and the copy that makes the
+      attention output contiguous for o_proj (attn_out_width): 2 B each way;
     - 2 residual adds (read 2, write 1) over h; SwiGLU's silu (read, write) and product (read 2, write
-      1) over m per active expert; and MoE token permutation in and out.
+      1) over every expert width a token passes (shared experts included); and MoE token permutation in
+      and out.
     Backward moves about twice these bytes (each kernel's gradient reads its saved inputs and the
     incoming gradient and writes one), as the callers count it."""
     t, h, b = train.mb_tokens, model.hidden, roofline.BYTES_PER_ELEMENT
     qw, kw = model.q_width, model.kv_width
-    norms = 2 * 10 * t * h  # in 2-byte elements: 20 B = 10 elements
-    rope = 9 * t * (qw + kw)
-    gqa_and_layout = 2 * t * (kw + qw) + 2 * t * qw
+    norms = 10 * t * (model.norms_per_layer * h + model.kv_lora_rank + model.q_lora_rank)  # 20 B = 10 elements
+    rope = 9 * t * ((model.n_heads + 1) * model.qk_rope_head_dim if model.is_mla else qw + kw)
+    gqa_and_layout = 2 * t * (kw + qw) + 2 * t * model.attn_out_width
     residuals = 2 * 3 * t * h
-    swiglu = 5 * t * model.mlp_width * model.n_active_experts
-    permute = 4 * t * h * model.n_active_experts if model.is_moe else 0
+    swiglu = 5 * t * mlp_width_per_token(model, index)
+    permute = 4 * t * h * model.n_active_experts if model.is_moe_layer(index) else 0
     return b * (norms + rope + gqa_and_layout + residuals + swiglu + permute)
 
 

@@ -10,6 +10,7 @@ from rpsim.costs.cpu_optimizer import CpuOptimizerRates
 from rpsim.errors import PlanError
 from rpsim.ir import Action, Plan
 from rpsim.ir.jobs import stages_are_resident
+from rpsim.sim.host_issue import host_issue_s, is_compute
 
 # Fused Adam on the GPU is memory-bound: per parameter it reads and writes the fp32 master, m and v
 # (24 B), reads the fp16 gradient (2 B) and writes the fp16 weight (2 B): ~28 B / parameter
@@ -25,10 +26,12 @@ class CostContext:
     gpu_memory_bandwidth_bytes_per_s: float
     stateless: bool
     staged: dict[tuple[int, int], int]  # (layer, iteration) -> gradients downloaded for its CPU STEP
+    issue: tuple[tuple[float, float, float], ...] | None = None  # HostSpec.issue_s (rpsim.sim.host_issue)
 
     @classmethod
-    def of(cls, plan: Plan, costs: ModelCosts, cpu: CpuOptimizerRates, gpu_bw: float) -> CostContext:
-        return cls(plan, costs, cpu, gpu_bw, not stages_are_resident(plan), staged_gradients(plan))
+    def of(cls, plan: Plan, costs: ModelCosts, cpu: CpuOptimizerRates, gpu_bw: float,
+           issue: tuple[tuple[float, float, float], ...] | None = None) -> CostContext:
+        return cls(plan, costs, cpu, gpu_bw, not stages_are_resident(plan), staged_gradients(plan), issue)
 
 
 def staged_gradients(plan: Plan) -> dict[tuple[int, int], int]:
@@ -71,6 +74,15 @@ def duration_s(ctx: CostContext, a: Action) -> float:
     if a.kind in ("FREE", "RECV"):
         return 0.0
     raise PlanError(f"{a} is a transfer; its time comes from the network model")
+
+
+def action_issue_s(ctx: CostContext, a: Action) -> tuple[float, float] | None:
+    """(interpreter seconds, engine seconds) the host spends issuing compute action `a`; None where the
+    host's issue cost is not modelled or `a` issues no kernels (rpsim.sim.host_issue)."""
+    if ctx.issue is None or not is_compute(a):
+        return None
+    lo, hi = _range(ctx, a)
+    return host_issue_s(ctx.issue, lo, hi, len(ctx.costs.layers), a.kind, ctx.plan.recompute != "none")
 
 
 def host_step_bytes(ctx: CostContext, a: Action) -> tuple[float, float]:

@@ -14,7 +14,8 @@ import networkx as nx
 import simpy
 
 from rpsim.ir import Action, Plan
-from rpsim.sim.action_costs import CostContext, duration_s, host_step_bytes, transfer_bytes
+from rpsim.sim.action_costs import CostContext, action_issue_s, duration_s, host_step_bytes, transfer_bytes
+from rpsim.sim.host_issue import INTERPRETER
 from rpsim.sim.network import FlowNetwork
 from rpsim.sim.topology import Topology
 from rpsim.sim.trace import Trace, TraceEvent
@@ -25,6 +26,7 @@ PRIORITY = {"ACT_OUT": 0, "ACT_IN": 0, "SEND": 0, "LOAD": 1, "OFFLOAD": 1}
 # The memory controller serves the CPU's loads and the DMA engines' requests without RoundPipe's
 # stream priorities: the optimizer's DRAM traffic shares a class with parameter traffic.
 OPTIMIZER_PRIORITY = 1
+ISSUE_PRIORITY = 0  # alone on its resource: the class only keeps the rates rule of rpsim.sim.sharing
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,10 @@ def _lane(env: simpy.Environment, inp: EngineInputs, net: FlowNetwork | None, gp
             d = cost.get(shape)
             if d is None:
                 d = cost[shape] = duration_s(inp.costs, a)
-            if d > 0:
+            issue = action_issue_s(inp.costs, a) if net is not None else None
+            if issue is not None:  # done when both the device and the host issuing its kernels are
+                yield _all_of(env, [env.timeout(d), env.process(_issue(env, net, *issue))])  # type: ignore[arg-type]
+            elif d > 0:
                 yield env.timeout(d)
         timed[node] = (start, env.now)
         ev = watched.pop(node, None)
@@ -115,6 +120,14 @@ def _lane(env: simpy.Environment, inp: EngineInputs, net: FlowNetwork | None, gp
             ev.succeed()
         events.append(TraceEvent(gpu=gpu, lane=lane, action=str(a), kind=a.kind, stage=a.stage, mb=a.mb, it=a.it,
                                  start_s=start, end_s=env.now, bytes=n_bytes))
+
+
+def _issue(env: simpy.Environment, net: FlowNetwork, interpreter_s: float, engine_s: float):
+    """The host side of a compute action: its Python part on the shared interpreter, then the rest."""
+    if interpreter_s > 0:
+        yield net.transfer((INTERPRETER,), interpreter_s, ISSUE_PRIORITY)
+    if engine_s > 0:
+        yield env.timeout(engine_s)
 
 
 def _all_of(env: simpy.Environment, events: list[simpy.Event]) -> simpy.Event:

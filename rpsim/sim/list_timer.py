@@ -20,7 +20,7 @@ import networkx as nx
 from rpsim.ir import Action, Plan
 from rpsim.ir.deps import dependency_graph
 from rpsim.scenario import Scenario
-from rpsim.sim.action_costs import CostContext, duration_s, transfer_bytes
+from rpsim.sim.action_costs import CostContext, action_issue_s, duration_s, transfer_bytes
 from rpsim.sim.sharing import Flow, allocate_rates
 from rpsim.sim.simulate import cost_context
 from rpsim.sim.topology import Path, Topology, build_topology
@@ -49,6 +49,9 @@ def list_schedule(plan: Plan, graph: nx.DiGraph, costs: CostContext, topology: T
                 busy_s = transfer_s(topology, gpu, a, n_bytes)
         else:
             busy_s = duration_s(costs, a)
+            issue = action_issue_s(costs, a) if topology is not None else None
+            if issue is not None:  # the host issuing alone on the interpreter (rpsim.sim.host_issue)
+                busy_s = max(busy_s, sum(issue))
         end_s[node] = start + busy_s
         events.append(TraceEvent(gpu=gpu, lane=lane_of[node], action=str(a), kind=a.kind, stage=a.stage,
                                  mb=a.mb, it=a.it, start_s=start, end_s=end_s[node], bytes=n_bytes))

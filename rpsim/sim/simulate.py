@@ -26,7 +26,8 @@ class SimResult:
 
 def cost_context(plan: Plan, sc: Scenario) -> CostContext:
     rates = cpu_optimizer_rates(sc.server.host, sc.profile, sc.server.host_dram_bytes_per_s)
-    return CostContext.of(plan, sc.costs, rates, sc.server.gpu.memory_bandwidth_bytes_per_s)
+    return CostContext.of(plan, sc.costs, rates, sc.server.gpu.memory_bandwidth_bytes_per_s,
+                          sc.server.host.issue_s if plan.level == "pcie" else None)
 
 
 def simulate(plan: Plan, sc: Scenario) -> SimResult:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from rpsim.costs import Profile
 from rpsim.costs.cpu_optimizer import cpu_optimizer_rates
+from rpsim.sim.host_issue import INTERPRETER
 from rpsim.specs import ServerSpec
 
 Path = tuple[str, ...]
@@ -69,6 +70,8 @@ def build_topology(server: ServerSpec, profile: Profile | None = None) -> Topolo
     p2p = cap.get("g0.p2p_out")
     rates = cpu_optimizer_rates(server.host, profile, server.host_dram_bytes_per_s)
     cap[OPTIMIZER_ACCUMULATE], cap[OPTIMIZER_ADAM] = rates.accumulate_bytes_per_s, rates.adam_bytes_per_s
+    if server.host.issue_s is not None:
+        cap[INTERPRETER] = 1.0  # seconds of issue work per second (rpsim.sim.host_issue)
     optimizer_paths = tuple(tuple((f"dram:{s.name}", phase) for s in server.sockets)
                             for phase in (OPTIMIZER_ACCUMULATE, OPTIMIZER_ADAM))
     return Topology(cap, tuple(pairs), duplex, tuple(h2d_paths), tuple(d2h_paths), p2p, latency,

@@ -82,6 +82,10 @@ class HostSpec:
     pageable_efficiency: float = 0.34  # pageable / pinned H2D; h200x2: 18.7 / 55.4 GB/s (hardware.md)
     # Summing one downloaded gradient into the fp32 gradient, params/s; None: from Adam's by byte ratio
     grad_accumulate_params_per_s: float | None = None
+    # Seconds the executor's host threads spend issuing one pipeline layer, per kind (embed, layer, head):
+    # (forward without autograd, forward with autograd, forward with autograd + backward), measured by
+    # `rpexec calibrate`; None: issue is not modelled (rpsim.sim.host_issue).
+    issue_s: tuple[tuple[float, float, float], ...] | None = None
 
 
 @dataclass(frozen=True)

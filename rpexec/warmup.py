@@ -1,0 +1,139 @@
+"""Warm-up before iteration 0: allocate and touch every host buffer the run will use, so that no
+iteration pays page faults or pinned allocations.
+
+Measured at 8B on 2x H200 (issue 15): iteration 0 took 35 s against ~7 s for a steady one. The host
+state a run touches for the first time inside its iterations is the AdamW moments (8 bytes per
+parameter, created lazily by torch at the first step), the fp32 gradient buffers, and the pinned pools
+for gradient and activation downloads (cudaHostAlloc pages in and pins every byte). First touch runs at
+~3 s per 8 GiB on that machine, so 64 GiB of Adam moments alone cost ~25 s when the first STEPs touch
+them. Here they are touched in parallel threads, one layer per task, before the clock starts.
+
+The optimizer state is created by torch itself (a step with lr = 0 on zero gradients, then the step
+count reset to 0), so it has exactly the form and values torch's lazy initialisation gives: m = v = 0,
+step = 0, weights unchanged (AdamW with lr = 0 scales them by 1 - 0 * wd and adds 0).
+
+The pools are sized from rpsim's prediction for the plan: a sweep over the predicted trace counts the
+gradient buffers in flight (from each OFFLOAD's start to its layer's STEP's end) and the activation
+buffers (from ACT_OUT's start to the ACT_IN that consumes them), and the pools allocate that peak up
+front. Real timings differ a little from the prediction, so the pools can still grow; they rarely do."""
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from rpexec.bufferpool import BufferPool
+from rpexec.hostparams import HostParams
+from rpsim.ir import Plan
+
+
+def warm_host_state(host: HostParams) -> float:
+    """Create and touch the fp32 gradients and AdamW moments of every layer; seconds taken."""
+    t = time.perf_counter()
+    for layer in host.layers:  # shared buffers first, in one thread (a dict insert per name)
+        for name, p in layer.named_parameters():
+            host.fp32_grad(name, p)
+
+    def touch(index: int) -> None:
+        opt = host.optim[index]
+        if opt is None:
+            return
+        params = dict(host.layers[index].named_parameters())
+        with torch.no_grad():
+            for name, p in params.items():
+                p.grad = host.fp32_grad(name, p)
+        lrs = [g["lr"] for g in opt.param_groups]
+        for g in opt.param_groups:
+            g["lr"] = 0.0
+        opt.step()  # grads are zero: m = v = 0, weights unchanged with lr = 0
+        for g, lr in zip(opt.param_groups, lrs):
+            g["lr"] = lr
+        for state in opt.state.values():
+            state["step"].zero_()  # as if never stepped: bias correction starts from step 1
+
+    # a few layers at a time: each step is itself parallel (OpenMP), the threads overlap page faults
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        list(pool.map(touch, range(len(host.layers))))
+    return time.perf_counter() - t
+
+
+def predicted_pool_demand(plan: Plan, host: HostParams, act_shape: tuple[int, ...], dtype: torch.dtype
+                          ) -> tuple[Counter, Counter]:
+    """Peak number of host buffers per (shape, dtype) that the gradient pool and the activation pool
+    hold at once in rpsim's predicted trace of the plan. Empty counters when the plan has no setup to
+    simulate (a hand-made plan)."""
+    from rpsim.errors import Infeasible
+    from rpsim.scenario import scenario_from_setup
+    from rpsim.sim.simulate import simulate
+    try:
+        trace = simulate(plan, scenario_from_setup(plan.setup, plan.n_gpus)).trace
+    except (Infeasible, KeyError, TypeError, ValueError):  # PlanError and SpecError are ValueErrors
+        return Counter(), Counter()
+    actions = {(g, str(a)): a for (g, _lane), acts in plan.lanes.items() for a in acts}
+    act_bytes = _numel(act_shape) * torch.empty((), dtype=dtype).element_size()
+    moves: list[tuple[float, int, str, object, int]] = []  # (time, release first, pool, key, +-n)
+    for e in trace.events:
+        a = actions.get((e.gpu, e.action))
+        if a is None:
+            continue
+        if a.kind == "OFFLOAD" and a.chunk is not None:
+            for p in host.layers[a.chunk].parameters():
+                moves.append((e.start_s, 1, "grad", (tuple(p.shape), dtype, a.chunk, a.it), 1))
+        elif a.kind == "STEP" and a.chunk is not None:
+            moves.append((e.end_s, 0, "step", (a.chunk, a.it), 0))
+        elif a.kind in ("ACT_OUT", "ACT_IN") and e.bytes and act_bytes:
+            n = round(e.bytes / act_bytes)
+            moves.append((e.start_s if a.kind == "ACT_OUT" else e.end_s, int(a.kind == "ACT_OUT"), "act",
+                          (act_shape, dtype), n if a.kind == "ACT_OUT" else -n))
+    acts: Counter = Counter()
+    staged: dict[tuple, Counter] = {}  # (layer, it) -> buffers staged for its STEP, by (shape, dtype)
+    in_flight: Counter = Counter()
+    grads: Counter = Counter()
+    live_acts = 0
+    for _t, _order, pool, key, n in sorted(moves, key=lambda m: (m[0], m[1])):
+        if pool == "grad":
+            shape, dt, layer, it = key  # type: ignore[misc]
+            staged.setdefault((layer, it), Counter())[(shape, dt)] += n
+            in_flight[(shape, dt)] += n
+            grads[(shape, dt)] = max(grads[(shape, dt)], in_flight[(shape, dt)])
+        elif pool == "step":
+            in_flight.subtract(staged.pop(key, Counter()))  # type: ignore[arg-type]
+        else:
+            live_acts = max(0, live_acts + n)
+            acts[key] = max(acts[key], live_acts)
+    return grads, acts
+
+
+def presize_pools(plan: Plan, host: HostParams, act_pool: BufferPool, act_shape: tuple[int, ...],
+                  dtype: torch.dtype) -> float:
+    """Allocate the predicted peak of both host pools up front (rpsim's prediction), at most half the
+    host memory still available (a prediction that overestimates must not take the machine's memory;
+    the pools grow on demand beyond it); seconds taken."""
+    t = time.perf_counter()
+    grads, acts = predicted_pool_demand(plan, host, act_shape, dtype)
+    demand = {k: n * _numel(k[0]) * torch.empty((), dtype=k[1]).element_size()
+              for counts in (grads, acts) for k, n in counts.items()}
+    scale = min(1.0, 0.5 * available_host_bytes() / max(1, sum(demand.values())))
+    host.grad_pool.reserve({k: int(n * scale) for k, n in grads.items()})
+    act_pool.reserve({k: int(n * scale) for k, n in acts.items()})
+    return time.perf_counter() - t
+
+
+def available_host_bytes() -> float:
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float("inf")
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n

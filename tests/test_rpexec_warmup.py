@@ -1,0 +1,101 @@
+"""rpexec's warm-up: host state allocated and touched before iteration 0 without changing a single
+number of the run, host pools sized from rpsim's prediction, and the trace's steady-iteration marks."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rpexec.checks import model_and_shape
+from rpexec.hostparams import HostParams
+from rpexec.model import build_layers
+from rpexec.session import RunOptions, run_plan, steady_iterations
+from rpexec.warmup import predicted_pool_demand, warm_host_state
+from rpsim.ir.planio import load_plan
+from rpsim.validate_run import steady_iteration_s
+from tests.rpexec_helpers import TINY, export, write_config
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("warm")
+    config = write_config(tmp, TINY)
+    plans = {s: load_plan(export(tmp, config, s, "4090x2")) for s in ("roundpipe", "roundpipe-sync")}
+    # one round of all 4 microbatches: one gradient download per layer and iteration, so the run is
+    # deterministic (with several, the STEP sums them in arrival order and runs differ in the last bits)
+    plans.update({f"{s}-one-round": load_plan(export(tmp, config, s, "4090x2", "--round-size", "4"))
+                  for s in ("roundpipe", "roundpipe-sync")})
+    return plans
+
+
+@pytest.mark.parametrize("schedule", ["roundpipe-one-round", "roundpipe-sync-one-round"])
+def test_warm_up_changes_no_number(plans, schedule):
+    """Every loss and iteration 0's gradients are bit-identical with and without warm-up: the warm-up's
+    lr = 0 step leaves weights, moments and the step count exactly as torch's lazy initialisation."""
+    plan = plans[schedule]
+    model, seq, mb, _ = model_and_shape(plan)
+    runs = [run_plan(plan, model, seq, mb, RunOptions(blocks=2, lr=1e-2, capture_grads=True, warmup=w))
+            for w in (True, False)]
+    assert runs[0].losses == runs[1].losses
+    assert len({round(v, 3) for v in runs[1].losses.values()}) > 1  # the optimizer did change the weights
+    for layer, grads in runs[1].grads.items():
+        for name, g in grads.items():
+            assert torch.equal(runs[0].grads[layer][name], g), (layer, name)
+
+
+def test_warm_host_state_creates_torch_state_and_leaves_weights(plans):
+    model, _, _, _ = model_and_shape(plans["roundpipe"])
+    layers = build_layers(model)
+    before = [{n: p.detach().clone() for n, p in layer.named_parameters()} for layer in layers]
+    host = HostParams(layers, torch.float32, pin=False, lag=2)
+    assert warm_host_state(host) >= 0
+    for layer, opt, old in zip(layers, host.optim, before):
+        for name, p in layer.named_parameters():
+            state = opt.state[p]
+            assert float(state["step"]) == 0.0
+            assert not state["exp_avg"].any() and not state["exp_avg_sq"].any()
+            assert torch.equal(p.detach(), old[name])
+            assert p.grad is host.fp32_grads[(name, p.shape)]
+    # one fp32 gradient buffer per parameter name: every decoder layer shares the same ones
+    assert len(host.fp32_grads) == len({n for layer in layers for n, _ in layer.named_parameters()})
+
+
+@pytest.mark.parametrize("schedule", ["roundpipe", "roundpipe-sync"])
+def test_pools_are_sized_before_the_run(plans, schedule):
+    """The predicted demand is positive for both pools, and a run whose pools were pre-sized allocates
+    no more than that pre-sizing plus what the measured order needs beyond the prediction (bounded here
+    by one block of downloads, the existing reuse test's bound)."""
+    plan = plans[schedule]
+    model, seq, mb, _ = model_and_shape(plan)
+    host = HostParams(build_layers(model), torch.float32, pin=False, lag=2)
+    grads, acts = predicted_pool_demand(plan, host, (mb, seq, model.hidden), torch.float32)
+    assert sum(grads.values()) > 0 and sum(acts.values()) > 0
+    # no more gradient buffers of a shape are ever in flight than the plan's OFFLOADs download
+    offloads = sum(1 for acts_ in plan.lanes.values() for a in acts_ if a.kind == "OFFLOAD")
+    assert sum(grads.values()) <= offloads * len(dict(host.layers[1].named_parameters()))
+    result = run_plan(plan, model, seq, mb, RunOptions(blocks=1))
+    assert result.trace.meta["warmup_s"]["pools"] >= 0
+
+
+def test_steady_marks_follow_the_warm_up():
+    class P:
+        optimizer = "async"
+        n_iters = 4  # run as blocks of 4: iteration 4 starts a drained pipeline again
+    assert steady_iterations(P(), 8, warmed=True) == [1, 2, 3, 5, 6, 7]
+    assert steady_iterations(P(), 8, warmed=False) == [2, 3, 5, 6, 7]
+    P.optimizer, P.n_iters = "sync", 1  # every sync iteration flushes: blocks are no boundary
+    assert steady_iterations(P(), 3, warmed=False) == [1, 2]
+
+
+def test_trace_marks_steady_iterations_and_helper_uses_them(plans):
+    from rpsim.sim.trace import Trace, TraceEvent
+    plan = plans["roundpipe"]
+    model, seq, mb, _ = model_and_shape(plan)
+    result = run_plan(plan, model, seq, mb, RunOptions(blocks=1))
+    assert result.trace.meta["steady_iterations"] == list(range(1, plan.n_iters))
+    assert set(result.trace.meta["warmup_s"]) == {"host_state", "pools"}
+    ends = [1.0, 3.0, 6.0, 10.0]  # spans 2, 3, 4 s
+    events = tuple(TraceEvent(0, "compute", f"0F{i}", "F", 0, 0, i, e - 0.5, e) for i, e in enumerate(ends))
+    assert steady_iteration_s(Trace(events, {"steady_iterations": [1, 2, 3]})) == pytest.approx(3.0)
+    assert steady_iteration_s(Trace(events, {"steady_iterations": [3]})) == pytest.approx(4.0)
+    assert steady_iteration_s(Trace(events, {})) == pytest.approx(3.5)  # unmarked: first two spans out
