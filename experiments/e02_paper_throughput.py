@@ -7,6 +7,11 @@ RoundPipe-sync, Megatron-style PP (1F1B, weights resident, fewer layers in the f
 Mobius-like PP + offload (GPipe or 1F1B, whichever is faster, weights streamed to each stage's fixed GPU).
 Also the longest sequence each system fits (microbatches of one sequence).
 
+Memory as the authors ran it (RoundPipe-artifact roundpipe/train.py and run.sh): Hugging Face layers with
+FlashAttention-2 in fp16 (`layer_impl="hf-fa2"`), and for RoundPipe the library's chunked linear
+cross-entropy (`return_logits=False`: 4096 tokens at a time, rpsim.costs.activations); the max-sequence
+runs use recompute grain "layer" for 1.7B, 8B and 20B, "stage" for 32B.
+
     python3 experiments/e02_paper_throughput.py
 
 Writes experiments/out/e02/{results.csv, throughput.png} and prints the summary table."""
@@ -61,20 +66,30 @@ def mb_size(name: str) -> int:
     return max(1, round(g / (calls * m)))
 
 
-def training(name: str, seq: int, mb: int):
+# RoundPipe-artifact roundpipe/run.sh, the 4090 max-sequence runs' recompute_grain argument.
+MAX_SEQ_RECOMPUTE = {"qwen3-1.7b": "layer", "llama3-8b": "layer", "gpt-oss-20b": "layer", "qwen3-32b": "stage",
+                     "qwen3-235b-a22b": "stage"}
+
+
+def training(name: str, seq: int, mb: int, system: str = "roundpipe", recompute: str = "stage"):
+    """The baselines compute the full logits; RoundPipe runs the library's chunked loss."""
+    from rpsim.costs.activations import LIBRARY_LOSS_CHUNK_TOKENS
     from rpsim.specs import TrainingSpec
     m = RUNS[name][1]
+    chunk = LIBRARY_LOSS_CHUNK_TOKENS if system.startswith("roundpipe") else 0
     return TrainingSpec(seq_len=seq, global_batch=m * mb, mb_size=mb, precision=PRECISION,
-                        mode="lora" if name in LORA else "full", lora_rank=32, recompute="stage")
+                        mode="lora" if name in LORA else "full", lora_rank=32, recompute=recompute,
+                        layer_impl="hf-fa2", loss_chunk_tokens=chunk)
 
 
-def scenario(name: str, seq: int, mb: int, measured_layers: bool = False):
+def scenario(name: str, seq: int, mb: int, measured_layers: bool = False, system: str = "roundpipe",
+             recompute: str = "stage"):
     """The first-principles scenario; with measured_layers, the authors' RTX 4090 per-layer times
     (roundpipe.md, the profile e01 builds) replace the cost model's, scaled linearly to our tokens."""
     from dataclasses import replace
 
     from rpsim.scenario import make_scenario
-    sc = make_scenario(name, SERVER, training(name, seq, mb))
+    sc = make_scenario(name, SERVER, training(name, seq, mb, system, recompute))
     if not measured_layers:
         return sc
     from e01_paper_ablation import paper_profile
@@ -85,18 +100,20 @@ def scenario(name: str, seq: int, mb: int, measured_layers: bool = False):
 
 
 def simulate(name: str, seq: int, mb: int, system: str, rounds_of_n: bool = False,
-             measured_layers: bool = False) -> dict:
+             measured_layers: bool = False, recompute: str = "stage", partitioner: str | None = None) -> dict:
     """The system's fastest candidate: feasible ones first, then tokens/s. RoundPipe dispatches each stage
     for all M microbatches of a forward_backward call (the library's RoundPipe.forward_backward launches
     one job per layer group over the whole batch: ITcarrot/RoundPipe, RoundPipe/RoundPipe.py), so one call
     is one round of M_R = M >= N; rounds_of_n uses rpsim's default M_R = N (the authors' simulator)."""
     from rpsim.compare import run_one
     from rpsim.planner import PlanRequest
-    sc = scenario(name, seq, mb, measured_layers)
+    sc = scenario(name, seq, mb, measured_layers, system, recompute)
     best = None
     for schedule, kw in SYSTEMS[system]:
         if schedule.startswith("roundpipe") and not rounds_of_n:
             kw = {**kw, "round_size": RUNS[name][1]}
+        if schedule.startswith("roundpipe") and partitioner:
+            kw = {**kw, "partitioner": partitioner}
         row = run_one(sc, PlanRequest(schedule, **kw))
         m = {**row.metrics, "schedule": schedule, "tokens_per_s": row.metrics["tokens_per_s"] or 0.0,
              "bubble": steady_bubble(row.result) if row.result else None,
@@ -120,7 +137,14 @@ def steady_bubble(result) -> float:
 
 
 def fits(name: str, seq: int, system: str) -> bool:
-    return bool(simulate(name, seq, 1, system)["feasible"])
+    """RoundPipe as the paper's max-sequence runs ran it: the artifact's recompute grain, and the library's
+    partitioner (candidate stage times within 1.1x the slowest layer: at long sequences a backward stage
+    of one attention-heavy layer, where the paper's variant merges several and their recompute needs
+    several layers' activations at once)."""
+    if not system.startswith("roundpipe"):
+        return bool(simulate(name, seq, 1, system)["feasible"])
+    return bool(simulate(name, seq, 1, system, recompute=MAX_SEQ_RECOMPUTE[name],
+                         partitioner="roundpipe-library")["feasible"])
 
 
 def max_seq(name: str, system: str) -> tuple[int, bool]:
@@ -158,7 +182,7 @@ def largest_fit(name: str, system: str, mb: int) -> tuple[int, float]:
 
 
 def head_bytes(name: str, seq: int) -> float:
-    """The head's saved activations for one sequence in our cost model (logits + fp32 softmax)."""
+    """The head's working set for one sequence as RoundPipe runs it (the library's chunked loss)."""
     from rpsim.catalog import load_model, load_server
     from rpsim.costs import model_costs
     return model_costs(load_model(name), training(name, seq, 1), load_server(SERVER).gpu).layers[-1].activation_bytes
@@ -207,11 +231,16 @@ def run_all() -> list[dict]:
             paper_seq = PAPER_MAX_SEQ_K.get(name) if system == "roundpipe" else None
             # Diagnostics for the RoundPipe rows: the authors' simulator's rounds of N, and our transfer and
             # memory model driven by the measured layer times instead of the cost model's.
-            alt = rp_alt = measured_compute = ""
+            alt = rp_alt = measured_compute = measured_fits = measured_peak = ""
             if system.startswith("roundpipe"):
                 alt = round(simulate(name, SEQ, mb, system, rounds_of_n=True)["tokens_per_s"])
                 measured = simulate(name, SEQ, mb, system, measured_layers=True)
                 rp_alt, measured_compute = round(measured["tokens_per_s"]), round(measured["compute_per_gpu_s"], 2)
+                # The library partitions with the layer times it measures; with the authors' times its
+                # backward stages hold 2-3 layers, with the cost model's (whose head is worth ~7 of its
+                # layers) 7-8, whose recompute does not fit.
+                measured_fits = bool(measured["feasible"])
+                measured_peak = round(max(measured["peak_gpu_mem_bytes"]) / 2**30, 1)
             rows.append({
                 "model": name, "system": system, "tokens_per_s": round(m["tokens_per_s"]),
                 "feasible": bool(m["feasible"]), "max_seq": longest,
@@ -224,8 +253,9 @@ def run_all() -> list[dict]:
                 "head_act_gib_at_paper_seq": round(head_bytes(name, paper_seq * 1024) / 2**30, 1) if paper_seq else "",
                 "rounds_of_n_tokens_per_s": alt, "measured_layers_tokens_per_s": rp_alt,
                 "measured_layers_ratio": round(rp_alt / paper, 3) if paper else "",
-                "measured_compute_per_gpu_s": measured_compute, "iteration_s": round(m["iteration_s"] or 0.0, 2),
-                "tokens_per_iteration": training(name, SEQ, mb).tokens_per_iteration,
+                "measured_compute_per_gpu_s": measured_compute, "measured_layers_feasible": measured_fits,
+                "measured_layers_peak_gpu_gib": measured_peak, "iteration_s": round(m["iteration_s"] or 0.0, 2),
+                "tokens_per_iteration": training(name, SEQ, mb, system).tokens_per_iteration,
                 "weight_gb": round(sum(x.weight_bytes for x in scenario(name, SEQ, mb).costs.layers) / 1e9, 1),
                 "reason": m["reason"]})
             print(f"  {name} {system}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)

@@ -24,6 +24,7 @@ from rpsim.schedules.roundpipe import rotation_iterations, round_sizes
 
 FIXED_PARTITIONERS = ("uneven", "balanced", "even")
 ROUNDPIPE_PARTITIONERS = ("roundpipe-paper", "roundpipe-library")
+GRAD_FENCES = ("offload", "backward")
 ROUNDPIPE_MEMORY_FRACTION = 0.6  # the roundpipe library's default memory limit: 0.6 x GPU memory
 ASYNC_ITERATIONS = 4  # async plans: 2 warm-up iterations, 1 steady-state iteration, 1 drain iteration
 
@@ -39,6 +40,12 @@ class PlanRequest:
     g0_rule: str = "paper"
     n_iters: int | None = None
     weights: str = "auto"
+    # What waits for a layer's previous CPU step before its gradient is produced again (rpsim.ir.deps):
+    # "offload" (rpexec: the download waits for the previous STEP; the GPU keeps computing and holds the
+    # gradient) or "backward" (the roundpipe library: downloads never wait, a backward job starts only
+    # after its layers' previous gradient copy, LayerAttribute.backward_fence; no gradient waits on the
+    # GPU for the optimizer).
+    grad_fence: str = "offload"
 
 
 def default_virtual_stages(n_gpus: int, n_layers: int) -> int:
@@ -98,6 +105,10 @@ def make_plan(sc: Scenario, req: PlanRequest) -> Plan:
         options = replace(options, **stage_estimates(sc, partition))
     plan = module.build(n, partition, sc.training.n_mb, options)
     plan = replace(plan, setup=sc.to_setup())
+    if req.grad_fence not in GRAD_FENCES:
+        raise SpecError(f"grad_fence {req.grad_fence!r} unknown; valid choices: {', '.join(GRAD_FENCES)}")
+    if req.grad_fence != "offload":
+        plan = replace(plan, options={**plan.options, "grad_fence": req.grad_fence})
     lowered = lower(plan, req.fidelity, LoweringContext(sc.costs, sc.server, req.weights))
     check_plan(lowered)
     return lowered

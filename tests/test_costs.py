@@ -28,9 +28,11 @@ def test_dense_training_flops_per_token_match_6n_plus_attention(name):
 
 
 def test_llama31_8b_activations_at_16k_tokens_are_68_gib():
-    """RoundPipe paper, Sec. 3: Llama-3.1-8B needs 68 GiB of activations for 16k tokens without recompute."""
+    """RoundPipe paper, Sec. 3: Llama-3.1-8B needs 68 GiB of activations for 16k tokens without recompute
+    (its formula: layer_impl "paper")."""
     m = load_model("llama3-8b")
-    per_layer = layer_activation_bytes(m, TrainingSpec(seq_len=16384, global_batch=1, mb_size=1), 0)
+    train = TrainingSpec(seq_len=16384, global_batch=1, mb_size=1, layer_impl="paper")
+    per_layer = layer_activation_bytes(m, train, 0)
     assert per_layer * m.n_layers / GiB == pytest.approx(68.0, abs=0.05)
 
 
@@ -73,18 +75,36 @@ def test_times_follow_precision_peak():
 
 
 def test_chunked_loss_holds_one_chunk_of_logits_and_recomputes_the_logits_gemm():
-    """Llama-2-7B (vocab 32000, hidden 4096), 4 x 2048 tokens: full logits keep 6 B x 8192 x 32000;
-    a 1024-token chunked loss keeps one chunk's 6 B x 1024 x 32000 plus 4 B of log-sum-exp per token."""
+    """Llama-2-7B (vocab 32000, hidden 4096), 4 x 2048 tokens, rpexec's head: the full-logit loss holds
+    12 B per logit at its backward's peak (fp32 log-softmax output, nll gradient, its input gradient); the
+    1024-token chunked loss (rpexec/chunked_loss.py) holds each token's fp32 log-sum-exp, the input
+    gradient and, at most, the fp32 weight gradient (4 v h) with one chunk's 10 B per logit."""
     model, gpu = load_model("llama-7b"), load_gpu("4090")
+    t, h, v, c = 8192, 4096, 32000, 1024
     full = TrainingSpec(seq_len=2048, global_batch=4, mb_size=4)
-    chunked = TrainingSpec(seq_len=2048, global_batch=4, mb_size=4, loss_chunk_tokens=1024)
-    norm = 2.0 * 2 * 8192 * 4096
+    chunked = TrainingSpec(seq_len=2048, global_batch=4, mb_size=4, loss_chunk_tokens=c)
+    norm = (4.0 + 2.0) * t * h  # the final RMSNorm's fp32 input and its fp16 output
     head_full = model_costs(model, full, gpu).layers[-1]
     head_chunked = model_costs(model, chunked, gpu).layers[-1]
-    assert head_full.activation_bytes == norm + 6.0 * 8192 * 32000
-    assert head_chunked.activation_bytes == norm + 4.0 * 8192 + 6.0 * 1024 * 32000
+    assert head_full.activation_bytes == norm + 12.0 * t * v
+    chunk_peak = max(10.0 * c * v + 4.0 * v * h, 6.0 * c * v + 10.0 * v * h)
+    assert head_chunked.activation_bytes == norm + 4.0 * t + 2.0 * t * h + chunk_peak
+    assert head_chunked.activation_bytes < head_full.activation_bytes / 1.8  # the 10 v h GEMM-output peak
     assert head_chunked.backward_flops == head_full.backward_flops  # MFU counts model FLOPs only
     assert head_chunked.backward_s > head_full.backward_s
+
+
+def test_library_chunked_loss_holds_fp16_chunk_logits_and_their_gradient():
+    """hf-fa2 with a chunk: the roundpipe library's ChunkedCompileLinearForCausalLMLoss keeps the input
+    gradient (2 t h) and the fp16 weight gradient (2 v h); a 4096-token chunk holds its fp16 logits and
+    their fp16 gradient. Qwen3-1.7B at 13 x 2048 tokens: 3.4 GiB, less than its full fp16 logits
+    alone (7.5 GiB)."""
+    model, gpu = load_model("qwen3-1.7b"), load_gpu("4090")
+    t, h, v = 13 * 2048, model.hidden, model.vocab
+    train = TrainingSpec(seq_len=2048, global_batch=13, mb_size=13, layer_impl="hf-fa2", loss_chunk_tokens=4096)
+    head = model_costs(model, train, gpu).layers[-1]
+    assert head.activation_bytes == (4.0 + 2.0 + 2.0) * t * h + 2.0 * t * h + 2.0 * v * h + 4.0 * 4096 * v
+    assert head.activation_bytes / GiB == pytest.approx(3.41, abs=0.01)
 
 
 def test_loss_chunk_tokens_must_not_be_negative():

@@ -23,10 +23,10 @@ def _cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def _export(capsys, tmp_path, schedule: str = "1f1b", gpus: str = "4090x2") -> dict:
+def _export(capsys, tmp_path, schedule: str = "1f1b", gpus: str = "4090x2", *extra: str) -> dict:
     path = tmp_path / "p.json"
     code, _, err = _cli(capsys, "export", "--model", "qwen3-1.7b", "--gpus", gpus, "--schedule", schedule,
-                        "-o", str(path))
+                        "-o", str(path), *extra)
     assert code == 0, err
     return json.loads(path.read_text())
 
@@ -70,8 +70,10 @@ def test_simulate_plan_refuses_a_server_with_another_gpu_count(capsys, tmp_path)
 
 
 def test_simulate_plan_with_an_unknown_schedule_name_reports_it(capsys, tmp_path):
-    """The lanes define the plan; its schedule name is a label, not a builder to look up."""
-    data = _export(capsys, tmp_path)
+    """The lanes define the plan; its schedule name is a label, not a builder to look up. (A chunked loss
+    keeps the plan within 24 GiB: rpexec's full-logit loss holds 12 B per logit, 14 GiB for 8192 tokens of
+    Qwen3's 152k vocabulary, and an infeasible plan exits 1.)"""
+    data = _export(capsys, tmp_path, "1f1b", "4090x2", "--loss-chunk-tokens", "1024")
     data["schedule"] = "hand-tuned-1f1b"
     code, out, err = _cli(capsys, "simulate", "--plan", _write(tmp_path, data))
     assert code == 0, err

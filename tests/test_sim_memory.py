@@ -111,7 +111,8 @@ def test_fused_stage_upload_and_output_live_until_used_and_moved():
     mem = memory_timeline(plan, trace, ctx)
     lo, hi = plan.partition.bwd[last]
     n_in, n_out = transfer_bytes(ctx, up), boundary_bytes(ctx, lo)
-    work = sum(x.activation_bytes for x in sc.costs.layers[lo:hi])  # FB keeps its whole stage's activations
+    span = sc.costs.layers[lo:hi]  # FB keeps its whole stage's activations and the largest backward transient
+    work = sum(x.activation_bytes for x in span) + max(x.backward_extra_bytes for x in span)
     assert n_in > 0 and n_out > 0
     assert level_at(mem, gpu, 2.5) == n_in  # uploaded, FB not started: the upload stays
     assert level_at(mem, gpu, 4.0) == pytest.approx(n_in + work + n_out)
@@ -128,3 +129,63 @@ def test_streamed_plans_need_every_load_and_free_the_memory_rules_use(drop):
     lanes = {**plan.lanes, (1, lane): tuple(a for a in plan.lane(1, lane) if a != victim)}
     with pytest.raises(PlanError, match="no LOAD for its job" if drop == "LOAD" else "never freed"):
         check_plan(replace(plan, lanes=lanes))
+
+
+def _one_gpu_gpipe(recompute: str, layer_impl: str = "rpexec"):
+    train = TrainingSpec(seq_len=128, global_batch=8, mb_size=2, recompute=recompute, layer_impl=layer_impl)
+    sc = make_scenario(TINY, "h200x1", train)
+    return sc, simulate(make_plan(sc, PlanRequest("gpipe", fidelity="pcie", weights="resident")), sc)
+
+
+@pytest.mark.parametrize("layer_impl", ["rpexec", "hf-fa2", "paper"])
+def test_one_gpu_stage_grain_peak_is_states_plus_one_microbatchs_activations(layer_impl):
+    """GPipe on one GPU is one stage: every F keeps only token ids (the stage input of layer 0 is not an
+    activation), and its B recomputes the whole model with grad, so the peak is the model states plus
+    every layer's activations of one microbatch, the head's loss working set included, and the largest
+    gradient transient a layer's backward adds (its SwiGLU node: 2 x 2·m per token; none in the formula)."""
+    sc, result = _one_gpu_gpipe("stage", layer_impl)
+    layers = sc.costs.layers
+    states = sum(x.weight_bytes + x.grad_bytes + x.optim_bytes for x in layers)
+    assert result.metrics["peak_gpu_allocated_bytes"] == [pytest.approx(
+        states + sum(x.activation_bytes for x in layers) + max(x.backward_extra_bytes for x in layers), rel=1e-12)]
+    extra = 4.0 * 2 * 128 * TINY.mlp_width if layer_impl != "paper" else 0.0
+    assert max(x.backward_extra_bytes for x in layers) == extra
+    assert result.metrics["peak_gpu_mem_bytes"] == [pytest.approx(
+        ALLOCATOR_OVERHEAD * result.metrics["peak_gpu_allocated_bytes"][0], rel=1e-12)]
+
+
+def test_one_gpu_layer_grain_peak_keeps_every_layer_input_and_recomputes_one_layer():
+    """recompute="layer": each F keeps every inner layer input until its B (rpexec
+    handlers._saved_boundaries); a B recomputes one layer at a time (handlers._backward_per_layer). GPipe
+    runs all 4 forwards first, so the first backward starts with 4 microbatches' inputs and its working
+    set is the largest one layer's activations and backward transient."""
+    sc, result = _one_gpu_gpipe("layer")
+    layers = sc.costs.layers
+    states = sum(x.weight_bytes + x.grad_bytes + x.optim_bytes for x in layers)
+    inner_inputs = sum(x.input_bytes for x in layers[1:])
+    expected = states + 4 * inner_inputs + max(x.activation_bytes + x.backward_extra_bytes for x in layers)
+    assert result.metrics["peak_gpu_allocated_bytes"] == [pytest.approx(expected, rel=1e-12)]
+
+
+def test_library_grad_fence_moves_the_wait_from_the_download_to_the_backward():
+    """grad_fence="backward" (the roundpipe library's LayerAttribute.backward_fence): no gradient
+    download waits for a CPU STEP; each backward job's first compute waits for its layers' STEP two
+    iterations back. With a host optimizer too slow to keep up, rpexec's rule ("offload") leaves
+    gradients waiting on the GPU, the library's does not, so its peak is lower."""
+    from rpsim.ir.deps import dependency_graph
+    from rpsim.ir.jobs import jobs_of
+    sc = _tiny(2, 4)
+    slow_cpu = replace(sc, server=replace(sc.server, host=replace(sc.server.host, adam_params_per_s=1e6)))
+    plans = {f: make_plan(slow_cpu, PlanRequest("roundpipe", fidelity="pcie", grad_fence=f))
+             for f in ("offload", "backward")}
+    g = dependency_graph(plans["backward"])
+    assert not any(u[1].kind == "STEP" and v[1].kind == "OFFLOAD" for u, v in g.edges)
+    fenced = [(u, v) for u, v in g.edges if u[1].kind == "STEP" and v[1].is_compute]
+    assert fenced and all(v[1].it == u[1].it + 2 and v[1].kind in ("B", "FB") for u, v in fenced)
+    first_backward = {(gpu, job.actions[0]) for gpu in range(2) for job in jobs_of(plans["backward"], gpu)
+                      if job.it >= 2 and job.actions[0].kind in ("B", "FB")}
+    assert {v for _u, v in fenced} == first_backward
+    peaks = {f: max(simulate(p, slow_cpu).metrics["peak_gpu_allocated_bytes"]) for f, p in plans.items()}
+    assert peaks["backward"] < peaks["offload"]
+    with pytest.raises(Exception, match="grad_fence 'x' unknown; valid choices: offload, backward"):
+        make_plan(sc, PlanRequest("roundpipe", grad_fence="x"))

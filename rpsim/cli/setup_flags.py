@@ -16,7 +16,7 @@ from rpsim.schedules import get_schedule
 from rpsim.schedules.roundpipe import G0_RULES
 from rpsim.specs import TrainingSpec
 from rpsim.specs.gpu import PRECISIONS
-from rpsim.specs.training import MODES, RECOMPUTE_POLICIES
+from rpsim.specs.training import LAYER_IMPLS, MODES, RECOMPUTE_POLICIES
 
 DEFAULT_SEQ = 2048
 DEFAULT_GLOBAL_BATCH = 64
@@ -41,6 +41,10 @@ def add_setup_flags(p: argparse.ArgumentParser, need_model: bool = True) -> None
     p.add_argument("--loss-chunk-tokens", type=int, default=0,
                    help="compute the LM-head loss this many tokens at a time, never holding the full "
                         "logits (0 = full logits, the default)")
+    p.add_argument("--layer-impl", default="rpexec", choices=LAYER_IMPLS,
+                   help="the code that runs the layers, which sets the activations they keep: rpexec's "
+                        "decoder (default), Hugging Face layers with FlashAttention-2 (the RoundPipe paper's runs; "
+                        "with --loss-chunk-tokens, the roundpipe library's chunked loss), or the paper's formula")
     p.add_argument("--profile", default=None, help="profile.json with measured per-layer times and links")
     p.add_argument("--gpu-memory-gib", type=float, default=None,
                    help="override the GPU memory capacity (e.g. 24 to model an H200 capped like an RTX 4090)")
@@ -56,7 +60,8 @@ def training_from_args(args: argparse.Namespace) -> TrainingSpec:
         mb_size = 1
     return TrainingSpec(seq_len=args.seq, global_batch=args.global_batch, mb_size=mb_size,
                         precision=args.precision, mode=args.mode, lora_rank=args.lora_rank,
-                        recompute=args.recompute, loss_chunk_tokens=args.loss_chunk_tokens)
+                        recompute=args.recompute, loss_chunk_tokens=args.loss_chunk_tokens,
+                        layer_impl=args.layer_impl)
 
 
 def setup_from_args(args: argparse.Namespace) -> Scenario:

@@ -11,7 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from rpsim.costs import roofline
-from rpsim.costs.activations import head_activation_bytes, layer_activation_bytes, mlp_width_per_token
+from rpsim.costs.activations import (
+    head_activation_bytes,
+    layer_activation_bytes,
+    layer_backward_extra_bytes,
+    layer_forward_work_bytes,
+    mlp_width_per_token,
+)
 from rpsim.costs.gemms import Gemm, attention_flops, layer_gemms, layer_params, lora_params
 from rpsim.specs.gpu import GPUSpec
 from rpsim.specs.model import ModelSpec
@@ -41,6 +47,15 @@ class LayerCost:
     forward_s: float
     backward_s: float  # excludes recompute
     recompute_s: float
+    # Gradients its backward holds at its peak on top of the saved activations still alive (the head's
+    # loss transient is inside its activation_bytes: it runs first in a backward, when all are alive).
+    backward_extra_bytes: float = 0.0
+    # The most its forward holds at once without grad (a recomputed plan's F); None: activation_bytes.
+    forward_work_bytes: float | None = None
+
+    @property
+    def forward_transient_bytes(self) -> float:
+        return self.activation_bytes if self.forward_work_bytes is None else self.forward_work_bytes
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,8 @@ def transformer_layer_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec, 
         activation_bytes=layer_activation_bytes(model, train, index), input_bytes=2.0 * train.mb_tokens * model.hidden,
         hbm_bytes=sum(roofline.gemm_bytes(g) for g in gemms) + ew_bytes,
         forward_s=fwd_s, backward_s=bwd_s, recompute_s=fwd_s,
+        backward_extra_bytes=layer_backward_extra_bytes(model, train, index),
+        forward_work_bytes=layer_forward_work_bytes(model, train, index),
     )
 
 

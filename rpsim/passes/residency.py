@@ -8,9 +8,8 @@ from collections import defaultdict
 
 from rpsim.costs import ModelCosts
 from rpsim.ir import Plan
+from rpsim.sim.memory import ALLOCATOR_OVERHEAD
 from rpsim.specs import ServerSpec
-
-ALLOCATOR_OVERHEAD = 1.1  # caching-allocator fragmentation and CUDA context; PyTorch typically 5-15%
 
 
 def peak_in_flight(plan: Plan, gpu: int) -> dict[tuple[int, int], int]:

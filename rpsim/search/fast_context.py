@@ -87,6 +87,8 @@ class FastContext:
     optim: Prefix
     act: Prefix  # activations saved for backward without recomputation, per microbatch
     act_max: tuple[float, ...]  # per layer, for working-set maxima over a range
+    bwd_extra: tuple[float, ...]  # per layer: gradients its backward holds beyond the saved activations
+    fwd_work: tuple[float, ...]  # per layer: the most a forward without grad holds at once
     inp: tuple[float, ...]  # the activation entering each pipeline layer, per microbatch
     inp_sum: Prefix
     params: Prefix  # trainable parameters
@@ -104,6 +106,16 @@ class FastContext:
     def max_act(self, a: int, b: int) -> float:
         return max(self.act_max[a:b])
 
+    def forward_work(self, a: int, b: int) -> float:
+        return max(self.fwd_work[a:b])
+
+    def backward_work(self, a: int, b: int, one_layer_at_a_time: bool) -> float:
+        """rpsim.sim.memory's backward working set: the stage's activations and its largest transient,
+        or (layer grain) the largest one layer's activations and transient."""
+        if one_layer_at_a_time:
+            return max(x + y for x, y in zip(self.act_max[a:b], self.bwd_extra[a:b], strict=True))
+        return self.act(a, b) + max(self.bwd_extra[a:b])
+
 
 def context_of(sc: Scenario) -> FastContext:
     layers = sc.costs.layers
@@ -115,7 +127,9 @@ def context_of(sc: Scenario) -> FastContext:
         b=Prefix([x.backward_s for x in layers]), r=Prefix([x.recompute_s for x in layers]),
         weight=Prefix([x.weight_bytes for x in layers]), grad=Prefix([x.grad_bytes for x in layers]),
         optim=Prefix([x.optim_bytes for x in layers]), act=Prefix([x.activation_bytes for x in layers]),
-        act_max=tuple(x.activation_bytes for x in layers), inp=inp, inp_sum=Prefix(inp),
+        act_max=tuple(x.activation_bytes for x in layers),
+        bwd_extra=tuple(x.backward_extra_bytes for x in layers),
+        fwd_work=tuple(x.forward_transient_bytes for x in layers), inp=inp, inp_sum=Prefix(inp),
         params=Prefix([x.trainable_params for x in layers]), n_layers=len(layers), links=links_of(sc),
         cpu=cpu,
         gpu_adam_s_per_param=GPU_ADAM_BYTES_PER_PARAM / sc.server.gpu.memory_bandwidth_bytes_per_s,

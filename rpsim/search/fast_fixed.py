@@ -218,7 +218,7 @@ def _bytes(ctx: FastContext, r: tuple[int, int], in_flight: int, keep_all: bool)
     a, b = r
     full = ctx.act(a, b)
     saved = full if keep_all else (ctx.inp[a] if ctx.recompute == "stage" else ctx.inp_sum(a, b))
-    work = ctx.max_act(a, b) if keep_all else full
+    work = ctx.max_act(a, b) if keep_all else ctx.backward_work(a, b, ctx.recompute == "layer")
     return _StageBytes(ctx.weight(a, b) + ctx.grad(a, b) + ctx.optim(a, b), ctx.weight(a, b), ctx.grad(a, b),
                        saved * in_flight, full, (full if keep_all else ctx.boundary(a)) * in_flight,
                        work + 2 * ctx.boundary(b) + 2 * ctx.boundary(a))

@@ -52,7 +52,7 @@ def slots_of(ctx: FastContext, part: Partition) -> list[Slot]:
     out = []
     for a, b in part.fwd:
         out.append(Slot("F", bwd_of[a], ctx.f(a, b), ctx.boundary(a), ctx.boundary(b) + saved_inside(a, b),
-                        ctx.weight(a, b), 0.0, 0.0, ctx.max_act(a, b)))
+                        ctx.weight(a, b), 0.0, 0.0, ctx.forward_work(a, b) if ctx.recompute != "none" else ctx.max_act(a, b)))
     last = len(part.bwd) - 1
     for s in range(last, -1, -1):
         a, b = part.bwd[s]
@@ -62,8 +62,10 @@ def slots_of(ctx: FastContext, part: Partition) -> list[Slot]:
         else:
             t = ctx.b(a, b) + (ctx.r(a, b) if ctx.recompute != "none" else 0.0)
             inb = ctx.boundary(b) + ctx.boundary(a) + (ctx.inp_sum(a + 1, b) if layer_mode else 0.0)
+        # rpsim.sim.memory's rule: a layer-grain backward recomputes one layer at a time; FB all at once.
+        work = ctx.backward_work(a, b, layer_mode and not fused)
         out.append(Slot("FB" if fused else "B", s, t, inb, ctx.boundary(a), ctx.weight(a, b), ctx.grad(a, b),
-                        ctx.params(a, b), ctx.act(a, b)))
+                        ctx.params(a, b), work))
     return out
 
 

@@ -96,7 +96,7 @@ def boundary_bytes(ctx: CostContext, layer: int) -> float:
     return ctx.costs.layers[layer].input_bytes if 0 < layer < len(ctx.costs.layers) else 0.0
 
 
-def _saved_inside(ctx: CostContext, lo: int, hi: int) -> float:
+def saved_inside_bytes(ctx: CostContext, lo: int, hi: int) -> float:
     """Inputs a forward over [lo, hi) must save for backward, besides its own input."""
     p = ctx.plan
     if p.recompute == "layer":
@@ -115,7 +115,7 @@ def transfer_bytes(ctx: CostContext, a: Action) -> float:
     forward = a.phase == "F"
     if a.kind in ("ACT_OUT", "SEND"):
         if forward:
-            return boundary_bytes(ctx, hi) + (_saved_inside(ctx, lo, hi) if ctx.stateless else 0.0)
+            return boundary_bytes(ctx, hi) + (saved_inside_bytes(ctx, lo, hi) if ctx.stateless else 0.0)
         return boundary_bytes(ctx, lo)  # input gradient of a backward stage
     if a.kind == "ACT_IN":
         if forward or a.stage == len(ctx.plan.partition.bwd) - 1 and ctx.plan.partition.fused:

@@ -8,10 +8,14 @@ from dataclasses import dataclass
 
 from rpsim.ir import CPU, Action, Plan
 from rpsim.ir.jobs import jobs_of, stages_are_resident
-from rpsim.sim.action_costs import CostContext, boundary_bytes, transfer_bytes
+from rpsim.sim.action_costs import CostContext, boundary_bytes, saved_inside_bytes, transfer_bytes
 from rpsim.sim.trace import Trace
 
-ALLOCATOR_OVERHEAD = 1.1  # PyTorch caching-allocator fragmentation and CUDA context, typically 5-15%
+# Feasibility margin over the live tensor bytes this module counts: what the caching allocator reserves
+# beyond them (segments split by frees of other sizes) and the CUDA context, typically 5-15% in PyTorch.
+# The counted bytes themselves need no factor: they match torch.cuda.max_memory_allocated of every e03
+# run within a few percent (tests/test_e03_memory.py), so the factor applies to feasibility only.
+ALLOCATOR_OVERHEAD = 1.1
 Timed = dict[tuple[int, Action], tuple[float, float]]
 
 
@@ -110,7 +114,10 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
         elif a.is_compute:
             key = (gpu, a.partition_phase, a.stage, a.mb, a.it)
             used[key] = max(used[key], e)
-    stages: dict[tuple[str, int], tuple[int, int, float, float]] = {}  # lo, hi, sum and max activation
+    # lo, hi, the stage's activations (sum, max), the no-grad forward's working set, and its backward
+    # working sets: the whole stage at once (sum plus the largest backward transient) or one layer at a
+    # time (the largest activations plus transient of one layer).
+    stages: dict[tuple[str, int], tuple[int, int, float, float, float, float, float]] = {}
     for (gpu, a), (s, e) in timed.items():
         if not a.is_compute:
             continue
@@ -119,24 +126,39 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
         if stage is None:
             lo, hi = ctx.plan.partition.ranges(phase)[a.stage]  # type: ignore[index]
             span = layers[lo:hi]
-            stage = stages[(phase, a.stage)] = (lo, hi, sum(x.activation_bytes for x in span),  # type: ignore[index]
-                                                max(x.activation_bytes for x in span))
-        lo, hi, all_bytes, max_bytes = stage
+            all_bytes = sum(x.activation_bytes for x in span)
+            stage = stages[(phase, a.stage)] = (  # type: ignore[index]
+                lo, hi, all_bytes, max(x.activation_bytes for x in span),
+                max(x.forward_transient_bytes for x in span),
+                all_bytes + max(x.backward_extra_bytes for x in span),
+                max(x.activation_bytes + x.backward_extra_bytes for x in span))
+        lo, hi, all_bytes, max_bytes, forward_work, whole_backward, layer_backward = stage
         last_use[(a.mb, a.it)] = max(last_use[(a.mb, a.it)], e)  # type: ignore[index]
         if a.kind == "F":
             if keep_all:
                 b_end = _backward_end(timed, gpu, a)
                 deltas[gpu] += [(s, all_bytes), (b_end, -all_bytes)]
             else:
-                work = max_bytes
-                deltas[gpu] += [(s, work), (e, -work)]
-                if not ctx.stateless:  # the stage input stays for the recompute
-                    keep = boundary_bytes(ctx, lo)
+                deltas[gpu] += [(s, forward_work), (e, -forward_work)]
+                # Inputs saved for the recompute besides the stage's own: every layer's with layer grain
+                # (rpexec handlers._saved_boundaries), a backward stage's start inside a forward stage
+                # with RoundPipe's asymmetric partition. Stateless GPUs download them with the output.
+                inner = saved_inside_bytes(ctx, lo, hi)
+                if not ctx.stateless:  # the stage input and the inner inputs stay for the recompute
+                    keep = boundary_bytes(ctx, lo) + inner
                     deltas[gpu] += [(s, keep), (_backward_end(timed, gpu, a), -keep)]
-            out = boundary_bytes(ctx, hi)
+                    inner = 0.0
+            out = boundary_bytes(ctx, hi) + (0.0 if keep_all else inner)
             deltas[gpu] += [(s, out), (moved.get((gpu, "F", a.stage, a.mb, a.it), e), -out)]
         else:
-            work = all_bytes if (a.kind in ("B", "I", "FB") and not keep_all) else max_bytes
+            # A backward recomputes its whole stage at once (stage grain, and the fused stage FB, whose
+            # forward is the recompute), or one layer at a time from saved inputs (layer grain: rpexec
+            # handlers._backward_per_layer; the roundpipe library's run_backward, recompute_grain="layer").
+            whole_stage = not keep_all and (a.kind == "FB" or (a.kind in ("B", "I") and ctx.plan.recompute != "layer"))
+            if keep_all:  # the saved activations are held since F; the largest transient on top
+                work = max_bytes
+            else:
+                work = whole_backward if whole_stage else layer_backward
             deltas[gpu] += [(s, work), (e, -work)]
             if a.kind != "W":  # W computes weight gradients only; its stage's I produced the input gradient
                 out = boundary_bytes(ctx, lo)

@@ -40,7 +40,8 @@ def simulate(plan: Plan, sc: Scenario) -> SimResult:
     trace = Trace(run.trace.events, {"source": "rpsim", "schedule": plan.schedule, "level": plan.level,
                                      "model": sc.model.name, "server": sc.server.name, "n_gpus": plan.n_gpus})
     mem = memory_timeline(plan, trace, ctx, run.timed)
-    peak_gpu = [mem.peak_bytes(g) * ALLOCATOR_OVERHEAD for g in range(plan.n_gpus)]
+    allocated = [mem.peak_bytes(g) for g in range(plan.n_gpus)]
+    peak_gpu = [b * ALLOCATOR_OVERHEAD for b in allocated]
     util: dict[str, float] = {}
     makespan_s = trace.makespan_s  # once: it scans every event
     if net is not None and makespan_s > 0:
@@ -48,4 +49,7 @@ def simulate(plan: Plan, sc: Scenario) -> SimResult:
         util = {r: net.bytes_through[r] / (cap * makespan_s)
                 for r, cap in net.capacity_bytes_per_s.items() if net.bytes_through[r] > 0}
     metrics = summarize(plan, trace, sc, peak_gpu, mem.peak_bytes(CPU), util)
+    # The live tensor bytes alone: what torch.cuda.max_memory_allocated reports for the same run, and what
+    # rpexec's measured traces hold as their peak_gpu_mem_bytes.
+    metrics["peak_gpu_allocated_bytes"] = allocated
     return SimResult(plan, trace, mem, metrics)

@@ -10,6 +10,10 @@ MODES = ("full", "lora")
 RECOMPUTE_POLICIES = ("none", "stage", "layer")
 OPTIMIZER_PLACEMENTS = ("cpu", "gpu")
 LORA_TARGETS_ALL = ("q", "k", "v", "o", "gate", "up", "down")
+# Which code runs the layers, which sets the activation bytes they keep (rpsim/costs/activations.py):
+# rpexec's decoder, Hugging Face layers with FlashAttention-2 (the RoundPipe paper's runs), or the
+# paper's idealised formula.
+LAYER_IMPLS = ("rpexec", "hf-fa2", "paper")
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,7 @@ class TrainingSpec:
     optimizer_placement: str = "cpu"
     optimizer_async: bool = True
     loss_chunk_tokens: int = 0  # > 0: the loss is computed this many tokens at a time (no full logits)
+    layer_impl: str = "rpexec"
 
     def __post_init__(self) -> None:
         for field in ("seq_len", "global_batch", "mb_size", "lora_rank"):
@@ -38,7 +43,7 @@ class TrainingSpec:
             raise SpecError(f"global_batch {self.global_batch} is not a multiple of mb_size {self.mb_size}; "
                             f"valid mb sizes: {', '.join(str(d) for d in divisors(self.global_batch))}")
         choices = {"precision": PRECISIONS, "mode": MODES, "recompute": RECOMPUTE_POLICIES,
-                   "optimizer_placement": OPTIMIZER_PLACEMENTS}
+                   "optimizer_placement": OPTIMIZER_PLACEMENTS, "layer_impl": LAYER_IMPLS}
         for field, valid in choices.items():
             if getattr(self, field) not in valid:
                 raise SpecError(f"{field} {getattr(self, field)!r} unknown; valid choices: {', '.join(valid)}")

@@ -1,0 +1,103 @@
+"""Predicted peak GPU memory against rpexec's measured peaks (torch.cuda.max_memory_allocated) on the
+e03 runs (2x H200, experiments/data/e03), and against the roundpipe library's measured peak in the
+issue-8 benchmark (experiments/data/rpexec-h200x2/bench.json)."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from rpsim.ir.planio import load_plan
+from rpsim.scenario import scenario_from_setup
+from rpsim.sim.memory import memory_timeline
+from rpsim.sim.simulate import cost_context, simulate
+from rpsim.sim.trace import load_trace
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "experiments" / "data" / "e03"
+PLANS = sorted(DATA.glob("*-plan.json"))
+TOLERANCE = 0.10
+# GPU 0 of this run measured 3.97 GiB, GPU 1 3.66 and the same plan on one GPU 3.57; the rules give 3.50
+# on either GPU, also on the measured timing (-11.8%). What GPU 0 holds besides is not found.
+# The Llama-3-8B RoundPipe runs (added with the host-issue model: one 27-layer forward stage, a fused stage
+# of 6 layers and the 128K-vocabulary head) measured 15-17% above the rules, also on their measured timing
+# (rpexec 43.3 GiB against 36.0 with RoundPipe, 40.3 against 33.6 with RoundPipe-sync): not investigated.
+UNEXPLAINED = {"llama-0.7b-roundpipe-sync-2gpu", "llama3-8b-roundpipe-2gpu", "llama3-8b-roundpipe-sync-2gpu"}
+UNEXPLAINED_ON_MEASURED_TIMING = UNEXPLAINED - {"llama3-8b-roundpipe-sync-2gpu"}  # that one within 10% there
+UNEXPLAINED_MARK = pytest.mark.xfail(strict=True, reason="memory the rules do not place (see UNEXPLAINED)")
+
+
+def _run(plan_path: Path):
+    plan = load_plan(plan_path)
+    setup = dict(plan.setup)
+    setup["profile"] = str(DATA / Path(setup["profile"]).name)
+    sc = scenario_from_setup(setup)
+    trace = load_trace(str(plan_path).replace("-plan.json", "-trace.json"))
+    return plan, sc, trace
+
+
+def _id(p: Path) -> str:
+    return p.name.removesuffix("-plan.json")
+
+
+@pytest.mark.skipif(not PLANS, reason="experiments/data/e03 holds no runs")
+@pytest.mark.parametrize("plan_path", [pytest.param(p, marks=UNEXPLAINED_MARK)
+                                       if _id(p) in UNEXPLAINED_ON_MEASURED_TIMING else p for p in PLANS], ids=_id)
+def test_memory_rules_on_the_measured_timing_give_the_measured_peak(plan_path):
+    """The rules alone, timed by the measured trace itself: the run's peak (the largest over its GPUs)
+    within 10%. (GPU 0 of the 2-GPU RoundPipe runs measured 0.4-1.4 GiB above the rules while GPU 1
+    matched; the peak over both GPUs stays within 10%.)"""
+    plan, sc, trace = _run(plan_path)
+    n_iters = max(e.it for e in trace.events) + 1
+    mem = memory_timeline(replace(plan, n_iters=n_iters), trace, cost_context(plan, sc))
+    predicted = max(mem.peak_bytes(gpu) for gpu in range(plan.n_gpus))
+    assert predicted == pytest.approx(max(trace.meta["peak_gpu_mem_bytes"]), rel=TOLERANCE)
+
+
+# The async 2.8B run on 2 GPUs peaked at the end of its run (15.7 s) with 14.4 GiB of weights and
+# gradients on GPU 0: the gradients waiting for the host optimizer grew through the run; the simulated
+# iterations reach 12.6 of them (-11.1%).
+# With the host-issue timing model (main, e708be6) the async 0.7B run on one GPU predicts 9.2 GiB against
+# 11.3: its gradient backlog depends on how far the host optimizer falls behind (11.5 GiB with the
+# optimizer at its measured in-run rate, docs/memory.md).
+GROWING_BACKLOG = {"llama-2.8b-roundpipe-2gpu", "llama-0.7b-roundpipe-1gpu"}
+
+
+@pytest.mark.skipif(not PLANS, reason="experiments/data/e03 holds no runs")
+@pytest.mark.parametrize("plan_path", [
+    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="gradient backlog still growing at the run's end"))
+    if _id(p) in GROWING_BACKLOG else
+    pytest.param(p, marks=UNEXPLAINED_MARK) if _id(p) in UNEXPLAINED else p for p in PLANS], ids=_id)
+def test_predicted_peak_within_10_percent_of_measured(plan_path):
+    plan, sc, trace = _run(plan_path)
+    predicted = max(simulate(plan, sc).metrics["peak_gpu_allocated_bytes"])
+    assert predicted == pytest.approx(max(trace.meta["peak_gpu_mem_bytes"]), rel=TOLERANCE)
+
+
+BENCH = ROOT / "experiments" / "data" / "rpexec-h200x2" / "bench.json"
+
+
+@pytest.mark.skipif(not BENCH.exists() or not (DATA / "llama-2.8b-profile.json").exists(),
+                    reason="no benchmark data")
+def test_library_peak_within_10_percent_of_measured():
+    """The roundpipe library on the benchmark's 2.8B model (rpexec's layers, handed to the library as an
+    nn.Sequential, fp16, full logits through the benchmark's loss_fn, 8 x 8 x 2048 tokens, 2 GPUs): its
+    partitioner's plan, whose fused stage is the head alone, peaks at the head's backward like rpexec's.
+    The library starts a backward job only after its layers' previous gradient copy (grad_fence
+    "backward"), so no gradient waits on the GPU for the host optimizer; rpexec's fence on the download
+    would predict 13.5 GiB here."""
+    from rpsim.compare import run_one
+    from rpsim.planner import PlanRequest
+    from rpsim.scenario import make_scenario
+    from rpsim.specs import ModelSpec, TrainingSpec
+    model = ModelSpec(name="llama-2.8b", n_layers=26, hidden=3072, n_heads=24, n_kv_heads=8, head_dim=128,
+                      mlp_width=8192, vocab=32000)  # experiments/e03_sim_vs_real.py SIZES
+    train = TrainingSpec(seq_len=2048, global_batch=64, mb_size=8, precision="fp16")
+    sc = make_scenario(model, "h200x2", train, str(DATA / "llama-2.8b-profile.json"), gpu_memory_bytes=24 * 2**30)
+    request = PlanRequest("roundpipe", partitioner="roundpipe-library", grad_fence="backward")
+    predicted = run_one(sc, request).metrics
+    measured = next(r for r in json.loads(BENCH.read_text())["results"] if r["system"].startswith("roundpipe library"))
+    assert max(predicted["peak_gpu_allocated_bytes"]) == pytest.approx(max(measured["peak_gpu_mem_bytes"]),
+                                                                       rel=TOLERANCE)
