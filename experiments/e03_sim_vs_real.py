@@ -52,7 +52,7 @@ def measure(gpu_counts: list[int], out: Path, device: str = "cuda", mem_cap_gib:
 
     from rpexec.profile import make_profile
     from rpexec.session import RunOptions, run_plan
-    from rpsim.ir.planio import plan_to_json
+    from rpsim.ir.planio import save_plan
     from rpsim.planner import PlanRequest, make_plan
     from rpsim.report.files import write_json_atomic
     from rpsim.scenario import make_scenario
@@ -81,7 +81,7 @@ def measure(gpu_counts: list[int], out: Path, device: str = "cuda", mem_cap_gib:
                 except Exception as e:  # noqa: BLE001 - one failed run must not lose the others
                     print(f"FAILED {stem.name}: {type(e).__name__}: {e}", flush=True)
                     continue
-                write_json_atomic(f"{stem}-plan.json", plan_to_json(plan))
+                save_plan(plan, f"{stem}-plan.json")
                 write_json_atomic(f"{stem}-trace.json", result.trace.to_json())
                 print(f"measured {stem.name}: makespan {result.trace.makespan_s:.3f} s", flush=True)
     with tarfile.open(out / "e03.tar.gz", "w:gz") as tar:

@@ -1,9 +1,10 @@
 """`rpexec run plan.json`: replay a plan with torch; `--check-grads` compares one iteration's loss and
-every gradient with a single-device reference. Exit 0 ok, 1 a check failed, 2 bad input, 3 a run error,
-130 interrupted."""
+every gradient with a single-device reference. Exit 0 ok, 1 a check failed or the plan does not fit this
+machine's memory, 2 bad input, 3 a run error, 130 interrupted."""
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
@@ -11,11 +12,14 @@ import traceback
 from collections.abc import Sequence
 
 from rpexec.checks import check_machine, model_and_shape
-from rpexec.runtime import ExecError, Interrupted
+from rpexec.fits import check_machine_memory
+from rpexec.runtime import ExecError, Fault, Interrupted
 from rpexec.session import DTYPES, RunOptions, run_plan
-from rpsim.errors import PlanError, SpecError
+from rpsim.errors import Infeasible, PlanError, SpecError
+from rpsim.ir import Plan
 from rpsim.ir.planio import load_plan
 from rpsim.report.files import write_json_atomic
+from rpsim.report.outputs import check_output_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", type=float, default=1e-4)
     r.add_argument("--watchdog-s", type=float, default=300.0)
     r.add_argument("--inject-fault", default=None, help="testing aid: GPU:LANE:ACTION:raise|hang|oom")
-    r.set_defaults(func=run)
+    r.add_argument("--force", action="store_true",
+                   help="run even when rpsim predicts more host or GPU memory than this machine has")
+    r.set_defaults(func=run, output_flags={"trace": "--trace"})
     pr = sub.add_parser("profile", help="measure this machine into a profile.json for rpsim --profile")
     pr.add_argument("--model", required=True, help="preset name or Hugging Face config.json")
     pr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -42,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--mb-size", type=int, default=1)
     pr.add_argument("--reps", type=int, default=5)
     pr.add_argument("-o", "--output", required=True)
-    pr.set_defaults(func=profile)
+    pr.set_defaults(func=profile, output_flags={"output": "-o/--output"})
     c = sub.add_parser("calibrate", help="measure this machine into a machine file that rpsim --gpus takes")
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="what to measure (default: cpu)")
     c.add_argument("--gpus", type=int, default=None,
@@ -56,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="size of each host buffer of the DRAM copy test, MiB (default 1024)")
     c.add_argument("--raw", default=None, help="also write every raw figure as JSON here")
     c.add_argument("-o", "--output", required=True, help="the machine file to write (.toml)")
-    c.set_defaults(func=calibrate)
+    c.set_defaults(func=calibrate, output_flags={"output": "-o/--output", "raw": "--raw"})
     return p
 
 
@@ -112,6 +118,9 @@ def _preset_of(device_name: str) -> str:
 def profile(args: argparse.Namespace) -> int:
     from rpexec.profile import make_profile
     from rpsim.catalog import load_model
+    for flag, value in (("--seq", args.seq), ("--mb-size", args.mb_size), ("--reps", args.reps)):
+        if value < 1:
+            raise SpecError(f"{flag} {value}: must be >= 1")
     if args.device == "cuda" and not __import__("torch").cuda.is_available():
         raise SpecError("--device cuda: no CUDA device is available; valid choices here: cpu")
     dtype = args.dtype or ("fp32" if args.device == "cpu" else "bf16")
@@ -125,14 +134,31 @@ def profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_run_flags(args: argparse.Namespace, plan: Plan) -> None:
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise SpecError(f"--lr {args.lr}: the learning rate must be a finite number > 0")
+    if not (math.isfinite(args.watchdog_s) and args.watchdog_s > 0):
+        raise SpecError(f"--watchdog-s {args.watchdog_s}: must be a finite number of seconds > 0")
+    if args.inject_fault:
+        fault = Fault.parse(args.inject_fault)
+        lane = plan.lanes.get((fault.gpu, fault.lane))
+        if lane is None or fault.action not in {str(a) for a in lane}:
+            raise SpecError(f"--inject-fault {args.inject_fault!r}: the plan has no action {fault.action!r} on "
+                            f"GPU {fault.gpu} lane {fault.lane!r}; lanes: "
+                            f"{', '.join(f'{g}:{n}' for g, n in plan.lanes)}")
+
+
 def run(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
     model, seq, mb_size, precision = model_and_shape(plan)
     dtype = args.dtype or ("fp32" if args.device == "cpu" else precision)
     check_machine(plan, model, args.device, seq, mb_size, dtype)
-    iters = args.iters or plan.n_iters
-    if iters % plan.n_iters:
-        raise SpecError(f"--iters {iters} is not a multiple of the plan's {plan.n_iters} iterations")
+    iters = plan.n_iters if args.iters is None else args.iters
+    if iters < 1 or iters % plan.n_iters:
+        raise SpecError(f"--iters {iters}: must be a positive multiple of the plan's {plan.n_iters} iteration(s)")
+    check_run_flags(args, plan)
+    if not args.force:
+        check_machine_memory(plan, args.device)
     opts = RunOptions(device=args.device, dtype=dtype, blocks=iters // plan.n_iters, seed=args.seed, lr=args.lr,
                       capture_grads=args.check_grads, watchdog_s=args.watchdog_s, fault=args.inject_fault,
                       stop=threading.Event())
@@ -183,11 +209,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     try:
+        check_output_flags(args, getattr(args, "output_flags", {}))  # before any work, not after it
         return int(args.func(args))
     except (SpecError, PlanError) as e:
         if args.debug:
             traceback.print_exc()
         print(f"rpexec: error: {e}", file=sys.stderr)
+        return 2
+    except Infeasible as e:
+        print(f"rpexec: does not fit: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a write that failed after the up-front checks (disk full, a file removed)
+        if args.debug:
+            traceback.print_exc()
+        print(f"rpexec: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
     except (Interrupted, KeyboardInterrupt):
         print("rpexec: interrupted (Ctrl-C); all lanes stopped", file=sys.stderr)

@@ -34,6 +34,9 @@ class Interrupted(ExecError):
     """Ctrl-C: every lane was told to stop."""
 
 
+FAULT_MODES = ("raise", "hang", "oom")
+
+
 @dataclass
 class Fault:
     """A fault injected for tests: at (gpu, lane, action) raise, hang or run out of memory."""
@@ -45,7 +48,12 @@ class Fault:
 
     @classmethod
     def parse(cls, text: str) -> Fault:
-        gpu, lane, action, mode = text.split(":")
+        from rpsim.errors import SpecError
+        parts = text.split(":")
+        if len(parts) != 4 or not parts[0].isdigit() or parts[3] not in FAULT_MODES:
+            raise SpecError(f"--inject-fault {text!r}: expected GPU:LANE:ACTION:MODE, e.g. 0:compute:0F0:raise, "
+                            f"with MODE one of {', '.join(FAULT_MODES)}")
+        gpu, lane, action, mode = parts
         return cls(int(gpu), lane, action, mode)
 
 

@@ -13,5 +13,9 @@ def read_json(path: str | Path, what: str, error: type[ValueError]) -> Any:
         return json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise error(f"{what} {str(p)!r} not found") from None
+    except IsADirectoryError:
+        raise error(f"{what} {str(p)!r} is a folder; give the path of a file") from None
+    except OSError as e:  # unreadable: permissions, a special file, an I/O error
+        raise error(f"{what} {str(p)!r} cannot be read ({e.strerror or e})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{what} {str(p)!r} is not valid JSON ({e})") from None

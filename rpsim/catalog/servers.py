@@ -104,8 +104,10 @@ def server_from_toml_file(path: Path) -> ServerSpec:
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpecError(f"--gpus: topology file {str(path)!r} not found; {GPUS_GRAMMAR}") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SpecError(f"--gpus: {str(path)!r} is not valid TOML ({e})") from None
+    except OSError as e:  # a folder, a special file, no permission
+        raise SpecError(f"--gpus: topology file {str(path)!r} cannot be read ({e.strerror or e})") from None
     return server_from_table(path.stem, table, where=str(path))
 
 

@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--schedules", default=",".join(SCHEDULES), help="comma-separated (default: all)")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"])
     p.add_argument("--plot", default=None, help="write a comparison figure (PNG, SVG or PDF)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, output_flags={"plot": "--plot"})
 
 
 def parse_schedules(text: str) -> list[str]:
@@ -64,6 +64,9 @@ def table_rows(rows: list[Row]) -> list[list[object]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plot:
+        from rpsim.plot.save import figure_format
+        figure_format(args.plot)  # a bad extension fails before any simulation
     sc = setup_from_args(args)
     names = parse_schedules(args.schedules)
     rows = []

@@ -11,7 +11,7 @@ from rpsim.errors import SpecError
 from rpsim.export.torch_csv import to_torch_csv
 from rpsim.export.library_plan import library_plan
 from rpsim.ir.grid import format_lanes
-from rpsim.ir.planio import load_plan, plan_to_json
+from rpsim.ir.planio import load_plan, save_plan
 from rpsim.planner import make_plan
 from rpsim.report.files import write_json_atomic, write_text_atomic
 from rpsim.schedules import SCHEDULES, get_schedule
@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         "bwd_plan layer ranges) of a RoundPipe plan")
     p.add_argument("--torch-csv", default=None, help="also write torch's compute-only CSV (fixed placement)")
     p.add_argument("--show", action="store_true", help="print the lanes")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, output_flags={"output": "-o/--output", "torch_csv": "--torch-csv",
+                                           "library_plan": "--library-plan"})
 
 
 def check_torch_exportable(schedule: str) -> None:
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         write_library_plan(args.library_plan, plan)
     if not args.output:
         return 0
-    write_json_atomic(args.output, plan_to_json(plan))
+    save_plan(plan, args.output)
     if csv_text is not None:
         write_text_atomic(args.torch_csv, csv_text)
     n_actions = sum(len(v) for v in plan.lanes.values())

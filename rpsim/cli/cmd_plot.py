@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("-o", "--output", default=None, help="figure to write: .png, .svg or .pdf")
     p.add_argument("--memory", action="store_true", help="draw GPU and host memory over time instead")
     p.add_argument("--chrome-trace", default=None, help="also write the trace as Chrome / Perfetto JSON")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, output_flags={"output": "-o/--output", "chrome_trace": "--chrome-trace"})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,9 +10,8 @@ from typing import Any
 
 from rpsim.cli.setup_flags import add_setup_flags, setup_from_args, training_from_args
 from rpsim.errors import Infeasible, SpecError
-from rpsim.ir.planio import plan_to_json
+from rpsim.ir.planio import save_plan
 from rpsim.planner import make_plan
-from rpsim.report.files import write_json_atomic
 from rpsim.report.table import format_table
 from rpsim.scenario import Scenario
 from rpsim.search.relax import relaxations
@@ -45,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--library-plan", default=None,
                    help="write the best plan's partition for the roundpipe library (RoundPipe plans only)")
     p.add_argument("--format", default="table", choices=["table", "json"])
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, output_flags={"export": "--export", "library_plan": "--library-plan"})
 
 
 def options_from_args(args: argparse.Namespace) -> SearchOptions:
@@ -106,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             from rpsim.cli.cmd_export import write_library_plan
             write_library_plan(args.library_plan, plan)
         if args.export:
-            write_json_atomic(args.export, plan_to_json(plan))
+            save_plan(plan, args.export)
             print(f"rpsim: wrote {args.export}: {best.label()}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(to_json(result), indent=1))

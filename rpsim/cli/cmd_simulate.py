@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--trace", default=None, help="write the timed trace (rpsim.trace JSON)")
     p.add_argument("--chrome-trace", default=None, help="write a Chrome / Perfetto trace JSON")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"])
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, output_flags={"trace": "--trace", "chrome_trace": "--chrome-trace"})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from rpsim.cli import (
     cmd_validate,
 )
 from rpsim.errors import Infeasible, PlanError, SpecError
+from rpsim.report.outputs import check_output_flags
 
 COMMANDS = {"list": cmd_list, "costs": cmd_costs, "compare": cmd_compare, "simulate": cmd_simulate,
             "export": cmd_export, "validate": cmd_validate,
@@ -43,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # argparse already printed the usage error
         return int(e.code or 0)
     try:
+        check_output_flags(args, getattr(args, "output_flags", {}))  # before any work, not after it
         return int(args.func(args))
     except (SpecError, PlanError) as e:
         if debug:
@@ -54,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a write that failed after the up-front checks (disk full, a file removed)
+        if debug:
+            traceback.print_exc()
+        print(f"rpsim: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 def entry() -> None:

@@ -2,6 +2,8 @@
 first error, then runs every plan check."""
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +135,32 @@ def plan_from_json(data: Any) -> Plan:
         options=options, setup=setup, extra_edges=tuple(edges))
 
 
+def save_plan(plan: Plan, path: str | Path) -> None:
+    """Write plan.json with its profile path relative to the plan's folder, so the plan and its profile
+    can move together (a clean checkout, another machine) and still find each other."""
+    from rpsim.report.files import write_json_atomic
+    data = plan_to_json(plan)
+    profile = data["setup"].get("profile")
+    if isinstance(profile, str) and profile:
+        data["setup"] = {**data["setup"], "profile": os.path.relpath(os.path.abspath(profile),
+                                                                     os.path.dirname(os.path.abspath(path)))}
+    write_json_atomic(path, data)
+
+
+def _resolve_profile(plan: Plan, path: str | Path) -> Plan:
+    """A relative profile path is relative to the plan's folder (save_plan). Plans written before that
+    held it relative to the directory rpsim ran in; such a path is kept where only it exists."""
+    profile = plan.setup.get("profile")
+    if not isinstance(profile, str) or not profile or os.path.isabs(profile):
+        return plan
+    beside_plan = os.path.join(os.path.dirname(os.path.abspath(path)), profile)
+    if not os.path.exists(beside_plan) and os.path.exists(profile):
+        return plan
+    return replace(plan, setup={**plan.setup, "profile": os.path.normpath(beside_plan)})
+
+
 def load_plan(path: str | Path) -> Plan:
     from rpsim.ir.validate import check_plan
-    plan = plan_from_json(read_json(path, "plan file", PlanError))
+    plan = _resolve_profile(plan_from_json(read_json(path, "plan file", PlanError)), path)
     check_plan(plan)
     return plan
