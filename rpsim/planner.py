@@ -19,11 +19,10 @@ from rpsim.partition import (
 from rpsim.passes import LoweringContext, lower
 from rpsim.scenario import Scenario
 from rpsim.schedules import get_schedule
-from rpsim.schedules.base import BuildOptions
+from rpsim.schedules.base import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, BuildOptions
 from rpsim.schedules.roundpipe import rotation_iterations, round_sizes
 
-FIXED_PARTITIONERS = ("uneven", "balanced", "even")
-ROUNDPIPE_PARTITIONERS = ("roundpipe-paper", "roundpipe-library")
+__all__ = ["FIXED_PARTITIONERS", "ROUNDPIPE_PARTITIONERS", "PlanRequest", "make_plan"]
 GRAD_FENCES = ("offload", "backward")
 ROUNDPIPE_MEMORY_FRACTION = 0.6  # the roundpipe library's default memory limit: 0.6 x GPU memory
 ASYNC_ITERATIONS = 4  # async plans: 2 warm-up iterations, 1 steady-state iteration, 1 drain iteration
@@ -69,14 +68,15 @@ def choose_partition(sc: Scenario, req: PlanRequest, roundpipe: bool, n_stages: 
     n_layers = sc.model.n_layers
     if req.partition:
         return parse_partition_spec(req.partition, n_layers, roundpipe)
+    declared = get_schedule(req.schedule).PARTITIONERS  # the builder says which partitioners it takes
+    name = req.partitioner or declared[0]
+    if name not in declared:
+        raise SpecError(f"--partitioner {name!r} does not apply to schedule {req.schedule!r}; valid choices: "
+                        f"{', '.join(declared)}")
     if roundpipe:
-        variant = (req.partitioner or "roundpipe-paper").removeprefix("roundpipe-")
-        if f"roundpipe-{variant}" not in ROUNDPIPE_PARTITIONERS:
-            raise SpecError(f"partitioner {req.partitioner!r} unknown for RoundPipe; valid choices: "
-                            f"{', '.join(ROUNDPIPE_PARTITIONERS)}")
         limit = ROUNDPIPE_MEMORY_FRACTION * sc.server.gpu.memory_bytes
-        return roundpipe_auto(layer_times(sc), sc.server.n_gpus, sc.training.n_mb, limit, variant)
-    name = req.partitioner or "uneven"
+        return roundpipe_auto(layer_times(sc), sc.server.n_gpus, sc.training.n_mb, limit,
+                              name.removeprefix("roundpipe-"))
     per_layer = [x.forward_s + x.backward_s + (x.recompute_s if sc.training.recompute != "none" else 0)
                  for x in sc.costs.layers]
     if name == "uneven":
@@ -86,7 +86,7 @@ def choose_partition(sc: Scenario, req: PlanRequest, roundpipe: bool, n_stages: 
     elif name == "even":
         counts = even_counts(n_layers, n_stages)
     else:
-        raise SpecError(f"partitioner {name!r} unknown; valid choices: {', '.join(FIXED_PARTITIONERS)}")
+        raise AssertionError(f"{req.schedule} declares partitioner {name!r}, which the planner lacks")
     return fixed_partition(counts, n_layers)
 
 
@@ -94,7 +94,11 @@ def make_plan(sc: Scenario, req: PlanRequest) -> Plan:
     module = get_schedule(req.schedule)
     n = sc.server.n_gpus
     roundpipe = not module.FIXED_PLACEMENT
-    v = 1 if roundpipe or req.schedule in ("gpipe", "1f1b") else (
+    for flag, value in (("--virtual-stages", req.virtual_stages), ("--iters", req.n_iters),
+                        ("--round-size", req.round_size)):
+        if value is not None and value < 1:  # refused, not replaced by a default
+            raise SpecError(f"{flag} {value}: must be >= 1")
+    v = 1 if not module.VIRTUAL_STAGES else (
         req.virtual_stages or default_virtual_stages(n, sc.model.n_layers))
     partition = choose_partition(sc, req, roundpipe, n * v)
     is_async = req.schedule == "roundpipe"

@@ -1,6 +1,7 @@
 """`--gpus` values: `<gpu>x<n>`, a named server preset, or a TOML topology file (docs/topology.md)."""
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -22,6 +23,15 @@ _DEFAULT_HOST = {"cores": 56, "dram_gib": 1024.0, "adam_params_per_s": 2.0e9}
 _DEFAULT_SOCKET = {"dram_bandwidth_gb_per_s": 86.0, "root_complex_gb_per_s": 100.0}
 _DEFAULT_INTER_SOCKET = {"bandwidth_gb_per_s": 40.0}
 _GPUS_PER_SOCKET = 4
+
+# rpsim models one server: its GPUs share one host's sockets, root complexes and DRAM. A host's CPUs give
+# it at most ~640 PCIe lanes (8 sockets x 80 lanes on 8-socket Xeon Scalable hosts; 2-socket EPYC hosts
+# have 128-160), i.e. at most 40 x16 GPU links; PCIe switches fan out further only by sharing uplinks.
+# 64 leaves room for switch-heavy topologies; more GPUs than that is a cluster, which is not modelled,
+# and a round-robin simulation over thousands of GPUs runs for minutes without an answer.
+MAX_SERVER_GPUS = 64
+MAX_GPUS_REASON = (f"rpsim models one server, and one host's CPUs offer at most ~640 PCIe lanes (8 sockets x 80), "
+                   f"about 40 x16 GPU links; valid: 1 to {MAX_SERVER_GPUS} GPUs")
 
 _TOP_KEYS = {"gpu", "n_gpus", "p2p", "p2p_bandwidth_gb_per_s", "duplex_factor", "host_numa", "source",
              "host", "inter_socket", "sockets", "switches", "gpus",
@@ -54,6 +64,8 @@ def load_server(text: str) -> ServerSpec:
     n = int(match["n"])
     if n < 1:
         raise SpecError(f"--gpus {text!r}: the GPU count must be at least 1")
+    if n > MAX_SERVER_GPUS:
+        raise SpecError(f"--gpus {text!r}: {n} GPUs is too many; {MAX_GPUS_REASON}")
     try:
         gpu_name = resolve_gpu_name(match["gpu"])
     except SpecError:
@@ -117,6 +129,31 @@ def _check_keys(where: str, table: dict[str, Any], valid: set[str]) -> None:
             raise SpecError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}")
 
 
+# What each number of a topology file may be (docs/topology.md): counts are integers >= 1, rates and
+# sizes are > 0, efficiencies are fractions of a theoretical rate in (0, 1], latencies are >= 0.
+_COUNT_KEYS = {"cores", "count", "n_gpus", "pcie_gen", "pcie_width"}
+_POSITIVE_KEYS = {"dram_gib", "adam_params_per_s", "bandwidth_gb_per_s", "dram_bandwidth_gb_per_s",
+                  "root_complex_gb_per_s", "uplink_gb_per_s", "p2p_bandwidth_gb_per_s"}
+_FRACTION_KEYS = {"h2d_efficiency", "d2h_efficiency", "pageable_efficiency", "duplex_factor"}
+_NON_NEGATIVE_KEYS = {"latency_us"}
+
+
+def _check_numbers(where: str, table: dict[str, Any]) -> None:
+    for key, value in table.items():
+        kinds = [k for k in (_COUNT_KEYS, _POSITIVE_KEYS, _FRACTION_KEYS, _NON_NEGATIVE_KEYS) if key in k]
+        if not kinds:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if key in _COUNT_KEYS and not (number and isinstance(value, int) and value >= 1):
+            raise SpecError(f"{where}: {key} = {value!r}; must be an integer >= 1")
+        if key in _POSITIVE_KEYS and not (number and value > 0):
+            raise SpecError(f"{where}: {key} = {value!r}; must be a number > 0")
+        if key in _FRACTION_KEYS and not (number and 0 < value <= 1):
+            raise SpecError(f"{where}: {key} = {value!r}; must be a fraction in (0, 1]")
+        if key in _NON_NEGATIVE_KEYS and not (number and value >= 0):
+            raise SpecError(f"{where}: {key} = {value!r}; must be a number >= 0")
+
+
 def _need(where: str, table: dict[str, Any], key: str) -> Any:
     if key not in table:
         raise SpecError(f"{where}: missing key {key!r}")
@@ -143,12 +180,20 @@ def _issue_s(where: str, table: Any) -> tuple[tuple[float, float, float], ...]:
 
 def server_from_table(name: str, t: dict[str, Any], where: str) -> ServerSpec:
     _check_keys(where, t, _TOP_KEYS)
+    _check_numbers(where, t)
     for section in ("host", "inter_socket"):
         if section in t:
+            if not isinstance(t[section], dict):
+                raise SpecError(f"{where}: {section} must be a table [{section}], got {t[section]!r}")
             _check_keys(f"{where} [{section}]", t[section], _SECTION_KEYS[section])
+            _check_numbers(f"{where} [{section}]", t[section])
     for section in ("sockets", "switches", "gpus"):
-        for i, entry in enumerate(t.get(section, [])):
+        entries = t.get(section, [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise SpecError(f"{where}: {section} must be an array of tables [[{section}]], got {entries!r}")
+        for i, entry in enumerate(entries):
             _check_keys(f"{where} [[{section}]] #{i}", entry, _SECTION_KEYS[section])
+            _check_numbers(f"{where} [[{section}]] #{i}", entry)
     gpu = load_gpu(_need(where, t, "gpu"))
     if "gpu_calibration" in t:
         gpu = calibrated_gpu(gpu, t["gpu_calibration"], f"{where} [gpu_calibration]")
@@ -169,6 +214,8 @@ def server_from_table(name: str, t: dict[str, Any], where: str) -> ServerSpec:
                             d2h_efficiency=_need(where, g, "d2h_efficiency"))
         links += [link] * g.get("count", 1)
         attach += [_need(where, g, "attach")] * g.get("count", 1)
+    if len(links) > MAX_SERVER_GPUS:
+        raise SpecError(f"{where}: [[gpus]] entries describe {len(links)} GPUs; {MAX_GPUS_REASON}")
     if "n_gpus" in t and t["n_gpus"] != len(links):
         raise SpecError(f"{where}: n_gpus = {t['n_gpus']} but [[gpus]] entries describe {len(links)} GPUs")
     inter = t.get("inter_socket")

@@ -7,7 +7,13 @@ import io
 import json
 import sys
 
-from rpsim.cli.setup_flags import add_plan_flags, add_setup_flags, plan_request, setup_from_args
+from rpsim.cli.setup_flags import (
+    add_plan_flags,
+    add_setup_flags,
+    check_plan_flags,
+    plan_request,
+    setup_from_args,
+)
 from rpsim.compare import Row, rank, run_one, speedup_over_baselines
 from rpsim.errors import SpecError
 from rpsim.report.table import format_table
@@ -67,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from rpsim.plot.save import figure_format
         figure_format(args.plot)  # a bad extension fails before any simulation
-    sc = setup_from_args(args)
     names = parse_schedules(args.schedules)
+    check_plan_flags(args, names)
+    sc = setup_from_args(args)
     rows = []
     for name in names:
         print(f"rpsim: simulating {name} ...", file=sys.stderr)

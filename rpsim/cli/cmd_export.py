@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rpsim.cli.setup_flags import add_plan_flags, add_setup_flags, plan_request, setup_from_args
+from rpsim.cli.setup_flags import (
+    add_plan_flags,
+    add_setup_flags,
+    check_plan_flags,
+    plan_request,
+    setup_from_args,
+)
 from rpsim.errors import SpecError
 from rpsim.export.torch_csv import to_torch_csv
 from rpsim.export.library_plan import library_plan
@@ -67,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.torch_csv:
         check_torch_exportable(args.schedule)
+    check_plan_flags(args, [args.schedule])
     sc = setup_from_args(args)
     plan = make_plan(sc, plan_request(args, args.schedule))
     csv_text = to_torch_csv(plan) if args.torch_csv else None  # refuse before writing anything

@@ -6,7 +6,13 @@ import argparse
 import sys
 from typing import Any
 
-from rpsim.cli.setup_flags import add_plan_flags, add_setup_flags, plan_request, setup_from_args
+from rpsim.cli.setup_flags import (
+    add_plan_flags,
+    add_setup_flags,
+    check_plan_flags,
+    plan_request,
+    setup_from_args,
+)
 from rpsim.compare import run_one
 from rpsim.errors import Infeasible, SpecError
 from rpsim.ir.planio import load_plan
@@ -14,6 +20,7 @@ from rpsim.report.files import write_json_atomic
 from rpsim.scenario import Scenario, scenario_from_setup
 from rpsim.sim.simulate import SimResult, simulate
 from rpsim.sim.trace import load_trace
+from rpsim.sim.trace_match import check_trace_matches_plan
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -42,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     result, sc = (None, None) if args.trace else simulated(args)
     trace = load_trace(args.trace) if args.trace else result.trace  # type: ignore[union-attr]
     plan = result.plan if result else (load_plan(args.plan) if args.plan else None)
+    if args.trace and plan is not None:  # arrows from an unrelated plan would be drawn without a word
+        check_trace_matches_plan(plan, trace, args.trace, args.plan)
     metrics = result.metrics if result else None
     if args.output:
         save_figure(figure(args, trace, plan, metrics, result, sc), args.output)
@@ -61,6 +70,7 @@ def simulated(args: argparse.Namespace) -> tuple[SimResult, Scenario]:
         return simulate(plan, sc), sc
     if not (args.model and args.gpus and args.schedule):
         raise SpecError("rpsim plot needs --trace FILE, --plan FILE, or --model, --gpus and --schedule")
+    check_plan_flags(args, [args.schedule])
     sc = setup_from_args(args)
     row = run_one(sc, plan_request(args, args.schedule))
     if row.result is None:  # nothing was built, so nothing can be drawn

@@ -5,7 +5,13 @@ import argparse
 import json
 
 from rpsim.cli.cmd_compare import emit
-from rpsim.cli.setup_flags import add_plan_flags, add_setup_flags, plan_request, setup_from_args
+from rpsim.cli.setup_flags import (
+    add_plan_flags,
+    add_setup_flags,
+    check_plan_flags,
+    plan_request,
+    setup_from_args,
+)
 from rpsim.compare import Row, run_one
 from rpsim.errors import SpecError
 from rpsim.ir.planio import load_plan
@@ -36,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not (args.model and args.gpus and args.schedule):
             raise SpecError("rpsim simulate needs --plan FILE, or --model, --gpus and --schedule")
+        check_plan_flags(args, [args.schedule])
         sc = setup_from_args(args)
         row = run_one(sc, plan_request(args, args.schedule))
     if args.trace and row.result:

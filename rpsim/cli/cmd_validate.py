@@ -9,6 +9,7 @@ from rpsim.ir.planio import load_plan
 from rpsim.report.table import format_table
 from rpsim.scenario import scenario_from_setup
 from rpsim.sim.trace import load_trace
+from rpsim.sim.trace_match import check_trace_matches_plan
 from rpsim.validate_run import validate
 
 
@@ -31,8 +32,10 @@ def run(args: argparse.Namespace) -> int:
     if args.profile:
         load_profile(args.profile)  # fail early, with the profile's own error messages
         setup["profile"] = args.profile
-    sc = scenario_from_setup(setup)
-    result = validate(plan, load_trace(args.measured), sc)
+    sc = scenario_from_setup(setup, n_gpus=plan.n_gpus)
+    measured = load_trace(args.measured)
+    check_trace_matches_plan(plan, measured, args.measured, args.plan)
+    result = validate(plan, measured, sc)
     if args.format == "json":
         print(json.dumps({k: v for k, v in result.items() if k not in ("predicted", "measured")}, indent=1))
         return 0

@@ -12,7 +12,7 @@ from rpsim.passes import LEVELS
 from rpsim.passes.lower import WEIGHT_POLICIES
 from rpsim.planner import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, PlanRequest
 from rpsim.scenario import Scenario, make_scenario
-from rpsim.schedules import get_schedule
+from rpsim.schedules import SCHEDULES, get_schedule
 from rpsim.schedules.roundpipe import G0_RULES
 from rpsim.specs import TrainingSpec
 from rpsim.specs.gpu import PRECISIONS
@@ -91,14 +91,39 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iters", type=int, default=None, help="iterations to simulate (default 1; async 3)")
 
 
+def check_plan_flags(args: argparse.Namespace, schedules: list[str]) -> None:
+    """Refuse counts below 1 and a --partitioner, --partition or --virtual-stages that none of the
+    schedules takes, before any work: each used to be silently replaced or dropped."""
+    for flag, value in (("--virtual-stages", args.virtual_stages), ("--iters", args.iters),
+                        ("--round-size", args.round_size)):
+        if value is not None and value < 1:
+            raise SpecError(f"--{flag.lstrip('-')} {value}: must be >= 1")
+    modules = {name: get_schedule(name) for name in schedules}
+    if args.partitioner is not None and not any(args.partitioner in m.PARTITIONERS for m in modules.values()):
+        valid = "; ".join(f"{name}: {', '.join(m.PARTITIONERS)}" for name, m in modules.items())
+        raise SpecError(f"--partitioner {args.partitioner!r} does not apply to {', '.join(schedules)}; "
+                        f"valid choices: {valid}")
+    if args.partition is not None and not any(_partition_applies(args.partition, m) for m in modules.values()):
+        kind = "FWD|BWD (round-robin)" if "|" in args.partition else "fixed-placement"
+        raise SpecError(f"--partition {args.partition!r} is a {kind} spec, which none of {', '.join(schedules)} "
+                        f"takes; {GRAMMAR}")
+    if args.virtual_stages is not None and not any(m.VIRTUAL_STAGES for m in modules.values()):
+        takers = [name for name, m in SCHEDULES.items() if m.VIRTUAL_STAGES]
+        raise SpecError(f"--virtual-stages applies only to {', '.join(takers)}, not to {', '.join(schedules)}")
+
+
+def _partition_applies(spec: str, module: object) -> bool:
+    """A fixed spec applies to fixed-placement schedules, a FWD|BWD spec to round-robin ones."""
+    return ("|" in spec) != bool(module.FIXED_PLACEMENT)
+
+
 def plan_request(args: argparse.Namespace, schedule: str) -> PlanRequest:
-    roundpipe = not get_schedule(schedule).FIXED_PLACEMENT
-    partition = args.partition
-    if partition is not None and ("|" in partition) != roundpipe:
-        partition = None  # a fixed spec applies to fixed schedules, a FWD|BWD spec to RoundPipe ones
-    partitioner = args.partitioner
-    if partitioner is not None and partitioner.startswith("roundpipe") != roundpipe:
-        partitioner = None
+    """The flags as they apply to one schedule: compare passes one set of flags to several schedules, so
+    a partitioner, partition or V that this schedule does not take is left to the others
+    (check_plan_flags has made sure some schedule takes it)."""
+    module = get_schedule(schedule)
+    partition = args.partition if args.partition and _partition_applies(args.partition, module) else None
+    partitioner = args.partitioner if args.partitioner in module.PARTITIONERS else None
     return PlanRequest(schedule=schedule, fidelity=args.fidelity, partition=partition, partitioner=partitioner,
                        virtual_stages=args.virtual_stages, round_size=args.round_size, g0_rule=args.g0_rule,
                        n_iters=args.iters, weights=args.weights)

@@ -32,6 +32,7 @@ def check_plan(plan: Plan) -> nx.DiGraph:
     if plan.level == "pcie":
         _check_data_available(plan, graph)
         _check_weights(plan)
+        _check_steps(plan)
     check_acyclic(plan, graph)
     return graph
 
@@ -129,3 +130,42 @@ def _check_weights(plan: Plan) -> None:
                 free = Action("FREE", *key)
                 fail(plan, f"gpu {gpu}: the weights of the job ending at {job.actions[-1]} are never freed "
                            f"after it (expected {free})", (gpu, job.actions[-1]))
+
+
+def _stepped_layers(plan: Plan, step: Action) -> range:
+    """Pipeline layers one STEP updates: a GPU-resident step covers its forward stage's layers, a host
+    step (phase B) the one layer in its chunk."""
+    if step.chunk is not None:
+        return range(step.chunk, step.chunk + 1)
+    stages = plan.partition.ranges(step.phase or "F")
+    if step.stage is None or not 0 <= step.stage < len(stages):
+        raise PlanError(f"{step}: stage {step.stage} is not one of the plan's {len(stages)} stages")
+    a, b = stages[step.stage]
+    return range(a, b)
+
+
+def _check_steps(plan: Plan) -> None:
+    """Every parameter is stepped exactly once each iteration: a plan missing one STEP used to simulate
+    and run, and only --check-grads noticed the stale layer."""
+    counts: dict[int, Counter[int]] = {it: Counter() for it in range(plan.n_iters)}
+    where: dict[tuple[int, int], tuple[int, Action]] = {}
+    for (gpu, _lane), actions in plan.lanes.items():
+        for a in actions:
+            if a.kind != "STEP":
+                continue
+            if a.it not in counts:
+                fail(plan, f"{a}: iteration {a.it} is outside the plan's {plan.n_iters}", (gpu, a))
+            for layer in _stepped_layers(plan, a):
+                counts[a.it][layer] += 1
+                where[(a.it, layer)] = (gpu, a)
+    n_layers = plan.partition.n_layers
+    for it, seen in counts.items():
+        missing = [layer for layer in range(n_layers) if seen[layer] == 0]
+        if missing:
+            raise PlanError(f"iteration {it}: no optimizer STEP updates pipeline layer(s) "
+                            f"{', '.join(map(str, missing[:5]))}{' ...' if len(missing) > 5 else ''}; every "
+                            f"parameter must be stepped once each iteration\n{format_lanes(plan)}")
+        twice = [layer for layer in range(n_layers) if seen[layer] > 1]
+        if twice:
+            fail(plan, f"iteration {it}: pipeline layer {twice[0]} is stepped {seen[twice[0]]} times; every "
+                       "parameter must be stepped once each iteration", where[(it, twice[0])])

@@ -8,6 +8,12 @@ from dataclasses import dataclass
 from rpsim.errors import SpecError
 from rpsim.ir import Action, Partition, Plan
 
+# Partitioners a builder may declare (PARTITIONERS in each schedule file, the first is its default):
+# fixed placement splits layers into one contiguous range per stage; RoundPipe's partitioners split
+# forward and backward separately (roundpipe.md, "Partitioner").
+FIXED_PARTITIONERS = ("uneven", "balanced", "even")
+ROUNDPIPE_PARTITIONERS = ("roundpipe-paper", "roundpipe-library")
+
 
 @dataclass(frozen=True)
 class BuildOptions:

@@ -12,11 +12,13 @@ import math
 from dataclasses import replace
 
 from rpsim.ir import Action, Partition, Plan
-from rpsim.schedules.base import BuildOptions, compute_plan, require
+from rpsim.schedules.base import ROUNDPIPE_PARTITIONERS, BuildOptions, compute_plan, require
 
 NAME = "roundpipe"
 DESCRIPTION = "RoundPipe: round-robin stage dispatch over stateless GPUs, weights in host memory, async optimizer"
 FIXED_PLACEMENT = False
+PARTITIONERS = ROUNDPIPE_PARTITIONERS  # the first is the default
+VIRTUAL_STAGES = False  # takes --virtual-stages (stages per GPU)
 G0_RULES = ("paper", "earliest-free")
 
 Job = tuple[str, int, tuple[int, ...], int]  # (kind, stage, microbatches, iteration)

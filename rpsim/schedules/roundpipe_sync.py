@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from rpsim.ir import Partition, Plan
 from rpsim.schedules import roundpipe
-from rpsim.schedules.base import BuildOptions
+from rpsim.schedules.base import ROUNDPIPE_PARTITIONERS, BuildOptions
 
 NAME = "roundpipe-sync"
 DESCRIPTION = "RoundPipe with a synchronous optimizer step: each iteration flushes"
 FIXED_PLACEMENT = False
+PARTITIONERS = ROUNDPIPE_PARTITIONERS  # the first is the default
+VIRTUAL_STAGES = False  # takes --virtual-stages (stages per GPU)
 
 
 def build(n_gpus: int, partition: Partition, n_mb: int, options: BuildOptions) -> Plan:

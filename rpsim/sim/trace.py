@@ -1,7 +1,8 @@
 """Trace: timed events of one run, simulated or measured, in one schema (architecture.md, "Formats")."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +41,49 @@ class Trace:
                 "events": [asdict(e) for e in self.events]}
 
 
+_FIELDS = {f.name for f in fields(TraceEvent)}
+_REQUIRED = _FIELDS - {"bytes"}
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _event(e: Any, path: str) -> TraceEvent:
+    """One event, every field type-checked: a string time ("start_s": "zero") or a reversed interval
+    used to pass here and fail, or draw nonsense, far downstream."""
+    if not isinstance(e, dict):
+        raise PlanError(f"trace {path}: expected an event object, got {e!r}")
+    unknown, missing = set(e) - _FIELDS, _REQUIRED - set(e)
+    if unknown or missing:
+        raise PlanError(f"trace {path}: {'unknown key ' + repr(min(unknown)) if unknown else 'missing key ' + repr(min(missing))}; "
+                        f"keys: {', '.join(sorted(_FIELDS))}")
+    checks = {"gpu": _is_int(e["gpu"]) and e["gpu"] >= -1, "lane": isinstance(e["lane"], str),
+              "action": isinstance(e["action"], str), "kind": isinstance(e["kind"], str),
+              "stage": e["stage"] is None or _is_int(e["stage"]), "mb": e["mb"] is None or _is_int(e["mb"]),
+              "it": _is_int(e["it"]) and e["it"] >= 0, "start_s": _is_number(e["start_s"]),
+              "end_s": _is_number(e["end_s"]), "bytes": _is_number(e.get("bytes", 0.0)) and e.get("bytes", 0.0) >= 0}
+    for key, ok in checks.items():
+        if not ok:
+            raise PlanError(f"trace {path}.{key}: invalid value {e.get(key)!r}")
+    if e["end_s"] < e["start_s"]:
+        raise PlanError(f"trace {path}: end_s {e['end_s']} is before start_s {e['start_s']}")
+    return TraceEvent(**e)
+
+
 def trace_from_json(data: Any) -> Trace:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise PlanError(f"trace $.format: expected {FORMAT!r}")
-    events = []
-    for i, e in enumerate(data.get("events", [])):
-        try:
-            events.append(TraceEvent(**e))
-        except TypeError as err:
-            raise PlanError(f"trace $.events[{i}]: {err}") from None
-    return Trace(tuple(events), dict(data.get("meta", {})))
+    events, meta = data.get("events", []), data.get("meta", {})
+    if not isinstance(events, list) or not isinstance(meta, dict):
+        raise PlanError("trace $: events must be a list and meta an object")
+    if not events:
+        raise PlanError("trace $.events: the trace has no events")
+    return Trace(tuple(_event(e, f"$.events[{i}]") for i, e in enumerate(events)), dict(meta))
 
 
 def load_trace(path: str | Path) -> Trace:
