@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import signal
 import sys
 from typing import Any
 
@@ -21,6 +23,9 @@ from rpsim.search.tasks import Confirmed
 from rpsim.search.workspace import Workspace
 
 GiB = 2**30
+# A Dask scheduler address (distributed's "protocol://host:port"); a bare word used to escape as a
+# ValueError traceback from inside dask.
+CLUSTER_ADDRESS = re.compile(r"^((tcp|tls|ucx|ws|wss)://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9._-]+):\d{1,5}$")
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -53,6 +58,9 @@ def options_from_args(args: argparse.Namespace) -> SearchOptions:
             raise SpecError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     if args.jobs is not None and args.jobs < 1:
         raise SpecError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.cluster is not None and not CLUSTER_ADDRESS.match(args.cluster):
+        raise SpecError(f"--cluster {args.cluster!r}: not a Dask scheduler address; valid: [SCHEME://]HOST:PORT "
+                        "with SCHEME tcp, tls, ucx, ws or wss, e.g. tcp://10.0.0.5:8786")
     schedules = None
     if args.schedules:
         from rpsim.cli.cmd_compare import parse_schedules
@@ -83,13 +91,23 @@ class _Bars:
             bar.close()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so the search stops its workers as on Ctrl-C (exit 143)."""
+
+
+def _raise_terminated(_signum: int, _frame: Any) -> None:
+    raise Terminated()
+
+
 def run(args: argparse.Namespace) -> int:
     sc = setup_from_args(args)
     options = options_from_args(args)
     bars = _Bars()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         result = search(sc, options, bars)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         bars.close()
     s = result.stage_s
     print(f"rpsim: search evaluated {result.n_fast} plans with the fast estimate in {s['fast']:.1f} s "

@@ -56,6 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt as e:  # Ctrl-C (130) or SIGTERM during a search (143); no file is written
+        if debug:
+            traceback.print_exc()
+        terminated = type(e).__name__ == "Terminated"
+        print(f"rpsim: {'terminated (SIGTERM)' if terminated else 'interrupted (Ctrl-C)'}; workers stopped",
+              file=sys.stderr)
+        return 143 if terminated else 130
     except OSError as e:  # a write that failed after the up-front checks (disk full, a file removed)
         if debug:
             traceback.print_exc()

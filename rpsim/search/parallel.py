@@ -5,6 +5,8 @@ input order (so the search's outcome does not depend on where or in which order 
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
@@ -14,6 +16,14 @@ from rpsim.scenario import Scenario
 from rpsim.search import tasks
 
 Progress = Callable[[int], None]
+ABORT_GRACE_S = 1.0  # SIGTERM to SIGKILL for a worker that does not stop; the whole stop must take < 2 s
+
+
+def _init_worker(token: str, base: Scenario) -> None:
+    """Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the parent alone decides
+    (it terminates them); a worker's own KeyboardInterrupt only printed tracebacks."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tasks.install(token, base)
 
 
 def _no_progress(_n: int) -> None:
@@ -38,13 +48,16 @@ class SerialRunner:
     def close(self) -> None:
         pass
 
+    def abort(self) -> None:
+        pass
+
 
 class PoolRunner:
     """A ProcessPoolExecutor kept for the whole search; each worker receives the scenario once."""
 
     def __init__(self, token: str, base: Scenario, jobs: int) -> None:
         self.token = token
-        self.pool = ProcessPoolExecutor(max_workers=jobs, initializer=tasks.install, initargs=(token, base))
+        self.pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(token, base))
 
     def map(self, fn: Callable, args: Sequence[tuple], weights: Sequence[int],
             progress: Progress = _no_progress) -> list[Any]:
@@ -62,6 +75,22 @@ class PoolRunner:
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)
 
+    def abort(self) -> None:
+        """Ctrl-C or SIGTERM: stop now. shutdown() alone waits for every running task (up to 20 s seen,
+        and a worker outlived its parent after SIGTERM), so the workers are terminated, then killed if
+        they have not gone within ABORT_GRACE_S. The executor exposes no public handle on its workers."""
+        workers = list((self.pool._processes or {}).values())
+        for p in workers:
+            p.terminate()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + ABORT_GRACE_S
+        for p in workers:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in workers:
+            if p.is_alive():
+                p.kill()
+                p.join()
+
 
 class DaskRunner:
     """Tasks on an existing dask.distributed cluster (--cluster ADDRESS, or a Client object in tests)."""
@@ -73,11 +102,13 @@ class DaskRunner:
             raise SpecError("--cluster needs dask.distributed; install it with: "
                             "pip install 'rpsim[cluster]'") from None
         self.token = token
+        self.futures: list[Any] = []
         self.own = not isinstance(cluster, Client)
         try:
             self.client = Client(cluster, timeout=30) if self.own else cluster
-        except OSError as e:
-            raise SpecError(f"--cluster {cluster!r}: cannot reach a Dask scheduler there ({e})") from None
+        except (OSError, ValueError, TimeoutError) as e:  # unreachable, or an address Dask cannot parse
+            raise SpecError(f"--cluster {cluster!r}: cannot reach a Dask scheduler there ({e}); give its "
+                            "address as [tcp://]HOST:PORT, e.g. tcp://10.0.0.5:8786") from None
         # The scenario travels once to every worker, not once per task.
         self.base = self.client.scatter(base, broadcast=True)
 
@@ -85,6 +116,7 @@ class DaskRunner:
             progress: Progress = _no_progress) -> list[Any]:
         from dask.distributed import as_completed
         futures = [self.client.submit(fn, self.token, self.base, *a, pure=False) for a in args]
+        self.futures = futures
         index = {f.key: i for i, f in enumerate(futures)}
         out: list[Any] = [None] * len(args)
         for f in as_completed(futures):
@@ -96,6 +128,12 @@ class DaskRunner:
     def close(self) -> None:
         if self.own:
             self.client.close()
+
+    def abort(self) -> None:
+        """Ctrl-C: drop this search's tasks from the cluster (its workers are not ours to stop)."""
+        if self.futures:
+            self.client.cancel(self.futures)
+        self.close()
 
 
 def make_runner(token: str, base: Scenario, jobs: int | None, cluster: Any = None

@@ -118,8 +118,10 @@ def search(sc: Scenario, options: SearchOptions = SearchOptions(), progress: Pro
         if options.diagnose and not any(c.feasible for c in confirmed):
             confirmed += _nearest_miss(runner, pool, confirmed, options, report)
         clock["full"] = time.perf_counter() - t0
-    finally:
-        runner.close()
+    except BaseException:  # Ctrl-C, SIGTERM or an error: stop the workers now, not after their tasks
+        runner.abort()
+        raise
+    runner.close()
     ranked = sorted(confirmed, key=confirmed_key)
     ok = [c for c in ranked if c.feasible]
     front = frontier(ok, lambda c: c.ranked_tokens_per_s, lambda c: max(c.metrics["peak_gpu_mem_bytes"]))
