@@ -98,7 +98,7 @@ def transformer_layer_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec, 
     bwd_gemm_s = sum(roofline.gemm_backward_time_s(g, gpu, p) for g in gemms)
     ew_bytes = elementwise_bytes(model, train, index)
     fwd_s = fwd_gemm_s + roofline.attention_time_s(attn, gpu, p, False) + roofline.elementwise_time_s(ew_bytes, gpu, 10)
-    bwd_s = (bwd_gemm_s + roofline.attention_time_s(attn, gpu, p, True)
+    bwd_s = (bwd_gemm_s + roofline.attention_time_s(2 * attn, gpu, p, True)
              + roofline.elementwise_time_s(2 * ew_bytes, gpu, 14))
     n_params = layer_params(model, index)
     base_trainable = n_params if train.mode == "full" else 0

@@ -49,9 +49,9 @@ def gemm_bytes(g: Gemm) -> float:
     return BYTES_PER_ELEMENT * (g.m * g.k + g.k * g.n + g.m * g.n) * g.count
 
 
-def attention_time_s(flops_noncausal: float, gpu: GPUSpec, precision: str, backward: bool) -> float:
-    causal_flops = flops_noncausal / 2 * (2 if backward else 1)
-    measured = gpu.attention_flops_per_s(precision)
+def attention_time_s(causal_flops: float, gpu: GPUSpec, precision: str, backward: bool) -> float:
+    """One attention kernel of `causal_flops` (gemms.attention_flops forward, twice that backward)."""
+    measured = gpu.attention_flops_per_s(precision)  # calibrated rates count the causal half too
     if measured is not None:
         return max(causal_flops / measured[1 if backward else 0], gpu.kernel_floor_s)
     ratio = ATTENTION_BWD_EFFICIENCY_RATIO if backward else ATTENTION_FWD_EFFICIENCY_RATIO
