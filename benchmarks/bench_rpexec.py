@@ -268,10 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.one:
         one(a)
         return 0
+    n_gpus = 2 if a.device == "cpu" else cuda_device_count()
+    if n_gpus == 0:  # fail before planning and running anything (it used to fail after 88 s)
+        print("bench_rpexec: error: --device cuda: no CUDA device is available here; valid choices here: cpu",
+              file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     deadline = t0 + a.budget_s if a.budget_s else float("inf")
     Path(a.out).mkdir(parents=True, exist_ok=True)
-    n_gpus = 2 if a.device == "cpu" else cuda_device_count()
     plans = prepare_plans(a, max(1, n_gpus))
     params = n_params(a.size)
     results = []
