@@ -27,8 +27,10 @@ def check_trace_matches_plan(plan: Plan, trace: Trace, trace_name: str, plan_nam
     if problems:
         raise PlanError(f"trace {trace_name!r} does not belong to plan {plan_name!r}: it records "
                         f"{'; '.join(problems)}")
-    planned = {(g, lane, a) for (g, lane), actions in plan.lanes.items() for a in actions}
+    position = {(g, lane, a): i for (g, lane), actions in plan.lanes.items() for i, a in enumerate(actions)}
+    planned = set(position)
     seen = set()
+    order: dict[tuple[int, str], list[tuple[float, int, int, int]]] = {}
     for i, e in enumerate(trace.events):
         if not (e.gpu == CPU or 0 <= e.gpu < plan.n_gpus):
             raise PlanError(f"trace {trace_name!r} $.events[{i}]: GPU {e.gpu} is outside plan {plan_name!r} "
@@ -43,9 +45,25 @@ def check_trace_matches_plan(plan: Plan, trace: Trace, trace_name: str, plan_nam
                             f"not an action of plan {plan_name!r} ({plan.schedule}, {plan.n_gpus} GPUs, "
                             f"{plan.n_mb} microbatches)")
         seen.add(key)
+        order.setdefault((e.gpu, e.lane), []).append((e.start_s, action.it // plan.n_iters, position[key], i))
     missing = planned - seen
     if missing:
         g, lane, a = min(missing, key=lambda k: (k[0], k[1], str(k[2])))
         raise PlanError(f"trace {trace_name!r} lacks {len(missing)} of the {len(planned)} actions of plan "
                         f"{plan_name!r}, e.g. {a} on GPU {g} lane {lane!r}: it is of another plan or of a "
                         "run that stopped early")
+    _check_lane_order(order, trace_name, plan_name)
+
+
+def _check_lane_order(order: dict[tuple[int, str], list[tuple[float, int, int, int]]], trace_name: str,
+                      plan_name: str) -> None:
+    """A lane is a stream: its actions start in the plan's order (block after block of iterations). Two
+    plans of one model can hold the same actions in another order (GPipe and 1F1B do), so the set of
+    actions alone does not tell them apart. Equal start times are taken in the plan's order."""
+    for (gpu, lane), starts in order.items():
+        ranked = sorted(starts)
+        for before, after in zip(ranked, ranked[1:]):
+            if (after[1], after[2]) < (before[1], before[2]):
+                raise PlanError(f"trace {trace_name!r} $.events[{after[3]}]: on GPU {gpu} lane {lane!r} it starts "
+                                f"after $.events[{before[3]}], which plan {plan_name!r} orders later on that lane; "
+                                "the trace is of another plan")
