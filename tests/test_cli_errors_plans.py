@@ -152,8 +152,10 @@ def test_plan_and_profile_move_together(tmp_path):
     config = write_config(tmp_path, TINY)
     made = tmp_path / "made"
     made.mkdir()
-    code, _, _ = call(rpexec_main, "profile", "--model", config, "--seq", "16", "--reps", "1", "-o", made / "prof.json")
-    assert code == 0
+    layers = ([{"name": "embed", "forward_s": 0.0, "backward_s": 0.0}]
+              + [{"name": f"layer.{i}", "forward_s": 1e-3, "backward_s": 2e-3} for i in range(TINY["num_hidden_layers"])]
+              + [{"name": "head", "forward_s": 1e-3, "backward_s": 2e-3}])
+    (made / "prof.json").write_text(json.dumps({"format": "rpsim.profile", "version": 1, "layers": layers}))
     assert call(rpsim_main, "export", "--model", config, "--gpus", "4090x2", "--seq", "16", "--global-batch", "8",
                 "--n-mb", "4", "--schedule", "gpipe", "--profile", made / "prof.json", "-o", made / "plan.json")[0] == 0
     assert json.loads((made / "plan.json").read_text())["setup"]["profile"] == "prof.json"
