@@ -136,10 +136,13 @@ _POSITIVE_KEYS = {"dram_gib", "adam_params_per_s", "bandwidth_gb_per_s", "dram_b
                   "root_complex_gb_per_s", "uplink_gb_per_s", "p2p_bandwidth_gb_per_s"}
 _FRACTION_KEYS = {"h2d_efficiency", "d2h_efficiency", "pageable_efficiency", "duplex_factor"}
 _NON_NEGATIVE_KEYS = {"latency_us"}
+_STRING_KEYS = {"gpu", "name", "socket", "attach", "p2p", "host_numa", "source"}
 
 
 def _check_numbers(where: str, table: dict[str, Any]) -> None:
     for key, value in table.items():
+        if key in _STRING_KEYS and not isinstance(value, str):
+            raise SpecError(f"{where}: {key} = {value!r}; must be a string")
         kinds = [k for k in (_COUNT_KEYS, _POSITIVE_KEYS, _FRACTION_KEYS, _NON_NEGATIVE_KEYS) if key in k]
         if not kinds:
             continue
