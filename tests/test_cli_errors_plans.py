@@ -134,11 +134,16 @@ def test_every_roundpipe_iteration_steps_every_layer(tmp_path):
         check_plan(plan_from_json(data))
 
 
-@pytest.mark.parametrize("plan_path", sorted(E03.glob("*-plan.json")), ids=lambda p: p.name)
+SHIPPED = sorted(E03.glob("*-plan.json")) + [E03.parent / "rpexec-8b" / "plan.json",
+                                              *sorted((E03.parent / "rpexec-h200x2").glob("*-plan.json"))]
+
+
+@pytest.mark.parametrize("plan_path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_plans_find_their_profile_and_trace(plan_path):
+    """Every shipped plan loads (its profile, if any, found beside it) and its measured trace belongs to it."""
     plan = load_plan(plan_path)
-    assert Path(plan.setup["profile"]).is_file()
-    trace = Path(str(plan_path).replace("-plan.json", "-trace.json"))
+    assert plan.setup["profile"] is None or Path(plan.setup["profile"]).is_file()
+    trace = Path(str(plan_path).replace("plan.json", "trace.json"))
     check_trace_matches_plan(plan, load_trace(trace), str(trace), str(plan_path))
 
 
