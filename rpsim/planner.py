@@ -22,7 +22,7 @@ from rpsim.schedules import get_schedule
 from rpsim.schedules.base import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, BuildOptions
 from rpsim.schedules.roundpipe import rotation_iterations, round_sizes
 
-__all__ = ["FIXED_PARTITIONERS", "ROUNDPIPE_PARTITIONERS", "PlanRequest", "make_plan"]
+__all__ = ["FIXED_PARTITIONERS", "ROUNDPIPE_PARTITIONERS", "PlanRequest", "check_counts", "make_plan"]
 GRAD_FENCES = ("offload", "backward")
 ROUNDPIPE_MEMORY_FRACTION = 0.6  # the roundpipe library's default memory limit: 0.6 x GPU memory
 ASYNC_ITERATIONS = 4  # async plans: 2 warm-up iterations, 1 steady-state iteration, 1 drain iteration
@@ -90,14 +90,18 @@ def choose_partition(sc: Scenario, req: PlanRequest, roundpipe: bool, n_stages: 
     return fixed_partition(counts, n_layers)
 
 
+def check_counts(virtual_stages: int | None, n_iters: int | None, round_size: int | None) -> None:
+    """A count below 1 is refused, not replaced by the default (`--iters 0` used to become 1)."""
+    for flag, value in (("--virtual-stages", virtual_stages), ("--iters", n_iters), ("--round-size", round_size)):
+        if value is not None and value < 1:
+            raise SpecError(f"{flag} {value}: must be >= 1")
+
+
 def make_plan(sc: Scenario, req: PlanRequest) -> Plan:
     module = get_schedule(req.schedule)
     n = sc.server.n_gpus
     roundpipe = not module.FIXED_PLACEMENT
-    for flag, value in (("--virtual-stages", req.virtual_stages), ("--iters", req.n_iters),
-                        ("--round-size", req.round_size)):
-        if value is not None and value < 1:  # refused, not replaced by a default
-            raise SpecError(f"{flag} {value}: must be >= 1")
+    check_counts(req.virtual_stages, req.n_iters, req.round_size)
     v = 1 if not module.VIRTUAL_STAGES else (
         req.virtual_stages or default_virtual_stages(n, sc.model.n_layers))
     partition = choose_partition(sc, req, roundpipe, n * v)

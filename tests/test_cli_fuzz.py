@@ -183,10 +183,9 @@ TARGETS = ["plan:simulate", "plan:rpexec", "trace:validate", "trace:plot", "conf
 @FUZZ
 @given(target=st.sampled_from(TARGETS), data=st.data())
 def test_damaged_files(inputs, target, data):
-    kind, command = target.split(":")
-    src = inputs[kind]
+    src = inputs[target.split(":")[0]]
     text = src.read_text()
-    damaged = data.draw(damaged_toml(text) if kind == "topology" else damaged_json(text), label="damaged")
+    damaged = data.draw(damaged_toml(text) if src.suffix == ".toml" else damaged_json(text), label="damaged")
     work = Path(tempfile.mkdtemp(dir=inputs["dir"]))
     bad = work / src.name
     bad.write_text(damaged)

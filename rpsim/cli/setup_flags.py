@@ -3,6 +3,7 @@ into specs (the edge where display units become SI)."""
 from __future__ import annotations
 
 import argparse
+from types import ModuleType
 
 from rpsim.catalog import GPUS_GRAMMAR, load_model
 from rpsim.catalog.models import override_model
@@ -10,7 +11,7 @@ from rpsim.errors import SpecError
 from rpsim.partition.counts import GRAMMAR
 from rpsim.passes import LEVELS
 from rpsim.passes.lower import WEIGHT_POLICIES
-from rpsim.planner import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, PlanRequest
+from rpsim.planner import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, PlanRequest, check_counts
 from rpsim.scenario import Scenario, make_scenario
 from rpsim.schedules import SCHEDULES, get_schedule
 from rpsim.schedules.roundpipe import G0_RULES
@@ -94,10 +95,7 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
 def check_plan_flags(args: argparse.Namespace, schedules: list[str]) -> None:
     """Refuse counts below 1 and a --partitioner, --partition or --virtual-stages that none of the
     schedules takes, before any work: each used to be silently replaced or dropped."""
-    for flag, value in (("--virtual-stages", args.virtual_stages), ("--iters", args.iters),
-                        ("--round-size", args.round_size)):
-        if value is not None and value < 1:
-            raise SpecError(f"--{flag.lstrip('-')} {value}: must be >= 1")
+    check_counts(args.virtual_stages, args.iters, args.round_size)
     modules = {name: get_schedule(name) for name in schedules}
     if args.partitioner is not None and not any(args.partitioner in m.PARTITIONERS for m in modules.values()):
         valid = "; ".join(f"{name}: {', '.join(m.PARTITIONERS)}" for name, m in modules.items())
@@ -112,7 +110,7 @@ def check_plan_flags(args: argparse.Namespace, schedules: list[str]) -> None:
         raise SpecError(f"--virtual-stages applies only to {', '.join(takers)}, not to {', '.join(schedules)}")
 
 
-def _partition_applies(spec: str, module: object) -> bool:
+def _partition_applies(spec: str, module: ModuleType) -> bool:
     """A fixed spec applies to fixed-placement schedules, a FWD|BWD spec to round-robin ones."""
     return ("|" in spec) != bool(module.FIXED_PLACEMENT)
 

@@ -6,6 +6,7 @@ iterations (rpexec --iters runs the plan several times, shifting iteration numbe
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 from typing import Any
 
 from rpsim.errors import PlanError
@@ -62,7 +63,7 @@ def _check_lane_order(order: dict[tuple[int, str], list[tuple[float, int, int, i
     actions alone does not tell them apart. Equal start times are taken in the plan's order."""
     for (gpu, lane), starts in order.items():
         ranked = sorted(starts)
-        for before, after in zip(ranked, ranked[1:]):
+        for before, after in pairwise(ranked):
             if (after[1], after[2]) < (before[1], before[2]):
                 raise PlanError(f"trace {trace_name!r} $.events[{after[3]}]: on GPU {gpu} lane {lane!r} it starts "
                                 f"after $.events[{before[3]}], which plan {plan_name!r} orders later on that lane; "
