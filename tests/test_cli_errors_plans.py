@@ -166,3 +166,24 @@ def test_plan_and_profile_move_together(tmp_path):
     assert json.loads((made / "plan.json").read_text())["setup"]["profile"] == "prof.json"
     moved = shutil.move(str(made), str(tmp_path / "moved"))
     assert call(rpsim_main, "simulate", "--plan", Path(moved) / "plan.json")[0] == 0
+
+
+@pytest.mark.parametrize("key, value", [("gpu_memory_bytes", "0"), ("gpu_memory_bytes", True),
+                                        ("gpu_memory_bytes", -1), ("server", 2), ("profile", 3)])
+def test_plan_setup_types(pair, tmp_path, key, value):
+    """Found by tests/test_cli_fuzz.py: a string memory cap escaped as a TypeError, `true` capped GPUs at 1 B."""
+    data = json.loads(pair["gpipe"].read_text())
+    data["setup"][key] = value
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    code, _, err = call(rpsim_main, "simulate", "--plan", bad, "--trace", tmp_path / "t.json")
+    assert code == 2 and f"$.setup.{key}" in err and not (tmp_path / "t.json").exists()
+
+
+def test_infeasible_simulation_writes_no_trace(pair, tmp_path):
+    data = json.loads(pair["gpipe"].read_text())
+    data["setup"]["gpu_memory_bytes"] = 1024
+    small = tmp_path / "small.json"
+    small.write_text(json.dumps(data))
+    code, _, err = call(rpsim_main, "simulate", "--plan", small, "--trace", tmp_path / "t.json")
+    assert code == 1 and "not written" in err and not (tmp_path / "t.json").exists()

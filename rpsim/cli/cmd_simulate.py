@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from rpsim.cli.cmd_compare import emit
 from rpsim.cli.setup_flags import (
@@ -45,9 +46,13 @@ def run(args: argparse.Namespace) -> int:
         check_plan_flags(args, [args.schedule])
         sc = setup_from_args(args)
         row = run_one(sc, plan_request(args, args.schedule))
-    if args.trace and row.result:
+    wanted = [flag for flag, value in (("--trace", args.trace), ("--chrome-trace", args.chrome_trace)) if value]
+    if wanted and not row.metrics["feasible"]:  # exit 1 is a failure, and a failure leaves no files
+        print(f"rpsim: {' and '.join(wanted)} not written: the plan does not fit ({row.metrics['reason']})",
+              file=sys.stderr)
+    elif args.trace and row.result:
         write_json_atomic(args.trace, row.result.trace.to_json())
-    if args.chrome_trace and row.result:
+    if args.chrome_trace and row.result and row.metrics["feasible"]:
         from rpsim.plot.chrome import chrome_trace
         write_json_atomic(args.chrome_trace, chrome_trace(row.result.plan, row.result.trace))
     if args.format == "json":
