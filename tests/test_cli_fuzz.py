@@ -21,7 +21,7 @@ from rpsim.schedules import SCHEDULES
 from tests.rpexec_helpers import TINY, write_config
 from tests.test_cli_errors import TOPOLOGY
 
-FUZZ = settings(max_examples=20, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.data_too_large])
 
@@ -104,7 +104,7 @@ def test_rpsim_flag_values(inputs, command, flags, data):
         assert json.loads(outputs[0].read_text())
 
 
-@FUZZ
+@settings(FUZZ, max_examples=6)  # each accepted example runs the tiny plan with torch (~1-3 s)
 @given(flags=st.lists(st.sampled_from(["--iters", "--lr", "--watchdog-s", "--seed", "--inject-fault", "--dtype"]),
                       unique=True, max_size=3), data=st.data())
 def test_rpexec_flag_values(inputs, flags, data):
