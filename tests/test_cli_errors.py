@@ -124,7 +124,7 @@ def test_good_output_in_an_existing_folder_is_written(files, tmp_path):
 @pytest.mark.parametrize("key, value", [("hidden_size", "32"), ("num_attention_heads", 4.0),
                                         ("num_hidden_layers", True), ("vocab_size", [64]),
                                         ("intermediate_size", -64), ("tie_word_embeddings", "no"),
-                                        ("num_key_value_heads", {"a": 1}), ("model_type", 3)])
+                                        ("num_key_value_heads", {"a": 1})])
 def test_hf_config_wrong_type(tmp_path, key, value):
     config = write_config(tmp_path, {**TINY, key: value})
     code, _, err = call(rpsim_main, "costs", "--model", config, "--gpus", "4090x2")

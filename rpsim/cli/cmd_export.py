@@ -14,8 +14,8 @@ from rpsim.cli.setup_flags import (
     setup_from_args,
 )
 from rpsim.errors import SpecError
-from rpsim.export.torch_csv import to_torch_csv
 from rpsim.export.library_plan import library_plan
+from rpsim.export.torch_csv import to_torch_csv
 from rpsim.ir.grid import format_lanes
 from rpsim.ir.planio import load_plan, save_plan
 from rpsim.planner import make_plan
