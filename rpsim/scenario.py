@@ -51,9 +51,9 @@ def scenario_from_setup(setup: dict[str, Any], n_gpus: int | None = None) -> Sce
     memory = setup.get("gpu_memory_bytes")
     if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float)) or not memory > 0):
         raise PlanError(f"plan $.setup.gpu_memory_bytes: expected null or a number > 0, got {memory!r}")
-    for key in ("server", "profile"):
-        if not isinstance(setup.get(key), str) and not (key == "profile" and setup.get(key) is None):
-            raise PlanError(f"plan $.setup.{key}: expected a string, got {setup.get(key)!r}")
+    for key in ("server", "profile"):  # absent: reported below with the rest of what is missing
+        if setup.get(key) is not None and not isinstance(setup[key], str):
+            raise PlanError(f"plan $.setup.{key}: expected a string, got {setup[key]!r}")
     try:
         model = ModelSpec(**setup["model"])
         t = dict(setup["training"])
