@@ -9,6 +9,7 @@ import torch
 
 from rpexec.bufferpool import BufferPool
 from rpexec.device import DeviceState
+from rpexec.errors import DTYPE_NAMES
 from rpexec.handlers import Context
 from rpexec.hostparams import HostParams, make_adamw
 from rpexec.measure import measured_events
@@ -22,6 +23,7 @@ from rpsim.sim.trace import Trace, TraceEvent
 from rpsim.specs import ModelSpec
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp16-acc16": torch.float16}
+assert tuple(DTYPES) == DTYPE_NAMES
 
 
 @dataclass

@@ -22,9 +22,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="compare schedules on one model and server")
     add_setup_flags(p)
     add_plan_flags(p)
-    p.add_argument("--schedules", default=",".join(SCHEDULES), help="comma-separated (default: all)")
-    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
-    p.add_argument("--plot", default=None, help="write a comparison figure (PNG, SVG or PDF)")
+    p.add_argument("--schedules", default=",".join(SCHEDULES), help="comma-separated schedule names (default: all: %(default)s)")
+    p.add_argument("--format", default="table", choices=["table", "json", "csv"],
+                   help="table for people, json or csv for scripts (default %(default)s)")
+    p.add_argument("--plot", default=None, help="write a comparison figure: .png, .svg or .pdf (default: none)")
     p.set_defaults(func=run)
 
 

@@ -36,15 +36,17 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--confirm", type=int, default=SearchOptions.top_k,
                    help="plans the full simulator confirms (default %(default)s)")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: every core)")
-    p.add_argument("--cluster", default=None, help="run on an existing Dask scheduler, e.g. tcp://host:8786")
-    p.add_argument("--seed", type=int, default=0, help="orders local-search moves (default 0)")
+    p.add_argument("--cluster", default=None, help="run on an existing Dask scheduler, e.g. tcp://host:8786 (default: none, local processes)")
+    p.add_argument("--seed", type=int, default=0, help="seed that orders the local-search moves (default %(default)s)")
     p.add_argument("--top", type=int, default=10, help="ranked plans to print (default %(default)s)")
     p.add_argument("--schedules", default=None, help="comma-separated schedules to search (default: all)")
     p.add_argument("--export", default=None,
-                   help="write the best plan as plan.json (for rpsim simulate / rpexec)")
+                   help="write the best plan as plan.json for rpsim simulate / rpexec (default: none)")
     p.add_argument("--library-plan", default=None,
-                   help="write the best plan's partition for the roundpipe library (RoundPipe plans only)")
-    p.add_argument("--format", default="table", choices=["table", "json"])
+                   help="write the best plan's partition for the roundpipe library (RoundPipe plans only; "
+                        "default: none)")
+    p.add_argument("--format", default="table", choices=["table", "json"],
+                   help="table for people, json for scripts (default %(default)s)")
     p.set_defaults(func=run)
 
 
