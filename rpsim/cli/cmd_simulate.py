@@ -47,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps([row.metrics], indent=1))
     else:
-        emit([row], sc, args)
+        emit([row], sc, args, ranked=False)
     return 0 if row.metrics["feasible"] else 1
