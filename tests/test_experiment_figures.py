@@ -10,8 +10,8 @@ import re
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.patches import Rectangle
-from matplotlib.transforms import Bbox
 from matplotlib.text import Text
+from matplotlib.transforms import Bbox
 
 from experiments import e01_paper_ablation as e01
 from experiments import e02_paper_throughput as e02

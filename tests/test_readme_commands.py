@@ -16,7 +16,7 @@ README = (ROOT / "README.md").read_text()
 
 
 def bash_blocks(text: str) -> list[str]:
-    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
 
 
 def commands(block: str) -> list[list[str]]:

@@ -75,4 +75,4 @@ def figure(args: argparse.Namespace, trace: Any, plan: Any, metrics: Any, result
         assert result is not None and sc is not None
         return memory_figure(result, sc)
     from rpsim.plot.bubble_figure import bubble_figure
-    return bubble_figure(trace, plan, metrics)
+    return bubble_figure(trace, plan, metrics, sc=sc)
