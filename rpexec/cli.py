@@ -65,19 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-o", "--output", required=True, help="profile.json to write")
     pr.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     pr.set_defaults(func=profile)
-    c = sub.add_parser("calibrate", help="measure this machine into a machine file that rpsim --gpus takes")
+    c = sub.add_parser("calibrate", help="measure this machine into a machine file that rpsim --gpus takes",
+                       epilog=EXIT_CODES)
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="what to measure (default: cpu)")
     c.add_argument("--gpus", type=int, default=None,
                    help="GPUs to measure (default: every visible GPU on cuda; 1 on cpu)")
     c.add_argument("--gpu", default=None,
                    help="GPU preset for what is not measured (peak rates, memory, PCIe generation); default: "
                         "from the CUDA device name; required on cpu (rpsim list gpus)")
-    c.add_argument("--dtype", default=None, choices=list(DTYPES), help="default: fp32 on cpu, bf16 on cuda")
+    c.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
+                   help="compute precision of the GEMM and attention timings (default: fp32 on cpu, bf16 on cuda)")
     c.add_argument("--reps", type=int, default=3, help="timed repetitions per figure (median; default 3)")
     c.add_argument("--dram-test-mib", type=int, default=1024,
                    help="size of each host buffer of the DRAM copy test, MiB (default 1024)")
-    c.add_argument("--raw", default=None, help="also write every raw figure as JSON here")
+    c.add_argument("--raw", default=None, help="also write every raw figure as JSON here (default: none)")
     c.add_argument("-o", "--output", required=True, help="the machine file to write (.toml)")
+    c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     c.set_defaults(func=calibrate)
     return p
 
