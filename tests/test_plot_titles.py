@@ -52,3 +52,10 @@ def test_bubble_figure_title_names_model_and_device():
     fig = bubble_figure(res.trace, res.plan, res.metrics, sc=sc)
     assert "Qwen3-1.7B on 4x RTX 4090" in fig.get_suptitle()
     assert LABEL_KEY in texts(fig)
+
+
+def test_memory_figure_title_names_model_and_device():
+    from rpsim.plot.memory_figure import memory_figure
+    sc, rows = _rows()
+    fig = memory_figure(rows[0].result, sc)
+    assert "Qwen3-1.7B, 4x RTX 4090" in fig.get_suptitle()
