@@ -25,11 +25,12 @@ def test_numbers_never_print_in_scientific_notation(value):
 
 
 def test_compare_prints_tokens_per_s_plainly(run_cli):
-    code, out, _ = run_cli("compare", "--model", "llama3-8b", "--gpus", "4090x8", "--fidelity", "ideal",
+    code, out, _ = run_cli("compare", "--model", "qwen3-1.7b", "--gpus", "4090x8", "--fidelity", "ideal",
                            "--schedules", "gpipe,1f1b")
     assert code == 0
     rows = [line for line in out.splitlines() if line.startswith(("gpipe", "1f1b"))]
     tokens = [line.split()[3] for line in rows]
+    assert all(int(t.replace(",", "")) >= 10_000 for t in tokens), rows  # large enough to need separators
     assert all("," in t and "e" not in t for t in tokens), rows
     assert "best:" in out
 
