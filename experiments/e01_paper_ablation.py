@@ -17,11 +17,15 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from experiments._common import write_csv
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 OUT = ROOT / "experiments" / "out" / "e01"
 N_GPUS, N_MB, MB_SIZE, SEQ = 8, 16, 4, 2048  # roundpipe.md: "Setting: 8 GPUs, 16 microbatches"; 4 x 2048 tokens
@@ -208,33 +212,41 @@ def result_rows(details: list[dict]) -> list[dict]:
     return [{k: d[k] for k in COLUMNS} for d in details if d["g0_rule"] == "paper"]
 
 
-def figure(rows: list[dict], details: list[dict]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    models = list(PAPER_TIMES_MS)
+def figure(rows: list[dict], details: list[dict], path: Path | None = None) -> Figure:
+    """Stacked bubble parts per schedule, one panel per model, the closed forms as black ticks; the legend
+    sits above the panels, clear of every bar."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    from rpsim.plot.style import PAGE_IN, paper_rc
+    models = list(dict.fromkeys(r["model"] for r in rows))
     closed = {(d["model"], d["schedule"]): d["closed_form_pct"] for d in details if d["g0_rule"] == "paper"}
     parts = (("fill_pct", "fill", "#9ecae1"), ("drain_pct", "drain", "#3182bd"),
              ("switch_pct", "switch", "#fdae6b"), ("intra_pct", "intra", "#e6550d"))
-    fig, axes = plt.subplots(1, len(models), figsize=(3.0 * len(models), 3.6), sharey=True)
-    for ax, name in zip(axes, models, strict=True):
-        mine = [r for r in rows if r["model"] == name]
-        x = range(len(mine))
-        bottom = [0.0] * len(mine)
-        for key, label, colour in parts:
-            vals = [r[key] for r in mine]
-            ax.bar(x, vals, bottom=bottom, color=colour, label=label, width=0.7)
-            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-        ax.scatter(x, [closed[(name, r["schedule"])] for r in mine], marker="_", s=300, color="k",
-                   label="closed form", zorder=3)
-        ax.set_xticks(list(x), [r["schedule"].replace("roundpipe", "rp") for r in mine], rotation=60, fontsize=8)
-        ax.set_title(name, fontsize=9)
-    axes[0].set_ylabel("bubble (% of GPU time)")
-    axes[0].legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"e01: hop-fidelity ablation, {N_GPUS} GPUs, {N_MB} microbatches (paper per-layer times)",
-                 fontsize=10)
-    fig.tight_layout()
-    fig.savefig(OUT / "bubbles.png", dpi=80)
+    with rc_context(paper_rc()):
+        fig = Figure(figsize=(PAGE_IN, 2.5), layout="constrained")
+        axes = fig.subplots(1, len(models), sharey=True, squeeze=False)[0]
+        for ax, name in zip(axes, models, strict=True):
+            mine = [r for r in rows if r["model"] == name]
+            x = range(len(mine))
+            bottom = [0.0] * len(mine)
+            for key, _label, colour in parts:
+                vals = [r[key] for r in mine]
+                ax.bar(x, vals, bottom=bottom, color=colour, width=0.7)
+                bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+            ax.scatter(x, [closed[(name, r["schedule"])] for r in mine], marker="_", s=120, color="k", zorder=3)
+            ax.set_xticks(list(x), [r["schedule"].replace("roundpipe", "rp") for r in mine], rotation=90)
+            ax.set_title(name)
+        axes[0].set_ylabel("bubble (% of GPU time)")
+        handles = [Patch(color=c, label=label) for _k, label, c in parts]
+        handles.append(Line2D([], [], color="k", marker="_", linestyle="none", markersize=9, label="closed form"))
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
+        fig.suptitle(f"e01: hop-fidelity ablation on {N_GPUS}x RTX 4090, {N_MB} microbatches, the paper's "
+                     "per-layer times (rp = roundpipe)")
+        fig.savefig(path or OUT / "bubbles.png")
+    return fig
 
 
 def report(details: list[dict]) -> None:

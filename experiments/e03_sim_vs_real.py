@@ -15,9 +15,13 @@ import statistics
 import sys
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SIZES = {  # Llama-style models; (hidden, layers, heads, kv heads, mlp, vocab); 2.8b is issue 8's benchmark
     "llama-0.7b": (2048, 12, 16, 4, 5632, 32000),
@@ -261,21 +265,27 @@ def report(rows: list[dict], by_class: list[dict]) -> None:
     figure(rows)
 
 
-def figure(rows: list[dict]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for schedule in SCHEDULES:
-        pts = [(r["measured_s"], r["predicted_s"]) for r in rows if r["schedule"] == schedule]
-        if pts:
-            ax.scatter(*zip(*pts, strict=True), label=schedule)
-    lim = max(max(r["measured_s"], r["predicted_s"]) for r in rows) * 1.1
-    ax.plot([0, lim], [0, lim], "k--", lw=0.8)
-    ax.set(xlabel="measured iteration (s)", ylabel="predicted iteration (s)", title="e03: rpsim vs rpexec (H200)",
-           xlim=(0, lim), ylim=(0, lim))
-    ax.legend()
-    fig.savefig(OUT / "predicted_vs_measured.png", dpi=100, bbox_inches="tight")
+def figure(rows: list[dict], path: Path | None = None) -> Figure:
+    """Predicted against measured iteration time, one colour per schedule, one column wide."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    from rpsim.plot.style import COLUMN_IN, paper_rc
+    with rc_context(paper_rc()):
+        fig = Figure(figsize=(COLUMN_IN, COLUMN_IN + 0.5), layout="constrained")
+        ax = fig.subplots()
+        for schedule in SCHEDULES:
+            pts = [(r["measured_s"], r["predicted_s"]) for r in rows if r["schedule"] == schedule]
+            if pts:
+                ax.scatter(*zip(*pts, strict=True), label=schedule, s=14)
+        lim = max(max(r["measured_s"], r["predicted_s"]) for r in rows) * 1.1
+        ax.plot([0, lim], [0, lim], "k--", lw=0.8, label="prediction = measurement")
+        ax.set(xlabel="measured iteration (s)", ylabel="predicted iteration (s)", xlim=(0, lim), ylim=(0, lim))
+        ax.set_aspect("equal")
+        fig.suptitle("e03: rpsim against rpexec,\nH200 SXM (1 and 2 GPUs)")
+        fig.legend(loc="outside lower center", ncol=2)
+        fig.savefig(path or OUT / "predicted_vs_measured.png")
+    return fig
 
 
 def main() -> None:

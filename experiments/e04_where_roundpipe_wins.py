@@ -17,11 +17,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from experiments._common import finish
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 OUT = ROOT / "experiments" / "out" / "e04"
 BASE_SERVER = "roundpipe-4090x8"
@@ -151,43 +155,69 @@ def run_all() -> list[dict]:
     return rows
 
 
-def figure(rows: list[dict]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+SERIES_COLOURS = ("tab:blue", "tab:orange", "tab:green")
+# Letters above each point name the best baseline there; full names would overlap at a panel's width.
+BASELINE_MARKS = {"gpipe": "GP", "1f1b": "1F1B", "interleaved": "IL"}
+
+
+def figure(rows: list[dict], path: Path | None = None) -> Figure:
+    """One panel per sweep of RoundPipe's tokens/s over the best baseline's; letters at each point
+    name that baseline, a red note marks a point where one side does not fit."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from rpsim.catalog import load_model
+    from rpsim.catalog.servers import load_server
+    from rpsim.plot.style import FONT_PT, PAGE_IN, paper_rc
+    from rpsim.plot.titles import device_title, model_title
     labels = {"pcie_gen": "PCIe generation", "dram": "host DRAM GB/s per socket", "p2p": "GPU-GPU P2P",
-              "seq": "sequence length (1 sequence/microbatch)", "gpus": "GPUs", "model": "model"}
-    fig, axes = plt.subplots(2, 3, figsize=(11, 6), sharey=True)
-    top = max([r["ratio"] for r in rows if r["ratio"] != ""] + [1.0]) * 1.15
-    for ax, sweep in zip(axes.flat, SWEEPS, strict=True):
-        values = SWEEPS[sweep]
-        xs = range(len(values))
-        by_tokens: dict[int, list[dict]] = {}
-        for r in rows:
-            if r["sweep"] == sweep:
-                by_tokens.setdefault(r["mb_tokens"] if sweep != "seq" else 0, []).append(r)
-        for k, (tokens, mine) in enumerate(by_tokens.items()):
-            ys = [r["ratio"] if r["ratio"] != "" else float("nan") for r in mine]
-            label = "1 sequence/mb" if sweep == "seq" else f"{tokens} tokens/mb"
-            ax.plot(xs, ys, "o-", color=("tab:blue", "tab:orange")[k], label=label)
-            for x, r in zip(xs, mine, strict=True):
-                if r["ratio"] == "":  # one side does not fit: no ratio to draw
-                    text = "no baseline fits" if r["best_baseline"] == "none fits" else "RoundPipe OOM"
-                    ax.annotate(text, (x, top * (0.9 - 0.08 * k)), ha="center", fontsize=7, color="tab:red")
-                else:
-                    ax.annotate(r["best_baseline"], (x, r["ratio"]), textcoords="offset points", xytext=(0, 6),
-                                ha="center", fontsize=6, color="0.35")
-        if len(by_tokens) > 1 or sweep == "seq":
-            ax.legend(fontsize=7, loc="center right")
-        ax.axhline(1.0, color="k", lw=0.8, ls="--")
-        ax.set_xticks(list(xs), [str(v) for v in values], fontsize=8)
-        ax.set_xlabel(labels[sweep], fontsize=9)
-        ax.set_ylim(0, top)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("RoundPipe / best baseline")
-    fig.suptitle(f"e04: {BASE['model']} on {BASE_SERVER} unless swept; pcie fidelity, {PRECISION}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(OUT / "sweeps.png", dpi=80)
+              "seq": "tokens per sequence (1 sequence/mb)", "gpus": "GPUs", "model": "model"}
+    top = max([r["ratio"] for r in rows if r["ratio"] != ""] + [1.0]) * 1.3
+    series: dict[str, str] = {}
+    with rc_context(paper_rc()):
+        fig = Figure(figsize=(PAGE_IN, 4.4), layout="constrained")
+        axes = fig.subplots(2, 3, sharey=True)
+        for ax, sweep in zip(axes.flat, SWEEPS, strict=True):
+            values = SWEEPS[sweep]
+            xs = range(len(values))
+            by_tokens: dict[int, list[dict]] = {}
+            for r in rows:
+                if r["sweep"] == sweep:
+                    by_tokens.setdefault(r["mb_tokens"] if sweep != "seq" else 0, []).append(r)
+            for k, (tokens, mine) in enumerate(by_tokens.items()):
+                ys = [r["ratio"] if r["ratio"] != "" else float("nan") for r in mine]
+                label = "1 sequence/mb" if sweep == "seq" else f"{tokens:,} tokens/mb"
+                series.setdefault(label, SERIES_COLOURS[len(series) % len(SERIES_COLOURS)])
+                ax.plot(xs, ys, "o-", color=series[label], markersize=3.5, linewidth=1.2)
+                for x, r in zip(xs, mine, strict=True):
+                    if r["ratio"] == "":  # one side does not fit: no ratio to draw
+                        text = "no baseline\nfits" if r["best_baseline"] == "none fits" else "RoundPipe\nOOM"
+                        ax.annotate(text, (x, top * (0.86 - 0.22 * k)), ha="center", va="top",
+                                    fontsize=FONT_PT["note"], color="tab:red")
+                    else:
+                        # The first series labelled above its points, the second below (unless that
+                        # would cross the x axis), so two series at one x do not write over each other.
+                        above = k == 0 or r["ratio"] < 0.15 * top
+                        ax.annotate(BASELINE_MARKS.get(r["best_baseline"], r["best_baseline"]), (x, r["ratio"]),
+                                    textcoords="offset points", xytext=(0, 4 if above else -4), ha="center",
+                                    va="bottom" if above else "top", fontsize=FONT_PT["note"], color="0.3")
+            ax.axhline(1.0, color="k", lw=0.7, ls="--")
+            ax.set_xticks(list(xs), [f"{v:,}" if isinstance(v, int) and v >= 1000 else str(v) for v in values])
+            ax.set_xlim(-0.5, len(values) - 0.5)  # room for the labels of the first and last points
+            ax.set_xlabel(labels[sweep])
+            ax.set_ylim(0, top)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("RoundPipe / best baseline")
+        handles = [Line2D([], [], color=c, marker="o", markersize=3.5, label=lab) for lab, c in series.items()]
+        handles.append(Line2D([], [], color="k", ls="--", lw=0.7, label="break-even"))
+        marks = ", ".join(f"{m} {name}" for name, m in BASELINE_MARKS.items())
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles),
+                   title=f"at each point: the best baseline there ({marks})", title_fontsize=FONT_PT["legend"])
+        fig.suptitle(f"e04: {model_title(load_model(BASE['model']))} on {device_title(load_server(BASE_SERVER))} "
+                     f"unless swept; pcie fidelity, {PRECISION}")
+        fig.savefig(path or OUT / "sweeps.png")
+    return fig
 
 
 def report(rows: list[dict]) -> None:

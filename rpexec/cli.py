@@ -11,57 +11,81 @@ import threading
 import traceback
 from collections.abc import Sequence
 
-from rpexec.checks import check_machine, model_and_shape
-from rpexec.fits import check_machine_memory
-from rpexec.runtime import ExecError, Fault, Interrupted
-from rpexec.session import DTYPES, RunOptions, run_plan
+from rpexec.errors import DTYPE_NAMES, ExecError, Interrupted
 from rpsim.errors import Infeasible, PlanError, SpecError
-from rpsim.ir import Plan
-from rpsim.ir.planio import load_plan
-from rpsim.report.files import write_json_atomic
 from rpsim.report.outputs import check_output_flags
+
+# torch and everything that imports it (rpexec.checks, .session, .profile, .reference) is imported inside
+# the commands, so that building the parser and --help stay fast (tests/test_cli_help.py checks it).
+
+EXIT_CODES = ("exit codes: 0 ok; 1 --check-grads found a difference, or the plan does not fit this machine's "
+              "memory; 2 bad input (the message names the "
+              "flag, the value and the valid choices); 3 the run failed (the message names the GPU, lane "
+              "and action); 130 interrupted (Ctrl-C)")
+DEBUG_HELP = "show a traceback for errors (default: off; accepted before or after the subcommand)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rpexec", description="Replay rpsim plans with torch.")
-    p.add_argument("--debug", action="store_true")
+    p = argparse.ArgumentParser(prog="rpexec", description="Replay rpsim plans with torch.", epilog=EXIT_CODES)
+    p.add_argument("--debug", action="store_true", default=False, help=DEBUG_HELP)
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run a plan")
-    r.add_argument("plan")
-    r.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    r.add_argument("--dtype", default=None, choices=list(DTYPES), help="default: fp32 on cpu, the plan's on cuda")
-    r.add_argument("--iters", type=int, default=None, help="iterations to run (a multiple of the plan's)")
-    r.add_argument("--check-grads", action="store_true")
-    r.add_argument("--trace", default=None, help="write the measured trace (rpsim.trace JSON)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--lr", type=float, default=1e-4)
-    r.add_argument("--watchdog-s", type=float, default=300.0)
-    r.add_argument("--inject-fault", default=None, help="testing aid: GPU:LANE:ACTION:raise|hang|oom")
-    r.add_argument("--force", action="store_true",
-                   help="run even when rpsim predicts more host or GPU memory than this machine has")
+    r = sub.add_parser("run", help="run a plan", epilog=EXIT_CODES)
+    r.add_argument("plan", help="plan.json from rpsim export or rpsim search")
+    r.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cpu (one thread per lane, for tests) or cuda (one GPU per plan GPU) (default %(default)s)")
+    r.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
+                   help="compute precision (default: fp32 on cpu, the plan's precision on cuda)")
+    r.add_argument("--iters", type=int, default=None,
+                   help="iterations to run, a multiple of the plan's (default: the plan's iterations)")
+    r.add_argument("--check-grads", action="store_true", default=False,
+                   help="compare iteration 0's loss and every gradient with a single-device reference; "
+                        "exit 1 on a difference (default: off)")
+    r.add_argument("--trace", default=None,
+                   help="write the measured trace, rpsim.trace JSON with times in seconds (default: none)")
+    r.add_argument("--seed", type=int, default=0,
+                   help="seed of the initial weights and the random token batches (default %(default)s)")
+    r.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default %(default)s)")
+    r.add_argument("--watchdog-s", type=float, default=300.0,
+                   help="seconds an action may wait on its dependencies before the run fails naming it "
+                        "(default %(default)s)")
+    r.add_argument("--inject-fault", default=None,
+                   help="testing aid: GPU:LANE:ACTION:raise|hang|oom makes that action fail (default: none)")
+    r.add_argument("--force", action="store_true", default=False,
+                   help="run even when rpsim predicts more host or GPU memory than this machine has (default: off)")
+    r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     r.set_defaults(func=run, output_flags={"trace": "--trace"})
-    pr = sub.add_parser("profile", help="measure this machine into a profile.json for rpsim --profile")
-    pr.add_argument("--model", required=True, help="preset name or Hugging Face config.json")
-    pr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    pr.add_argument("--dtype", default=None, choices=list(DTYPES), help="default: fp32 on cpu, bf16 on cuda")
-    pr.add_argument("--seq", type=int, default=2048)
-    pr.add_argument("--mb-size", type=int, default=1)
-    pr.add_argument("--reps", type=int, default=5)
-    pr.add_argument("-o", "--output", required=True)
+    pr = sub.add_parser("profile", help="measure this machine into a profile.json for rpsim --profile",
+                        epilog=EXIT_CODES)
+    pr.add_argument("--model", required=True, help="preset name (rpsim list models) or Hugging Face config.json")
+    pr.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="device to time the layers on (default %(default)s)")
+    pr.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
+                    help="compute precision (default: fp32 on cpu, bf16 on cuda)")
+    pr.add_argument("--seq", type=int, default=2048,
+                    help="sequence length in tokens of the timed microbatch (default %(default)s)")
+    pr.add_argument("--mb-size", type=int, default=1,
+                    help="sequences per timed microbatch (default %(default)s)")
+    pr.add_argument("--reps", type=int, default=5,
+                    help="timed repetitions per layer, after a warm-up; the median is kept (default %(default)s)")
+    pr.add_argument("-o", "--output", required=True, help="profile.json to write")
+    pr.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     pr.set_defaults(func=profile, output_flags={"output": "-o/--output"})
-    c = sub.add_parser("calibrate", help="measure this machine into a machine file that rpsim --gpus takes")
+    c = sub.add_parser("calibrate", help="measure this machine into a machine file that rpsim --gpus takes",
+                       epilog=EXIT_CODES)
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="what to measure (default: cpu)")
     c.add_argument("--gpus", type=int, default=None,
                    help="GPUs to measure (default: every visible GPU on cuda; 1 on cpu)")
     c.add_argument("--gpu", default=None,
                    help="GPU preset for what is not measured (peak rates, memory, PCIe generation); default: "
                         "from the CUDA device name; required on cpu (rpsim list gpus)")
-    c.add_argument("--dtype", default=None, choices=list(DTYPES), help="default: fp32 on cpu, bf16 on cuda")
+    c.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
+                   help="compute precision of the GEMM and attention timings (default: fp32 on cpu, bf16 on cuda)")
     c.add_argument("--reps", type=int, default=3, help="timed repetitions per figure (median; default 3)")
     c.add_argument("--dram-test-mib", type=int, default=1024,
                    help="size of each host buffer of the DRAM copy test, MiB (default 1024)")
-    c.add_argument("--raw", default=None, help="also write every raw figure as JSON here")
+    c.add_argument("--raw", default=None, help="also write every raw figure as JSON here (default: none)")
     c.add_argument("-o", "--output", required=True, help="the machine file to write (.toml)")
+    c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     c.set_defaults(func=calibrate, output_flags={"output": "-o/--output", "raw": "--raw"})
     return p
 
@@ -118,11 +142,12 @@ def _preset_of(device_name: str) -> str:
 def profile(args: argparse.Namespace) -> int:
     from rpexec.profile import make_profile
     from rpsim.catalog import load_model
-    for flag, value in (("--seq", args.seq), ("--mb-size", args.mb_size), ("--reps", args.reps)):
-        if value < 1:
-            raise SpecError(f"{flag} {value}: must be >= 1")
+    from rpsim.report.files import write_json_atomic
     if args.device == "cuda" and not __import__("torch").cuda.is_available():
         raise SpecError("--device cuda: no CUDA device is available; valid choices here: cpu")
+    for flag, value in (("--seq", args.seq), ("--mb-size", args.mb_size), ("--reps", args.reps)):
+        if value < 1:
+            raise SpecError(f"{flag} {value}: must be an integer >= 1")
     dtype = args.dtype or ("fp32" if args.device == "cpu" else "bf16")
     data = make_profile(load_model(args.model), args.seq, args.mb_size, dtype, args.device, args.reps)
     write_json_atomic(args.output, data)
@@ -134,7 +159,8 @@ def profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_run_flags(args: argparse.Namespace, plan: Plan) -> None:
+def check_run_flags(args: argparse.Namespace, plan) -> None:
+    from rpexec.runtime import Fault
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise SpecError(f"--lr {args.lr}: the learning rate must be a finite number > 0")
     if not (math.isfinite(args.watchdog_s) and args.watchdog_s > 0):
@@ -149,6 +175,11 @@ def check_run_flags(args: argparse.Namespace, plan: Plan) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rpexec.checks import check_machine, model_and_shape
+    from rpexec.fits import check_machine_memory
+    from rpexec.session import RunOptions, run_plan
+    from rpsim.ir.planio import load_plan
+    from rpsim.report.files import write_json_atomic
     plan = load_plan(args.plan)
     model, seq, mb_size, precision = model_and_shape(plan)
     dtype = args.dtype or ("fp32" if args.device == "cpu" else precision)

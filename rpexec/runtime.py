@@ -16,6 +16,7 @@ import networkx as nx
 import torch
 
 from rpexec import handlers, transfers
+from rpexec.errors import ExecError, Interrupted
 from rpsim.ir import CPU, Action, Plan
 
 Node = tuple[int, Action]
@@ -24,14 +25,6 @@ HANDLERS: dict[str, Callable[[handlers.Context, int, Action], int | None]] = {
     "FREE": transfers.free, "OFFLOAD": transfers.offload, "ACT_OUT": transfers.act_out,
     "ACT_IN": transfers.act_in, "SEND": transfers.send, "RECV": transfers.recv, "STEP": transfers.step,
 }
-
-
-class ExecError(RuntimeError):
-    """A lane failed; the message names the GPU, lane and action."""
-
-
-class Interrupted(ExecError):
-    """Ctrl-C: every lane was told to stop."""
 
 
 FAULT_MODES = ("raise", "hang", "oom")

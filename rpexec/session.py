@@ -9,6 +9,7 @@ import torch
 
 from rpexec.bufferpool import BufferPool
 from rpexec.device import DeviceState
+from rpexec.errors import DTYPE_NAMES
 from rpexec.handlers import Context
 from rpexec.hostparams import HostParams, make_adamw
 from rpexec.measure import measured_events
@@ -22,6 +23,7 @@ from rpsim.sim.trace import Trace, TraceEvent
 from rpsim.specs import ModelSpec
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp16-acc16": torch.float16}
+assert tuple(DTYPES) == DTYPE_NAMES
 
 
 @dataclass
@@ -134,8 +136,10 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
         offset += plan.n_iters
     peaks = [float(torch.cuda.max_memory_allocated(d.device)) if d.is_cuda else 0.0 for d in devices.values()]
     losses = {k: float(v) for k, v in ctx.losses.items()}
+    gpu_names = [torch.cuda.get_device_name(d.device) for d in devices.values() if d.is_cuda]
     trace = Trace(tuple(sorted(events, key=lambda e: (e.start_s, e.gpu, e.lane, e.action))),
                   {"source": "rpexec", "schedule": plan.schedule, "device": opts.device, "dtype": opts.dtype,
+                   "gpu_name": gpu_names[0] if gpu_names else "cpu",
                    "model": model.name, "n_gpus": plan.n_gpus, "peak_gpu_mem_bytes": peaks,
                    "server": str(plan.setup.get("server", "")), "warmup_s": warm,
                    "steady_iterations": steady_iterations(plan, opts.blocks * plan.n_iters, bool(warm))})

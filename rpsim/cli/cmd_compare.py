@@ -19,6 +19,7 @@ from rpsim.errors import SpecError
 from rpsim.report.table import format_table
 from rpsim.scenario import Scenario
 from rpsim.schedules import SCHEDULES, get_schedule
+from rpsim.sim.hop import hop_delay
 
 COLUMNS = ("schedule", "feasible", "iteration_s", "tokens_per_s", "mfu", "bubble", "bubble_fill", "bubble_drain",
            "bubble_switch", "bubble_intra", "peak_gpu_mem_bytes", "peak_host_mem_bytes", "n_mb", "mb_size", "reason")
@@ -28,9 +29,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="compare schedules on one model and server")
     add_setup_flags(p)
     add_plan_flags(p)
-    p.add_argument("--schedules", default=",".join(SCHEDULES), help="comma-separated (default: all)")
-    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
-    p.add_argument("--plot", default=None, help="write a comparison figure (PNG, SVG or PDF)")
+    p.add_argument("--schedules", default=",".join(SCHEDULES), help="comma-separated schedule names (default: all: %(default)s)")
+    p.add_argument("--format", default="table", choices=["table", "json", "csv"],
+                   help="table for people, json or csv for scripts (default %(default)s)")
+    p.add_argument("--plot", default=None, help="write a comparison figure: .png, .svg or .pdf (default: none)")
     p.set_defaults(func=run, output_flags={"plot": "--plot"})
 
 
@@ -49,6 +51,9 @@ def header(sc: Scenario, args: argparse.Namespace) -> str:
              f"{t.mode}, {t.precision}, recompute {t.recompute}, fidelity {args.fidelity}"),
              (f"# seq {t.seq_len}, global batch {t.global_batch} = {t.n_mb} microbatches x {t.mb_size} "
              f"({t.tokens_per_iteration} tokens/iteration); async schedules: steady-state iteration")]
+    if args.fidelity == "hop":
+        hop = hop_delay("hop", sc)
+        lines.append(f"# hop: {hop.seconds * 1e3:.3f} ms per cross-GPU dependency, {hop.source}")
     lines += [f"# note: {n}" for n in sc.costs.notes]
     return "\n".join(lines)
 
@@ -62,7 +67,7 @@ def table_rows(rows: list[Row]) -> list[list[object]]:
             continue
         pct = lambda x: round(100 * x, 1)
         out.append([m["schedule"], "yes" if m["feasible"] else "no", round(m["iteration_s"], 3),
-                    round(m["tokens_per_s"], 1), pct(m["mfu"]), pct(m["bubble"]), pct(m["bubble_fill"]),
+                    round(m["tokens_per_s"]), pct(m["mfu"]), pct(m["bubble"]), pct(m["bubble_fill"]),
                     pct(m["bubble_drain"]), pct(m["bubble_switch"]), pct(m["bubble_intra"]),
                     round(max(m["peak_gpu_mem_bytes"]) / 2**30, 1), round(m["peak_host_mem_bytes"] / 2**30, 1),
                     m["reason"] or m.get("weights", "")])
@@ -88,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     return 0 if any(r.metrics["feasible"] for r in rows) else 1
 
 
-def emit(rows: list[Row], sc: Scenario, args: argparse.Namespace) -> None:
+def emit(rows: list[Row], sc: Scenario, args: argparse.Namespace, ranked: bool = True) -> None:
+    """Print the rows; `ranked` (several schedules compared) adds the best-against-baseline line."""
     metrics = [r.metrics for r in rows]
     if args.format == "json":
         print(json.dumps(metrics, indent=1))
@@ -104,11 +110,12 @@ def emit(rows: list[Row], sc: Scenario, args: argparse.Namespace) -> None:
     print(header(sc, args))
     print(format_table(["schedule", "feasible", "iter_s", "tokens/s", "MFU%", "bubble%", "fill", "drain", "switch",
                         "intra", "GPU_GiB", "host_GiB", "weights / reason"], table_rows(rows)))
-    s = speedup_over_baselines(rows)
+    s = speedup_over_baselines(rows) if ranked else None
     if s:
         print(f"\nbest: {s[0]}, {s[2]:.2f}x the tokens/s of the best baseline ({s[1]})")
     elif not any(m["feasible"] for m in metrics):
-        print("\nno schedule fits this server; the reasons above name the GPU or host memory that is short")
+        what = "no schedule fits" if ranked else "this plan does not fit"
+        print(f"\n{what} this server; the reasons above name the GPU or host memory that is short")
 
 
 def _csv(v: object) -> object:

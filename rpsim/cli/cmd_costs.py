@@ -14,7 +14,9 @@ from rpsim.units import GiB
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="per-layer costs of a model on a GPU")
     add_setup_flags(p)
-    p.add_argument("--format", default="table", choices=["table", "json"])
+    p.add_argument("--format", default="table", choices=["table", "json"],
+                   help="table for people, json (every layer's FLOPs, bytes, seconds) for scripts "
+                        "(default %(default)s)")
     p.set_defaults(func=run)
 
 

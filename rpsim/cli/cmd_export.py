@@ -27,14 +27,18 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="write a plan for rpexec")
     add_setup_flags(p, need_model=False)
     add_plan_flags(p)
-    p.add_argument("--schedule", default=None, help="the schedule to plan (with --model and --gpus)")
-    p.add_argument("--plan", default=None, help="an existing plan.json to convert instead (--library-plan)")
-    p.add_argument("-o", "--output", default=None, help="plan.json to write")
+    p.add_argument("--schedule", default=None,
+                   help="schedule to build, with --model and --gpus (rpsim list schedules; default: none)")
+    p.add_argument("--plan", default=None,
+                   help="an existing plan.json to convert instead (--library-plan; default: none)")
+    p.add_argument("-o", "--output", default=None, help="plan.json to write (default: none)")
     p.add_argument("--library-plan", default=None,
                    help="also write the roundpipe library's manual partition (ModelExecutePlan fwd_plan / "
-                        "bwd_plan layer ranges) of a RoundPipe plan")
-    p.add_argument("--torch-csv", default=None, help="also write torch's compute-only CSV (fixed placement)")
-    p.add_argument("--show", action="store_true", help="print the lanes")
+                        "bwd_plan layer ranges) of a RoundPipe plan (default: none)")
+    p.add_argument("--torch-csv", default=None,
+                   help="also write torch.distributed.pipelining's compute-only CSV (fixed-placement schedules; "
+                        "default: none)")
+    p.add_argument("--show", action="store_true", help="print each GPU's lanes as a text grid (default: off)")
     p.set_defaults(func=run, output_flags={"output": "-o/--output", "torch_csv": "--torch-csv",
                                            "library_plan": "--library-plan"})
 

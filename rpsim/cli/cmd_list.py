@@ -5,6 +5,7 @@ import argparse
 import json
 
 from rpsim.catalog import gpu_names, load_gpu, load_model, model_names, server_names
+from rpsim.catalog.models import OVERRIDABLE
 from rpsim.catalog.servers import load_server
 from rpsim.costs.gemms import layer_params
 from rpsim.report.table import format_table
@@ -13,8 +14,9 @@ from rpsim.units import GiB
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="list presets")
-    p.add_argument("what", choices=["models", "gpus", "schedules"])
-    p.add_argument("--format", default="table", choices=["table", "json"])
+    p.add_argument("what", choices=["models", "gpus", "schedules"], help="which presets to list")
+    p.add_argument("--format", default="table", choices=["table", "json"],
+                   help="table for people, json for scripts (default %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -23,10 +25,9 @@ def rows_for(what: str) -> list[dict[str, object]]:
         out = []
         for name in model_names():
             m = load_model(name)
-            out.append({"name": name, "layers": m.n_layers, "hidden": m.hidden, "heads": m.n_heads,
-                        "kv_heads": m.n_kv_heads, "head_dim": m.head_dim, "mlp": m.mlp_width,
-                        "experts": f"{m.n_experts}/{m.n_active_experts}" if m.is_moe else "-",
-                        "vocab": m.vocab, "layer_params_m": round(layer_params(m, m.n_layers - 1) / 1e6, 1), "source": m.source})
+            # The shape columns carry ModelSpec's field names, the names --model-override takes.
+            out.append({"name": name, **{f: getattr(m, f) for f in OVERRIDABLE},
+                        "layer_params_m": round(layer_params(m, m.n_layers - 1) / 1e6, 1), "source": m.source})
         return out
     if what == "gpus":
         out = []

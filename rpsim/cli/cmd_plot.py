@@ -25,15 +25,15 @@ from rpsim.sim.trace_match import check_trace_matches_plan
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="draw a bubble chart or memory timeline of a trace, a plan or a schedule")
-    p.add_argument("--trace", default=None, help="trace.json (simulated or measured) to draw as it is")
+    p.add_argument("--trace", default=None, help="trace.json (simulated or measured) to draw as it is (default: none)")
     p.add_argument("--plan", default=None, help="plan.json: simulated and drawn; with --trace, gives the "
-                   "trace's dependencies (Chrome flows) and iteration window")
+                   "trace's dependencies (Chrome flows) and iteration window (default: none)")
     add_setup_flags(p, need_model=False)
     add_plan_flags(p)
-    p.add_argument("--schedule", default=None, help="with --model and --gpus instead of a file")
-    p.add_argument("-o", "--output", default=None, help="figure to write: .png, .svg or .pdf")
-    p.add_argument("--memory", action="store_true", help="draw GPU and host memory over time instead")
-    p.add_argument("--chrome-trace", default=None, help="also write the trace as Chrome / Perfetto JSON")
+    p.add_argument("--schedule", default=None, help="schedule to build and draw, with --model and --gpus instead of a file (default: none)")
+    p.add_argument("-o", "--output", default=None, help="figure to write: .png, .svg or .pdf (default: none)")
+    p.add_argument("--memory", action="store_true", help="draw GPU and host memory (GiB) over time instead (default: off)")
+    p.add_argument("--chrome-trace", default=None, help="also write the trace as Chrome / Perfetto JSON (default: none)")
     p.set_defaults(func=run, output_flags={"output": "-o/--output", "chrome_trace": "--chrome-trace"})
 
 
@@ -85,4 +85,4 @@ def figure(args: argparse.Namespace, trace: Any, plan: Any, metrics: Any, result
         assert result is not None and sc is not None
         return memory_figure(result, sc)
     from rpsim.plot.bubble_figure import bubble_figure
-    return bubble_figure(trace, plan, metrics)
+    return bubble_figure(trace, plan, metrics, sc=sc)

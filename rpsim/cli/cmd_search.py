@@ -16,6 +16,7 @@ from rpsim.ir.planio import save_plan
 from rpsim.planner import make_plan
 from rpsim.report.table import format_table
 from rpsim.scenario import Scenario
+from rpsim.search.pareto import NOISE_RTOL
 from rpsim.search.relax import relaxations
 from rpsim.search.run import SearchOptions, SearchResult, search
 from rpsim.search.space import plan_request
@@ -38,17 +39,20 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                    help="fast-stage evaluations: the structured candidates, then local-search moves "
                         "(default %(default)s)")
     p.add_argument("--confirm", type=int, default=SearchOptions.top_k,
-                   help="plans the full simulator confirms (default %(default)s)")
+                   help="feasible plans the full simulator confirms, at least --top (default %(default)s)")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: every core)")
-    p.add_argument("--cluster", default=None, help="run on an existing Dask scheduler, e.g. tcp://host:8786")
-    p.add_argument("--seed", type=int, default=0, help="orders local-search moves (default 0)")
-    p.add_argument("--top", type=int, default=10, help="ranked plans to print (default %(default)s)")
+    p.add_argument("--cluster", default=None, help="run on an existing Dask scheduler, e.g. tcp://host:8786 (default: none, local processes)")
+    p.add_argument("--seed", type=int, default=0, help="seed that orders the local-search moves (default %(default)s)")
+    p.add_argument("--top", type=int, default=SearchOptions.top_k,
+                   help="ranked plans to print, table or json (default %(default)s)")
     p.add_argument("--schedules", default=None, help="comma-separated schedules to search (default: all)")
     p.add_argument("--export", default=None,
-                   help="write the best plan as plan.json (for rpsim simulate / rpexec)")
+                   help="write the best plan as plan.json for rpsim simulate / rpexec (default: none)")
     p.add_argument("--library-plan", default=None,
-                   help="write the best plan's partition for the roundpipe library (RoundPipe plans only)")
-    p.add_argument("--format", default="table", choices=["table", "json"])
+                   help="write the best plan's partition for the roundpipe library (RoundPipe plans only; "
+                        "default: none)")
+    p.add_argument("--format", default="table", choices=["table", "json"],
+                   help="table for people, json for scripts (default %(default)s)")
     p.set_defaults(func=run, output_flags={"export": "--export", "library_plan": "--library-plan"})
 
 
@@ -67,7 +71,8 @@ def options_from_args(args: argparse.Namespace) -> SearchOptions:
         schedules = tuple(parse_schedules(args.schedules))
     pinned = args.mb_size is not None or args.n_mb is not None  # an explicit microbatching is kept
     mb_sizes = (training_from_args(args).mb_size,) if pinned else None
-    return SearchOptions(budget=args.budget, top_k=args.confirm, jobs=args.jobs, cluster=args.cluster,
+    # --top 5 must show 5 simulated plans, so the simulator confirms at least that many.
+    return SearchOptions(budget=args.budget, top_k=max(args.confirm, args.top), jobs=args.jobs, cluster=args.cluster,
                          seed=args.seed, schedules=schedules, mb_sizes=mb_sizes)
 
 
@@ -126,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             save_plan(plan, args.export)
             print(f"rpsim: wrote {args.export}: {best.label()}", file=sys.stderr)
     if args.format == "json":
-        print(json.dumps(to_json(result), indent=1))
+        print(json.dumps(to_json(result, args.top), indent=1))
     else:
         print(report(sc, result, args.top))
     return 0
@@ -142,8 +147,8 @@ def row_of(c: Confirmed) -> dict[str, Any]:
             "ranked_tokens_per_s": c.ranked_tokens_per_s}
 
 
-def to_json(r: SearchResult) -> dict[str, Any]:
-    return {"plans": [row_of(c) for c in r.ranked], "frontier": [row_of(c) for c in r.frontier],
+def to_json(r: SearchResult, top: int) -> dict[str, Any]:
+    return {"plans": [row_of(c) for c in r.ranked[:top]], "frontier": [row_of(c) for c in r.frontier],
             "reference": row_of(r.reference) if r.reference else None,
             "evaluated": {"candidates": r.n_candidates, "fast": r.n_fast, "fast_feasible": r.n_fast_feasible,
                           "full": r.n_full, "seconds": r.stage_s}}
@@ -189,7 +194,8 @@ def report(sc: Scenario, r: SearchResult, top: int) -> str:
         lines.append("note: the simulator measures an async plan's steady state over a few iterations; where "
                      "that came out below the GPUs' total work per iteration (impossible in a real steady "
                      "state), the ranking uses the work bound")
-    lines += ["", "Pareto frontier (tokens/s against peak GPU memory, simulated):"]
+    lines += ["", (f"Pareto frontier (tokens/s against peak GPU memory, simulated; points within "
+                   f"{100 * NOISE_RTOL:g}% of another on both axes dropped):")]
     lines.append(format_table(["GPU_GiB", "tokens/s", "plan"],
                               [[round(_mem(c), 1), round(c.ranked_tokens_per_s), c.candidate.label()]
                                for c in r.frontier]))

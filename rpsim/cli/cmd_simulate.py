@@ -23,13 +23,14 @@ from rpsim.sim.simulate import simulate
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="simulate one plan")
-    p.add_argument("--plan", default=None, help="plan.json from rpsim export or rpsim search")
+    p.add_argument("--plan", default=None, help="plan.json from rpsim export or rpsim search (default: none; build from flags)")
     add_setup_flags(p, need_model=False)
     add_plan_flags(p)
-    p.add_argument("--schedule", default=None, help="with flags instead of --plan")
-    p.add_argument("--trace", default=None, help="write the timed trace (rpsim.trace JSON)")
-    p.add_argument("--chrome-trace", default=None, help="write a Chrome / Perfetto trace JSON")
-    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    p.add_argument("--schedule", default=None, help="schedule to build, with --model and --gpus instead of --plan (default: none)")
+    p.add_argument("--trace", default=None, help="write the timed trace, rpsim.trace JSON with times in seconds (default: none)")
+    p.add_argument("--chrome-trace", default=None, help="write a Chrome / Perfetto trace JSON (default: none)")
+    p.add_argument("--format", default="table", choices=["table", "json", "csv"],
+                   help="table for people, json or csv for scripts (default %(default)s)")
     p.set_defaults(func=run, output_flags={"trace": "--trace", "chrome_trace": "--chrome-trace"})
 
 
@@ -58,5 +59,5 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps([row.metrics], indent=1))
     else:
-        emit([row], sc, args)
+        emit([row], sc, args, ranked=False)
     return 0 if row.metrics["feasible"] else 1

@@ -15,10 +15,11 @@ from rpsim.validate_run import validate
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="compare a plan's prediction with a measured trace")
-    p.add_argument("--plan", required=True)
+    p.add_argument("--plan", required=True, help="plan.json the measured run replayed (rpsim export / search)")
     p.add_argument("--measured", required=True, help="trace.json from rpexec run --trace")
-    p.add_argument("--profile", default=None, help="profile.json to predict with (e.g. from rpexec profile)")
-    p.add_argument("--format", default="table", choices=["table", "json"])
+    p.add_argument("--profile", default=None, help="profile.json to predict with, e.g. from rpexec profile (default: the plan's own)")
+    p.add_argument("--format", default="table", choices=["table", "json"],
+                   help="table for people, json for scripts (default %(default)s)")
     p.set_defaults(func=run)
 
 

@@ -17,6 +17,7 @@ from rpsim.cli import (
     cmd_simulate,
     cmd_validate,
 )
+from rpsim.cli.help_text import EXIT_CODES, add_debug_flag
 from rpsim.errors import Infeasible, PlanError, SpecError
 from rpsim.report.outputs import check_output_flags
 
@@ -27,22 +28,25 @@ COMMANDS = {"list": cmd_list, "costs": cmd_costs, "compare": cmd_compare, "simul
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rpsim", description="Simulate and compare pipeline-parallel "
-                                     "training schedules on PCIe-bound GPU servers.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+                                     "training schedules on PCIe-bound GPU servers.", epilog=EXIT_CODES)
+    add_debug_flag(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
         module.add_parser(sub, name)
+        command = sub.choices[name]
+        add_debug_flag(command, top_level=False)
+        command.epilog = EXIT_CODES
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse already printed the usage error
         return int(e.code or 0)
+    debug = args.debug
     try:
         check_output_flags(args, getattr(args, "output_flags", {}))  # before any work, not after it
         return int(args.func(args))

@@ -6,7 +6,7 @@ import argparse
 from types import ModuleType
 
 from rpsim.catalog import GPUS_GRAMMAR, load_model
-from rpsim.catalog.models import override_model
+from rpsim.catalog.models import OVERRIDABLE, override_model
 from rpsim.errors import SpecError
 from rpsim.partition.counts import GRAMMAR
 from rpsim.passes import LEVELS
@@ -17,7 +17,7 @@ from rpsim.schedules import SCHEDULES, get_schedule
 from rpsim.schedules.roundpipe import G0_RULES
 from rpsim.specs import TrainingSpec
 from rpsim.specs.gpu import PRECISIONS
-from rpsim.specs.training import LAYER_IMPLS, MODES, RECOMPUTE_POLICIES
+from rpsim.specs.training import LAYER_IMPLS, MODES, RECOMPUTE_POLICIES, divisors
 
 DEFAULT_SEQ = 2048
 DEFAULT_GLOBAL_BATCH = 64
@@ -25,33 +25,66 @@ DEFAULT_MB_SIZE = 4
 
 
 def add_setup_flags(p: argparse.ArgumentParser, need_model: bool = True) -> None:
-    p.add_argument("--model", required=need_model, help="preset name (rpsim list models) or a config.json path")
+    p.add_argument("--model", required=need_model,
+                   help="preset name (rpsim list models) or a Hugging Face config.json path"
+                        + ("" if need_model else " (default: none)"))
     p.add_argument("--model-override", default=None,
-                   help="shrink or reshape the model, e.g. n_layers=4,hidden=512 (fields of rpsim list models)")
-    p.add_argument("--gpus", required=need_model, default=None, help=GPUS_GRAMMAR)
-    p.add_argument("--seq", type=int, default=DEFAULT_SEQ, help="sequence length (default %(default)s)")
+                   help="reshape the model, FIELD=INT,...: e.g. n_layers=4,hidden=512; FIELD is one of "
+                        f"{', '.join(OVERRIDABLE)} (the columns of rpsim list models; default: none)")
+    p.add_argument("--gpus", required=need_model, default=None,
+                   help=GPUS_GRAMMAR + ("" if need_model else " (default: none)"))
+    p.add_argument("--seq", type=int, default=DEFAULT_SEQ, help="sequence length in tokens (default %(default)s)")
     p.add_argument("--global-batch", type=int, default=DEFAULT_GLOBAL_BATCH,
                    help="sequences per optimizer step (default %(default)s)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--mb-size", type=int, default=None, help=f"sequences per microbatch (default {DEFAULT_MB_SIZE})")
-    group.add_argument("--n-mb", type=int, default=None, help="microbatches per step (sets mb size)")
-    p.add_argument("--precision", default="bf16", choices=PRECISIONS)
-    p.add_argument("--mode", default="full", choices=MODES, help="full fine-tuning or LoRA")
-    p.add_argument("--lora-rank", type=int, default=32)
-    p.add_argument("--recompute", default="stage", choices=RECOMPUTE_POLICIES)
+    group.add_argument("--mb-size", type=int, default=None,
+                       help=f"sequences per microbatch (default {DEFAULT_MB_SIZE}, or 1 where {DEFAULT_MB_SIZE} "
+                            "does not divide --global-batch)")
+    group.add_argument("--n-mb", type=int, default=None,
+                       help="microbatches per optimizer step; sets the microbatch size to --global-batch / "
+                            "--n-mb (default: from --mb-size)")
+    p.add_argument("--precision", default="bf16", choices=PRECISIONS,
+                   help="compute precision: bf16/fp16 with fp32 accumulation, fp16-acc16 (fp16 accumulation, "
+                        "the 4090's double-rate mode), fp32 (default %(default)s)")
+    p.add_argument("--mode", default="full", choices=MODES,
+                   help="full fine-tuning or LoRA adapters on a frozen base (default %(default)s)")
+    p.add_argument("--lora-rank", type=int, default=32,
+                   help="LoRA adapter rank r, in dimensions; used with --mode lora (default %(default)s)")
+    p.add_argument("--recompute", default="stage", choices=RECOMPUTE_POLICIES,
+                   help="activation recomputation: none (keep every activation), stage (keep each stage's "
+                        "input, recompute its forward before backward), layer (keep each layer's input) "
+                        "(default %(default)s)")
     p.add_argument("--loss-chunk-tokens", type=int, default=0,
                    help="compute the LM-head loss this many tokens at a time, never holding the full "
-                        "logits (0 = full logits, the default)")
+                        "logits (default %(default)s = full logits)")
     p.add_argument("--layer-impl", default="rpexec", choices=LAYER_IMPLS,
                    help="the code that runs the layers, which sets the activations they keep: rpexec's "
-                        "decoder (default), Hugging Face layers with FlashAttention-2 (the RoundPipe paper's runs; "
-                        "with --loss-chunk-tokens, the roundpipe library's chunked loss), or the paper's formula")
-    p.add_argument("--profile", default=None, help="profile.json with measured per-layer times and links")
+                        "decoder (default %(default)s), Hugging Face layers with FlashAttention-2 (the RoundPipe "
+                        "paper's runs; with --loss-chunk-tokens, the roundpipe library's chunked loss), or the "
+                        "paper's formula")
+    p.add_argument("--profile", default=None,
+                   help="profile.json with measured per-layer times in seconds and link rates "
+                        "(from rpexec profile; default: none, the roofline cost model)")
     p.add_argument("--gpu-memory-gib", type=float, default=None,
-                   help="override the GPU memory capacity (e.g. 24 to model an H200 capped like an RTX 4090)")
+                   help="GPU memory capacity in GiB, e.g. 24 to model an H200 capped like an RTX 4090 "
+                        "(default: the GPU preset's)")
+
+
+def check_count_flags(args: argparse.Namespace) -> None:
+    """Counts must be positive (--loss-chunk-tokens may be 0); checked here, before TrainingSpec, so that
+    the message names --seq rather than the spec's field seq_len."""
+    for flag, value, least in (("--seq", args.seq, 1), ("--global-batch", args.global_batch, 1),
+                               ("--mb-size", args.mb_size, 1), ("--n-mb", args.n_mb, 1),
+                               ("--lora-rank", args.lora_rank, 1), ("--loss-chunk-tokens", args.loss_chunk_tokens, 0)):
+        if value is not None and value < least:
+            raise SpecError(f"{flag} {value}: must be an integer >= {least}")
+    if args.mb_size is not None and args.global_batch % args.mb_size:
+        raise SpecError(f"--mb-size {args.mb_size} does not divide --global-batch {args.global_batch}; "
+                        f"valid mb sizes: {', '.join(map(str, divisors(args.global_batch)))}")
 
 
 def training_from_args(args: argparse.Namespace) -> TrainingSpec:
+    check_count_flags(args)
     mb_size = args.mb_size if args.mb_size is not None else DEFAULT_MB_SIZE
     if args.n_mb is not None:
         if args.n_mb < 1 or args.global_batch % args.n_mb:
@@ -78,18 +111,27 @@ def setup_from_args(args: argparse.Namespace) -> Scenario:
 def add_plan_flags(p: argparse.ArgumentParser) -> None:
     """How a schedule becomes a plan: fidelity, partition, virtual stages, RoundPipe options."""
     p.add_argument("--fidelity", default="pcie", choices=LEVELS,
-                   help="ideal: compute only; hop: + fixed delay per cross-GPU dependency; pcie: full (default)")
-    p.add_argument("--partition", default=None, help=GRAMMAR)
+                   help="ideal: compute only; hop: + a fixed delay in seconds per cross-GPU dependency "
+                        "(from --profile, else derived from the links); pcie: every transfer on the shared "
+                        "links (default %(default)s)")
+    p.add_argument("--partition", default=None, help=GRAMMAR + " (default: from --partitioner)")
     p.add_argument("--partitioner", default=None,
                    help=f"fixed placement: {', '.join(FIXED_PARTITIONERS)} (default uneven); RoundPipe: "
                         f"{', '.join(ROUNDPIPE_PARTITIONERS)} (default roundpipe-paper)")
-    p.add_argument("--virtual-stages", type=int, default=None, help="stages per GPU for interleaved / looped-bfs")
-    p.add_argument("--round-size", type=int, default=None, help="RoundPipe microbatches per round (default: GPUs)")
+    p.add_argument("--virtual-stages", type=int, default=None,
+                   help="stages per GPU for interleaved / looped-bfs (default 2, or 1 when the model has fewer than "
+                        "2 layers per GPU)")
+    p.add_argument("--round-size", type=int, default=None,
+                   help="RoundPipe microbatches per round (default: the number of GPUs)")
     p.add_argument("--g0-rule", default="paper", choices=G0_RULES,
-                   help="RoundPipe: next round starts at g0 + S (paper) or on the earliest-free GPU")
+                   help="RoundPipe: the next round starts at g0 + S (paper) or on the earliest-free GPU "
+                        "(default %(default)s)")
     p.add_argument("--weights", default="auto", choices=WEIGHT_POLICIES,
-                   help="fixed-placement baselines: keep weights on their GPU, stream them, or decide by memory")
-    p.add_argument("--iters", type=int, default=None, help="iterations to simulate (default 1; async 3)")
+                   help="fixed-placement baselines: keep weights resident on their GPU, stream them from "
+                        "host memory, or decide by memory (default %(default)s)")
+    p.add_argument("--iters", type=int, default=None,
+                   help="iterations to simulate (default 1; async schedules: enough for a steady state, 3 "
+                        "or more)")
 
 
 def check_plan_flags(args: argparse.Namespace, schedules: list[str]) -> None:

@@ -10,17 +10,20 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.transforms import blended_transform_factory
 
 from rpsim.compare import Row
 from rpsim.plot.gantt import draw_rows, set_row_ticks
+from rpsim.plot.labels import LABEL_KEY
 from rpsim.plot.rows import lane_rows, rows_extent
 from rpsim.plot.save import figure_format, save_figure
-from rpsim.plot.style import IDLE_COLOUR, fmt_time, kind_colour, kind_label, kind_order, time_unit
+from rpsim.plot.style import FONT_PT, IDLE_COLOUR, fmt_time, kind_colour, kind_label, kind_order, time_unit
+from rpsim.plot.titles import device_title, model_title
 from rpsim.plot.view import trace_view
 from rpsim.scenario import Scenario
 
 WIDTH_IN, LEFT_IN, RIGHT_IN = 12.6, 1.25, 0.6
-TOP_IN, BOTTOM_IN = 0.6, 0.65
+TOP_IN, BOTTOM_IN = 0.8, 0.65
 GPU_ROW_IN, PANEL_GAP_IN, BAR_IN = 0.17, 0.5, 0.36
 # Bar colours apart from the Gantt's kind colours, so a bubble part is never read as an action kind.
 BUBBLE_PARTS = (("compute", "#6b7b8c"), ("fill", "#f1ce63"), ("drain", "#f28e2b"), ("switch", "#a0cbe8"),
@@ -50,7 +53,8 @@ def compare_figure(rows: list[Row], sc: Scenario) -> Figure:
         ax.tick_params(axis="x", labelbottom=False)
     if first is not None:
         ax.tick_params(axis="x", labelbottom=True)
-        ax.set_xlabel(f"time ({unit}); compute lanes only, dashed lines: end of each iteration", fontsize=8)
+        ax.set_xlabel(f"time ({unit}); compute lanes only; dashed line \"it i\": end of iteration i (panels "
+                      "draw different numbers of iterations)", fontsize=FONT_PT["label"])
     bar_ax = fig.add_axes((LEFT_IN / WIDTH_IN, (BOTTOM_IN + notes_in) / height, plot_w / WIDTH_IN,
                            bars_in / height))
     draw_iteration_bars(bar_ax, built)
@@ -58,10 +62,12 @@ def compare_figure(rows: list[Row], sc: Scenario) -> Figure:
         fig.text(LEFT_IN / WIDTH_IN, (0.1 + 0.22 * (len(not_built) - 1 - i)) / height,
                  f"not built: {r.metrics['schedule']} - {r.metrics['reason']}", fontsize=8, color=RED)
     t = sc.training
-    fig.suptitle(f"{sc.model.name} on {sc.server.name} ({sc.server.n_gpus}x {sc.server.gpu.name}): "
+    fig.suptitle(f"{model_title(sc.model)} on {device_title(sc.server)} ({sc.server.name}): "
                  f"{t.n_mb} microbatches x {t.mb_size}, seq {t.seq_len}, {t.mode}", x=LEFT_IN / WIDTH_IN,
-                 y=1 - 0.08 / height, ha="left", fontsize=11)
+                 y=1 - 0.08 / height, ha="left", fontsize=FONT_PT["title"] + 2)
     add_legend(fig, built, 1 - 0.3 / height)
+    fig.text(LEFT_IN / WIDTH_IN, 1 - 0.56 / height, LABEL_KEY, fontsize=FONT_PT["note"], color="#444444",
+             va="top")
     return fig
 
 
@@ -78,11 +84,19 @@ def draw_panel(ax: Axes, row: Row, lanes: list, scale: float, pt_per_unit: float
         tick.set_fontsize(6.5)
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
+    # Schedules draw different numbers of iterations (async RoundPipe needs several for its steady
+    # state), so each panel says how many it draws and labels where each one ends.
+    n_drawn = len(view.iteration_ends_s)
     head = f"{m['schedule']}: {fmt_time(m['iteration_s'])} per iteration" + \
-        (" (steady state)" if m.get("steady_state") else "") + f", bubble {100 * m['bubble']:.1f}%"
-    ax.set_title(head, loc="left", fontsize=9, fontweight="bold", pad=3)
+        (" (steady state)" if m.get("steady_state") else "") + f", bubble {100 * m['bubble']:.1f}%; " + \
+        f"{n_drawn} iteration{'s' if n_drawn != 1 else ''} drawn"
+    ax.set_title(head, loc="left", fontsize=FONT_PT["title"], fontweight="bold", pad=3)
+    top = blended_transform_factory(ax.transData, ax.transAxes)
+    for i, end in enumerate(view.iteration_ends_s):
+        ax.text(end * scale, -0.01, f"it {i} ", transform=top, ha="right", va="top", fontsize=FONT_PT["note"],
+                color="#222222")
     if not m["feasible"]:
-        ax.set_title(f"infeasible: {m['reason']}", loc="right", fontsize=8, color=RED, pad=3)
+        ax.set_title(f"infeasible: {m['reason']}", loc="right", fontsize=FONT_PT["label"], color=RED, pad=3)
 
 
 def draw_iteration_bars(ax: Axes, built: list[Row]) -> None:

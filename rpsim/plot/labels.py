@@ -62,3 +62,9 @@ def compute_labels(events: tuple[TraceEvent, ...] | list[TraceEvent], scale: flo
                 labels.append(BarLabel((first.start_s + last.end_s) / 2 * scale, text, first.kind))
                 break
     return labels
+
+
+# The key to the labels above, printed on every chart that draws them.
+LABEL_KEY = ("bar labels <stage><kind><microbatch>: 3F5 = stage 3 forward, microbatch 5; 3B0-7 = stage 3 "
+             "backward, microbatches 0-7; 3F or 3 = stage 3 where bars are narrow. F forward, B backward, "
+             "FB fused, I/W input/weight grad")

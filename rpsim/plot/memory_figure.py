@@ -8,7 +8,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from rpsim.ir import CPU
-from rpsim.plot.style import fmt_time, time_unit
+from rpsim.plot.style import FONT_PT, fmt_time, time_unit
+from rpsim.plot.titles import device_title, model_title
 from rpsim.scenario import Scenario
 from rpsim.sim.memory import ALLOCATOR_OVERHEAD
 from rpsim.sim.simulate import SimResult
@@ -41,9 +42,9 @@ def memory_figure(result: SimResult, sc: Scenario) -> Figure:
     for ax in axes[::NCOLS]:
         ax.set_ylabel("GiB")
     m = result.trace.meta
-    fig.suptitle(f"memory: {m.get('schedule', '')} on {m.get('model', '')} / {m.get('server', '')} - "
-                 f"{fmt_time(makespan)} traced; GPU lines include x{ALLOCATOR_OVERHEAD} allocator overhead",
-                 fontsize=10)
+    fig.suptitle(f"memory: {m.get('schedule', '')} on {model_title(sc.model)}, {device_title(sc.server)} "
+                 f"({sc.server.name}) - {fmt_time(makespan)} traced; GPU lines include x{ALLOCATOR_OVERHEAD} "
+                 "allocator overhead", fontsize=FONT_PT["title"] + 1)
     return fig
 
 
@@ -57,9 +58,9 @@ def draw_device(ax: Axes, steps: list[tuple[float, float]], factor: float, capac
     ax.plot(xs, ys, drawstyle="steps-post", color=OVER if over else "#4e79a7", linewidth=0.9)
     ax.fill_between(xs, ys, step="post", color=OVER if over else "#4e79a7", alpha=0.15, linewidth=0)
     ax.axhline(capacity_bytes / GiB, color=OVER, linestyle="--", linewidth=1.0)
-    ax.text(0.01, capacity_bytes / GiB, f" capacity {capacity_bytes / GiB:.0f} GiB", color=OVER, fontsize=7,
+    ax.text(0.01, capacity_bytes / GiB, f" capacity {capacity_bytes / GiB:.0f} GiB", color=OVER, fontsize=FONT_PT["note"],
             va="bottom", ha="left", transform=ax.get_yaxis_transform())
-    ax.set_title(f"{name}: peak {peak:.1f} GiB" + (" - over capacity" if over else ""), fontsize=9,
+    ax.set_title(f"{name}: peak {peak:.1f} GiB" + (" - over capacity" if over else ""), fontsize=FONT_PT["title"],
                  color=OVER if over else "black", loc="left")
     ax.set_ylim(0, max(peak, capacity_bytes / GiB) * 1.12)
     ax.tick_params(labelsize=7)

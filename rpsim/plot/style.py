@@ -52,3 +52,21 @@ def time_unit(span_s: float) -> tuple[str, float]:
 
 def fmt_time(seconds: float) -> str:
     return f"{seconds * 1e3:.1f} ms" if seconds < 2.0 else f"{seconds:.2f} s"
+
+
+# Paper sizes: a two-column paper (ACM / IEEE templates) has 3.33-inch columns on a 7-inch text width.
+# Figures are drawn at their printed size, so these point sizes are the sizes on the page: 9 pt titles,
+# 8 pt labels and 7 pt ticks, legends and notes sit just under the templates' 9-10 pt body text.
+COLUMN_IN = 3.33
+PAGE_IN = 7.0
+FONT_PT = {"title": 9.0, "label": 8.0, "tick": 7.0, "legend": 7.0, "note": 6.5}
+PAPER_DPI = 200  # a 7-inch figure is 1400 px wide: sharp in print and on screen
+
+
+def paper_rc() -> dict[str, object]:
+    """matplotlib settings for figures drawn at paper size (the experiments' figures use them)."""
+    return {"font.size": FONT_PT["label"], "axes.titlesize": FONT_PT["title"],
+            "axes.labelsize": FONT_PT["label"], "xtick.labelsize": FONT_PT["tick"],
+            "ytick.labelsize": FONT_PT["tick"], "legend.fontsize": FONT_PT["legend"],
+            "figure.titlesize": FONT_PT["title"], "legend.frameon": False, "axes.spines.top": False,
+            "axes.spines.right": False, "savefig.dpi": PAPER_DPI}

@@ -22,6 +22,15 @@ def _is_number(v: object) -> bool:
 
 
 def _cell(v: object) -> str:
+    """Numbers as people read them: never scientific notation for counts and rates (tokens/s), thousands
+    separated from 10,000 up; small floats to 4 significant digits."""
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}" if abs(v) >= 10_000 else str(v)
     if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.4e}"
+        if abs(v) >= 10_000:
+            return f"{v:,.0f}"
+        text = f"{v:.4g}"
+        return text if "e" not in text else f"{v:.6f}".rstrip("0").rstrip(".")
     return str(v)

@@ -13,6 +13,7 @@ from rpsim.passes.residency import ALLOCATOR_OVERHEAD, peak_in_flight
 from rpsim.schedules import get_schedule
 from rpsim.schedules.base import BuildOptions
 from rpsim.search.fast_context import FastContext
+from rpsim.sim.hop import copy_between_gpus_s
 
 Op = tuple[int, int, int, int, int, bool]  # (done index, dependency index or -1, hop index, duration index,
 #                                          stage, last op of its stage on this GPU)
@@ -131,9 +132,8 @@ def estimate_fixed(ctx: FastContext, schedule: str, part: Partition, v: int) -> 
 
 def _hop_s(ctx: FastContext, n_bytes: float) -> float:
     links = ctx.links
-    if links.p2p_bytes_per_s:
-        return n_bytes / links.p2p_bytes_per_s + links.latency_s
-    return n_bytes / links.link_d2h_bytes_per_s + n_bytes / links.link_h2d_bytes_per_s + 2 * links.latency_s
+    return copy_between_gpus_s(n_bytes, links.p2p_bytes_per_s, links.link_d2h_bytes_per_s,
+                               links.link_h2d_bytes_per_s, links.latency_s)
 
 
 def _load_ready(ctx: FastContext, ranges: tuple, n: int, order: Order) -> list[float]:

@@ -21,6 +21,7 @@ from rpsim.ir import Action, Plan
 from rpsim.ir.deps import dependency_graph
 from rpsim.scenario import Scenario
 from rpsim.sim.action_costs import CostContext, action_issue_s, duration_s, transfer_bytes
+from rpsim.sim.hop import hop_delay
 from rpsim.sim.sharing import Flow, allocate_rates
 from rpsim.sim.simulate import cost_context
 from rpsim.sim.topology import Path, Topology, build_topology
@@ -62,7 +63,7 @@ def list_schedule(plan: Plan, graph: nx.DiGraph, costs: CostContext, topology: T
 def list_timed(plan: Plan, sc: Scenario) -> Trace:
     """The list timer on the same inputs `simulate(plan, sc)` gives the engine."""
     topo = build_topology(sc.server, sc.profile) if plan.level == "pcie" else None
-    hop_s = (sc.profile.hop_s or 0.0) if (plan.level == "hop" and sc.profile) else 0.0
+    hop_s = hop_delay(plan.level, sc).seconds
     return list_schedule(plan, dependency_graph(plan), cost_context(plan, sc), topo, hop_s)
 
 

@@ -11,6 +11,7 @@ from rpsim.metrics import summarize
 from rpsim.scenario import Scenario
 from rpsim.sim.action_costs import CostContext
 from rpsim.sim.engine import EngineInputs, run_engine
+from rpsim.sim.hop import hop_delay
 from rpsim.sim.memory import ALLOCATOR_OVERHEAD, MemoryTimeline, memory_timeline
 from rpsim.sim.topology import build_topology
 from rpsim.sim.trace import Trace
@@ -34,7 +35,7 @@ def simulate(plan: Plan, sc: Scenario) -> SimResult:
     graph = dependency_graph(plan)
     ctx = cost_context(plan, sc)
     topo = build_topology(sc.server, sc.profile) if plan.level == "pcie" else None
-    hop_s = (sc.profile.hop_s or 0.0) if (plan.level == "hop" and sc.profile) else 0.0
+    hop_s = hop_delay(plan.level, sc).seconds
     run = run_engine(EngineInputs(plan, graph, ctx, topo, hop_s))
     net = run.network
     trace = Trace(run.trace.events, {"source": "rpsim", "schedule": plan.schedule, "level": plan.level,
