@@ -30,6 +30,9 @@ from rpsim.sim.sharing import FlowLike, Links, RatesMemo, allocate_on
 
 # Loose resources must stay this far below capacity (relative): far above float rounding of a sum.
 LOOSE_MARGIN = 1e-9
+# A running load within this fraction of the margin is re-summed exactly: running sums drift by float
+# rounding (~1e-16 per update, relative to the largest term), so far less than this over any run.
+RESUM_BAND = 1e-6
 
 
 class IncrementalRates:
@@ -40,7 +43,9 @@ class IncrementalRates:
         capacity = links.capacity_bytes_per_s
         # Resources whose flows are tracked: finite ones (they may bind) and duplex directions.
         self._tracked = {r for r, cap in capacity.items() if cap < math.inf or r in links.partners}
-        self._loose = {r for r in self._tracked if r not in links.partners}  # finite, no duplex partner
+        self._summed = {r for r in self._tracked if r not in links.partners}  # finite, no duplex partner
+        self._loose = set(self._summed)  # all of them start loose
+        self._load: dict[str, float] = dict.fromkeys(self._summed, 0.0)  # running sum of rates on each
         self._seq: dict[Hashable, int] = {}  # active flow -> its start number
         self._rate: dict[Hashable, float] = {}  # active flow -> its current rate, once settled
         self._next_seq = 0
@@ -65,12 +70,16 @@ class IncrementalRates:
 
     def end(self, flow: FlowLike) -> None:
         del self._seq[flow.flow_id]
-        self._rate.pop(flow.flow_id, None)
+        rate = self._rate.pop(flow.flow_id, 0.0)
         for resource in flow.path:
             if resource in self._tracked:
                 crossing = self._on.get(resource)
                 if crossing is not None and crossing.pop(flow.flow_id, None) is not None and not crossing:
                     del self._on[resource]
+                    if resource in self._summed:
+                        self._load[resource] = 0.0  # exact again: no drift survives an idle resource
+                elif resource in self._summed and crossing:
+                    self._load[resource] -= rate
                 self._stale[resource] = None
 
     def settle(self) -> list[tuple[FlowLike, float]]:
@@ -149,15 +158,26 @@ class IncrementalRates:
         # Schedules repeat the same mixes of flows round after round and the capacities never change:
         # the memo, keyed by the component's (path, priority) sequence, answers those repeats.
         rates = allocate_on(component, self.links, self._memo)
+        old_rates, summed, load = self._rate, self._summed, self._load
         for flow in component:
-            rate = self._rate[flow.flow_id] = rates[flow.flow_id]
-            solved[flow.flow_id] = (flow, rate)
+            flow_id = flow.flow_id
+            rate = rates[flow_id]
+            change = rate - old_rates.get(flow_id, 0.0)
+            if change:
+                for resource in flow.path:
+                    if resource in summed:
+                        load[resource] += change
+            old_rates[flow_id] = rate
+            solved[flow_id] = (flow, rate)
 
     def _below_margin(self, resource: str) -> bool:
         """Whether the flows on a resource without a duplex partner leave it safely unsaturated."""
-        capacity = self.links.capacity_bytes_per_s[resource]
+        limit = self.links.capacity_bytes_per_s[resource] * (1.0 - LOOSE_MARGIN)
+        if self._load[resource] <= limit * (1.0 - RESUM_BAND):
+            return True
         rate = self._rate
         total = 0.0
         for flow_id, flow in self._on.get(resource, {}).items():
-            total += rate[flow_id] * flow.path.count(resource)
-        return total <= capacity * (1.0 - LOOSE_MARGIN)
+            total += rate.get(flow_id, 0.0) * flow.path.count(resource)
+        self._load[resource] = total
+        return total <= limit
