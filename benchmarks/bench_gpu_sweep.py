@@ -32,7 +32,7 @@ def measure(schedule: str, n_gpus: int, n_mb: int, repeat: int) -> str:
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     cpu_s, wall_s = statistics.median(cpus), statistics.median(walls)
-    iters = result.metrics.get("simulated_iterations", plan.n_iters)
+    iters = result.metrics["n_iters"]  # fewer than planned when the run stopped at steady state
     return (f"{schedule:10s} {n_gpus:3d} GPUs: {plan.n_iters:2d} iterations planned, {iters} simulated, "
             f"{n_actions:7d} actions; make_plan {plan_cpu_s:6.2f} s CPU; simulate {cpu_s:6.2f} s CPU "
             f"({wall_s:6.2f} s wall), {1e6 * cpu_s / n_actions:6.1f} us CPU per action")
