@@ -33,9 +33,10 @@ def measure(schedule: str, n_gpus: int, n_mb: int, repeat: int) -> str:
         cpus.append(time.process_time() - cpu)
     cpu_s, wall_s = statistics.median(cpus), statistics.median(walls)
     iters = result.metrics["n_iters"]  # fewer than planned when the run stopped at steady state
+    n_run = len(result.trace.events)  # the actions of the iterations simulated
     return (f"{schedule:10s} {n_gpus:3d} GPUs: {plan.n_iters:2d} iterations planned, {iters} simulated, "
-            f"{n_actions:7d} actions; make_plan {plan_cpu_s:6.2f} s CPU; simulate {cpu_s:6.2f} s CPU "
-            f"({wall_s:6.2f} s wall), {1e6 * cpu_s / n_actions:6.1f} us CPU per action")
+            f"{n_run:7d} of {n_actions:7d} actions; make_plan {plan_cpu_s:6.2f} s CPU; simulate {cpu_s:6.2f} s "
+            f"CPU ({wall_s:6.2f} s wall), {1e6 * cpu_s / n_run:6.1f} us CPU per simulated action")
 
 
 def main() -> None:
