@@ -1,7 +1,8 @@
 """Time `rpsim compare` end to end (all six schedules by default), in-process through rpsim.cli.main.main
 and as a subprocess (interpreter start and imports included); prints figures, asserts nothing.
 
-Target (issue 4): `rpsim compare --model llama-70b --gpus 4090x8` under 5 s on a 2-core machine.
+Targets: `rpsim compare --model llama-70b --gpus 4090x8` under 5 s on a 2-core machine (issue 4); 1.0 s
+in-process and 1.5 s as a whole command (issue 18).
 Wall time on a shared machine is noisy: the minimum of --repeat runs is the figure to compare, and CPU
 time is printed beside it. `--dump FILE` writes the JSON rows of a fixed set of scenarios (every
 fidelity, P2P and host-staged servers, 235B RoundPipe) for a before/after identity check:

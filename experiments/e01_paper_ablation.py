@@ -162,7 +162,7 @@ def bubble_of(sc, req) -> tuple[dict, object]:
     from rpsim.planner import make_plan
     from rpsim.sim.simulate import simulate
     plan = make_plan(sc, req)
-    res = simulate(plan, sc)
+    res = simulate(plan, sc, stop_at_steady=False)  # its own fixed window needs every iteration
     if req.schedule != "roundpipe":
         return res.metrics, plan
     m = steady_bubbles(res)

@@ -141,7 +141,7 @@ def compare(source: str = "profile") -> tuple[list[dict], list[dict]]:
         plan = load_plan(plan_path)
         sc = scenario_from_setup(prediction_setup(plan.setup, plan.n_gpus, source))
         trace = load_trace(str(plan_path).replace("-plan.json", "-trace.json"))
-        sim = simulate(plan, sc)
+        sim = simulate(plan, sc, stop_at_steady=False)  # compared with a measured run of every iteration
         pred = sim.metrics
         meas = measured_metrics(plan, trace, sc)
         for kind in CLASSES:

@@ -64,7 +64,7 @@ def relative_error(predicted: float, measured: float) -> float | None:
 
 
 def validate(plan: Plan, measured: Trace, sc: Scenario) -> dict[str, Any]:
-    pred = simulate(plan, sc)
+    pred = simulate(plan, sc, stop_at_steady=False)  # the measured trace ran every iteration
     p, m = pred.metrics, measured_metrics(plan, measured, sc)
     rows = []
     pd, md = class_durations(pred.trace), class_durations(measured)

@@ -74,7 +74,7 @@ layer_ms = st.lists(st.integers(1, 20), min_size=N_LAYERS, max_size=N_LAYERS)
 def test_engine_equals_list_timer_without_transfers(n_gpus, n_mb, schedule, fidelity, fwd, bwd, hop_ms):
     sc = scenario(f"4090x{n_gpus}", n_mb, fwd, bwd, hop_ms)
     plan = make_plan(sc, PlanRequest(schedule, fidelity=fidelity))
-    _assert_same_times(simulate(plan, sc).trace, list_timed(plan, sc))
+    _assert_same_times(simulate(plan, sc, stop_at_steady=False).trace, list_timed(plan, sc))
 
 
 def _flows(topo: Topology, gpu: int, kind: str, peer: int | None) -> list[tuple[str, ...]]:
@@ -118,7 +118,7 @@ def contention_free(plan: Plan, trace: Trace, topo: Topology) -> bool:
 def test_engine_equals_list_timer_where_no_transfers_contend(n_gpus, n_mb, schedule, fwd, bwd):
     sc = scenario(f"4090x{n_gpus}", n_mb, fwd, bwd)
     plan = make_plan(sc, PlanRequest(schedule, fidelity="pcie"))
-    engine, timer = simulate(plan, sc).trace, list_timed(plan, sc)
+    engine, timer = simulate(plan, sc, stop_at_steady=False).trace, list_timed(plan, sc)
     if not contention_free(plan, engine, build_topology(sc.server, sc.profile)):
         event("transfers contend: engine only bounded below")
         # Other traffic only takes bandwidth: every copy still crosses its own GPU link, which bounds it alone.
@@ -135,7 +135,7 @@ def test_contention_free_pcie_plans_exist_and_match(schedule, n_gpus, n_mb):
     (4090x8: two sockets, so every copy is two interleaved flows)."""
     sc = scenario(f"4090x{n_gpus}", n_mb, [5] * N_LAYERS, [10] * N_LAYERS)
     plan = make_plan(sc, PlanRequest(schedule, fidelity="pcie"))
-    engine = simulate(plan, sc).trace
+    engine = simulate(plan, sc, stop_at_steady=False).trace
     assert any(e.kind in TRANSFERS and e.bytes > 0 for e in engine.events)
     assert contention_free(plan, engine, build_topology(sc.server, sc.profile))
     _assert_same_times(engine, list_timed(plan, sc))
@@ -198,7 +198,7 @@ def test_makespan_is_at_least_the_critical_path(n_gpus, n_mb, schedule, fidelity
     busiest_lane_s = max(sum(duration_s(cost_context(plan, sc), a) for a in acts if a.kind not in TRANSFERS)
                          for acts in plan.lanes.values())
     assert path_s >= busiest_lane_s * (1 - REL) > 0  # the path includes every lane's chain
-    assert simulate(plan, sc).trace.makespan_s >= path_s * (1 - REL)
+    assert simulate(plan, sc, stop_at_steady=False).trace.makespan_s >= path_s * (1 - REL)
 
 
 # --- link sharing and priorities, end to end --------------------------------------------------------------

@@ -9,9 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rpsim.errors import SpecError
-from rpsim.sim import network
+from rpsim.sim import incremental_sharing
 from rpsim.sim.network import FlowNetwork
-from rpsim.sim.sharing import allocate_rates
 
 GB = 1e9
 REL = 1e-12
@@ -77,11 +76,13 @@ def test_one_rate_computation_per_instant_with_a_change(monkeypatch):
     # done); the wake-up for 1 s scheduled at 0 s is stale by then and must not cause one more.
     calls = []
 
-    def counting(flows, *args):
-        calls.append(len(flows))
-        return allocate_rates(flows, *args)
+    settle = incremental_sharing.IncrementalRates.settle
 
-    monkeypatch.setattr(network, "allocate_rates", counting)
+    def counting(self):
+        calls.append(len(self))
+        return settle(self)
+
+    monkeypatch.setattr(incremental_sharing.IncrementalRates, "settle", counting)
     transfers = [(("link",), 5 * GB, 1, 0.0), (("link",), 5 * GB, 1, 0.0), (("link",), 2 * GB, 1, 0.5)]
     finish_s, _ = _run({"link": 10 * GB}, transfers)
     assert finish_s == pytest.approx([1.2, 1.2, 1.1], rel=REL)

@@ -110,12 +110,23 @@ def emit(rows: list[Row], sc: Scenario, args: argparse.Namespace, ranked: bool =
     print(header(sc, args))
     print(format_table(["schedule", "feasible", "iter_s", "tokens/s", "MFU%", "bubble%", "fill", "drain", "switch",
                         "intra", "GPU_GiB", "host_GiB", "weights / reason"], table_rows(rows)))
+    for m in metrics:
+        if m["steady_state"]:
+            print(iterations_note(m))
     s = speedup_over_baselines(rows) if ranked else None
     if s:
         print(f"\nbest: {s[0]}, {s[2]:.2f}x the tokens/s of the best baseline ({s[1]})")
     elif not any(m["feasible"] for m in metrics):
         what = "no schedule fits" if ranked else "this plan does not fit"
         print(f"\n{what} this server; the reasons above name the GPU or host memory that is short")
+
+
+def iterations_note(m: dict) -> str:
+    """How many iterations an async row's figures come from (JSON: n_iters of planned_iters)."""
+    if m["n_iters"] < m["planned_iters"]:
+        return (f"# note: {m['schedule']}: steady state after {m['n_iters']} of {m['planned_iters']} planned "
+                f"iterations (iteration time converged within 0.1%; the rest repeat its last span)")
+    return f"# note: {m['schedule']}: {m['n_iters']} iterations simulated"
 
 
 def _csv(v: object) -> object:

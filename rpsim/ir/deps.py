@@ -103,6 +103,20 @@ class _Edges:
 
 
 def dependency_graph(plan: Plan) -> nx.DiGraph:
+    """The plan's dependency graph, built once per Plan object and shared by every caller (check_plan
+    builds it, simulate and the list timer reuse it): a Plan is frozen, so its graph cannot go stale.
+    Callers must not modify the graph."""
+    graph = plan.__dict__.get(_CACHE_KEY)
+    if graph is None:
+        graph = _build_dependency_graph(plan)
+        object.__setattr__(plan, _CACHE_KEY, graph)  # a cache, not a field: equality and replace() ignore it
+    return graph
+
+
+_CACHE_KEY = "_dependency_graph"
+
+
+def _build_dependency_graph(plan: Plan) -> nx.DiGraph:
     idx = _Index(plan)
     edges = _Edges()
     for lane in idx.lanes:

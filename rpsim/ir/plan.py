@@ -92,6 +92,10 @@ class Plan:
     def lane(self, gpu: int, name: str) -> tuple[Action, ...]:
         return self.lanes.get((gpu, name), ())
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The dependency graph rpsim.ir.deps caches on a plan is rebuilt on demand, not shipped to workers.
+        return {k: v for k, v in self.__dict__.items() if k != "_dependency_graph"}
+
     def items(self) -> Iterator[tuple[LaneId, int, Action]]:
         for lane_id in sorted(self.lanes):
             for i, a in enumerate(self.lanes[lane_id]):

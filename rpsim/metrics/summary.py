@@ -17,10 +17,13 @@ RESULT_KEYS = ("schedule", "feasible", "reason", "iteration_s", "tokens_per_s", 
 TRANSFER_LANES = ("h2d", "d2h", "param_h2d", "grad_d2h", "p2p")
 
 
-def iteration_window(plan: Plan, trace: Trace) -> tuple[float, float, float, bool]:
+def iteration_window(plan: Plan, trace: Trace, planned_iters: int | None = None,
+                     ) -> tuple[float, float, float, bool]:
     """(iteration_s, window start, window end, steady). Async plans: mean spacing of the iteration ends
     after the first two (whose loads wait for no optimizer step yet), at least the host optimizer's work
-    per iteration; flushed plans: the makespan."""
+    per iteration; flushed plans: the makespan. `planned_iters` > plan.n_iters: the run stopped at steady
+    state (rpsim.sim.steady), and the spans of the iterations it did not simulate repeat its last one, so
+    the mean is the one a run of all planned iterations gives (within the convergence tolerance)."""
     if plan.optimizer == "async" and plan.n_iters >= 3:
         last: dict[int, float] = {}
         for e in trace.events:
@@ -34,6 +37,8 @@ def iteration_window(plan: Plan, trace: Trace) -> tuple[float, float, float, boo
         # out of both the spans and the bubble window.
         last = plan.n_iters - 1 if plan.n_iters >= 4 else plan.n_iters
         spans = [ends[i] - ends[i - 1] for i in range(2, last)]
+        if planned_iters is not None and planned_iters > plan.n_iters and spans:
+            spans += [spans[-1]] * (planned_iters - plan.n_iters)
         # The host optimizer steps every layer once per iteration, one step at a time, so no steady state is
         # faster than its work per iteration; a few simulated iterations can still sit just below it. (GPU
         # lanes give no such bound: RoundPipe rotates slots, so a GPU's share varies by iteration.)
@@ -79,8 +84,9 @@ def exposed_comm_s(trace: Trace, n_gpus: int, lo: float, hi: float) -> float:
 
 
 def summarize(plan: Plan, trace: Trace, sc: Any, peak_gpu: list[float], peak_host: float,
-              link_util: dict[str, float] | None = None) -> dict[str, Any]:
-    iteration_s, lo, hi, steady = iteration_window(plan, trace)
+              link_util: dict[str, float] | None = None, planned_iters: int | None = None) -> dict[str, Any]:
+    """`planned_iters`: the plan's iterations when `plan` holds only those a steady-state stop simulated."""
+    iteration_s, lo, hi, steady = iteration_window(plan, trace, planned_iters)
     b = bubble_breakdown(trace, plan.n_gpus, lo, hi, steady)
     mflops, hflops = model_flops(plan, sc.costs)
     peak = sc.server.gpu.peak_flops_per_s(sc.training.precision)
@@ -103,7 +109,8 @@ def summarize(plan: Plan, trace: Trace, sc: Any, peak_gpu: list[float], peak_hos
         "bubble_intra": b.intra, "bubble_megatron": b.megatron, "busy_s": list(b.busy_s),
         "peak_gpu_mem_bytes": peak_gpu, "peak_host_mem_bytes": peak_host,
         "exposed_comm_s": exposed_comm_s(trace, n, lo, hi), "link_utilization": link_util or {},
-        "n_mb": plan.n_mb, "mb_size": sc.training.mb_size, "n_iters": plan.n_iters, "steady_state": steady,
+        "n_mb": plan.n_mb, "mb_size": sc.training.mb_size, "n_iters": plan.n_iters, "planned_iters": planned_iters or plan.n_iters,
+        "steady_state": steady,
         "window_s": [lo, hi], "level": plan.level, "weights": plan.options.get("weights", "n/a"),
         "partition": plan.partition.to_json(), "virtual_stages": plan.options.get("virtual_stages", 1),
     }

@@ -17,6 +17,7 @@ from rpsim.ir import Action, Plan
 from rpsim.sim.action_costs import CostContext, action_issue_s, duration_s, host_step_bytes, transfer_bytes
 from rpsim.sim.host_issue import INTERPRETER
 from rpsim.sim.network import FlowNetwork
+from rpsim.sim.steady import SteadyWatch
 from rpsim.sim.topology import Topology
 from rpsim.sim.trace import Trace, TraceEvent
 
@@ -36,6 +37,7 @@ class EngineInputs:
     costs: CostContext
     topology: Topology | None  # None below the pcie level: no transfers exist
     hop_s: float = 0.0
+    stop_at_steady: bool = False  # async plans: stop once the iteration time converged (rpsim.sim.steady)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class EngineRun:
     trace: Trace
     network: FlowNetwork | None
     timed: dict[Node, tuple[float, float]]  # (start_s, end_s) of every action, keyed like the graph
+    simulated_iters: int  # the plan's n_iters, or fewer when the run stopped at steady state
 
 
 def run_engine(inp: EngineInputs) -> EngineRun:
@@ -57,18 +60,29 @@ def run_engine(inp: EngineInputs) -> EngineRun:
     timed: dict[Node, tuple[float, float]] = {}
     events: list[TraceEvent] = []
     cost: dict[tuple, float] = {}  # seconds or bytes by (kind, stage, phase, chunk)
+    steady = SteadyWatch(env, inp.plan) if inp.stop_at_steady and inp.plan.optimizer == "async" else None
     for (gpu, lane), actions in sorted(inp.plan.lanes.items()):
-        env.process(_lane(env, inp, net, gpu, lane, actions, watched, timed, events, cost))
-    env.run()
+        env.process(_lane(env, inp, net, gpu, lane, actions, watched, timed, events, cost, steady))
+    env.run(until=steady.event if steady else None)
+    if steady is not None and steady.simulated_iters < inp.plan.n_iters:
+        n = steady.simulated_iters  # later iterations' actions that ran meanwhile are dropped
+        events = [e for e in events if e.it < n]
+        timed = {node: times for node, times in timed.items() if node[1].it < n}
+        return EngineRun(Trace(tuple(sorted(events, key=_event_order))), net, timed, n)
     if len(timed) < inp.graph.number_of_nodes():
         gpu, a = next(n for n in inp.graph.nodes if n not in timed)
         raise AssertionError(f"simulation stalled at gpu {gpu}: {a} (the plan checks should prevent this)")
-    events.sort(key=lambda e: (e.start_s, e.gpu, e.lane, e.action))
-    return EngineRun(Trace(tuple(events)), net, timed)
+    events.sort(key=_event_order)
+    return EngineRun(Trace(tuple(events)), net, timed, inp.plan.n_iters)
+
+
+def _event_order(e: TraceEvent) -> tuple:
+    return (e.start_s, e.gpu, e.lane, e.action)
 
 
 def _lane(env: simpy.Environment, inp: EngineInputs, net: FlowNetwork | None, gpu: int, lane: str,
-          actions: tuple[Action, ...], watched: dict, timed: dict, events: list[TraceEvent], cost: dict):
+          actions: tuple[Action, ...], watched: dict, timed: dict, events: list[TraceEvent], cost: dict,
+          steady: SteadyWatch | None):
     pred = inp.graph._pred  # node -> {predecessor: edge attributes}; the view (graph.pred) costs 3x here
     hop_s = inp.hop_s
     for a in actions:
@@ -120,6 +134,8 @@ def _lane(env: simpy.Environment, inp: EngineInputs, net: FlowNetwork | None, gp
             ev.succeed()
         events.append(TraceEvent(gpu=gpu, lane=lane, action=str(a), kind=a.kind, stage=a.stage, mb=a.mb, it=a.it,
                                  start_s=start, end_s=env.now, bytes=n_bytes))
+        if steady is not None:
+            steady.finished(a, lane, env.now)
 
 
 def _issue(env: simpy.Environment, net: FlowNetwork, interpreter_s: float, engine_s: float):

@@ -1,8 +1,8 @@
 """`FlowNetwork`: byte transfers over shared links as a fluid simulation inside a SimPy environment.
 
-Between events every active flow moves at the rate `allocate_rates` gives it. Each arrival or completion
-advances all flows, recomputes the rates and schedules one wake-up at the earliest completion; older
-wake-ups carry an older generation number and are ignored. Owns link-utilisation counters too.
+Between events every active flow moves at the rate max-min sharing gives it. Each arrival or completion
+advances all flows, recomputes the rates of the flows it can affect (`IncrementalRates`) and schedules
+one wake-up at the earliest completion; older wake-ups carry an older generation number and are ignored. Owns link-utilisation counters too.
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import simpy
 
 from rpsim.errors import SpecError, choices_message
-from rpsim.sim.sharing import DuplexPair, RatesMemo, allocate_rates
+from rpsim.sim.incremental_sharing import IncrementalRates
+from rpsim.sim.sharing import DuplexPair, Links
 
 # Float drift: remaining bytes are decremented by rate * elapsed many times, so a flow can end a few ulps
 # short of zero. Below either bound it is done (1e-3 bytes is far below any real transfer).
@@ -61,7 +62,7 @@ class FlowNetwork:
         self._generation = 0
         self._settle_pending = False
         self._last_update_s = env.now
-        self._rates_memo: RatesMemo = {}
+        self._rates = IncrementalRates(Links.of(self.capacity_bytes_per_s, self.duplex_pairs, duplex_factor))
         self._known_paths: set[tuple[str, ...]] = set()
         # (now, generation) of the last completion check, and flows started since: until time or rates
         # move, the flows checked then cannot have become done, so a second check looks at new ones only.
@@ -121,6 +122,7 @@ class FlowNetwork:
         self._advance()  # elapsed time belongs to the flows already running
         self._flows[flow.flow_id] = flow
         self._started_since.append(flow)
+        self._rates.start(flow)
         for resource in flow.path:
             self._n_active_on[resource] = self._n_active_on.get(resource, 0) + 1
         self._request_settle()
@@ -173,6 +175,7 @@ class FlowNetwork:
         self._started_since = []
         for flow in finished:
             del self._flows[flow.flow_id]
+            self._rates.end(flow)
             for resource in flow.path:
                 self.bytes_through[resource] += flow.remaining_bytes  # the drift residual, so totals are exact
                 self._n_active_on[resource] -= 1
@@ -185,15 +188,12 @@ class FlowNetwork:
     def _reallocate(self) -> None:
         self._generation += 1
         if not self._flows:
-            return
-        flows = list(self._flows.values())
-        # Schedules repeat the same mixes of flows round after round (70-95% of the calls in a RoundPipe
-        # run), and this network's capacities never change: the memo answers those repeats.
-        rates = allocate_rates(flows, self.capacity_bytes_per_s, self.duplex_pairs, self.duplex_factor,
-                               self._rates_memo)
+            return  # what the tracker marked stale has no flow left: its next settle finds nothing there
+        for flow, rate in self._rates.settle():
+            flow.rate_bytes_per_s = rate  # type: ignore[attr-defined]
         next_s = math.inf
-        for flow in flows:
-            flow.rate_bytes_per_s = rate = rates[flow.flow_id]
+        for flow in self._flows.values():
+            rate = flow.rate_bytes_per_s
             if rate > 0:
                 next_s = min(next_s, flow.remaining_bytes / rate)
         if next_s < math.inf:  # else every flow is starved, which positive capacities rule out

@@ -43,6 +43,29 @@ class Flow:
     priority: int = 0
 
 
+@dataclass(frozen=True)
+class Links:
+    """A capacity map with its duplex pairs indexed by resource, built once per network.
+
+    `partners[r]` lists (other direction, factor on r) for every pair naming r, in the pairs' order, so
+    the slowdown multiplies r's capacity in the same order (and to the same float) as a scan of the pairs.
+    """
+
+    capacity_bytes_per_s: Mapping[str, float]
+    partners: Mapping[str, tuple[tuple[str, float], ...]]
+
+    @classmethod
+    def of(cls, capacity_bytes_per_s: Mapping[str, float], duplex_pairs: Iterable[DuplexPair] = (),
+           duplex_factor: float = 1.0) -> Links:
+        partners: dict[str, list[tuple[str, float]]] = {}
+        for pair in duplex_pairs:
+            a, b = pair[0], pair[1]
+            factor_a, factor_b = _pair_factors(pair, duplex_factor)
+            partners.setdefault(a, []).append((b, factor_a))
+            partners.setdefault(b, []).append((a, factor_b))
+        return cls(capacity_bytes_per_s, {r: tuple(p) for r, p in partners.items()})
+
+
 def allocate_rates(
     flows: Sequence[FlowLike],
     capacity_bytes_per_s: Mapping[str, float],
@@ -59,12 +82,17 @@ def allocate_rates(
     `memo`, a dict the caller keeps for one capacity map and duplex setting, remembers the rates of each
     sequence of (path, priority): the result depends on nothing else, so a repeat gets the same floats.
     """
+    return allocate_on(flows, Links.of(capacity_bytes_per_s, duplex_pairs, duplex_factor), memo)
+
+
+def allocate_on(flows: Sequence[FlowLike], links: Links, memo: RatesMemo | None = None) -> dict[Hashable, float]:
+    """`allocate_rates` over prepared `links` (see there)."""
     if memo is None:
-        return _allocate(flows, capacity_bytes_per_s, duplex_pairs, duplex_factor)
+        return _allocate(flows, links)
     key = tuple([(flow.path, flow.priority) for flow in flows])
     in_order = memo.get(key)
     if in_order is None:
-        rates = _allocate(flows, capacity_bytes_per_s, duplex_pairs, duplex_factor)
+        rates = _allocate(flows, links)
         if len(memo) >= MEMO_ENTRIES:
             memo.clear()
         memo[key] = [rates[flow.flow_id] for flow in flows]
@@ -75,12 +103,7 @@ def allocate_rates(
     return rates
 
 
-def _allocate(
-    flows: Sequence[FlowLike],
-    capacity_bytes_per_s: Mapping[str, float],
-    duplex_pairs: Iterable[DuplexPair],
-    duplex_factor: float,
-) -> dict[Hashable, float]:
+def _allocate(flows: Sequence[FlowLike], links: Links) -> dict[Hashable, float]:
     rates: dict[Hashable, float] = {}
     classes: dict[int, list[FlowLike]] = {}
     for flow in flows:
@@ -88,8 +111,7 @@ def _allocate(
             classes.setdefault(flow.priority, []).append(flow)
         else:
             rates[flow.flow_id] = math.inf
-    left_bytes_per_s = _effective_capacities(classes.values(), capacity_bytes_per_s, duplex_pairs,
-                                             duplex_factor)
+    left_bytes_per_s = _effective_capacities(classes.values(), links)
     for priority in sorted(classes):
         _fill_class(classes[priority], left_bytes_per_s, rates)
     if len(rates) != len(flows):
@@ -97,18 +119,14 @@ def _allocate(
     return rates
 
 
-def _effective_capacities(
-    classes: Iterable[list[FlowLike]],
-    capacity_bytes_per_s: Mapping[str, float],
-    duplex_pairs: Iterable[DuplexPair],
-    duplex_factor: float,
-) -> dict[str, float]:
+def _effective_capacities(classes: Iterable[list[FlowLike]], links: Links) -> dict[str, float]:
     """Capacity of every resource some flow crosses, after the duplex slowdown.
 
     A pair counts as duplex-busy when both directions carry a flow of any class, even a starved one:
     deciding it from the rates instead would make the capacities depend on the rates they produce.
     A resource in several busy pairs is slowed by the product of their factors.
     """
+    capacity_bytes_per_s = links.capacity_bytes_per_s
     capacities: dict[str, float] = {}
     for members in classes:
         for flow in members:
@@ -118,12 +136,11 @@ def _effective_capacities(
                     if capacity is None:
                         raise SpecError(choices_message("resource", resource, capacity_bytes_per_s))
                     capacities[resource] = capacity
-    for pair in duplex_pairs:
-        a, b = pair[0], pair[1]
-        if a in capacities and b in capacities:
-            factor_a, factor_b = _pair_factors(pair, duplex_factor)
-            capacities[a] *= factor_a
-            capacities[b] *= factor_b
+    partners = links.partners
+    for resource in capacities:
+        for other, factor in partners.get(resource, ()):
+            if other in capacities:
+                capacities[resource] *= factor
     return capacities
 
 

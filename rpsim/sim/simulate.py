@@ -13,6 +13,7 @@ from rpsim.sim.action_costs import CostContext
 from rpsim.sim.engine import EngineInputs, run_engine
 from rpsim.sim.hop import hop_delay
 from rpsim.sim.memory import ALLOCATOR_OVERHEAD, MemoryTimeline, memory_timeline
+from rpsim.sim.steady import first_iterations
 from rpsim.sim.topology import build_topology
 from rpsim.sim.trace import Trace
 
@@ -31,12 +32,16 @@ def cost_context(plan: Plan, sc: Scenario) -> CostContext:
                           sc.server.host.issue_s if plan.level == "pcie" else None)
 
 
-def simulate(plan: Plan, sc: Scenario) -> SimResult:
+def simulate(plan: Plan, sc: Scenario, stop_at_steady: bool = True) -> SimResult:
+    """`stop_at_steady`: an async plan's run stops once its iteration time converged (rpsim.sim.steady);
+    the result's plan then holds the iterations simulated, and metrics say how many of how many."""
     graph = dependency_graph(plan)
     ctx = cost_context(plan, sc)
     topo = build_topology(sc.server, sc.profile) if plan.level == "pcie" else None
     hop_s = hop_delay(plan.level, sc).seconds
-    run = run_engine(EngineInputs(plan, graph, ctx, topo, hop_s))
+    run = run_engine(EngineInputs(plan, graph, ctx, topo, hop_s, stop_at_steady))
+    planned_iters = plan.n_iters
+    plan = first_iterations(plan, run.simulated_iters)
     net = run.network
     trace = Trace(run.trace.events, {"source": "rpsim", "schedule": plan.schedule, "level": plan.level,
                                      "model": sc.model.name, "server": sc.server.name, "n_gpus": plan.n_gpus})
@@ -49,7 +54,7 @@ def simulate(plan: Plan, sc: Scenario) -> SimResult:
         net.sync_metrics()
         util = {r: net.bytes_through[r] / (cap * makespan_s)
                 for r, cap in net.capacity_bytes_per_s.items() if net.bytes_through[r] > 0}
-    metrics = summarize(plan, trace, sc, peak_gpu, mem.peak_bytes(CPU), util)
+    metrics = summarize(plan, trace, sc, peak_gpu, mem.peak_bytes(CPU), util, planned_iters)
     # The live tensor bytes alone: what torch.cuda.max_memory_allocated reports for the same run, and what
     # rpexec's measured traces hold as their peak_gpu_mem_bytes.
     metrics["peak_gpu_allocated_bytes"] = allocated

@@ -1,0 +1,227 @@
+"""`IncrementalRates`: the max-min rates of `sharing.allocate_on` kept up to date as flows start and end,
+re-solving only the connected components of the flow-resource graph that a start or an end touched.
+
+Why that is exact: progressive filling (sharing._fill_class) only ever subtracts a flow's share along
+its own path and picks, each round, the smallest fair share (ties to the resource met first in start
+order). Two sets of flows that share no resource never change each other's capacity left, so filling
+them together picks, within each set, the same bottlenecks in the same order with the same floats as
+filling each alone. What couples resources: a flow crossing both, the two directions of a duplex pair
+(a direction's capacity depends on whether the other carries a flow), and a priority class (it fills
+what the classes before it left on the same resources: the graph spans all classes). A component is
+solved with its flows in start order, as a full solve sees them.
+
+A resource that is never the bottleneck couples nothing either: filling never picks it, so removing it
+changes no pick and no float. Shared host resources (DRAM, root complexes, switch uplinks) carry every
+GPU's flows but are rarely saturated, so they start *loose*: components are found without them, and
+after each solve every loose resource the solve touched is verified to carry at most (1 - 1e-9) of its
+capacity. That margin is far above float rounding, so the full solve could not have picked it. A
+resource that fails becomes *tight* and the settle starts over with it coupling; a tight resource
+turns loose again once a solve leaves it below the margin. Infinite capacities are always loose;
+duplex directions are always tight (their capacity depends on the other direction, not on a sum).
+
+Must not import simpy (a pure bookkeeping class; FlowNetwork drives it).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+
+from rpsim.sim.sharing import MEMO_ENTRIES, FlowLike, Links, RatesMemo, allocate_on
+
+# Loose resources must stay this far below capacity (relative): far above float rounding of a sum.
+LOOSE_MARGIN = 1e-9
+# A running load within this fraction of the margin is re-summed exactly: running sums drift by float
+# rounding (~1e-16 per update, relative to the largest term), so far less than this over any run.
+RESUM_BAND = 1e-6
+
+
+class IncrementalRates:
+    """Active flows, in start order, their rates, and the resources a start or an end made stale."""
+
+    def __init__(self, links: Links) -> None:
+        self.links = links
+        capacity = links.capacity_bytes_per_s
+        # Resources whose flows are tracked: finite ones (they may bind) and duplex directions.
+        self._tracked = {r for r, cap in capacity.items() if cap < math.inf or r in links.partners}
+        self._summed = {r for r in self._tracked if r not in links.partners}  # finite, no duplex partner
+        self._loose = set(self._summed)  # all of them start loose
+        self._load: dict[str, float] = dict.fromkeys(self._summed, 0.0)  # running sum of rates on each
+        self._seq: dict[Hashable, int] = {}  # active flow -> its start number
+        self._rate: dict[Hashable, float] = {}  # active flow -> its current rate, once settled
+        self._next_seq = 0
+        self._on: dict[str, dict[Hashable, FlowLike]] = {}  # tracked resource -> active flows crossing it
+        self._stale: dict[str, None] = {}  # tracked resources a start or an end touched (ordered set)
+        self._new: list[FlowLike] = []  # started since the last settle
+        self._active: dict[Hashable, FlowLike] = {}  # in start order
+        self._memo: RatesMemo = {}  # per component
+        self._whole_memo: RatesMemo = {}  # per sequence of all active flows
+
+    def __len__(self) -> int:
+        return len(self._seq)
+
+    def start(self, flow: FlowLike) -> None:
+        if flow.flow_id in self._seq:
+            raise ValueError(f"flow id {flow.flow_id!r} is already active")
+        self._seq[flow.flow_id] = self._next_seq
+        self._next_seq += 1
+        self._new.append(flow)
+        self._active[flow.flow_id] = flow
+        for resource in flow.path:
+            if resource in self._tracked:
+                self._on.setdefault(resource, {})[flow.flow_id] = flow
+                self._stale[resource] = None
+
+    def end(self, flow: FlowLike) -> None:
+        del self._seq[flow.flow_id]
+        del self._active[flow.flow_id]
+        rate = self._rate.pop(flow.flow_id, 0.0)
+        for resource in flow.path:
+            if resource in self._tracked:
+                crossing = self._on.get(resource)
+                if crossing is not None and crossing.pop(flow.flow_id, None) is not None and not crossing:
+                    del self._on[resource]
+                    if resource in self._summed:
+                        self._load[resource] = 0.0  # exact again: no drift survives an idle resource
+                elif resource in self._summed and crossing:
+                    self._load[resource] -= rate
+                self._stale[resource] = None
+
+    def settle(self) -> list[tuple[FlowLike, float]]:
+        """(flow, rate) for every active flow whose component changed since the last settle; the rates of
+        all other active flows are what the previous settles gave them."""
+        # Schedules repeat whole mixes of flows round after round (70-95% of the settles of an 8-GPU
+        # RoundPipe run): the rates a settle gave one sequence of (path, priority) answer its repeats.
+        active = list(self._active.values())
+        key = tuple([(flow.path, flow.priority) for flow in active])
+        known = self._whole_memo.get(key)
+        if known is not None:
+            return self._take(active, known)
+        roots = list(self._stale)
+        solved: dict[Hashable, tuple[FlowLike, float]] = {}
+        while True:
+            # A failed attempt only adds tight resources, so the next one reaches every flow it solved.
+            failed, relaxable = self._settle_from(roots, solved)
+            if not failed:
+                break
+            self._loose.difference_update(failed)
+            roots += failed  # start over: the failed resources now join their flows' components
+        self._loose.update(relaxable)
+        self._stale = {}
+        self._new = []
+        if len(self._whole_memo) >= MEMO_ENTRIES:
+            self._whole_memo.clear()
+        self._whole_memo[key] = [self._rate[flow.flow_id] for flow in active]
+        return list(solved.values())
+
+    def _take(self, active: list[FlowLike], rates: list[float]) -> list[tuple[FlowLike, float]]:
+        """Adopt the full solution `rates` of `active`. A loose resource it saturates turns tight: no rate
+        may stay bound by a loose resource, since settles do not re-solve through one."""
+        updates = []
+        changed: dict[str, None] = {}
+        old_rates, summed, load = self._rate, self._summed, self._load
+        for flow, rate in zip(active, rates):
+            flow_id = flow.flow_id
+            old = old_rates.get(flow_id)
+            if old is None or old != rate:
+                change = rate - (old or 0.0)
+                if change:
+                    for resource in flow.path:
+                        if resource in summed:
+                            load[resource] += change
+                            changed[resource] = None
+                old_rates[flow_id] = rate
+                updates.append((flow, rate))
+        self._loose.difference_update([r for r in changed if r in self._loose and not self._below_margin(r)])
+        self._stale = {}
+        self._new = []
+        return updates
+
+    def _settle_from(self, roots: list[str], solved: dict[Hashable, tuple[FlowLike, float]],
+                     ) -> tuple[list[str], list[str]]:
+        """Solve the components reached from `roots` (and new flows alone) into `solved`; the loose
+        resources they touched that are no longer below the margin, and the tight ones that are."""
+        seen_flows: set[Hashable] = set()
+        seen_resources: set[str] = set()
+        touched_loose: dict[str, None] = {}
+        touched_tight: dict[str, None] = {}
+        for resource in roots:
+            if resource in self._loose:
+                touched_loose[resource] = None  # a start or end changed its sum
+            elif resource not in seen_resources:
+                component = self._component(resource, seen_resources, seen_flows, touched_loose, touched_tight)
+                if component:
+                    self._solve(component, solved)
+        for flow in self._new:  # crossing no tight resource: alone in its component
+            if flow.flow_id not in seen_flows and flow.flow_id in self._seq:
+                seen_flows.add(flow.flow_id)
+                for hop in flow.path:
+                    if hop in self._loose:
+                        touched_loose[hop] = None
+                self._solve([flow], solved)
+        failed = [r for r in touched_loose if not self._below_margin(r)]
+        # Staying tight is always exact, so relaxing needs only the running load (a tight resource sits at
+        # capacity, where an exact re-sum would run on every settle).
+        relaxable = [r for r in touched_tight if r in self._summed and self._clearly_below_margin(r)]
+        return failed, relaxable
+
+    def _component(self, root: str, seen_resources: set[str], seen_flows: set[Hashable],
+                   touched_loose: dict[str, None], touched_tight: dict[str, None]) -> list[FlowLike]:
+        """Active flows connected to tight resource `root` through tight resources (marking what it
+        visits and the loose and tight resources it meets), in start order."""
+        flows: list[FlowLike] = []
+        seen_resources.add(root)
+        stack = [root]
+        on, partners, loose, tracked = self._on, self.links.partners, self._loose, self._tracked
+        while stack:
+            resource = stack.pop()
+            touched_tight[resource] = None
+            for other, _factor in partners.get(resource, ()):
+                if other not in seen_resources:
+                    seen_resources.add(other)
+                    stack.append(other)
+            for flow_id, flow in on.get(resource, {}).items():
+                if flow_id not in seen_flows:
+                    seen_flows.add(flow_id)
+                    flows.append(flow)
+                    for hop in flow.path:
+                        if hop in loose:
+                            touched_loose[hop] = None
+                        elif hop not in seen_resources and hop in tracked:
+                            seen_resources.add(hop)
+                            stack.append(hop)
+        seq = self._seq
+        flows.sort(key=lambda flow: seq[flow.flow_id])
+        return flows
+
+    def _solve(self, component: list[FlowLike], solved: dict[Hashable, tuple[FlowLike, float]]) -> None:
+        # Schedules repeat the same mixes of flows round after round and the capacities never change:
+        # the memo, keyed by the component's (path, priority) sequence, answers those repeats.
+        rates = allocate_on(component, self.links, self._memo)
+        old_rates, summed, load = self._rate, self._summed, self._load
+        for flow in component:
+            flow_id = flow.flow_id
+            rate = rates[flow_id]
+            change = rate - old_rates.get(flow_id, 0.0)
+            if change:
+                for resource in flow.path:
+                    if resource in summed:
+                        load[resource] += change
+            old_rates[flow_id] = rate
+            solved[flow_id] = (flow, rate)
+
+    def _clearly_below_margin(self, resource: str) -> bool:
+        """Below the margin by more than a running sum can drift."""
+        limit = self.links.capacity_bytes_per_s[resource] * (1.0 - LOOSE_MARGIN)
+        return self._load[resource] <= limit * (1.0 - RESUM_BAND)
+
+    def _below_margin(self, resource: str) -> bool:
+        """Whether the flows on a resource without a duplex partner leave it safely unsaturated."""
+        if self._clearly_below_margin(resource):
+            return True
+        limit = self.links.capacity_bytes_per_s[resource] * (1.0 - LOOSE_MARGIN)
+        rate = self._rate
+        total = 0.0
+        for flow_id, flow in self._on.get(resource, {}).items():
+            total += rate.get(flow_id, 0.0) * flow.path.count(resource)
+        self._load[resource] = total
+        return total <= limit
