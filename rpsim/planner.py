@@ -20,10 +20,9 @@ from rpsim.passes import LoweringContext, lower
 from rpsim.scenario import Scenario
 from rpsim.schedules import get_schedule
 from rpsim.schedules.base import BuildOptions
-from rpsim.schedules.roundpipe import rotation_iterations, round_sizes
+from rpsim.schedules.traits import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, ScheduleTraits
 
-FIXED_PARTITIONERS = ("uneven", "balanced", "even")
-ROUNDPIPE_PARTITIONERS = ("roundpipe-paper", "roundpipe-library")
+__all__ = ["FIXED_PARTITIONERS", "ROUNDPIPE_PARTITIONERS", "PlanRequest", "make_plan"]
 ROUNDPIPE_MEMORY_FRACTION = 0.6  # the roundpipe library's default memory limit: 0.6 x GPU memory
 ASYNC_ITERATIONS = 4  # async plans: 2 warm-up iterations, 1 steady-state iteration, 1 drain iteration
 
@@ -85,15 +84,14 @@ def choose_partition(sc: Scenario, req: PlanRequest, roundpipe: bool, n_stages: 
 
 def make_plan(sc: Scenario, req: PlanRequest) -> Plan:
     module = get_schedule(req.schedule)
+    traits: ScheduleTraits = module.TRAITS
     n = sc.server.n_gpus
-    roundpipe = not module.FIXED_PLACEMENT
-    v = 1 if roundpipe or req.schedule in ("gpipe", "1f1b") else (
-        req.virtual_stages or default_virtual_stages(n, sc.model.n_layers))
+    roundpipe = traits.asymmetric_partition
+    v = traits.virtual_stages.resolve(req.virtual_stages, default_virtual_stages(n, sc.model.n_layers))
     partition = choose_partition(sc, req, roundpipe, n * v)
-    is_async = req.schedule == "roundpipe"
     options = BuildOptions(virtual_stages=v, round_size=req.round_size, g0_rule=req.g0_rule,
-                           n_iters=req.n_iters or (async_iterations(sc, req, partition) if is_async else 1),
-                           optimizer="async" if is_async else "sync", recompute=sc.training.recompute)
+                           n_iters=req.n_iters or default_iterations(sc, req, traits, partition),
+                           optimizer=traits.optimizer, recompute=sc.training.recompute)
     if req.g0_rule == "earliest-free":
         options = replace(options, **stage_estimates(sc, partition))
     plan = module.build(n, partition, sc.training.n_mb, options)
@@ -103,12 +101,14 @@ def make_plan(sc: Scenario, req: PlanRequest) -> Plan:
     return lowered
 
 
-def async_iterations(sc: Scenario, req: PlanRequest, p: Partition) -> int:
-    """Enough iterations for a steady state: a full rotation of the dispatch over the GPUs when
-    iterations load the GPUs differently, else warm-up, steady and drain (ASYNC_ITERATIONS)."""
-    n, n_mb = sc.server.n_gpus, sc.training.n_mb
-    rounds = len(round_sizes(n_mb, n, req.round_size))
-    return rotation_iterations(n, rounds, len(p.fwd) + len(p.bwd)) or ASYNC_ITERATIONS
+def default_iterations(sc: Scenario, req: PlanRequest, traits: ScheduleTraits, p: Partition) -> int:
+    """Sync plans flush: one iteration. Async ones need a steady state: a full rotation of the dispatch
+    over the GPUs when iterations load the GPUs differently, else warm-up, steady and drain."""
+    if traits.optimizer == "sync":
+        return 1
+    rotation = traits.steady_iterations(sc.server.n_gpus, sc.training.n_mb, len(p.fwd) + len(p.bwd),
+                                        req.round_size) if traits.steady_iterations else None
+    return rotation or ASYNC_ITERATIONS
 
 
 def stage_estimates(sc: Scenario, p: Partition) -> dict[str, object]:

@@ -12,7 +12,7 @@ from rpsim.passes import LEVELS
 from rpsim.passes.lower import WEIGHT_POLICIES
 from rpsim.planner import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, PlanRequest
 from rpsim.scenario import Scenario, make_scenario
-from rpsim.schedules import get_schedule
+from rpsim.schedules import traits_of
 from rpsim.schedules.roundpipe import G0_RULES
 from rpsim.specs import TrainingSpec
 from rpsim.specs.gpu import PRECISIONS
@@ -87,13 +87,13 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
 
 
 def plan_request(args: argparse.Namespace, schedule: str) -> PlanRequest:
-    roundpipe = not get_schedule(schedule).FIXED_PLACEMENT
+    traits = traits_of(schedule)
     partition = args.partition
-    if partition is not None and ("|" in partition) != roundpipe:
+    if partition is not None and ("|" in partition) != traits.asymmetric_partition:
         partition = None  # a fixed spec applies to fixed schedules, a FWD|BWD spec to RoundPipe ones
     partitioner = args.partitioner
-    if partitioner is not None and partitioner.startswith("roundpipe") != roundpipe:
-        partitioner = None
+    if partitioner in (*FIXED_PARTITIONERS, *ROUNDPIPE_PARTITIONERS) and partitioner not in traits.partitioners:
+        partitioner = None  # another family's partitioner: this schedule uses its own default
     return PlanRequest(schedule=schedule, fidelity=args.fidelity, partition=partition, partitioner=partitioner,
                        virtual_stages=args.virtual_stages, round_size=args.round_size, g0_rule=args.g0_rule,
                        n_iters=args.iters, weights=args.weights)

@@ -50,3 +50,16 @@ def _dedupe(items: list[Input]) -> list[Input]:
 
 def uses_split_backward(actions: list[Action]) -> bool:
     return any(a.kind in ("I", "W") for a in actions)
+
+
+def saved_boundaries(partition: Partition, recompute: str, stateless: bool, lo: int, hi: int) -> tuple[int, ...]:
+    """Boundaries strictly inside a forward over layers [lo, hi) whose activation it saves for backward,
+    besides its own input at `lo`: every layer's input under layer-grain recompute; on stateless GPUs
+    the inputs of the backward stages that start inside it (the backward partition may cut elsewhere);
+    none on a stage's own GPU otherwise (stage recompute keeps only the stage input). The one rule the
+    simulator's byte counts, the residency policy and the executor share."""
+    if recompute == "layer":
+        return tuple(range(lo + 1, hi))
+    if not stateless:
+        return ()
+    return tuple(b for b, _ in partition.bwd if lo < b < hi)

@@ -8,9 +8,9 @@ from collections import defaultdict
 
 from rpsim.costs import ModelCosts
 from rpsim.ir import Plan
+from rpsim.ir.dataflow import saved_boundaries
+from rpsim.sim.memory import ALLOCATOR_OVERHEAD
 from rpsim.specs import ServerSpec
-
-ALLOCATOR_OVERHEAD = 1.1  # caching-allocator fragmentation and CUDA context; PyTorch typically 5-15%
 
 
 def peak_in_flight(plan: Plan, gpu: int) -> dict[tuple[int, int], int]:
@@ -33,8 +33,9 @@ def stage_bytes(plan: Plan, costs: ModelCosts, stage: int) -> tuple[float, float
     layers = costs.layers[a:b]
     states = sum(c.weight_bytes + c.grad_bytes + c.optim_bytes for c in layers)
     full = sum(c.activation_bytes for c in layers)
+    inside = saved_boundaries(plan.partition, plan.recompute, False, a, b)
     saved = full if plan.recompute == "none" else (
-        layers[0].input_bytes if plan.recompute == "stage" else sum(c.input_bytes for c in layers))
+        layers[0].input_bytes + sum(costs.layers[x].input_bytes for x in inside))
     return states, saved, full
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from rpsim.ir import Partition, Plan
 from rpsim.schedules._fixed import Op, check_fixed_inputs, repeat_iterations
 from rpsim.schedules.base import BuildOptions, compute_plan
+from rpsim.schedules.traits import CONTIGUOUS, ScheduleTraits
 
 NAME = "gpipe"
 DESCRIPTION = "GPipe: all forwards then all backwards, one stage per GPU, flush each iteration"
-FIXED_PLACEMENT = True
+TRAITS = ScheduleTraits(placement=CONTIGUOUS)
 
 
 def rank_order(rank: int, n_mb: int) -> list[Op]:

@@ -13,10 +13,10 @@ from dataclasses import replace
 
 from rpsim.ir import Action, Partition, Plan
 from rpsim.schedules.base import BuildOptions, compute_plan, require
+from rpsim.schedules.traits import ROUND_ROBIN, ROUNDPIPE_PARTITIONERS, ScheduleTraits
 
 NAME = "roundpipe"
 DESCRIPTION = "RoundPipe: round-robin stage dispatch over stateless GPUs, weights in host memory, async optimizer"
-FIXED_PLACEMENT = False
 G0_RULES = ("paper", "earliest-free")
 
 Job = tuple[str, int, tuple[int, ...], int]  # (kind, stage, microbatches, iteration)
@@ -146,3 +146,13 @@ def rotation_iterations(n_gpus: int, rounds: int, slots: int) -> int | None:
     jobs = rounds * slots
     period = n_gpus // math.gcd(jobs, n_gpus)
     return None if period == 1 or jobs >= ROTATION_JOBS * n_gpus else 3 + period
+
+
+def steady_iterations(n_gpus: int, n_mb: int, slots: int, round_size: int | None) -> int | None:
+    """rotation_iterations for this microbatching: None when the planner's default steady span holds."""
+    return rotation_iterations(n_gpus, len(round_sizes(n_mb, n_gpus, round_size)), slots)
+
+
+TRAITS = ScheduleTraits(placement=ROUND_ROBIN, optimizer="async", fast_estimate="round-robin",
+                        partitioners=ROUNDPIPE_PARTITIONERS, partition_sweep=True, search_reference=True,
+                        steady_iterations=steady_iterations)

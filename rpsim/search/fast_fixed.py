@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from rpsim.ir import Partition
-from rpsim.passes.residency import ALLOCATOR_OVERHEAD, peak_in_flight
+from rpsim.passes.residency import peak_in_flight
 from rpsim.schedules import get_schedule
 from rpsim.schedules.base import BuildOptions
 from rpsim.search.fast_context import FastContext
+from rpsim.sim.memory import ALLOCATOR_OVERHEAD
 
 Op = tuple[int, int, int, int, int, bool]  # (done index, dependency index or -1, hop index, duration index,
 #                                          stage, last op of its stage on this GPU)

@@ -89,10 +89,11 @@ def confirmed_key(c: Confirmed) -> tuple:
 
 def reference_candidate(sc: Scenario) -> Candidate | None:
     """RoundPipe's own partitioner with the default request, on the user's training setup."""
-    if "roundpipe" not in SCHEDULES:
+    name = next((n for n, m in SCHEDULES.items() if m.TRAITS.search_reference), None)
+    if name is None:
         return None
     t = sc.training
-    return Candidate("roundpipe", t.mb_size, t.recompute, "roundpipe-paper")
+    return Candidate(name, t.mb_size, t.recompute, SCHEDULES[name].TRAITS.partitioners[0])
 
 
 def search(sc: Scenario, options: SearchOptions = SearchOptions(), progress: Progress | None = None
@@ -212,7 +213,7 @@ def sim_cost(c: Candidate, sc: Scenario) -> float:
     """Rough relative cost of simulating a candidate: its compute actions."""
     n_mb = sc.training.global_batch // c.mb_size
     stages = len(c.partition.replace("|", ",").split(",")) if c.partition else 2 * sc.server.n_gpus
-    return n_mb * stages * (c.n_iters or (3 if c.schedule == "roundpipe" else 1))
+    return n_mb * stages * (c.n_iters or (3 if SCHEDULES[c.schedule].TRAITS.optimizer == "async" else 1))
 
 
 def _cheap_first(ordered: list[Scored], sc: Scenario, rel: float = 0.002) -> list[Scored]:

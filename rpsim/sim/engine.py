@@ -151,8 +151,8 @@ def _transfer(env: simpy.Environment, topo: Topology, net: FlowNetwork, gpu: int
               n_bytes: float) -> simpy.Event:
     """The event that succeeds when transfer `a` has moved its bytes."""
     priority = PRIORITY[a.kind]
+    paths = topo.paths_of(gpu, a.kind, a.peer)
     if a.kind == "SEND":
-        return net.transfer(topo.p2p_path(gpu, a.peer), n_bytes, priority, topo.latency_s)  # type: ignore[arg-type]
-    paths = topo.h2d_paths[gpu] if a.kind in ("LOAD", "ACT_IN") else topo.d2h_paths[gpu]
+        return net.transfer(paths[0], n_bytes, priority, topo.latency_s)
     share = n_bytes / len(paths)  # host buffers interleaved over sockets: one flow per socket
     return _all_of(env, net.transfers(paths, share, priority, topo.latency_s))

@@ -68,10 +68,7 @@ def list_timed(plan: Plan, sc: Scenario) -> Trace:
 
 def transfer_s(topo: Topology, gpu: int, a: Action, n_bytes: float) -> float:
     """Seconds a transfer takes with the network to itself (the engine's paths, shares and latency)."""
-    if a.kind == "SEND":
-        paths: Sequence[Path] = (topo.p2p_path(gpu, a.peer),)  # type: ignore[arg-type]
-    else:
-        paths = topo.h2d_paths[gpu] if a.kind in ("LOAD", "ACT_IN") else topo.d2h_paths[gpu]
+    paths = topo.paths_of(gpu, a.kind, a.peer)
     if n_bytes == 0:
         return topo.latency_s
     share = n_bytes / len(paths)  # host buffers interleaved over sockets: one flow per socket

@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from rpsim.ir import CPU, Action, Plan
-from rpsim.ir.jobs import jobs_of, stages_are_resident
+from rpsim.ir.jobs import jobs_of, residency
 from rpsim.sim.action_costs import CostContext, boundary_bytes, transfer_bytes
 from rpsim.sim.trace import Trace
 
@@ -34,7 +34,7 @@ def memory_timeline(plan: Plan, trace: Trace, ctx: CostContext, timed: Timed | N
     """`timed`, when given (the engine's), must hold the same times as `trace`; it saves parsing it."""
     timed = timed if timed is not None else timed_actions(plan, trace)
     deltas: dict[int, list[tuple[float, float]]] = defaultdict(list)
-    resident = stages_are_resident(plan) and plan.options.get("weights") != "streamed" and plan.level == "pcie"
+    resident = residency(plan) == "resident" and plan.level == "pcie"
     _model_states(plan, ctx, resident, deltas)
     if plan.level == "pcie" and not resident:
         _streamed_buffers(plan, ctx, timed, deltas)

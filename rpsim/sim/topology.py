@@ -30,6 +30,15 @@ class Topology:
     def p2p_path(self, src: int, dst: int) -> Path:
         return (f"g{src}.p2p_out", f"g{dst}.p2p_in")
 
+    def paths_of(self, gpu: int, kind: str, peer: int | None = None) -> tuple[Path, ...]:
+        """The paths a transfer of `kind` issued on `gpu` takes, one flow per path, the bytes split evenly
+        (host buffers are interleaved over sockets: one share per socket). The one choice the engine
+        and the list timer share."""
+        if kind == "SEND":
+            assert peer is not None, "a SEND names its peer GPU"
+            return (self.p2p_path(gpu, peer),)
+        return self.h2d_paths[gpu] if kind in ("LOAD", "ACT_IN") else self.d2h_paths[gpu]
+
 
 def build_topology(server: ServerSpec, profile: Profile | None = None) -> Topology:
     cap: dict[str, float] = {}
