@@ -33,7 +33,7 @@ def test_placements_map_stages_to_gpus_as_documented():
 def test_virtual_stage_policy():
     assert VirtualStages(fixed=2).resolve(5, 1) == 2 and VirtualStages(fixed=2).choices(9) == [2]
     chosen = VirtualStages(fixed=None, minimum=2)
-    assert chosen.resolve(None, 1) == 2 and chosen.resolve(3, 1) == 3 and chosen.choices(4) == [2, 3, 4]
+    assert chosen.resolve(None, 1) == 1 and chosen.resolve(3, 1) == 3 and chosen.choices(4) == [2, 3, 4]
 
 
 def _code_outside_schedules() -> list[tuple[Path, str]]:

@@ -23,7 +23,7 @@ from typing import Any
 import networkx as nx
 
 from rpsim.errors import PlanError
-from rpsim.ir.action import Action
+from rpsim.ir.action import WEIGHT_GRAD_KINDS, Action
 from rpsim.ir.dataflow import inputs_of, uses_split_backward
 from rpsim.ir.jobs import Job, jobs_of, stages_are_resident
 from rpsim.ir.plan import CPU, Plan
@@ -196,7 +196,7 @@ def _version_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], lag: int
     """Compute-only plans: the first forward of each job waits for the weights it reads to be updated."""
     backward_by: dict[tuple[int, int], list[int]] = defaultdict(list)  # (bwd stage, it) -> nodes
     for gpu, a in plan.compute_actions():
-        if a.kind in ("B", "FB", "W"):
+        if a.kind in WEIGHT_GRAD_KINDS:
             backward_by[(a.stage, a.it)].append(idx.id_of(gpu, a))  # type: ignore[index]
     for gpu, gpu_jobs in jobs.items():
         for job in gpu_jobs:

@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from rpsim.costs import ModelCosts
 from rpsim.ir import Plan
+from rpsim.ir.action import INPUT_GRAD_KINDS
 from rpsim.ir.dataflow import saved_boundaries
 from rpsim.sim.memory import ALLOCATOR_OVERHEAD
 from rpsim.specs import ServerSpec
@@ -22,7 +23,7 @@ def peak_in_flight(plan: Plan, gpu: int) -> dict[tuple[int, int], int]:
         if a.kind == "F":
             live[key] += 1
             peak[key] = max(peak[key], live[key])
-        elif a.kind in ("B", "I"):
+        elif a.kind in INPUT_GRAD_KINDS:
             live[key] -= 1
     return peak
 

@@ -50,12 +50,12 @@ class VirtualStages:
     the planner's default or the search) from `minimum` up."""
 
     fixed: int | None = 1
-    minimum: int = 1
+    minimum: int = 1  # the search's lowest count (interleaved at V = 1 is 1F1B); a user may ask for less
 
     def resolve(self, requested: int | None, default: int) -> int:
         if self.fixed is not None:
             return self.fixed
-        return requested or max(default, self.minimum)
+        return requested or default
 
     def choices(self, top: int) -> list[int]:
         """The counts the search tries, up to `top` (as many as the layers allow)."""

@@ -9,6 +9,7 @@ from rpsim.costs import ModelCosts
 from rpsim.costs.cpu_optimizer import CpuOptimizerRates
 from rpsim.errors import PlanError
 from rpsim.ir import Action, Plan
+from rpsim.ir.action import COMPUTE_KINDS
 from rpsim.ir.dataflow import saved_boundaries
 from rpsim.ir.jobs import stages_are_resident
 from rpsim.sim.host_issue import host_issue_s, is_compute
@@ -52,7 +53,7 @@ def _range(ctx: CostContext, a: Action) -> tuple[int, int]:
 def duration_s(ctx: CostContext, a: Action) -> float:
     """Seconds a compute or optimizer action keeps its lane busy; transfers are timed by the network."""
     layers = ctx.costs.layers
-    if a.kind in ("F", "B", "FB", "I", "W"):
+    if a.kind in COMPUTE_KINDS:
         lo, hi = _range(ctx, a)
         span = layers[lo:hi]
         recompute = ctx.plan.recompute != "none"

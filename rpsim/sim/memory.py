@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from rpsim.ir import CPU, Action, Plan
+from rpsim.ir.action import INPUT_GRAD_KINDS
 from rpsim.ir.jobs import jobs_of, residency
 from rpsim.sim.action_costs import CostContext, boundary_bytes, transfer_bytes
 from rpsim.sim.trace import Trace
@@ -136,7 +137,7 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
             out = boundary_bytes(ctx, hi)
             deltas[gpu] += [(s, out), (moved.get((gpu, "F", a.stage, a.mb, a.it), e), -out)]
         else:
-            work = all_bytes if (a.kind in ("B", "I", "FB") and not keep_all) else max_bytes
+            work = all_bytes if (a.kind in INPUT_GRAD_KINDS and not keep_all) else max_bytes
             deltas[gpu] += [(s, work), (e, -work)]
             if a.kind != "W":  # W computes weight gradients only; its stage's I produced the input gradient
                 out = boundary_bytes(ctx, lo)
@@ -154,7 +155,7 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
 
 
 def _backward_end(timed: Timed, gpu: int, f: Action) -> float:
-    for kind in ("B", "I", "FB"):
+    for kind in INPUT_GRAD_KINDS:
         key = (gpu, Action(kind, f.stage, f.mb, f.it))
         if key in timed:
             return timed[key][1]
