@@ -108,9 +108,11 @@ def test_fixed_builders_validate_before_and_after_lowering(name, data, n_gpus, n
     assert low.level == level
     # Lowering adds transfers and never moves or reorders compute: each stage stays on its one GPU.
     assert _compute_lanes(low) == _compute_lanes(plan)
+    gpu_of = SCHEDULES[name].TRAITS.placement.gpu_of
     for gpu, a in low.compute_actions():
-        assert gpu == a.stage % n_gpus
+        assert gpu == gpu_of(a.stage, n_gpus, len(plan.partition.bwd))
     if level == "pcie":
+        assert low.residency == {"resident": "resident", "stream": "streamed"}[weights]
         assert low.options["weights"] == {"resident": "resident", "stream": "streamed"}[weights]
         streamed = any(a.kind == "LOAD" for _, _, a in low.items())
         assert streamed == (weights == "stream")

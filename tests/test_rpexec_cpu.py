@@ -44,6 +44,9 @@ def test_every_schedule_matches_reference(tmp_path, tiny, schedule, n_gpus, caps
     ("interleaved", ("--weights", "stream")), ("roundpipe-sync", ("--round-size", "4")),
     ("roundpipe", ("--partition", "3,3,2|0,1,1,1,1,1,1,1,1")),
     ("roundpipe", ("--loss-chunk-tokens", "5")), ("1f1b", ("--loss-chunk-tokens", "7", "--recompute", "none")),
+    # split backward: I keeps the forward's whole-stage graph (none) or per-layer segments (layer), and W
+    # writes streamed weights' gradients for their OFFLOADs
+    ("zb-h1", ("--recompute", "none")), ("zbv", ("--recompute", "layer")), ("zb-h1", ("--weights", "stream")),
 ])
 def test_variants_match_reference(tmp_path, tiny, schedule, extra, capsys):
     plan = export(tmp_path, tiny, schedule, "4090x2", *extra)

@@ -15,7 +15,9 @@ class Input:
 
 
 def inputs_of(a: Action, p: Partition, split_backward: bool = False) -> list[Input]:
-    """Logical inputs of compute action `a` (same microbatch and iteration)."""
+    """Logical inputs of compute action `a` (same microbatch and iteration). With `split_backward` the
+    gradient from the stage above is named as produced by I; a plan that splits only some backwards
+    (DualPipeV) has B there instead, and consumers look for either."""
     m, it = a.mb, a.it
     bwd_kind = "I" if split_backward else "B"
     if a.kind == "F":
@@ -37,6 +39,19 @@ def inputs_of(a: Action, p: Partition, split_backward: bool = False) -> list[Inp
     start = p.bwd[s][0]
     out.append(Input("saved", Action("F", p.stage_of_layer("F", start), m, it)))
     return _dedupe(out)
+
+
+# The input gradient of (stage, mb) comes from its B, or from its I where that backward is split.
+EITHER_BACKWARD = {"B": "I", "I": "B"}
+
+
+def actual_producer(producer: Action, present: object) -> Action:
+    """`producer`, or its B / I counterpart when only that one is `in present` (a plan that splits
+    some backwards only)."""
+    if producer in present or producer.kind not in EITHER_BACKWARD:  # type: ignore[operator]
+        return producer
+    other = Action(EITHER_BACKWARD[producer.kind], producer.stage, producer.mb, producer.it)
+    return other if other in present else producer  # type: ignore[operator]
 
 
 def _dedupe(items: list[Input]) -> list[Input]:

@@ -24,7 +24,7 @@ import networkx as nx
 
 from rpsim.errors import PlanError
 from rpsim.ir.action import WEIGHT_GRAD_KINDS, Action
-from rpsim.ir.dataflow import inputs_of, uses_split_backward
+from rpsim.ir.dataflow import EITHER_BACKWARD, inputs_of, uses_split_backward
 from rpsim.ir.jobs import Job, jobs_of, stages_are_resident
 from rpsim.ir.plan import CPU, Plan
 
@@ -124,6 +124,7 @@ def dependency_graph(plan: Plan) -> nx.DiGraph:
 
 def _data_edges(plan: Plan, idx: _Index, edges: _Edges) -> None:
     split = uses_split_backward([a for _, a in plan.compute_actions()])
+    bound = stages_are_resident(plan)
     # inputs_of reads the same microbatch and iteration as its consumer, so its answer for one
     # (kind, stage) serves every microbatch and iteration: asked once each, not once per action.
     inputs: dict[tuple[str, int | None], list[tuple[str, str, int | None]]] = {}
@@ -134,14 +135,23 @@ def _data_edges(plan: Plan, idx: _Index, edges: _Edges) -> None:
                              for i in inputs_of(x, plan.partition, split)]
         for what, kind, stage in inputs[shape]:
             prod = idx.compute.get((kind, stage, x.mb, x.it))
+            if prod is None and kind in EITHER_BACKWARD:  # a plan may split some backwards only (DualPipeV)
+                prod = idx.compute.get((EITHER_BACKWARD[kind], stage, x.mb, x.it))
             if prod is None:
                 producer = Action(kind, stage, x.mb, x.it)
                 raise PlanError(f"GPU {gpu}: {x} reads the {what} of {producer}, which no lane runs")
-            _route(idx, edges, prod, idx.id_of(gpu, x))
+            _route(idx, edges, prod, idx.id_of(gpu, x), bound)
 
 
-def _route(idx: _Index, edges: _Edges, prod: int, cons: int) -> None:
+def _route(idx: _Index, edges: _Edges, prod: int, cons: int, bound: bool) -> None:
+    """Route by GPU as well as by stage: data that stays on its GPU needs no transfer when stages are
+    bound to GPUs, and W always reads its I's state on that GPU (rpsim.ir.validate checks they share
+    one); only data that crosses GPUs, or a stateless GPU's boundary activations, goes through the
+    plan's SEND / RECV or ACT_OUT / ACT_IN."""
     (src, p), (dst, x) = idx.nodes[prod], idx.nodes[cons]
+    if src == dst and (bound or x.kind == "W"):
+        edges.add(prod, cons, "data")
+        return
     phase = p.partition_phase
     send = idx.find(src, "SEND", p.stage, p.mb, p.it, phase, peer=dst)
     recv = idx.find(dst, "RECV", p.stage, p.mb, p.it, phase, peer=src)

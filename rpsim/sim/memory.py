@@ -142,6 +142,10 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
             if a.kind != "W":  # W computes weight gradients only; its stage's I produced the input gradient
                 out = boundary_bytes(ctx, lo)
                 deltas[gpu] += [(s, out), (moved.get((gpu, "B", a.stage, a.mb, a.it), e), -out)]
+            if a.kind == "I":
+                w_end = timed[(gpu, Action("W", a.stage, a.mb, a.it))][1]
+                held = held_for_w(ctx, lo, hi, all_bytes)
+                deltas[gpu] += [(e, held), (w_end, -held)]
     sizes: dict[tuple, float] = {}  # bytes by (kind, stage, phase): the same for every microbatch
     for (gpu, a), (s, e) in timed.items():
         if a.kind in ("ACT_IN", "ACT_OUT"):
@@ -152,6 +156,17 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
                 deltas[gpu] += [(s, n), (used.get((gpu, a.phase, a.stage, a.mb, a.it), e), -n)]
             else:
                 deltas[CPU] += [(s, n), (last_use[(a.mb, a.it)], -n)]  # type: ignore[index]
+
+
+def held_for_w(ctx: CostContext, lo: int, hi: int, stage_activation_bytes: float) -> float:
+    """What a split backward keeps from its I to its W (rpexec.split_backward): the stage's autograd graph
+    with its saved activations (recomputed by I unless the forward kept them), and the gradient reaching
+    each segment's output: one per layer under recomputation, the stage output's without."""
+    if ctx.plan.recompute == "none":
+        grads = boundary_bytes(ctx, hi)
+    else:
+        grads = sum(boundary_bytes(ctx, b) for b in range(lo + 1, hi + 1))
+    return stage_activation_bytes + grads
 
 
 def _backward_end(timed: Timed, gpu: int, f: Action) -> float:
