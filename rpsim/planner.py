@@ -2,10 +2,11 @@
 The one path every command (compare, simulate, export, search) takes."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from rpsim.errors import SpecError
-from rpsim.ir import Partition, Plan
+from rpsim.ir import Action, Partition, Plan
 from rpsim.ir.validate import check_plan
 from rpsim.partition import (
     LayerTimes,
@@ -19,7 +20,7 @@ from rpsim.partition import (
 from rpsim.passes import LoweringContext, lower
 from rpsim.scenario import Scenario
 from rpsim.schedules import get_schedule
-from rpsim.schedules.base import BuildOptions
+from rpsim.schedules.base import BuildOptions, compute_plan
 from rpsim.schedules.traits import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, ScheduleTraits
 
 __all__ = ["FIXED_PARTITIONERS", "ROUNDPIPE_PARTITIONERS", "PlanRequest", "make_plan"]
@@ -94,11 +95,35 @@ def make_plan(sc: Scenario, req: PlanRequest) -> Plan:
                            optimizer=traits.optimizer, recompute=sc.training.recompute)
     if req.g0_rule == "earliest-free":
         options = replace(options, **stage_estimates(sc, partition))
-    plan = module.build(n, partition, sc.training.n_mb, options)
+    return lower_checked(sc, req, module.build(n, partition, sc.training.n_mb, options))
+
+
+def lower_checked(sc: Scenario, req: PlanRequest, plan: Plan) -> Plan:
+    """A builder's compute plan, with the scenario's setup, lowered for the request's fidelity and checked."""
     plan = replace(plan, setup=sc.to_setup())
     lowered = lower(plan, req.fidelity, LoweringContext(sc.costs, sc.server, req.weights))
     check_plan(lowered)
     return lowered
+
+
+def make_plan_from_order(sc: Scenario, req: PlanRequest, per_gpu: Sequence[Sequence[Action]],
+                         overlapped: Sequence[tuple[int, str, str]] = (), name: str = "torch-csv") -> Plan:
+    """A plan from a given compute order (one iteration, e.g. a torch schedule CSV): one row per GPU, each
+    stage on the GPU(s) its row puts it, the partition from the request (or the fixed partitioner over
+    as many stages as the order names), then lowered and checked like any builder's plan."""
+    n = sc.server.n_gpus
+    if len(per_gpu) != n:
+        raise SpecError(f"{name}: the order has {len(per_gpu)} rows (ranks); --gpus {sc.server.name!r} has {n} GPUs")
+    n_stages = 1 + max((a.stage for row in per_gpu for a in row), default=-1)  # type: ignore[type-var]
+    n_mb = 1 + max((a.mb for row in per_gpu for a in row), default=-1)  # type: ignore[type-var]
+    if n_mb != sc.training.n_mb:
+        raise SpecError(f"{name}: the order runs {n_mb} microbatches; the training setup has n_mb = "
+                        f"{sc.training.n_mb} (set --n-mb {n_mb}, or --global-batch / --mb-size to match)")
+    partition = choose_partition(sc, req, False, n_stages)
+    options = BuildOptions(virtual_stages=max(1, n_stages // n), n_iters=1, recompute=sc.training.recompute)
+    plan = compute_plan(name, n, n_mb, partition, per_gpu, options,
+                        extra={"virtual_stages": max(1, n_stages // n), "overlapped": [list(p) for p in overlapped]})
+    return lower_checked(sc, req, plan)
 
 
 def default_iterations(sc: Scenario, req: PlanRequest, traits: ScheduleTraits, p: Partition) -> int:

@@ -7,6 +7,7 @@ from unittest import mock
 
 import pytest
 
+from rpsim.errors import SpecError
 from rpsim.ir import Partition
 from rpsim.schedules import get_schedule
 from rpsim.schedules.base import BuildOptions
@@ -174,3 +175,42 @@ def test_zero_bubble_matches_torch_interleaved_zero_bubble(n_gpus, v):
 def test_zbv_matches_torch_generated_order(n_gpus):
     for n_mb in MICROBATCHES:
         assert _ours("zbv", n_gpus, n_mb, 2) == _torch_generated(ts.ScheduleZBVZeroBubble, n_gpus, n_mb, 2)
+
+
+def _torch_dualpipev(n_gpus: int, n_mb: int) -> tuple[list[list[ts._Action]], list[list[tuple]]]:
+    """torch's ScheduleDualPipeV order with each OVERLAP_F_B flattened into its (F, B), and the pairs."""
+    schedule = ts.ScheduleDualPipeV(_mock_stages(n_gpus, 2), n_mb)
+    order, pairs = [], []
+    for r in sorted(schedule.pipeline_order):
+        row, row_pairs = [], []
+        for a in schedule.pipeline_order[r]:
+            if a is not None and a.computation_type == ts._ComputationType.OVERLAP_F_B:
+                row += list(a.sub_actions)
+                row_pairs.append(tuple(a.sub_actions))
+            elif a is not None and a.computation_type in ts._ComputationType.__members__.values():
+                row.append(a)
+        order.append([a for a in row if a.is_compute_op])
+        pairs.append(row_pairs)
+    return order, pairs
+
+
+@pytest.mark.parametrize("n_gpus", RANKS)
+def test_dualpipev_matches_torch_generated_order_and_overlapped_pairs(n_gpus):
+    for n_mb in range(2 * n_gpus, 2 * n_gpus + 8):
+        theirs, their_pairs = _torch_dualpipev(n_gpus, n_mb)
+        assert _ours("dualpipev", n_gpus, n_mb, 2) == theirs
+        partition = Partition.same(tuple((s, s + 1) for s in range(2 * n_gpus)))
+        plan = get_schedule("dualpipev").build(n_gpus, partition, n_mb, BuildOptions(virtual_stages=2))
+        ours = [[] for _ in range(n_gpus)]
+        for g, f, b in plan.options["overlapped"]:
+            lane = [str(a) for a in plan.lane(g, "compute")]
+            assert lane.index(b) == lane.index(f) + 1  # a pair is adjacent on its GPU's compute lane
+            ours[g].append((f, b))
+        assert ours == [[(str(f), str(b)) for f, b in row] for row in their_pairs]
+
+
+def test_dualpipev_refuses_fewer_microbatches_than_stages_as_torch_does():
+    with pytest.raises(ValueError, match="at least as many microbatches as stages"):
+        ts.ScheduleDualPipeV(_mock_stages(3, 2), 5)
+    with pytest.raises(SpecError, match="n_mb must be >= 2 \\* n_gpus = 6"):
+        _ours("dualpipev", 3, 5, 2)
