@@ -39,6 +39,7 @@ class PlanRequest:
     g0_rule: str = "paper"
     n_iters: int | None = None
     weights: str = "auto"
+    defer_w: bool = False  # RoundPipe: split backward, W passes after each job's I passes
 
 
 def default_virtual_stages(n_gpus: int, n_layers: int) -> int:
@@ -87,12 +88,17 @@ def make_plan(sc: Scenario, req: PlanRequest) -> Plan:
     module = get_schedule(req.schedule)
     traits: ScheduleTraits = module.TRAITS
     n = sc.server.n_gpus
+    if req.defer_w and not traits.deferrable_w:
+        from rpsim.schedules import SCHEDULES
+        valid = [name for name, m in SCHEDULES.items() if m.TRAITS.deferrable_w]
+        raise SpecError(f"--defer-w: schedule {req.schedule!r} does not take it; valid choices: {', '.join(valid)}")
     roundpipe = traits.asymmetric_partition
     v = traits.virtual_stages.resolve(req.virtual_stages, default_virtual_stages(n, sc.model.n_layers))
     partition = choose_partition(sc, req, roundpipe, n * v)
     options = BuildOptions(virtual_stages=v, round_size=req.round_size, g0_rule=req.g0_rule,
                            n_iters=req.n_iters or default_iterations(sc, req, traits, partition),
-                           optimizer=traits.optimizer, recompute=sc.training.recompute)
+                           optimizer=traits.optimizer, recompute=sc.training.recompute,
+                           defer_w=req.defer_w)
     if req.g0_rule == "earliest-free":
         options = replace(options, **stage_estimates(sc, partition))
     return lower_checked(sc, req, module.build(n, partition, sc.training.n_mb, options))

@@ -146,9 +146,15 @@ roundpipe_inputs = {
 @given(**roundpipe_inputs)
 def test_roundpipe_validates_before_and_after_lowering(name, n_gpus, n_mb, partition, n_iters, data):
     round_size = data.draw(st.none() | st.integers(1, n_mb + 2))
-    plan = _roundpipe(name, n_gpus, partition, n_mb, round_size, n_iters, **_g0_rule(data, partition))
+    defer_w = data.draw(st.booleans())
+    plan = _roundpipe(name, n_gpus, partition, n_mb, round_size, n_iters, defer_w=defer_w,
+                      **_g0_rule(data, partition))
     assert plan.optimizer == ("async" if name == "roundpipe" else "sync")
     check_plan(plan)
+    kinds = {a.kind for _, a in plan.compute_actions()}
+    has_b_jobs = len(partition.bwd) > 1  # the fused last stage stays one FB
+    assert ({"I", "W"} <= kinds) == (defer_w and has_b_jobs)
+    assert ("B" in kinds) == (has_b_jobs and not defer_w)
     level = data.draw(st.sampled_from(LEVELS))
     low = _lowered(plan, level, data.draw(st.sampled_from(SERVERS)))
     check_plan(low)

@@ -47,6 +47,7 @@ def test_every_schedule_matches_reference(tmp_path, tiny, schedule, n_gpus, caps
     # split backward: I keeps the forward's whole-stage graph (none) or per-layer segments (layer), and W
     # writes streamed weights' gradients for their OFFLOADs
     ("zb-h1", ("--recompute", "none")), ("zbv", ("--recompute", "layer")), ("zb-h1", ("--weights", "stream")),
+    ("roundpipe", ("--defer-w",)), ("roundpipe-sync", ("--defer-w", "--recompute", "layer")),
 ])
 def test_variants_match_reference(tmp_path, tiny, schedule, extra, capsys):
     plan = export(tmp_path, tiny, schedule, "4090x2", *extra)

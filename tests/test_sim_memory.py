@@ -74,7 +74,7 @@ def _tiny(n_gpus: int, n_mb: int) -> Scenario:
 
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 def test_every_buffer_is_freed_by_the_end(schedule):
-    sc = _tiny(4, 4)
+    sc = _tiny(4, 8)  # 2N microbatches: enough for every schedule (DualPipeV needs M >= 2N)
     plan = make_plan(sc, PlanRequest(schedule, fidelity="pcie"))
     result = simulate(plan, sc)
     layers = sc.costs.layers

@@ -83,6 +83,9 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
                    help="RoundPipe: next round starts at g0 + S (paper) or on the earliest-free GPU")
     p.add_argument("--weights", default="auto", choices=WEIGHT_POLICIES,
                    help="fixed-placement baselines: keep weights on their GPU, stream them, or decide by memory")
+    p.add_argument("--defer-w", action="store_true",
+                   help="RoundPipe: split each backward into I and W and run a job's W passes after its I passes, "
+                        "before the GPU's next job")
     p.add_argument("--iters", type=int, default=None, help="iterations to simulate (default 1; async 3)")
 
 
@@ -96,4 +99,5 @@ def plan_request(args: argparse.Namespace, schedule: str) -> PlanRequest:
         partitioner = None  # another family's partitioner: this schedule uses its own default
     return PlanRequest(schedule=schedule, fidelity=args.fidelity, partition=partition, partitioner=partitioner,
                        virtual_stages=args.virtual_stages, round_size=args.round_size, g0_rule=args.g0_rule,
-                       n_iters=args.iters, weights=args.weights)
+                       n_iters=args.iters, weights=args.weights,
+                       defer_w=args.defer_w and traits.deferrable_w)

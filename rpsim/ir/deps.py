@@ -124,7 +124,6 @@ def dependency_graph(plan: Plan) -> nx.DiGraph:
 
 def _data_edges(plan: Plan, idx: _Index, edges: _Edges) -> None:
     split = uses_split_backward([a for _, a in plan.compute_actions()])
-    bound = stages_are_resident(plan)
     # inputs_of reads the same microbatch and iteration as its consumer, so its answer for one
     # (kind, stage) serves every microbatch and iteration: asked once each, not once per action.
     inputs: dict[tuple[str, int | None], list[tuple[str, str, int | None]]] = {}
@@ -140,16 +139,16 @@ def _data_edges(plan: Plan, idx: _Index, edges: _Edges) -> None:
             if prod is None:
                 producer = Action(kind, stage, x.mb, x.it)
                 raise PlanError(f"GPU {gpu}: {x} reads the {what} of {producer}, which no lane runs")
-            _route(idx, edges, prod, idx.id_of(gpu, x), bound)
+            _route(idx, edges, prod, idx.id_of(gpu, x))
 
 
-def _route(idx: _Index, edges: _Edges, prod: int, cons: int, bound: bool) -> None:
-    """Route by GPU as well as by stage: data that stays on its GPU needs no transfer when stages are
-    bound to GPUs, and W always reads its I's state on that GPU (rpsim.ir.validate checks they share
-    one); only data that crosses GPUs, or a stateless GPU's boundary activations, goes through the
-    plan's SEND / RECV or ACT_OUT / ACT_IN."""
+def _route(idx: _Index, edges: _Edges, prod: int, cons: int) -> None:
+    """Route by GPU as well as by stage. W reads the state its I left on their one GPU (rpsim.ir.validate
+    checks they share it): a direct edge, never a transfer. Matching W by (stage, mb, phase) found its
+    I's ACT_IN (same key) and I's ACT_OUT, a cycle ACT_IN -> I -> ACT_OUT -> ACT_IN at the pcie level.
+    Other data goes through the plan's SEND / RECV or ACT_OUT / ACT_IN when it has them."""
     (src, p), (dst, x) = idx.nodes[prod], idx.nodes[cons]
-    if src == dst and (bound or x.kind == "W"):
+    if x.kind == "W" and src == dst:
         edges.add(prod, cons, "data")
         return
     phase = p.partition_phase
@@ -231,7 +230,7 @@ def _window_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], edges: _E
                     load = idx.find(gpu, "LOAD", job.stage, job.first_mb, job.it, job.phase, chunk=layer)
                     if free is not None and load is not None:
                         edges.add(free, load, "window")
-            acts = job.actions
+            acts = [a for a in job.actions if a.kind != "W"]  # W moves nothing: no window of its own
             for i in range(len(acts) - 2):
                 early, late = acts[i], acts[i + 2]
                 inn = idx.find(gpu, "ACT_IN", late.stage, late.mb, late.it, late.partition_phase)

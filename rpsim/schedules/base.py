@@ -21,6 +21,9 @@ class BuildOptions:
     fwd_stage_s: Sequence[float] | None = None
     bwd_stage_s: Sequence[float] | None = None
     hop_s: float = 0.0
+    # RoundPipe: split each backward job into its I passes, then its W passes on the same GPU before
+    # its next job, so the next stage's gradient leaves after I and W fills the wait for the next job.
+    defer_w: bool = False
 
 
 Builder = Callable[[int, Partition, int, BuildOptions], Plan]

@@ -85,9 +85,28 @@ def build_plan(name: str, optimizer: str, n_gpus: int, partition: Partition, n_m
     per_gpu: list[list[Action]] = [[] for _ in range(n_gpus)]
     for job_round, gpus in zip(rounds, assignment, strict=True):
         for (kind, stage, mbs, it), g in zip(job_round, gpus, strict=True):
-            per_gpu[g] += [Action(kind, stage, m, it) for m in mbs]
+            if kind == "B" and options.defer_w:
+                per_gpu[g] += deferred_w_order(stage, mbs, it)
+            else:
+                per_gpu[g] += [Action(kind, stage, m, it) for m in mbs]
     return compute_plan(name, n_gpus, n_mb, partition, per_gpu, options,
-                        extra={"round_sizes": sizes, "g0_rule": options.g0_rule})
+                        extra={"round_sizes": sizes, "g0_rule": options.g0_rule, "defer_w": options.defer_w})
+
+
+W_LAG = 1  # microbatches a job's W passes trail its I passes
+
+
+def deferred_w_order(stage: int, mbs: tuple[int, ...], it: int) -> list[Action]:
+    """A backward job split into I and W: each microbatch's W runs after the next microbatch's I, so it
+    fills the wait for that I's input (the gradient from the stage above arrives at the pace of the
+    slowest stage), and the gradient for the stage below leaves after I alone (Qi et al. 2024's idea,
+    inside one RoundPipe job). The job still ends with its last W, before the GPU's next job."""
+    out: list[Action] = []
+    for k, m in enumerate(mbs):
+        out.append(Action("I", stage, m, it))
+        if k >= W_LAG:
+            out.append(Action("W", stage, mbs[k - W_LAG], it))
+    return out + [Action("W", stage, m, it) for m in mbs[max(0, len(mbs) - W_LAG):]]
 
 
 def assign_round_robin(rounds: list[list[Job]], n_gpus: int) -> list[list[int]]:
@@ -155,4 +174,4 @@ def steady_iterations(n_gpus: int, n_mb: int, slots: int, round_size: int | None
 
 TRAITS = ScheduleTraits(placement=ROUND_ROBIN, optimizer="async", fast_estimate="round-robin",
                         partitioners=ROUNDPIPE_PARTITIONERS, partition_sweep=True, search_reference=True,
-                        steady_iterations=steady_iterations)
+                        steady_iterations=steady_iterations, deferrable_w=True)

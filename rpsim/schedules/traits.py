@@ -88,6 +88,8 @@ class ScheduleTraits:
     # Async plans: iterations to simulate for a steady state, from (n_gpus, n_mb, stage slots per
     # round, round size); None from the function: the planner's default.
     steady_iterations: Callable[[int, int, int, int | None], int | None] | None = None
+    # Takes BuildOptions.defer_w (split backwards, W after each job's I passes); the search tries both.
+    deferrable_w: bool = False
 
     def __post_init__(self) -> None:
         assert self.optimizer in ("sync", "async"), self.optimizer

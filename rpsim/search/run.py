@@ -18,6 +18,7 @@ from rpsim.errors import Infeasible, SpecError
 from rpsim.scenario import Scenario
 from rpsim.schedules import SCHEDULES
 from rpsim.search import tasks
+from rpsim.search.fast_eval import has_fast_estimate
 from rpsim.search.parallel import make_runner
 from rpsim.search.pareto import frontier
 from rpsim.search.space import Candidate, enumerate_candidates, steady_iterations
@@ -67,7 +68,7 @@ def token_of(sc: Scenario, options: SearchOptions) -> str:
 
 def plan_key(c: Candidate) -> tuple:
     """Two candidates with the same key build the same plan (partitioner names and iterations aside)."""
-    return (c.schedule, c.mb_size, c.recompute, c.virtual_stages, c.round_size, c.partition)
+    return (c.schedule, c.mb_size, c.recompute, c.virtual_stages, c.round_size, c.partition, c.defer_w)
 
 
 def tie(tokens_per_s: float) -> float:
@@ -136,12 +137,18 @@ def _fast_stage(runner: Any, cands: list[Candidate], report: Progress) -> list[S
     return [s for chunk in results for s in chunk]
 
 
+def analytic(c: Candidate) -> bool:
+    """Has an analytic fast estimate: only those seed local searches of hundreds of moves; the others
+    (timed by the list timer, milliseconds to a second each) are ranked as enumerated."""
+    return has_fast_estimate(c.schedule) and not c.defer_w
+
+
 def _refine_stage(runner: Any, scored: list[Scored], budget: int, options: SearchOptions, report: Progress
                   ) -> tuple[list[Scored], int]:
     """Local searches from the best feasible candidate of each of the best distinct configurations."""
     seeds: list[Scored] = []
     seen: set[tuple] = set()
-    for s in sorted((s for s in scored if s.feasible), key=estimate_key):
+    for s in sorted((s for s in scored if s.feasible and analytic(s.candidate)), key=estimate_key):
         if s.candidate.config not in seen and len(seeds) < options.seeds:
             seen.add(s.candidate.config)
             seeds.append(s)

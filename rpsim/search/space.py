@@ -31,6 +31,7 @@ class Candidate:
     round_size: int | None = None  # RoundPipe microbatches per round; None elsewhere
     partition: str | None = None  # explicit --partition spec once resolved (always, for local search)
     n_iters: int | None = None  # iterations the full simulator runs; None: the planner's default
+    defer_w: bool = False  # RoundPipe: backward jobs split into I and W (BuildOptions.defer_w)
 
     @property
     def roundpipe(self) -> bool:
@@ -42,12 +43,12 @@ class Candidate:
         """A total order for deterministic tie-breaking; the optional fields are None for some plans,
         which dataclass ordering cannot compare with an int (a crash in search before this key)."""
         return (self.schedule, self.mb_size, self.recompute, self.partitioner, self.virtual_stages,
-                self.round_size or 0, self.partition or "", self.n_iters or 0)
+                self.round_size or 0, self.partition or "", self.n_iters or 0, self.defer_w)
 
     @property
     def config(self) -> tuple:
         """Everything but the partition: the seeds a partition local search refines."""
-        return (self.schedule, self.mb_size, self.recompute, self.virtual_stages, self.round_size)
+        return (self.schedule, self.mb_size, self.recompute, self.virtual_stages, self.round_size, self.defer_w)
 
     def label(self) -> str:
         parts = [self.schedule, f"mb{self.mb_size}", f"rc-{self.recompute}", self.partitioner]
@@ -55,6 +56,8 @@ class Candidate:
             parts.append(f"v{self.virtual_stages}")
         if self.round_size:
             parts.append(f"round{self.round_size}")
+        if self.defer_w:
+            parts.append("defer-w")
         return " ".join(parts)
 
 
@@ -67,7 +70,7 @@ def plan_request(c: Candidate, fidelity: str = "pcie") -> PlanRequest:
     return PlanRequest(schedule=c.schedule, fidelity=fidelity, partition=c.partition,
                        partitioner=None if c.partition else c.partitioner,
                        virtual_stages=c.virtual_stages,
-                       round_size=c.round_size, n_iters=c.n_iters)
+                       round_size=c.round_size, n_iters=c.n_iters, defer_w=c.defer_w)
 
 
 def steady_iterations(c: Candidate, n_gpus: int, n_mb: int) -> int | None:
@@ -115,6 +118,9 @@ def enumerate_candidates(sc: Scenario, schedules: tuple[str, ...] | None = None,
                     if traits.partition_sweep and rc == "stage":  # the sweep where it pays
                         names += sweep_names(n_layers)
                     out += [Candidate(schedule, mb, rc, p, 1, r) for p in names for r in round_sizes(n, n_mb)]
+                    if traits.deferrable_w:  # timed by the list timer, not the analytic estimate: own partitioners only
+                        out += [Candidate(schedule, mb, rc, p, 1, r, defer_w=True) for p in traits.partitioners
+                                for r in round_sizes(n, n_mb)]
                     continue
                 for v in virtual_stage_counts(schedule, n, n_layers):
                     if n * v <= n_layers:
