@@ -128,3 +128,28 @@ def test_streamed_plans_need_every_load_and_free_the_memory_rules_use(drop):
     lanes = {**plan.lanes, (1, lane): tuple(a for a in plan.lane(1, lane) if a != victim)}
     with pytest.raises(PlanError, match="no LOAD for its job" if drop == "LOAD" else "never freed"):
         check_plan(replace(plan, lanes=lanes))
+
+
+@pytest.mark.parametrize("recompute", ["stage", "none"])
+def test_what_w_needs_stays_from_its_i_until_w_ends(recompute):
+    """One GPU, one stage, F [0, 1], I [1, 2], then W only at [5, 6]: between I and W the GPU holds the
+    stage's activations (the retained graph) and the gradient reaching each segment's output (one per
+    layer under recompute, the stage output's without, here the head's: none), and nothing after W."""
+    from rpsim.ir import Partition
+    from rpsim.schedules.base import BuildOptions
+    from rpsim.sim.memory import memory_timeline
+    from rpsim.sim.simulate import cost_context
+    from rpsim.sim.trace import Trace, TraceEvent
+    from rpsim.schedules import get_schedule
+    sc = make_scenario(TINY, "4090x1", TrainingSpec(seq_len=128, global_batch=2, mb_size=2, recompute=recompute))
+    n = len(sc.costs.layers)
+    plan = get_schedule("zb-h1").build(1, Partition.same(((0, n),)), 1, BuildOptions(recompute=recompute))
+    plan = replace(plan, level="ideal")
+    times = {"0F0": (0.0, 1.0), "0I0": (1.0, 2.0), "0W0": (5.0, 6.0)}
+    trace = Trace(tuple(TraceEvent(0, "compute", t, t[1], 0, 0, 0, s, e) for t, (s, e) in times.items()))
+    mem = memory_timeline(plan, trace, cost_context(plan, sc))
+    level = {t: b for t, b in mem.steps[0]}  # the level after every change at t
+    layers = sc.costs.layers
+    grads = 0.0 if recompute == "none" else sum(x.input_bytes for x in layers[1:n])
+    assert level[2.0] == pytest.approx(sum(x.activation_bytes for x in layers) + grads, rel=1e-12)
+    assert level[6.0] == pytest.approx(0.0, abs=1e-6)
