@@ -122,7 +122,12 @@ def enumerate_candidates(sc: Scenario, schedules: tuple[str, ...] | None = None,
                         out += [Candidate(schedule, mb, rc, p, 1, r, defer_w=True) for p in traits.partitioners
                                 for r in round_sizes(n, n_mb)]
                     continue
-                for v in virtual_stage_counts(schedule, n, n_layers):
+                counts, names = virtual_stage_counts(schedule, n, n_layers), traits.partitioners
+                if traits.fast_estimate is None:
+                    # Timed by the list timer (a lowered plan each, not an analytic estimate): the default
+                    # partitioner and the lowest stage count only, so the fast stage stays fast.
+                    counts, names = counts[:1], names[:1]
+                for v in counts:
                     if n * v <= n_layers:
-                        out += [Candidate(schedule, mb, rc, p, v) for p in traits.partitioners]
+                        out += [Candidate(schedule, mb, rc, p, v) for p in names]
     return out
