@@ -106,9 +106,13 @@ def search(sc: Scenario, options: SearchOptions = SearchOptions(), progress: Pro
     try:
         t0 = time.perf_counter()
         structured = enumerate_candidates(sc, options.schedules, options.mb_sizes)
-        if len(structured) > options.budget:  # a sample, leaving a quarter of the budget to local search
+        # Candidates the list timer estimates (split backward, deferred W) are few and all kept; the
+        # budget samples the analytically estimated ones, as before they existed.
+        estimated = [c for c in structured if analytic(c)]
+        if len(estimated) > options.budget:  # a sample, leaving a quarter of the budget to local search
             keep = options.budget - options.budget // 4
-            structured = sorted(random.Random(options.seed).sample(structured, keep), key=lambda c: c.sort_key)
+            sample = random.Random(options.seed).sample(estimated, keep)
+            structured = sorted(sample + [c for c in structured if not analytic(c)], key=lambda c: c.sort_key)
         scored = _fast_stage(runner, structured, report)
         clock["fast"] = time.perf_counter() - t0
         t0 = time.perf_counter()
