@@ -146,7 +146,7 @@ class GilProbe:
 
     def summary(self) -> dict:
         xs = sorted(self.late_s) or [0.0]
-        pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]  # noqa: E731
+        pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]
         return {"samples": len(self.late_s), "p50_ms": pick(0.5) * 1e3, "p90_ms": pick(0.9) * 1e3,
                 "p99_ms": pick(0.99) * 1e3, "max_ms": xs[-1] * 1e3}
 
@@ -283,7 +283,7 @@ def isolated_layer_times(a: argparse.Namespace, plan_path: str) -> dict:
         (layer(x.detach().requires_grad_(True)) * probe).sum().backward()
 
     out = {"forward_s": timed(forward), "forward_backward_s": timed(forward_backward)}
-    del layer
+    layer.to("meta")  # free its device memory before the next part runs
     torch.cuda.empty_cache()
     return out
 

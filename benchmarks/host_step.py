@@ -12,7 +12,6 @@ Prints one line per measurement and writes host_step.json under --out."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time

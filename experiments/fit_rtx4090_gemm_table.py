@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from experiments.e01_paper_ablation import LORA, PAPER_TIMES_MS  # noqa: E402
+from experiments.e01_paper_ablation import LORA, PAPER_TIMES_MS
 
 PRECISION = "fp16-acc16"  # the paper's setting (fp16 with fp16 matmul accumulation enabled)
 FIT_MODELS = ("qwen3-1.7b", "llama3-8b", "qwen3-32b")
@@ -120,7 +120,7 @@ def write_table(gpu, plateau: float, residuals: list[float]) -> None:
                f"attention_tflops = [{fwd / 1e12:.1f}, {bwd / 1e12:.1f}]\n"
                f"gemm_tflops = [\n{rows}\n]\n")
     text = TABLES.read_text()
-    text = re.sub(rf"\n\[rtx4090\.{re.escape(PRECISION)}\]\n.*?\n\]\n", "", text, flags=re.S)
+    text = re.sub(rf"\n\[rtx4090\.{re.escape(PRECISION)}\]\n.*?\n\]\n", "", text, flags=re.DOTALL)
     TABLES.write_text(text.rstrip("\n") + "\n" + section)
     print(f"wrote [rtx4090.{PRECISION}] into {TABLES.relative_to(ROOT)}")
 

@@ -39,9 +39,9 @@ from rpexec.profile import (
     last_level_cache_bytes,
     profile_cpu_optimizer,
 )
+from rpexec.session import DTYPES
 from rpsim.costs.cpu_optimizer import ACCUMULATE_BYTES_PER_PARAM, ADAM_AND_REFRESH_BYTES_PER_PARAM
 from rpsim.specs import ModelSpec
-from rpexec.session import DTYPES
 from rpsim.specs.server import PCIE_LANE_BYTES_PER_S
 
 # Grid axes: m is tokens per GEMM (down to MoE experts' few hundred rows), n and k the widths of the

@@ -7,7 +7,7 @@ from rpsim.errors import PlanError, SpecError
 from rpsim.ir import Plan
 from rpsim.specs import ModelSpec
 
-SUPPORTED_KINDS = {"F", "B", "FB", "LOAD", "FREE", "OFFLOAD", "ACT_OUT", "ACT_IN", "SEND", "RECV", "STEP"}
+SUPPORTED_KINDS = {"F", "B", "FB", "I", "W", "LOAD", "FREE", "OFFLOAD", "ACT_OUT", "ACT_IN", "SEND", "RECV", "STEP"}
 
 
 def model_and_shape(plan: Plan) -> tuple[ModelSpec, int, int, str]:

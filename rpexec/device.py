@@ -18,6 +18,8 @@ class DeviceState:
     tensors: dict[tuple, torch.Tensor] = field(default_factory=dict)  # ('act'|'grad', boundary, mb, it)
     pending_grads: dict[tuple, dict[str, torch.Tensor]] = field(default_factory=dict)  # (job key, layer)
     graphs: dict[tuple, tuple[torch.Tensor | None, torch.Tensor]] = field(default_factory=dict)
+    # (stage, mb, it) -> what an I left for its W: per segment (output, its gradient, layer range)
+    split: dict[tuple, list] = field(default_factory=dict)
     resident: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # layer -> params
     resident_master: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     resident_optim: dict[int, torch.optim.Optimizer] = field(default_factory=dict)

@@ -15,6 +15,7 @@ from rpexec.bufferpool import BufferPool
 from rpexec.device import DeviceState
 from rpexec.hostparams import HostParams
 from rpsim.ir import Action, Plan
+from rpsim.ir.dataflow import saved_boundaries
 from rpsim.ir.jobs import Job
 
 
@@ -55,12 +56,7 @@ def _weights(ctx: Context, dev: DeviceState, gpu: int, a: Action, layer: int) ->
 
 
 def _saved_boundaries(ctx: Context, lo: int, hi: int) -> set[int]:
-    """Boundaries inside (lo, hi) a forward must keep for backward (the backward stages' inputs)."""
-    if ctx.plan.recompute == "layer":
-        return set(range(lo + 1, hi))
-    if not ctx.stateless:
-        return set()
-    return {b for b, _ in ctx.plan.partition.bwd if lo < b < hi}
+    return set(saved_boundaries(ctx.plan.partition, ctx.plan.recompute, ctx.stateless, lo, hi))
 
 
 def _run(ctx: Context, dev: DeviceState, gpu: int, a: Action, lo: int, hi: int, x: torch.Tensor,

@@ -15,13 +15,14 @@ from typing import Any
 import networkx as nx
 import torch
 
-from rpexec import handlers, transfers
+from rpexec import handlers, split_backward, transfers
 from rpexec.errors import ExecError, Interrupted
 from rpsim.ir import CPU, Action, Plan
 
 Node = tuple[int, Action]
 HANDLERS: dict[str, Callable[[handlers.Context, int, Action], int | None]] = {
-    "F": handlers.forward, "B": handlers.backward, "FB": handlers.fused, "LOAD": transfers.load,
+    "F": handlers.forward, "B": handlers.backward, "FB": handlers.fused, "I": split_backward.backward_input,
+    "W": split_backward.backward_weight, "LOAD": transfers.load,
     "FREE": transfers.free, "OFFLOAD": transfers.offload, "ACT_OUT": transfers.act_out,
     "ACT_IN": transfers.act_in, "SEND": transfers.send, "RECV": transfers.recv, "STEP": transfers.step,
 }

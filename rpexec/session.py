@@ -18,7 +18,7 @@ from rpexec.runtime import Fault, Interpreter
 from rpexec.warmup import presize_pools, warm_host_state
 from rpsim.ir import Plan
 from rpsim.ir.deps import dependency_graph
-from rpsim.ir.jobs import job_of_action, jobs_of, stages_are_resident
+from rpsim.ir.jobs import job_of_action, jobs_of, residency, stages_are_resident
 from rpsim.sim.trace import Trace, TraceEvent
 from rpsim.specs import ModelSpec
 
@@ -109,7 +109,7 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
     torch.manual_seed(opts.seed)
     dtype = DTYPES[opts.dtype]
     layers = build_layers(model, opts.seed)
-    resident = stages_are_resident(plan) and plan.options.get("weights") == "resident"
+    resident = residency(plan) == "resident"
     host = HostParams(layers, dtype, pin=opts.device == "cuda", lag=1 if plan.optimizer == "sync" else 2, lr=opts.lr)
     devices = make_devices(plan, opts)
     for dev in devices.values():

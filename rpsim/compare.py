@@ -56,4 +56,4 @@ def is_baseline(schedule: str) -> bool:
     """A known fixed-placement schedule. A loaded plan's schedule name is informational once its lanes
     exist (`rpsim simulate --plan` runs any valid plan), so an unknown name is simply not a baseline."""
     module = SCHEDULES.get(schedule)
-    return module is not None and bool(module.FIXED_PLACEMENT)
+    return module is not None and module.TRAITS.placement.fixed

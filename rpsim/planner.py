@@ -2,10 +2,11 @@
 The one path every command (compare, simulate, export, search) takes."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from rpsim.errors import SpecError
-from rpsim.ir import Partition, Plan
+from rpsim.ir import Action, Partition, Plan
 from rpsim.ir.validate import check_plan
 from rpsim.partition import (
     LayerTimes,
@@ -19,8 +20,8 @@ from rpsim.partition import (
 from rpsim.passes import LoweringContext, lower
 from rpsim.scenario import Scenario
 from rpsim.schedules import get_schedule
-from rpsim.schedules.base import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, BuildOptions
-from rpsim.schedules.roundpipe import rotation_iterations, round_sizes
+from rpsim.schedules.base import BuildOptions, compute_plan
+from rpsim.schedules.traits import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, ScheduleTraits
 
 __all__ = ["FIXED_PARTITIONERS", "ROUNDPIPE_PARTITIONERS", "PlanRequest", "check_counts", "make_plan"]
 GRAD_FENCES = ("offload", "backward")
@@ -45,6 +46,7 @@ class PlanRequest:
     # after its layers' previous gradient copy, LayerAttribute.backward_fence; no gradient waits on the
     # GPU for the optimizer).
     grad_fence: str = "offload"
+    defer_w: bool = False  # RoundPipe: split backward, W passes after each job's I passes
 
 
 def default_virtual_stages(n_gpus: int, n_layers: int) -> int:
@@ -68,7 +70,7 @@ def choose_partition(sc: Scenario, req: PlanRequest, roundpipe: bool, n_stages: 
     n_layers = sc.model.n_layers
     if req.partition:
         return parse_partition_spec(req.partition, n_layers, roundpipe)
-    declared = get_schedule(req.schedule).PARTITIONERS  # the builder says which partitioners it takes
+    declared = get_schedule(req.schedule).TRAITS.partitioners  # the builder says which partitioners it takes
     name = req.partitioner or declared[0]
     if name not in declared:
         raise SpecError(f"--partitioner {name!r} does not apply to schedule {req.schedule!r}; valid choices: "
@@ -99,19 +101,27 @@ def check_counts(virtual_stages: int | None, n_iters: int | None, round_size: in
 
 def make_plan(sc: Scenario, req: PlanRequest) -> Plan:
     module = get_schedule(req.schedule)
+    traits: ScheduleTraits = module.TRAITS
     n = sc.server.n_gpus
-    roundpipe = not module.FIXED_PLACEMENT
     check_counts(req.virtual_stages, req.n_iters, req.round_size)
-    v = 1 if not module.VIRTUAL_STAGES else (
-        req.virtual_stages or default_virtual_stages(n, sc.model.n_layers))
+    if req.defer_w and not traits.deferrable_w:
+        from rpsim.schedules import SCHEDULES
+        valid = [name for name, m in SCHEDULES.items() if m.TRAITS.deferrable_w]
+        raise SpecError(f"--defer-w: schedule {req.schedule!r} does not take it; valid choices: {', '.join(valid)}")
+    roundpipe = traits.asymmetric_partition
+    v = traits.virtual_stages.resolve(req.virtual_stages, default_virtual_stages(n, sc.model.n_layers))
     partition = choose_partition(sc, req, roundpipe, n * v)
-    is_async = req.schedule == "roundpipe"
     options = BuildOptions(virtual_stages=v, round_size=req.round_size, g0_rule=req.g0_rule,
-                           n_iters=req.n_iters or (async_iterations(sc, req, partition) if is_async else 1),
-                           optimizer="async" if is_async else "sync", recompute=sc.training.recompute)
+                           n_iters=req.n_iters or default_iterations(sc, req, traits, partition),
+                           optimizer=traits.optimizer, recompute=sc.training.recompute,
+                           defer_w=req.defer_w)
     if req.g0_rule == "earliest-free":
         options = replace(options, **stage_estimates(sc, partition))
-    plan = module.build(n, partition, sc.training.n_mb, options)
+    return lower_checked(sc, req, module.build(n, partition, sc.training.n_mb, options))
+
+
+def lower_checked(sc: Scenario, req: PlanRequest, plan: Plan) -> Plan:
+    """A builder's compute plan, with the scenario's setup, lowered for the request's fidelity and checked."""
     plan = replace(plan, setup=sc.to_setup())
     if req.grad_fence not in GRAD_FENCES:
         raise SpecError(f"grad_fence {req.grad_fence!r} unknown; valid choices: {', '.join(GRAD_FENCES)}")
@@ -122,12 +132,34 @@ def make_plan(sc: Scenario, req: PlanRequest) -> Plan:
     return lowered
 
 
-def async_iterations(sc: Scenario, req: PlanRequest, p: Partition) -> int:
-    """Enough iterations for a steady state: a full rotation of the dispatch over the GPUs when
-    iterations load the GPUs differently, else warm-up, steady and drain (ASYNC_ITERATIONS)."""
-    n, n_mb = sc.server.n_gpus, sc.training.n_mb
-    rounds = len(round_sizes(n_mb, n, req.round_size))
-    return rotation_iterations(n, rounds, len(p.fwd) + len(p.bwd)) or ASYNC_ITERATIONS
+def make_plan_from_order(sc: Scenario, req: PlanRequest, per_gpu: Sequence[Sequence[Action]],
+                         overlapped: Sequence[tuple[int, str, str]] = (), name: str = "torch-csv") -> Plan:
+    """A plan from a given compute order (one iteration, e.g. a torch schedule CSV): one row per GPU, each
+    stage on the GPU(s) its row puts it, the partition from the request (or the fixed partitioner over
+    as many stages as the order names), then lowered and checked like any builder's plan."""
+    n = sc.server.n_gpus
+    if len(per_gpu) != n:
+        raise SpecError(f"{name}: the order has {len(per_gpu)} rows (ranks); --gpus {sc.server.name!r} has {n} GPUs")
+    n_stages = 1 + max((a.stage for row in per_gpu for a in row), default=-1)  # type: ignore[type-var]
+    n_mb = 1 + max((a.mb for row in per_gpu for a in row), default=-1)  # type: ignore[type-var]
+    if n_mb != sc.training.n_mb:
+        raise SpecError(f"{name}: the order runs {n_mb} microbatches; the training setup has n_mb = "
+                        f"{sc.training.n_mb} (set --n-mb {n_mb}, or --global-batch / --mb-size to match)")
+    partition = choose_partition(sc, req, False, n_stages)
+    options = BuildOptions(virtual_stages=max(1, n_stages // n), n_iters=1, recompute=sc.training.recompute)
+    plan = compute_plan(name, n, n_mb, partition, per_gpu, options,
+                        extra={"virtual_stages": max(1, n_stages // n), "overlapped": [list(p) for p in overlapped]})
+    return lower_checked(sc, req, plan)
+
+
+def default_iterations(sc: Scenario, req: PlanRequest, traits: ScheduleTraits, p: Partition) -> int:
+    """Sync plans flush: one iteration. Async ones need a steady state: a full rotation of the dispatch
+    over the GPUs when iterations load the GPUs differently, else warm-up, steady and drain."""
+    if traits.optimizer == "sync":
+        return 1
+    rotation = traits.steady_iterations(sc.server.n_gpus, sc.training.n_mb, len(p.fwd) + len(p.bwd),
+                                        req.round_size) if traits.steady_iterations else None
+    return rotation or ASYNC_ITERATIONS
 
 
 def stage_estimates(sc: Scenario, p: Partition) -> dict[str, object]:

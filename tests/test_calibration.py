@@ -161,8 +161,8 @@ def test_two_gpus_issuing_at_once_share_the_interpreter(tmp_path):
     forwards issued at once each get half the interpreter, so they take twice as long (max-min)."""
     from rpsim.catalog.servers import generic_server_table
     from rpsim.planner import PlanRequest, make_plan
-    from rpsim.sim.simulate import simulate
     from rpsim.scenario import make_scenario
+    from rpsim.sim.simulate import simulate
     from rpsim.specs import ModelSpec, TrainingSpec
     t = generic_server_table("h200-sxm", 2)
     t["host"]["issue_us"] = {"embed": [0, 0, 0], "layer": [1e6, 1e6, 2e6], "head": [0, 0, 0]}  # 1 s a layer

@@ -93,6 +93,6 @@ def test_torch_csv_refuses_round_robin_schedules_before_building(capsys, tmp_pat
     assert code == 2 and out == ""
     assert err.startswith("rpsim: error: ") and len(err.splitlines()) == 1
     assert "torch.distributed.pipelining binds each stage to one rank" in err and "round-robin" in err
-    exportable = [n for n, m in SCHEDULES.items() if m.FIXED_PLACEMENT]
+    exportable = [n for n, m in SCHEDULES.items() if m.TRAITS.placement.fixed]
     assert exportable and all(n in err for n in exportable)
     assert not plan_path.exists() and not csv_path.exists()

@@ -213,3 +213,22 @@ def test_cli_compare_plot(run_cli, tmp_path):
                                 "--plot", str(out))
     assert code in (0, 1), err
     assert out.read_bytes().startswith(b"\x89PNG") and "roundpipe" in stdout
+
+
+def test_split_backward_draws_i_and_w_distinctly(scenario):
+    """A zero-bubble plan's chart: I and W bars in their own legend entries and colours, no B."""
+    r = simulate(make_plan(scenario, PlanRequest("zb-h1")), scenario)
+    fig = bubble_figure(r.trace, r.plan, r.metrics)
+    legend = fig.legends[0]
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert "backward (input grad)" in labels and "backward (weight grad)" in labels and "backward" not in labels
+    colours = {t.get_text(): _handle_colour(h) for t, h in zip(legend.get_texts(), legend.legend_handles,
+                                                                        strict=True)}
+    assert colours["backward (input grad)"] != colours["backward (weight grad)"]
+    drawn = {(gpu, lane): n for (_panel, gpu, lane), n in bar_counts(fig).items()}
+    assert drawn == drawn_per_lane(r.trace)
+
+
+def _handle_colour(handle) -> tuple:
+    get = getattr(handle, "get_facecolor", None) or getattr(handle, "get_markerfacecolor", None) or handle.get_color
+    return tuple(get()) if not isinstance(get(), str) else (get(),)

@@ -5,13 +5,12 @@ import json
 
 import pytest
 
-from rpsim.specs.server import HostSpec
-
 from rpsim.catalog import load_gpu, load_model
 from rpsim.costs import model_costs
 from rpsim.costs.profile import profile_from_dict
 from rpsim.errors import SpecError
 from rpsim.specs import TrainingSpec
+from rpsim.specs.server import HostSpec
 
 
 def uniform_profile(n_layers: int, mb_tokens: int, fwd: float = 0.01, bwd: float = 0.02) -> dict:

@@ -15,9 +15,11 @@ from rpexec.checks import model_and_shape
 from rpexec.cli import main as rpexec_main
 from rpexec.session import RunOptions, run_plan
 from rpsim.ir.planio import load_plan
+from rpsim.schedules import SCHEDULES
 from tests.rpexec_helpers import TINY, TINY_DEEPSEEK, TINY_MOE, export, write_config
 
-SCHEDULES = ["gpipe", "1f1b", "interleaved", "looped-bfs", "roundpipe", "roundpipe-sync"]
+# Every schedule by discovery; split-backward ones on 2 and 4 virtual devices, the rest on 2, 3 and 4.
+CASES = [(name, n) for name, m in SCHEDULES.items() for n in ((2, 4) if m.TRAITS.split_backward else (2, 3, 4))]
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +27,11 @@ def tiny(tmp_path_factory):
     return write_config(tmp_path_factory.mktemp("cfg"), TINY)
 
 
-@pytest.mark.parametrize("n_gpus", [2, 3, 4])
-@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("schedule, n_gpus", CASES)
 def test_every_schedule_matches_reference(tmp_path, tiny, schedule, n_gpus, capsys):
-    plan = export(tmp_path, tiny, schedule, f"4090x{n_gpus}")
+    # export's 4 microbatches, or 2N = 8 on 4 GPUs for split-backward schedules (DualPipeV needs M >= 2N)
+    extra = ("--n-mb", "8") if SCHEDULES[schedule].TRAITS.split_backward and n_gpus == 4 else ()
+    plan = export(tmp_path, tiny, schedule, f"4090x{n_gpus}", *extra)
     code = rpexec_main(["run", str(plan), "--device", "cpu", "--check-grads"])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -41,6 +44,10 @@ def test_every_schedule_matches_reference(tmp_path, tiny, schedule, n_gpus, caps
     ("interleaved", ("--weights", "stream")), ("roundpipe-sync", ("--round-size", "4")),
     ("roundpipe", ("--partition", "3,3,2|0,1,1,1,1,1,1,1,1")),
     ("roundpipe", ("--loss-chunk-tokens", "5")), ("1f1b", ("--loss-chunk-tokens", "7", "--recompute", "none")),
+    # split backward: I keeps the forward's whole-stage graph (none) or per-layer segments (layer), and W
+    # writes streamed weights' gradients for their OFFLOADs
+    ("zb-h1", ("--recompute", "none")), ("zbv", ("--recompute", "layer")), ("zb-h1", ("--weights", "stream")),
+    ("roundpipe", ("--defer-w",)), ("roundpipe-sync", ("--defer-w", "--recompute", "layer")),
 ])
 def test_variants_match_reference(tmp_path, tiny, schedule, extra, capsys):
     plan = export(tmp_path, tiny, schedule, "4090x2", *extra)

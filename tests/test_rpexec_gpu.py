@@ -10,11 +10,12 @@ torch = pytest.importorskip("torch")
 
 from rpexec.cli import main as rpexec_main
 from rpsim.cli.main import main as rpsim_main
+from rpsim.schedules import SCHEDULES as ALL_SCHEDULES
 from tests.rpexec_helpers import TINY, TINY_DEEPSEEK, export, write_config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
                                                   reason="needs 2 CUDA GPUs")]
-SCHEDULES = ["gpipe", "1f1b", "interleaved", "looped-bfs", "roundpipe", "roundpipe-sync"]
+SCHEDULES = list(ALL_SCHEDULES)  # by discovery: every builder, new ones included
 GPU_MODEL = {**TINY, "hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 8,
              "num_key_value_heads": 4, "vocab_size": 512}
 

@@ -1,4 +1,4 @@
-"""Our fixed-placement builders reproduce torch.distributed.pipelining's per-rank compute order (F and B),
+"""Our fixed-placement builders reproduce torch.distributed.pipelining's per-rank compute order (F, B, I, W),
 and the tests document where torch's generated order is itself wrong or narrower than its semantics."""
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from unittest import mock
 
 import pytest
 
+from rpsim.errors import SpecError
 from rpsim.ir import Partition
 from rpsim.schedules import get_schedule
 from rpsim.schedules.base import BuildOptions
@@ -45,7 +46,8 @@ def _mock_stages(n_gpus: int, v: int) -> list:
 
 
 def _compute_only(order: dict[int, list]) -> list[list[ts._Action]]:
-    keep = (ts._ComputationType.FORWARD, ts._ComputationType.FULL_BACKWARD)
+    keep = (ts._ComputationType.FORWARD, ts._ComputationType.FULL_BACKWARD, ts._ComputationType.BACKWARD_INPUT,
+            ts._ComputationType.BACKWARD_WEIGHT)
     return [[a for a in order[r] if a is not None and a.computation_type in keep] for r in sorted(order)]
 
 
@@ -147,3 +149,68 @@ def test_interleaved_supports_microbatch_counts_torch_refuses():
 def test_looped_bfs_matches_torch_generated_order(n_gpus, v):
     for n_mb in MICROBATCHES:
         assert _ours("looped-bfs", n_gpus, n_mb, v) == _torch_generated(ts.ScheduleLoopedBFS, n_gpus, n_mb, v)
+
+
+def _torch_accepts_zero_bubble(n_gpus: int, n_mb: int) -> bool:
+    return n_mb % max(1, n_mb // n_gpus) == 0
+
+
+@pytest.mark.parametrize("n_gpus", RANKS)
+@pytest.mark.parametrize("v", VIRTUAL)
+def test_zero_bubble_matches_torch_interleaved_zero_bubble(n_gpus, v):
+    """ZB-H1 is torch's ScheduleInterleavedZeroBubble (ZB1P) with one stage per rank; zb-interleaved the
+    same with V stages. Where torch refuses M (not a multiple of its rounds) we split the microbatches
+    into as-even groups, as for interleaved 1F1B; the property tests cover those orders."""
+    name = "zb-h1" if v == 1 else "zb-interleaved"
+    checked = 0
+    for n_mb in MICROBATCHES:
+        if not _torch_accepts_zero_bubble(n_gpus, n_mb):
+            continue
+        assert _ours(name, n_gpus, n_mb, v) == _torch_generated(ts.ScheduleInterleavedZeroBubble, n_gpus, n_mb, v)
+        checked += 1
+    assert checked >= 8
+
+
+@pytest.mark.parametrize("n_gpus", RANKS)
+def test_zbv_matches_torch_generated_order(n_gpus):
+    for n_mb in MICROBATCHES:
+        assert _ours("zbv", n_gpus, n_mb, 2) == _torch_generated(ts.ScheduleZBVZeroBubble, n_gpus, n_mb, 2)
+
+
+def _torch_dualpipev(n_gpus: int, n_mb: int) -> tuple[list[list[ts._Action]], list[list[tuple]]]:
+    """torch's ScheduleDualPipeV order with each OVERLAP_F_B flattened into its (F, B), and the pairs."""
+    schedule = ts.ScheduleDualPipeV(_mock_stages(n_gpus, 2), n_mb)
+    order, pairs = [], []
+    for r in sorted(schedule.pipeline_order):
+        row, row_pairs = [], []
+        for a in schedule.pipeline_order[r]:
+            if a is not None and a.computation_type == ts._ComputationType.OVERLAP_F_B:
+                row += list(a.sub_actions)
+                row_pairs.append(tuple(a.sub_actions))
+            elif a is not None and a.computation_type in ts._ComputationType.__members__.values():
+                row.append(a)
+        order.append([a for a in row if a.is_compute_op])
+        pairs.append(row_pairs)
+    return order, pairs
+
+
+@pytest.mark.parametrize("n_gpus", RANKS)
+def test_dualpipev_matches_torch_generated_order_and_overlapped_pairs(n_gpus):
+    for n_mb in range(2 * n_gpus, 2 * n_gpus + 8):
+        theirs, their_pairs = _torch_dualpipev(n_gpus, n_mb)
+        assert _ours("dualpipev", n_gpus, n_mb, 2) == theirs
+        partition = Partition.same(tuple((s, s + 1) for s in range(2 * n_gpus)))
+        plan = get_schedule("dualpipev").build(n_gpus, partition, n_mb, BuildOptions(virtual_stages=2))
+        ours = [[] for _ in range(n_gpus)]
+        for g, f, b in plan.options["overlapped"]:
+            lane = [str(a) for a in plan.lane(g, "compute")]
+            assert lane.index(b) == lane.index(f) + 1  # a pair is adjacent on its GPU's compute lane
+            ours[g].append((f, b))
+        assert ours == [[(str(f), str(b)) for f, b in row] for row in their_pairs]
+
+
+def test_dualpipev_refuses_fewer_microbatches_than_stages_as_torch_does():
+    with pytest.raises(ValueError, match="at least as many microbatches as stages"):
+        ts.ScheduleDualPipeV(_mock_stages(3, 2), 5)
+    with pytest.raises(SpecError, match="n_mb must be >= 2 \\* n_gpus = 6"):
+        _ours("dualpipev", 3, 5, 2)

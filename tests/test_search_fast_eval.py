@@ -8,6 +8,7 @@ from rpsim.planner import make_plan
 from rpsim.scenario import make_scenario
 from rpsim.search.fast_context import links_of
 from rpsim.search.fast_fixed import compute_order, estimate_fixed
+from rpsim.search.run import analytic
 from rpsim.search.space import Candidate, enumerate_candidates, plan_request
 from rpsim.search.workspace import Workspace
 from rpsim.sim.simulate import simulate
@@ -44,9 +45,10 @@ def test_spearman_helper():
 
 
 def sample(model: str) -> tuple[Workspace, list[Candidate]]:
-    """Every k-th candidate, so each schedule family and partitioner appears."""
+    """Every k-th candidate the analytic estimators price, so each of their families and partitioners
+    appears (the others are estimated by the list timer: rpsim.search.fast_list)."""
     ws = Workspace(make_scenario(model, "4090x8", TrainingSpec(global_batch=32)))
-    cands = [c for c in enumerate_candidates(ws.base) if c.mb_size >= 2]
+    cands = [c for c in enumerate_candidates(ws.base) if c.mb_size >= 2 and analytic(c)]
     step = len(cands) // SAMPLE
     return ws, [ws.resolve(c) for c in cands[step // 2::step][:SAMPLE]]
 

@@ -74,7 +74,7 @@ def _tiny(n_gpus: int, n_mb: int) -> Scenario:
 
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 def test_every_buffer_is_freed_by_the_end(schedule):
-    sc = _tiny(4, 4)
+    sc = _tiny(4, 8)  # 2N microbatches: enough for every schedule (DualPipeV needs M >= 2N)
     plan = make_plan(sc, PlanRequest(schedule, fidelity="pcie"))
     result = simulate(plan, sc)
     layers = sc.costs.layers
@@ -189,3 +189,28 @@ def test_library_grad_fence_moves_the_wait_from_the_download_to_the_backward():
     assert peaks["backward"] < peaks["offload"]
     with pytest.raises(Exception, match="grad_fence 'x' unknown; valid choices: offload, backward"):
         make_plan(sc, PlanRequest("roundpipe", grad_fence="x"))
+
+
+@pytest.mark.parametrize("recompute", ["stage", "none"])
+def test_what_w_needs_stays_from_its_i_until_w_ends(recompute):
+    """One GPU, one stage, F [0, 1], I [1, 2], then W only at [5, 6]: between I and W the GPU holds the
+    stage's activations (the retained graph) and the gradient reaching each segment's output (one per
+    layer under recompute, the stage output's without, here the head's: none), and nothing after W."""
+    from rpsim.ir import Partition
+    from rpsim.schedules import get_schedule
+    from rpsim.schedules.base import BuildOptions
+    from rpsim.sim.memory import memory_timeline
+    from rpsim.sim.simulate import cost_context
+    from rpsim.sim.trace import Trace, TraceEvent
+    sc = make_scenario(TINY, "4090x1", TrainingSpec(seq_len=128, global_batch=2, mb_size=2, recompute=recompute))
+    n = len(sc.costs.layers)
+    plan = get_schedule("zb-h1").build(1, Partition.same(((0, n),)), 1, BuildOptions(recompute=recompute))
+    plan = replace(plan, level="ideal")
+    times = {"0F0": (0.0, 1.0), "0I0": (1.0, 2.0), "0W0": (5.0, 6.0)}
+    trace = Trace(tuple(TraceEvent(0, "compute", t, t[1], 0, 0, 0, s, e) for t, (s, e) in times.items()))
+    mem = memory_timeline(plan, trace, cost_context(plan, sc))
+    level = {t: b for t, b in mem.steps[0]}  # the level after every change at t
+    layers = sc.costs.layers
+    grads = 0.0 if recompute == "none" else sum(x.input_bytes for x in layers[1:n])
+    assert level[2.0] == pytest.approx(sum(x.activation_bytes for x in layers) + grads, rel=1e-12)
+    assert level[6.0] == pytest.approx(0.0, abs=1e-6)

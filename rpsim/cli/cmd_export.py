@@ -46,9 +46,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 def check_torch_exportable(schedule: str) -> None:
     """Refuse --torch-csv for a round-robin schedule up front, by its name, instead of after building
     and lowering the whole plan (to_torch_csv would refuse it then, on its first FB action)."""
-    if get_schedule(schedule).FIXED_PLACEMENT:
+    if get_schedule(schedule).TRAITS.placement.fixed:
         return
-    exportable = [name for name, module in SCHEDULES.items() if module.FIXED_PLACEMENT]
+    exportable = [name for name, module in SCHEDULES.items() if module.TRAITS.placement.fixed]
     raise SpecError(f"--torch-csv: torch.distributed.pipelining binds each stage to one rank, while schedule "
                     f"{schedule!r} dispatches stages round-robin over GPUs; exportable (fixed-placement) "
                     f"schedules: {', '.join(exportable)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from rpsim.cli.cmd_compare import emit
 from rpsim.cli.setup_flags import (
@@ -15,9 +16,11 @@ from rpsim.cli.setup_flags import (
 )
 from rpsim.compare import Row, run_one
 from rpsim.errors import SpecError
+from rpsim.export.torch_csv import parse_torch_csv
 from rpsim.ir.planio import load_plan
+from rpsim.planner import FIXED_PARTITIONERS, PlanRequest, make_plan_from_order
 from rpsim.report.files import write_json_atomic
-from rpsim.scenario import scenario_from_setup
+from rpsim.scenario import Scenario, scenario_from_setup
 from rpsim.sim.simulate import simulate
 
 
@@ -31,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--chrome-trace", default=None, help="write a Chrome / Perfetto trace JSON (default: none)")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"],
                    help="table for people, json or csv for scripts (default %(default)s)")
+    p.add_argument("--torch-csv", default=None,
+                   help="simulate a torch.distributed.pipelining compute-only schedule CSV (one row per rank; "
+                        "torch's or hand-written) on --model / --gpus, instead of --schedule (default: none)")
     p.set_defaults(func=run, output_flags={"trace": "--trace", "chrome_trace": "--chrome-trace"})
 
 
@@ -41,9 +47,14 @@ def run(args: argparse.Namespace) -> int:
         result = simulate(plan, sc)
         row = Row(result.metrics, result)
         args.fidelity = plan.level
+    elif args.torch_csv:
+        if not (args.model and args.gpus) or args.schedule:
+            raise SpecError("rpsim simulate --torch-csv FILE needs --model and --gpus, and no --schedule")
+        sc = setup_from_args(args)
+        row = _run_torch_csv(sc, args)
     else:
         if not (args.model and args.gpus and args.schedule):
-            raise SpecError("rpsim simulate needs --plan FILE, or --model, --gpus and --schedule")
+            raise SpecError("rpsim simulate needs --plan FILE, --torch-csv FILE, or --model, --gpus and --schedule")
         check_plan_flags(args, [args.schedule])
         sc = setup_from_args(args)
         row = run_one(sc, plan_request(args, args.schedule))
@@ -61,3 +72,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         emit([row], sc, args, ranked=False)
     return 0 if row.metrics["feasible"] else 1
+
+
+def _run_torch_csv(sc: Scenario, args: argparse.Namespace) -> Row:
+    try:
+        text = Path(args.torch_csv).read_text()
+    except OSError as e:
+        raise SpecError(f"--torch-csv {args.torch_csv!r}: cannot read it ({e.strerror})") from None
+    order = parse_torch_csv(text, f"--torch-csv {args.torch_csv}")
+    req = PlanRequest("torch-csv", fidelity=args.fidelity,
+                      partition=args.partition if args.partition and "|" not in args.partition else None,
+                      partitioner=args.partitioner if args.partitioner in FIXED_PARTITIONERS else None,
+                      weights=args.weights)
+    result = simulate(make_plan_from_order(sc, req, order.per_gpu, order.overlapped), sc)
+    return Row(result.metrics, result)

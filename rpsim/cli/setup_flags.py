@@ -3,7 +3,6 @@ into specs (the edge where display units become SI)."""
 from __future__ import annotations
 
 import argparse
-from types import ModuleType
 
 from rpsim.catalog import GPUS_GRAMMAR, load_model
 from rpsim.catalog.models import OVERRIDABLE, override_model
@@ -13,7 +12,7 @@ from rpsim.passes import LEVELS
 from rpsim.passes.lower import WEIGHT_POLICIES
 from rpsim.planner import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, PlanRequest, check_counts
 from rpsim.scenario import Scenario, make_scenario
-from rpsim.schedules import SCHEDULES, get_schedule
+from rpsim.schedules import SCHEDULES, traits_of
 from rpsim.schedules.roundpipe import G0_RULES
 from rpsim.specs import TrainingSpec
 from rpsim.specs.gpu import PRECISIONS
@@ -129,6 +128,9 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="auto", choices=WEIGHT_POLICIES,
                    help="fixed-placement baselines: keep weights resident on their GPU, stream them from "
                         "host memory, or decide by memory (default %(default)s)")
+    p.add_argument("--defer-w", action="store_true", default=False,
+                   help="RoundPipe: split each backward into I and W and run a job's W passes after its I passes, "
+                        "before the GPU's next job (default: off)")
     p.add_argument("--iters", type=int, default=None,
                    help="iterations to simulate (default 1; async schedules: enough for a steady state, 3 "
                         "or more)")
@@ -136,34 +138,40 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
 
 def check_plan_flags(args: argparse.Namespace, schedules: list[str]) -> None:
     """Refuse counts below 1 and a --partitioner, --partition or --virtual-stages that none of the
-    schedules takes, before any work: each used to be silently replaced or dropped."""
+    schedules takes, before any work: each used to be silently replaced or dropped. What a schedule
+    takes is its builder's declared traits (rpsim.schedules.traits)."""
     check_counts(args.virtual_stages, args.iters, args.round_size)
-    modules = {name: get_schedule(name) for name in schedules}
-    if args.partitioner is not None and not any(args.partitioner in m.PARTITIONERS for m in modules.values()):
-        valid = "; ".join(f"{name}: {', '.join(m.PARTITIONERS)}" for name, m in modules.items())
+    traits = {name: traits_of(name) for name in schedules}
+    if args.partitioner is not None and not any(args.partitioner in t.partitioners for t in traits.values()):
+        valid = "; ".join(f"{name}: {', '.join(t.partitioners)}" for name, t in traits.items())
         raise SpecError(f"--partitioner {args.partitioner!r} does not apply to {', '.join(schedules)}; "
                         f"valid choices: {valid}")
-    if args.partition is not None and not any(_partition_applies(args.partition, m) for m in modules.values()):
+    if args.partition is not None and not any(_partition_applies(args.partition, t) for t in traits.values()):
         kind = "FWD|BWD (round-robin)" if "|" in args.partition else "fixed-placement"
         raise SpecError(f"--partition {args.partition!r} is a {kind} spec, which none of {', '.join(schedules)} "
                         f"takes; {GRAMMAR}")
-    if args.virtual_stages is not None and not any(m.VIRTUAL_STAGES for m in modules.values()):
-        takers = [name for name, m in SCHEDULES.items() if m.VIRTUAL_STAGES]
+    if args.virtual_stages is not None and not any(_takes_virtual_stages(t) for t in traits.values()):
+        takers = [name for name, m in SCHEDULES.items() if _takes_virtual_stages(m.TRAITS)]
         raise SpecError(f"--virtual-stages applies only to {', '.join(takers)}, not to {', '.join(schedules)}")
 
 
-def _partition_applies(spec: str, module: ModuleType) -> bool:
-    """A fixed spec applies to fixed-placement schedules, a FWD|BWD spec to round-robin ones."""
-    return ("|" in spec) != bool(module.FIXED_PLACEMENT)
+def _takes_virtual_stages(traits) -> bool:
+    return traits.virtual_stages.fixed is None
+
+
+def _partition_applies(spec: str, traits) -> bool:
+    """A fixed spec applies to fixed-placement schedules, a FWD|BWD spec to asymmetric (round-robin) ones."""
+    return ("|" in spec) == traits.asymmetric_partition
 
 
 def plan_request(args: argparse.Namespace, schedule: str) -> PlanRequest:
     """The flags as they apply to one schedule: compare passes one set of flags to several schedules, so
     a partitioner, partition or V that this schedule does not take is left to the others
     (check_plan_flags has made sure some schedule takes it)."""
-    module = get_schedule(schedule)
-    partition = args.partition if args.partition and _partition_applies(args.partition, module) else None
-    partitioner = args.partitioner if args.partitioner in module.PARTITIONERS else None
+    traits = traits_of(schedule)
+    partition = args.partition if args.partition and _partition_applies(args.partition, traits) else None
+    partitioner = args.partitioner if args.partitioner in traits.partitioners else None
     return PlanRequest(schedule=schedule, fidelity=args.fidelity, partition=partition, partitioner=partitioner,
                        virtual_stages=args.virtual_stages, round_size=args.round_size, g0_rule=args.g0_rule,
-                       n_iters=args.iters, weights=args.weights)
+                       n_iters=args.iters, weights=args.weights,
+                       defer_w=args.defer_w and traits.deferrable_w)

@@ -1,21 +1,93 @@
-"""Write a fixed-placement plan's compute order as torch.distributed.pipelining's compute-only CSV, the
-input of `_PipelineScheduleRuntime._load_csv`: row r lists rank r's actions, e.g. `0F0,0F1,0B0`.
-torch's kinds: F forward, B full backward, I backward-input, W backward-weight. Never imports torch."""
+"""torch.distributed.pipelining's compute-only CSV, both ways: write a fixed-placement plan's compute
+order as the input of `_PipelineScheduleRuntime._load_csv`, and read any such CSV (torch's or written
+by hand) back into per-GPU compute orders. Row r lists rank r's actions, e.g. `0F0,0F1,0I0,0W0`.
+torch's kinds: F forward, B full backward, I backward-input, W backward-weight, and `(0F3;7B1)OVERLAP_F_B`
+for an overlapped forward/backward pair (DualPipeV). Never imports torch."""
 from __future__ import annotations
 
-from dataclasses import replace
+import re
+from dataclasses import dataclass, replace
 
-from rpsim.errors import PlanError
+from rpsim.errors import PlanError, SpecError
 from rpsim.ir import Action, Plan
 
 TORCH_KINDS = ("F", "B", "I", "W")  # torch 2.13 _ComputationType compute values our IR shares
+OVERLAP = "OVERLAP_F_B"
+_CELL = re.compile(r"^(?P<stage>\d+)(?P<kind>[FBIW])(?P<mb>\d+)$")
 
 
 def to_torch_csv(plan: Plan) -> str:
     """One line per rank (GPU), comma-separated `<stage><kind><mb>`; raises PlanError if torch cannot run it."""
     _check_placement(plan)
-    rows = [_one_iteration(plan, gpu) for gpu in range(plan.n_gpus)]
-    return "".join(",".join(f"{a.stage}{a.kind}{a.mb}" for a in row) + "\n" for row in rows)
+    pairs = {(g, f): b for g, f, b in plan.options.get("overlapped", ())}  # (gpu, F text) -> B text
+    lines = []
+    for gpu in range(plan.n_gpus):
+        cells, skip = [], ""
+        for a in _one_iteration(plan, gpu):
+            text = f"{a.stage}{a.kind}{a.mb}"
+            if text == skip:
+                skip = ""
+                continue
+            partner = pairs.get((gpu, text))
+            if partner is not None:
+                cells.append(f"({text};{partner}){OVERLAP}")
+                skip = partner
+            else:
+                cells.append(text)
+        lines.append(",".join(cells) + "\n")
+    return "".join(lines)
+
+
+@dataclass(frozen=True)
+class TorchOrder:
+    """A torch compute-only schedule: per rank, its compute actions in order (iteration 0)."""
+
+    per_gpu: tuple[tuple[Action, ...], ...]
+    overlapped: tuple[tuple[int, str, str], ...]  # (gpu, F action, B action) issued as one pair
+
+    @property
+    def n_stages(self) -> int:
+        return 1 + max((a.stage for row in self.per_gpu for a in row), default=-1)  # type: ignore[type-var]
+
+    @property
+    def n_mb(self) -> int:
+        return 1 + max((a.mb for row in self.per_gpu for a in row), default=-1)  # type: ignore[type-var]
+
+
+def parse_torch_csv(text: str, source: str = "torch CSV") -> TorchOrder:
+    """Read torch's compute-only CSV; blank cells (torch's idle steps) are skipped. Errors name the row
+    and column."""
+    rows, pairs = [], []
+    for r, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        row: list[Action] = []
+        for c, cell in enumerate(line.split(",")):
+            cell = cell.strip()
+            if not cell:
+                continue
+            where = f"{source}: row {r + 1}, column {c + 1}"
+            if cell.startswith("("):
+                inner, _, kind = cell[1:].partition(")")
+                parts = [_compute(p.strip(), where) for p in inner.split(";")]
+                if kind != OVERLAP or len(parts) != 2 or [a.kind for a in parts] != ["F", "B"]:
+                    raise SpecError(f"{where}: {cell!r}: expected ({{stage}}F{{mb}};{{stage}}B{{mb}}){OVERLAP}")
+                pairs.append((len(rows), str(parts[0]), str(parts[1])))
+                row += parts
+            else:
+                row.append(_compute(cell, where))
+        rows.append(tuple(row))
+    if not rows:
+        raise SpecError(f"{source}: no actions; expected one row of comma-separated actions per rank")
+    return TorchOrder(tuple(rows), tuple(pairs))
+
+
+def _compute(cell: str, where: str) -> Action:
+    m = _CELL.match(cell)
+    if not m:
+        raise SpecError(f"{where}: {cell!r} is not a torch compute action; expected {{stage}}{{F|B|I|W}}{{mb}} "
+                        f"such as 0F1, or (0F3;7B1){OVERLAP}")
+    return Action(m["kind"], int(m["stage"]), int(m["mb"]))
 
 
 def _check_placement(plan: Plan) -> None:

@@ -22,8 +22,14 @@ from dataclasses import dataclass
 
 from rpsim.errors import PlanError
 
+# Kind sets, in one place: every module that asks "is this a backward / a timed transfer" reads these.
 COMPUTE_KINDS = ("F", "B", "FB", "I", "W")
+BACKWARD_KINDS = ("B", "FB", "I", "W")  # compute over a backward stage (the B partition)
+INPUT_GRAD_KINDS = ("B", "FB", "I")  # produce a stage's input gradient (and end its saved-input lifetime)
+WEIGHT_GRAD_KINDS = ("B", "FB", "W")  # produce a stage's weight gradients (the optimizer waits on them)
 TRANSFER_KINDS = ("LOAD", "OFFLOAD", "ACT_OUT", "ACT_IN", "SEND", "RECV")
+MOVING_KINDS = ("LOAD", "OFFLOAD", "ACT_OUT", "ACT_IN", "SEND")  # transfers that move bytes (RECV waits)
+UPLOAD_KINDS = ("LOAD", "ACT_IN")  # host -> GPU
 KINDS = COMPUTE_KINDS + TRANSFER_KINDS + ("STEP", "FREE")
 PHASES = ("F", "B")
 
@@ -70,7 +76,7 @@ class Action:
         """Which partition `stage` indexes: forward stages for F, backward stages for B/FB/I/W."""
         if self.kind == "F":
             return "F"
-        if self.kind in ("B", "FB", "I", "W"):
+        if self.kind in BACKWARD_KINDS:
             return "B"
         return self.phase or "F"
 

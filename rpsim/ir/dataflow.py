@@ -15,7 +15,9 @@ class Input:
 
 
 def inputs_of(a: Action, p: Partition, split_backward: bool = False) -> list[Input]:
-    """Logical inputs of compute action `a` (same microbatch and iteration)."""
+    """Logical inputs of compute action `a` (same microbatch and iteration). With `split_backward` the
+    gradient from the stage above is named as produced by I; a plan that splits only some backwards
+    (DualPipeV) has B there instead, and consumers look for either."""
     m, it = a.mb, a.it
     bwd_kind = "I" if split_backward else "B"
     if a.kind == "F":
@@ -39,6 +41,19 @@ def inputs_of(a: Action, p: Partition, split_backward: bool = False) -> list[Inp
     return _dedupe(out)
 
 
+# The input gradient of (stage, mb) comes from its B, or from its I where that backward is split.
+EITHER_BACKWARD = {"B": "I", "I": "B"}
+
+
+def actual_producer(producer: Action, present: object) -> Action:
+    """`producer`, or its B / I counterpart when only that one is `in present` (a plan that splits
+    some backwards only)."""
+    if producer in present or producer.kind not in EITHER_BACKWARD:  # type: ignore[operator]
+        return producer
+    other = Action(EITHER_BACKWARD[producer.kind], producer.stage, producer.mb, producer.it)
+    return other if other in present else producer  # type: ignore[operator]
+
+
 def _dedupe(items: list[Input]) -> list[Input]:
     seen, out = set(), []
     for i in items:
@@ -50,3 +65,16 @@ def _dedupe(items: list[Input]) -> list[Input]:
 
 def uses_split_backward(actions: list[Action]) -> bool:
     return any(a.kind in ("I", "W") for a in actions)
+
+
+def saved_boundaries(partition: Partition, recompute: str, stateless: bool, lo: int, hi: int) -> tuple[int, ...]:
+    """Boundaries strictly inside a forward over layers [lo, hi) whose activation it saves for backward,
+    besides its own input at `lo`: every layer's input under layer-grain recompute; on stateless GPUs
+    the inputs of the backward stages that start inside it (the backward partition may cut elsewhere);
+    none on a stage's own GPU otherwise (stage recompute keeps only the stage input). The one rule the
+    simulator's byte counts, the residency policy and the executor share."""
+    if recompute == "layer":
+        return tuple(range(lo + 1, hi))
+    if not stateless:
+        return ()
+    return tuple(b for b, _ in partition.bwd if lo < b < hi)

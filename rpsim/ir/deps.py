@@ -26,8 +26,8 @@ from typing import Any
 import networkx as nx
 
 from rpsim.errors import PlanError
-from rpsim.ir.action import Action
-from rpsim.ir.dataflow import inputs_of, uses_split_backward
+from rpsim.ir.action import WEIGHT_GRAD_KINDS, Action
+from rpsim.ir.dataflow import EITHER_BACKWARD, inputs_of, uses_split_backward
 from rpsim.ir.jobs import Job, jobs_of, stages_are_resident
 from rpsim.ir.plan import CPU, Plan
 
@@ -151,6 +151,8 @@ def _data_edges(plan: Plan, idx: _Index, edges: _Edges) -> None:
                              for i in inputs_of(x, plan.partition, split)]
         for what, kind, stage in inputs[shape]:
             prod = idx.compute.get((kind, stage, x.mb, x.it))
+            if prod is None and kind in EITHER_BACKWARD:  # a plan may split some backwards only (DualPipeV)
+                prod = idx.compute.get((EITHER_BACKWARD[kind], stage, x.mb, x.it))
             if prod is None:
                 producer = Action(kind, stage, x.mb, x.it)
                 raise PlanError(f"GPU {gpu}: {x} reads the {what} of {producer}, which no lane runs")
@@ -158,7 +160,14 @@ def _data_edges(plan: Plan, idx: _Index, edges: _Edges) -> None:
 
 
 def _route(idx: _Index, edges: _Edges, prod: int, cons: int) -> None:
+    """Route by GPU as well as by stage. W reads the state its I left on their one GPU (rpsim.ir.validate
+    checks they share it): a direct edge, never a transfer. Matching W by (stage, mb, phase) found its
+    I's ACT_IN (same key) and I's ACT_OUT, a cycle ACT_IN -> I -> ACT_OUT -> ACT_IN at the pcie level.
+    Other data goes through the plan's SEND / RECV or ACT_OUT / ACT_IN when it has them."""
     (src, p), (dst, x) = idx.nodes[prod], idx.nodes[cons]
+    if x.kind == "W" and src == dst:
+        edges.add(prod, cons, "data")
+        return
     phase = p.partition_phase
     send = idx.find(src, "SEND", p.stage, p.mb, p.it, phase, peer=dst)
     recv = idx.find(dst, "RECV", p.stage, p.mb, p.it, phase, peer=src)
@@ -222,7 +231,7 @@ def _version_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], lag: int
     """Compute-only plans: the first forward of each job waits for the weights it reads to be updated."""
     backward_by: dict[tuple[int, int], list[int]] = defaultdict(list)  # (bwd stage, it) -> nodes
     for gpu, a in plan.compute_actions():
-        if a.kind in ("B", "FB", "W"):
+        if a.kind in WEIGHT_GRAD_KINDS:
             backward_by[(a.stage, a.it)].append(idx.id_of(gpu, a))  # type: ignore[index]
     for gpu, gpu_jobs in jobs.items():
         for job in gpu_jobs:
@@ -247,7 +256,7 @@ def _window_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], edges: _E
                     load = idx.find(gpu, "LOAD", job.stage, job.first_mb, job.it, job.phase, chunk=layer)
                     if free is not None and load is not None:
                         edges.add(free, load, "window")
-            acts = job.actions
+            acts = [a for a in job.actions if a.kind != "W"]  # W moves nothing: no window of its own
             for i in range(len(acts) - 2):
                 early, late = acts[i], acts[i + 2]
                 inn = idx.find(gpu, "ACT_IN", late.stage, late.mb, late.it, late.partition_phase)

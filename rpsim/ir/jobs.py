@@ -28,7 +28,26 @@ class Job:
         return (self.phase, self.stage, self.first_mb, self.it)
 
 
+RESIDENCIES = ("resident", "streamed", "stateless")
+
+
+def residency(plan: Plan) -> str:
+    """The plan's residency field, or where it is "" (a builder's compute plan, or a plan.json written
+    before the field) what the plan's structure says: "stateless" unless every stage is bound to one
+    GPU, then "streamed" if options.weights says so (older plan files), else "resident"."""
+    if plan.residency:
+        return plan.residency
+    if not stages_bound_to_gpus(plan):
+        return "stateless"
+    return "streamed" if plan.options.get("weights") == "streamed" else "resident"
+
+
 def stages_are_resident(plan: Plan) -> bool:
+    """True when each stage has a home GPU (weights resident there or streamed to it), not stateless."""
+    return residency(plan) != "stateless"
+
+
+def stages_bound_to_gpus(plan: Plan) -> bool:
     """True when the partition is symmetric and each stage's actions all run on one GPU."""
     if not plan.partition.symmetric:
         return False

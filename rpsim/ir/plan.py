@@ -84,6 +84,10 @@ class Plan:
     recompute: str = "stage"  # none | stage | layer
     optimizer: str = "sync"  # sync | async (CPU step overlaps the next iteration, staleness 1)
     level: str = "compute"  # compute (builder output) | ideal | hop | pcie (after lowering for that level)
+    # Where weights live, decided once by lowering (rpsim.passes.lower): "resident" on their stage's GPU,
+    # "streamed" from host memory to their stage's GPU per job, "stateless" (stages have no home GPU:
+    # RoundPipe). "" on a builder's compute plan; rpsim.ir.jobs.residency derives it there.
+    residency: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)  # builder options, e.g. virtual_stages
     setup: Mapping[str, Any] = field(default_factory=dict)  # model / training / server, for export
     # Edges no rule derives (e.g. RoundPipe's LPT issue windows): ((gpu, action), (gpu, action)) pairs.

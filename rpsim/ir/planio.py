@@ -16,20 +16,21 @@ from rpsim.jsonfile import read_json
 FORMAT = "rpsim.plan"
 VERSION = 1
 _KEYS = {"format", "version", "deps_version", "schedule", "n_gpus", "n_mb", "n_iters", "recompute", "optimizer",
-         "level", "options", "setup", "partition", "lanes", "extra_edges"}
+         "level", "residency", "options", "setup", "partition", "lanes", "extra_edges"}
 _REQUIRED = ("format", "version", "schedule", "n_gpus", "n_mb", "partition", "lanes")
 # Values a Plan field may take (Plan's comments; recompute as in specs.training, which ir does not import).
 # Checked on load: an unknown level or optimizer used to load silently and simulate as something else.
 _CHOICES = {"recompute": ("none", "stage", "layer"), "optimizer": ("sync", "async"),
-            "level": ("compute", "ideal", "hop", "pcie")}
-_DEFAULT_CHOICES = {"recompute": "stage", "optimizer": "sync", "level": "compute"}
+            "level": ("compute", "ideal", "hop", "pcie"), "residency": ("", "resident", "streamed", "stateless")}
+# residency "": a plan written before the field existed (or a compute plan): derived from its lanes.
+_DEFAULT_CHOICES = {"recompute": "stage", "optimizer": "sync", "level": "compute", "residency": ""}
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
     return {
         "format": FORMAT, "version": VERSION, "deps_version": DEPS_VERSION, "schedule": plan.schedule,
         "n_gpus": plan.n_gpus, "n_mb": plan.n_mb, "n_iters": plan.n_iters, "recompute": plan.recompute,
-        "optimizer": plan.optimizer, "level": plan.level, "options": dict(plan.options), "setup": dict(plan.setup),
+        "optimizer": plan.optimizer, "level": plan.level, "residency": plan.residency, "options": dict(plan.options), "setup": dict(plan.setup),
         "partition": plan.partition.to_json(),
         "lanes": [{"gpu": gpu, "lane": lane, "actions": [str(a) for a in actions]}
                   for (gpu, lane), actions in sorted(plan.lanes.items())],
@@ -131,7 +132,7 @@ def plan_from_json(data: Any) -> Plan:
         schedule=_get(data, "schedule", str, "$"), n_gpus=_count(data, "n_gpus"),
         n_mb=_count(data, "n_mb"), partition=_partition(data["partition"]), lanes=dict(sorted(lanes.items())),
         n_iters=_count(data, "n_iters", 1), recompute=_choice(data, "recompute"),
-        optimizer=_choice(data, "optimizer"), level=_choice(data, "level"),
+        optimizer=_choice(data, "optimizer"), level=_choice(data, "level"), residency=_choice(data, "residency"),
         options=options, setup=setup, extra_edges=tuple(edges))
 
 

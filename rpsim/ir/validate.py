@@ -28,6 +28,7 @@ def check_plan(plan: Plan) -> nx.DiGraph:
     """Run every check; returns the dependency graph so callers need not derive it twice."""
     _check_lanes(plan)
     _check_complete(plan)
+    _check_split_backward(plan)
     graph = dependency_graph(plan)
     if plan.level == "pcie":
         _check_data_available(plan, graph)
@@ -69,8 +70,10 @@ def _check_lanes(plan: Plan) -> None:
 
 
 def expected_compute(plan: Plan) -> set[Action]:
+    """Every (stage, mb, it) once: F, and its backward as one B or as one I and one W (a plan may split
+    some backwards and not others, as DualPipeV does)."""
     p = plan.partition
-    split = any(a.kind in ("I", "W") for _, a in plan.compute_actions())
+    split = {(a.stage, a.mb, a.it) for _, a in plan.compute_actions() if a.kind in ("I", "W")}
     out: set[Action] = set()
     for it in range(plan.n_iters):
         for m in range(plan.n_mb):
@@ -78,7 +81,7 @@ def expected_compute(plan: Plan) -> set[Action]:
             for s in range(len(p.bwd)):
                 if p.fused and s == len(p.bwd) - 1:
                     out.add(Action("FB", s, m, it))
-                elif split:
+                elif (s, m, it) in split:
                     out |= {Action("I", s, m, it), Action("W", s, m, it)}
                 else:
                     out.add(Action("B", s, m, it))
@@ -96,6 +99,25 @@ def _check_complete(plan: Plan) -> None:
     if extra:
         where = next((g, a) for g, a in plan.compute_actions() if a == extra[0])
         fail(plan, f"{extra[0]} is not part of this plan's stages, microbatches or iterations", where)
+
+
+def _check_split_backward(plan: Plan) -> None:
+    """W reads what its I left on the GPU (the retained graph and output gradients): same GPU, and after."""
+    where: dict[tuple, tuple[int, int]] = {}
+    for gpu in range(plan.n_gpus):
+        for i, a in enumerate(plan.lane(gpu, "compute")):
+            if a.kind in ("I", "W"):
+                where[(a.kind, a.stage, a.mb, a.it)] = (gpu, i)
+    for (kind, stage, mb, it), (gpu, i) in where.items():
+        if kind != "W":
+            continue
+        g_i, pos_i = where.get(("I", stage, mb, it), (None, None))
+        w = Action("W", stage, mb, it)
+        if g_i != gpu:
+            fail(plan, f"gpu {gpu}: {w} runs on another GPU than its I (gpu {g_i}); W needs the state I "
+                       f"left on its GPU", (gpu, w))
+        if pos_i is not None and pos_i > i:
+            fail(plan, f"gpu {gpu}: {w} runs before its I", (gpu, w))
 
 
 def _check_data_available(plan: Plan, graph: nx.DiGraph) -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+from rpsim.ir.action import BACKWARD_KINDS
 from rpsim.metrics.intervals import clip, gaps, length, merge
 from rpsim.sim.trace import Trace, TraceEvent
 
-BACKWARD = ("B", "FB", "I", "W")
+BACKWARD = BACKWARD_KINDS
 
 
 @dataclass(frozen=True)

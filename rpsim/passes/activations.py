@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from rpsim.ir import Action, LaneId, Plan
-from rpsim.ir.dataflow import inputs_of, uses_split_backward
+from rpsim.ir.dataflow import actual_producer, inputs_of, uses_split_backward
 from rpsim.ir.jobs import stages_are_resident
 
 Lanes = dict[LaneId, tuple[Action, ...]]
@@ -24,8 +24,11 @@ def add_activation_transfers(plan: Plan, lanes: Lanes, use_p2p: bool) -> Lanes:
     sends_done: set[tuple[int, Action]] = set()
     for gpu, x in plan.compute_actions():
         needs_upload = False
+        if x.kind == "W":  # W reads what its I left on the GPU (rpsim.ir.validate: the same GPU)
+            continue
         for inp in inputs_of(x, plan.partition, split):
-            p, src = inp.producer, where[inp.producer]
+            p = actual_producer(inp.producer, where)
+            src = where[p]
             if src == gpu and not stateless:
                 continue
             if use_p2p:

@@ -15,11 +15,11 @@ from collections import defaultdict
 
 from rpsim.costs import ModelCosts
 from rpsim.ir import CPU, Action, LaneId, Plan
+from rpsim.ir.action import BACKWARD_KINDS
 from rpsim.ir.jobs import jobs_of, stages_are_resident
 
 Lanes = dict[LaneId, tuple[Action, ...]]
 Edge = tuple[tuple[int, Action], tuple[int, Action]]
-BACKWARD_KINDS = ("B", "FB", "I", "W")
 
 
 def add_resident_steps(plan: Plan, lanes: Lanes) -> Lanes:

@@ -1,5 +1,5 @@
 """Schedule builders, one file each, found by discovery: adding a schedule means adding one file that
-defines NAME, DESCRIPTION, FIXED_PLACEMENT (each stage bound to one GPU?) and build(...)."""
+defines NAME, DESCRIPTION, TRAITS (rpsim.schedules.traits.ScheduleTraits) and build(...)."""
 from __future__ import annotations
 
 import importlib
@@ -7,8 +7,9 @@ import pkgutil
 from types import ModuleType
 
 from rpsim.errors import SpecError, choices_message
+from rpsim.schedules.traits import ScheduleTraits
 
-_SKIP = {"base"}
+_SKIP = {"base", "traits"}
 
 
 def _discover() -> dict[str, ModuleType]:
@@ -18,6 +19,7 @@ def _discover() -> dict[str, ModuleType]:
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "NAME") and hasattr(module, "build"):
+            assert isinstance(getattr(module, "TRAITS", None), ScheduleTraits), f"{info.name}: TRAITS missing"
             found[module.NAME] = module
     order = ["gpipe", "1f1b", "interleaved", "looped-bfs", "roundpipe", "roundpipe-sync"]
     return dict(sorted(found.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else 99, kv[0])))
@@ -30,3 +32,7 @@ def get_schedule(name: str) -> ModuleType:
     if name not in SCHEDULES:
         raise SpecError(choices_message("schedule", name, SCHEDULES))
     return SCHEDULES[name]
+
+
+def traits_of(name: str) -> ScheduleTraits:
+    return get_schedule(name).TRAITS  # type: ignore[no-any-return]

@@ -8,12 +8,6 @@ from dataclasses import dataclass
 from rpsim.errors import SpecError
 from rpsim.ir import Action, Partition, Plan
 
-# Partitioners a builder may declare (PARTITIONERS in each schedule file, the first is its default):
-# fixed placement splits layers into one contiguous range per stage; RoundPipe's partitioners split
-# forward and backward separately (roundpipe.md, "Partitioner").
-FIXED_PARTITIONERS = ("uneven", "balanced", "even")
-ROUNDPIPE_PARTITIONERS = ("roundpipe-paper", "roundpipe-library")
-
 
 @dataclass(frozen=True)
 class BuildOptions:
@@ -27,6 +21,9 @@ class BuildOptions:
     fwd_stage_s: Sequence[float] | None = None
     bwd_stage_s: Sequence[float] | None = None
     hop_s: float = 0.0
+    # RoundPipe: split each backward job into its I passes, then its W passes on the same GPU before
+    # its next job, so the next stage's gradient leaves after I and W fills the wait for the next job.
+    defer_w: bool = False
 
 
 Builder = Callable[[int, Partition, int, BuildOptions], Plan]

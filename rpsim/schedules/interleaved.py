@@ -7,13 +7,13 @@ from collections.abc import Iterable
 
 from rpsim.ir import Partition, Plan
 from rpsim.schedules._fixed import Op, check_fixed_inputs, repeat_iterations
-from rpsim.schedules.base import FIXED_PARTITIONERS, BuildOptions, compute_plan
+from rpsim.schedules.base import BuildOptions, compute_plan
+from rpsim.schedules.traits import LOOPED, ScheduleTraits, VirtualStages
 
 NAME = "interleaved"
 DESCRIPTION = "Interleaved 1F1B: V stages per GPU, depth-first over microbatch groups, flush each iteration"
-FIXED_PLACEMENT = True
-PARTITIONERS = FIXED_PARTITIONERS  # the first is the default
-VIRTUAL_STAGES = True  # takes --virtual-stages (stages per GPU)
+# V = 1 would be 1F1B: the search starts at 2.
+TRAITS = ScheduleTraits(placement=LOOPED, virtual_stages=VirtualStages(fixed=None, minimum=2))
 
 
 def group_sizes(n_gpus: int, n_mb: int) -> list[int]:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from rpsim.ir import Partition, Plan
 from rpsim.schedules._fixed import Op, check_fixed_inputs, repeat_iterations
-from rpsim.schedules.base import FIXED_PARTITIONERS, BuildOptions, compute_plan
+from rpsim.schedules.base import BuildOptions, compute_plan
+from rpsim.schedules.traits import LOOPED, ScheduleTraits, VirtualStages
 
 NAME = "looped-bfs"
 DESCRIPTION = "Looped BFS: V stages per GPU, all microbatches of a stage before the next, flush each iteration"
-FIXED_PLACEMENT = True
-PARTITIONERS = FIXED_PARTITIONERS  # the first is the default
-VIRTUAL_STAGES = True  # takes --virtual-stages (stages per GPU)
+TRAITS = ScheduleTraits(placement=LOOPED, virtual_stages=VirtualStages(fixed=None, minimum=1))
 
 
 def rank_order(rank: int, n_gpus: int, virtual_stages: int, n_mb: int) -> list[Op]:

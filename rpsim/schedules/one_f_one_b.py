@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from rpsim.ir import Partition, Plan
 from rpsim.schedules._fixed import Op, check_fixed_inputs, repeat_iterations
-from rpsim.schedules.base import FIXED_PARTITIONERS, BuildOptions, compute_plan
+from rpsim.schedules.base import BuildOptions, compute_plan
+from rpsim.schedules.traits import CONTIGUOUS, ScheduleTraits
 
 NAME = "1f1b"
 DESCRIPTION = "1F1B: warm-up forwards, then one backward / one forward, one stage per GPU, flush each iteration"
-FIXED_PLACEMENT = True
-PARTITIONERS = FIXED_PARTITIONERS  # the first is the default
-VIRTUAL_STAGES = False  # takes --virtual-stages (stages per GPU)
+TRAITS = ScheduleTraits(placement=CONTIGUOUS)
 
 
 def rank_order(rank: int, n_gpus: int, n_mb: int) -> list[Op]:

@@ -12,13 +12,11 @@ import math
 from dataclasses import replace
 
 from rpsim.ir import Action, Partition, Plan
-from rpsim.schedules.base import ROUNDPIPE_PARTITIONERS, BuildOptions, compute_plan, require
+from rpsim.schedules.base import BuildOptions, compute_plan, require
+from rpsim.schedules.traits import ROUND_ROBIN, ROUNDPIPE_PARTITIONERS, ScheduleTraits
 
 NAME = "roundpipe"
 DESCRIPTION = "RoundPipe: round-robin stage dispatch over stateless GPUs, weights in host memory, async optimizer"
-FIXED_PLACEMENT = False
-PARTITIONERS = ROUNDPIPE_PARTITIONERS  # the first is the default
-VIRTUAL_STAGES = False  # takes --virtual-stages (stages per GPU)
 G0_RULES = ("paper", "earliest-free")
 
 Job = tuple[str, int, tuple[int, ...], int]  # (kind, stage, microbatches, iteration)
@@ -87,9 +85,28 @@ def build_plan(name: str, optimizer: str, n_gpus: int, partition: Partition, n_m
     per_gpu: list[list[Action]] = [[] for _ in range(n_gpus)]
     for job_round, gpus in zip(rounds, assignment, strict=True):
         for (kind, stage, mbs, it), g in zip(job_round, gpus, strict=True):
-            per_gpu[g] += [Action(kind, stage, m, it) for m in mbs]
+            if kind == "B" and options.defer_w:
+                per_gpu[g] += deferred_w_order(stage, mbs, it)
+            else:
+                per_gpu[g] += [Action(kind, stage, m, it) for m in mbs]
     return compute_plan(name, n_gpus, n_mb, partition, per_gpu, options,
-                        extra={"round_sizes": sizes, "g0_rule": options.g0_rule})
+                        extra={"round_sizes": sizes, "g0_rule": options.g0_rule, "defer_w": options.defer_w})
+
+
+W_LAG = 1  # microbatches a job's W passes trail its I passes
+
+
+def deferred_w_order(stage: int, mbs: tuple[int, ...], it: int) -> list[Action]:
+    """A backward job split into I and W: each microbatch's W runs after the next microbatch's I, so it
+    fills the wait for that I's input (the gradient from the stage above arrives at the pace of the
+    slowest stage), and the gradient for the stage below leaves after I alone (Qi et al. 2024's idea,
+    inside one RoundPipe job). The job still ends with its last W, before the GPU's next job."""
+    out: list[Action] = []
+    for k, m in enumerate(mbs):
+        out.append(Action("I", stage, m, it))
+        if k >= W_LAG:
+            out.append(Action("W", stage, mbs[k - W_LAG], it))
+    return out + [Action("W", stage, m, it) for m in mbs[max(0, len(mbs) - W_LAG):]]
 
 
 def assign_round_robin(rounds: list[list[Job]], n_gpus: int) -> list[list[int]]:
@@ -148,3 +165,13 @@ def rotation_iterations(n_gpus: int, rounds: int, slots: int) -> int | None:
     jobs = rounds * slots
     period = n_gpus // math.gcd(jobs, n_gpus)
     return None if period == 1 or jobs >= ROTATION_JOBS * n_gpus else 3 + period
+
+
+def steady_iterations(n_gpus: int, n_mb: int, slots: int, round_size: int | None) -> int | None:
+    """rotation_iterations for this microbatching: None when the planner's default steady span holds."""
+    return rotation_iterations(n_gpus, len(round_sizes(n_mb, n_gpus, round_size)), slots)
+
+
+TRAITS = ScheduleTraits(placement=ROUND_ROBIN, optimizer="async", fast_estimate="round-robin",
+                        partitioners=ROUNDPIPE_PARTITIONERS, partition_sweep=True, search_reference=True,
+                        steady_iterations=steady_iterations, deferrable_w=True)

@@ -1,15 +1,16 @@
 """RoundPipe-sync: RoundPipe's dispatch with a synchronous optimizer step (a flush every iteration)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rpsim.ir import Partition, Plan
 from rpsim.schedules import roundpipe
-from rpsim.schedules.base import ROUNDPIPE_PARTITIONERS, BuildOptions
+from rpsim.schedules.base import BuildOptions
 
 NAME = "roundpipe-sync"
 DESCRIPTION = "RoundPipe with a synchronous optimizer step: each iteration flushes"
-FIXED_PLACEMENT = False
-PARTITIONERS = ROUNDPIPE_PARTITIONERS  # the first is the default
-VIRTUAL_STAGES = False  # takes --virtual-stages (stages per GPU)
+TRAITS = replace(roundpipe.TRAITS, optimizer="sync", partition_sweep=False, search_reference=False,
+                 steady_iterations=None)  # deferrable_w as roundpipe's
 
 
 def build(n_gpus: int, partition: Partition, n_mb: int, options: BuildOptions) -> Plan:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rpsim.ir import Partition
-from rpsim.schedules import get_schedule
+from rpsim.schedules import traits_of
 from rpsim.search.fast_context import FastContext
 from rpsim.search.fast_fixed import FixedEstimate, estimate_fixed
 from rpsim.search.fast_roundpipe import RoundPipeEstimate, estimate_roundpipe
@@ -34,17 +34,26 @@ class Estimate:
 
 
 def is_async(schedule: str) -> bool:
-    """As rpsim.planner.make_plan decides: only `roundpipe` steps the optimizer asynchronously."""
-    return schedule == "roundpipe"
+    """As rpsim.planner.make_plan decides: by the schedule's optimizer trait."""
+    return traits_of(schedule).optimizer == "async"
+
+
+def has_fast_estimate(schedule: str) -> bool:
+    """False for families the analytic estimators do not model (split backward, V shapes): search
+    times those with the list-scheduling timer instead (rpsim.search.fast_list)."""
+    return traits_of(schedule).fast_estimate is not None
 
 
 def estimate(ctx: FastContext, schedule: str, part: Partition, virtual_stages: int = 1,
              round_size: int | None = None) -> Estimate:
     e: FixedEstimate | RoundPipeEstimate
-    if get_schedule(schedule).FIXED_PLACEMENT:
+    family = traits_of(schedule).fast_estimate
+    if family == "fixed-fb":
         e = estimate_fixed(ctx, schedule, part, virtual_stages)
-    else:
+    elif family == "round-robin":
         e = estimate_roundpipe(ctx, part, round_size, is_async(schedule))
+    else:
+        raise ValueError(f"schedule {schedule!r} has no fast estimator; use rpsim.search.fast_list")
     return finish(ctx, e.iteration_s, e.peak_gpu_bytes, e.peak_host_bytes)
 
 

@@ -9,12 +9,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from rpsim.ir import Partition
-from rpsim.passes.residency import ALLOCATOR_OVERHEAD, peak_in_flight
+from rpsim.ir.dataflow import saved_boundaries
+from rpsim.passes.residency import peak_in_flight
 from rpsim.schedules import get_schedule
 from rpsim.schedules.base import BuildOptions
 from rpsim.search.fast_context import FastContext
 from rpsim.sim.hop import copy_between_gpus_s
+from rpsim.sim.memory import ALLOCATOR_OVERHEAD
 
+_NO_PARTITION = Partition.same(((0, 1),))  # saved_boundaries reads the partition only for stateless GPUs
 Op = tuple[int, int, int, int, int, bool]  # (done index, dependency index or -1, hop index, duration index,
 #                                          stage, last op of its stage on this GPU)
 
@@ -217,7 +220,10 @@ class _StageBytes:
 def _bytes(ctx: FastContext, r: tuple[int, int], in_flight: int, keep_all: bool) -> _StageBytes:
     a, b = r
     full = ctx.act(a, b)
-    saved = full if keep_all else (ctx.inp[a] if ctx.recompute == "stage" else ctx.inp_sum(a, b))
+    # Stages live on their GPUs: the stage input plus rpsim.ir.dataflow's saved boundaries inside it
+    # (the partition only matters on stateless GPUs, so none is passed).
+    inside = saved_boundaries(_NO_PARTITION, ctx.recompute, False, a, b)
+    saved = full if keep_all else ctx.inp[a] + sum(ctx.inp[x] for x in inside)
     work = ctx.max_act(a, b) if keep_all else ctx.backward_work(a, b, ctx.recompute == "layer")
     return _StageBytes(ctx.weight(a, b) + ctx.grad(a, b) + ctx.optim(a, b), ctx.weight(a, b), ctx.grad(a, b),
                        saved * in_flight, full, (full if keep_all else ctx.boundary(a)) * in_flight,

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rpsim.ir import Partition
-from rpsim.passes.residency import ALLOCATOR_OVERHEAD
 from rpsim.schedules.roundpipe import rotation_iterations, round_sizes
 from rpsim.search.fast_context import FastContext
+from rpsim.sim.memory import ALLOCATOR_OVERHEAD
 
 ASYNC_ITERATIONS = 4  # as the planner: iteration 0 and 1 warm up, the steady state is measured after
 IN_BUFFERS = 3  # activation uploads run up to two microbatches ahead of compute (rpsim.ir.deps windows)

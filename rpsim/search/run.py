@@ -18,6 +18,7 @@ from rpsim.errors import Infeasible, SpecError
 from rpsim.scenario import Scenario
 from rpsim.schedules import SCHEDULES
 from rpsim.search import tasks
+from rpsim.search.fast_eval import has_fast_estimate
 from rpsim.search.parallel import make_runner
 from rpsim.search.pareto import frontier
 from rpsim.search.space import Candidate, enumerate_candidates, steady_iterations
@@ -67,7 +68,7 @@ def token_of(sc: Scenario, options: SearchOptions) -> str:
 
 def plan_key(c: Candidate) -> tuple:
     """Two candidates with the same key build the same plan (partitioner names and iterations aside)."""
-    return (c.schedule, c.mb_size, c.recompute, c.virtual_stages, c.round_size, c.partition)
+    return (c.schedule, c.mb_size, c.recompute, c.virtual_stages, c.round_size, c.partition, c.defer_w)
 
 
 def tie(tokens_per_s: float) -> float:
@@ -89,10 +90,11 @@ def confirmed_key(c: Confirmed) -> tuple:
 
 def reference_candidate(sc: Scenario) -> Candidate | None:
     """RoundPipe's own partitioner with the default request, on the user's training setup."""
-    if "roundpipe" not in SCHEDULES:
+    name = next((n for n, m in SCHEDULES.items() if m.TRAITS.search_reference), None)
+    if name is None:
         return None
     t = sc.training
-    return Candidate("roundpipe", t.mb_size, t.recompute, "roundpipe-paper")
+    return Candidate(name, t.mb_size, t.recompute, SCHEDULES[name].TRAITS.partitioners[0])
 
 
 def search(sc: Scenario, options: SearchOptions = SearchOptions(), progress: Progress | None = None
@@ -104,9 +106,13 @@ def search(sc: Scenario, options: SearchOptions = SearchOptions(), progress: Pro
     try:
         t0 = time.perf_counter()
         structured = enumerate_candidates(sc, options.schedules, options.mb_sizes)
-        if len(structured) > options.budget:  # a sample, leaving a quarter of the budget to local search
+        # Candidates the list timer estimates (split backward, deferred W) are few and all kept; the
+        # budget samples the analytically estimated ones, as before they existed.
+        estimated = [c for c in structured if analytic(c)]
+        if len(estimated) > options.budget:  # a sample, leaving a quarter of the budget to local search
             keep = options.budget - options.budget // 4
-            structured = sorted(random.Random(options.seed).sample(structured, keep), key=lambda c: c.sort_key)
+            sample = random.Random(options.seed).sample(estimated, keep)
+            structured = sorted(sample + [c for c in structured if not analytic(c)], key=lambda c: c.sort_key)
         scored = _fast_stage(runner, structured, report)
         clock["fast"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -137,12 +143,18 @@ def _fast_stage(runner: Any, cands: list[Candidate], report: Progress) -> list[S
     return [s for chunk in results for s in chunk]
 
 
+def analytic(c: Candidate) -> bool:
+    """Has an analytic fast estimate: only those seed local searches of hundreds of moves; the others
+    (timed by the list timer, milliseconds to a second each) are ranked as enumerated."""
+    return has_fast_estimate(c.schedule) and not c.defer_w
+
+
 def _refine_stage(runner: Any, scored: list[Scored], budget: int, options: SearchOptions, report: Progress
                   ) -> tuple[list[Scored], int]:
     """Local searches from the best feasible candidate of each of the best distinct configurations."""
     seeds: list[Scored] = []
     seen: set[tuple] = set()
-    for s in sorted((s for s in scored if s.feasible), key=estimate_key):
+    for s in sorted((s for s in scored if s.feasible and analytic(s.candidate)), key=estimate_key):
         if s.candidate.config not in seen and len(seeds) < options.seeds:
             seen.add(s.candidate.config)
             seeds.append(s)
@@ -214,7 +226,7 @@ def sim_cost(c: Candidate, sc: Scenario) -> float:
     """Rough relative cost of simulating a candidate: its compute actions."""
     n_mb = sc.training.global_batch // c.mb_size
     stages = len(c.partition.replace("|", ",").split(",")) if c.partition else 2 * sc.server.n_gpus
-    return n_mb * stages * (c.n_iters or (3 if c.schedule == "roundpipe" else 1))
+    return n_mb * stages * (c.n_iters or (3 if SCHEDULES[c.schedule].TRAITS.optimizer == "async" else 1))
 
 
 def _cheap_first(ordered: list[Scored], sc: Scenario, rel: float = 0.002) -> list[Scored]:

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from rpsim.planner import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, PlanRequest
+from rpsim.planner import PlanRequest
 from rpsim.scenario import Scenario
-from rpsim.schedules import SCHEDULES, get_schedule
-from rpsim.schedules.roundpipe import rotation_iterations
-from rpsim.schedules.roundpipe import round_sizes as roundpipe_round_sizes
+from rpsim.schedules import SCHEDULES, traits_of
 from rpsim.search.sweep import sweep_names
 from rpsim.specs import TrainingSpec
 from rpsim.specs.training import RECOMPUTE_POLICIES, divisors
@@ -33,22 +31,24 @@ class Candidate:
     round_size: int | None = None  # RoundPipe microbatches per round; None elsewhere
     partition: str | None = None  # explicit --partition spec once resolved (always, for local search)
     n_iters: int | None = None  # iterations the full simulator runs; None: the planner's default
+    defer_w: bool = False  # RoundPipe: backward jobs split into I and W (BuildOptions.defer_w)
 
     @property
     def roundpipe(self) -> bool:
-        return not get_schedule(self.schedule).FIXED_PLACEMENT
+        """Stages dispatched over stateless GPUs, with an asymmetric FWD|BWD partition."""
+        return traits_of(self.schedule).asymmetric_partition
 
     @property
     def sort_key(self) -> tuple:
         """A total order for deterministic tie-breaking; the optional fields are None for some plans,
         which dataclass ordering cannot compare with an int (a crash in search before this key)."""
         return (self.schedule, self.mb_size, self.recompute, self.partitioner, self.virtual_stages,
-                self.round_size or 0, self.partition or "", self.n_iters or 0)
+                self.round_size or 0, self.partition or "", self.n_iters or 0, self.defer_w)
 
     @property
     def config(self) -> tuple:
         """Everything but the partition: the seeds a partition local search refines."""
-        return (self.schedule, self.mb_size, self.recompute, self.virtual_stages, self.round_size)
+        return (self.schedule, self.mb_size, self.recompute, self.virtual_stages, self.round_size, self.defer_w)
 
     def label(self) -> str:
         parts = [self.schedule, f"mb{self.mb_size}", f"rc-{self.recompute}", self.partitioner]
@@ -56,6 +56,8 @@ class Candidate:
             parts.append(f"v{self.virtual_stages}")
         if self.round_size:
             parts.append(f"round{self.round_size}")
+        if self.defer_w:
+            parts.append("defer-w")
         return " ".join(parts)
 
 
@@ -68,7 +70,7 @@ def plan_request(c: Candidate, fidelity: str = "pcie") -> PlanRequest:
     return PlanRequest(schedule=c.schedule, fidelity=fidelity, partition=c.partition,
                        partitioner=None if c.partition else c.partitioner,
                        virtual_stages=c.virtual_stages,
-                       round_size=c.round_size, n_iters=c.n_iters)
+                       round_size=c.round_size, n_iters=c.n_iters, defer_w=c.defer_w)
 
 
 def steady_iterations(c: Candidate, n_gpus: int, n_mb: int) -> int | None:
@@ -77,11 +79,12 @@ def steady_iterations(c: Candidate, n_gpus: int, n_mb: int) -> int | None:
     of N, GPUs carry different loads from one iteration to the next, and a steady state measured over
     the planner's single span catches one phase of that rotation: it can even beat the GPUs' total work,
     which no real steady state can. Such plans are simulated for one full rotation."""
-    if not c.roundpipe or c.schedule != "roundpipe" or not c.partition:
+    traits = traits_of(c.schedule)
+    if not c.roundpipe or traits.steady_iterations is None or not c.partition:
         return None
     fwd, bwd = c.partition.split("|")
     slots = len(fwd.split(",")) * bool(fwd.strip()) + len(bwd.split(","))
-    return rotation_iterations(n_gpus, len(roundpipe_round_sizes(n_mb, n_gpus, c.round_size)), slots)
+    return traits.steady_iterations(n_gpus, n_mb, slots, c.round_size)
 
 
 def round_sizes(n_gpus: int, n_mb: int) -> list[int]:
@@ -96,11 +99,7 @@ def round_sizes(n_gpus: int, n_mb: int) -> list[int]:
 
 
 def virtual_stage_counts(schedule: str, n_gpus: int, n_layers: int) -> list[int]:
-    if schedule in ("gpipe", "1f1b") or not get_schedule(schedule).FIXED_PLACEMENT:
-        return [1]
-    top = min(MAX_VIRTUAL_STAGES, n_layers // n_gpus)
-    low = 2 if schedule == "interleaved" else 1  # interleaved with V = 1 is 1F1B
-    return list(range(low, top + 1)) or [1]
+    return traits_of(schedule).virtual_stages.choices(min(MAX_VIRTUAL_STAGES, n_layers // n_gpus))
 
 
 def enumerate_candidates(sc: Scenario, schedules: tuple[str, ...] | None = None,
@@ -109,17 +108,26 @@ def enumerate_candidates(sc: Scenario, schedules: tuple[str, ...] | None = None,
     n, n_layers, gb = sc.server.n_gpus, sc.model.n_layers, sc.training.global_batch
     out = []
     for schedule in schedules or tuple(SCHEDULES):
-        roundpipe = not get_schedule(schedule).FIXED_PLACEMENT
+        traits = traits_of(schedule)
+        roundpipe = traits.asymmetric_partition
         for mb in mb_sizes or tuple(divisors(gb)):
             n_mb = gb // mb
-            for rc in (ROUNDPIPE_RECOMPUTE if roundpipe else RECOMPUTE_POLICIES):
+            for rc in (ROUNDPIPE_RECOMPUTE if traits.stateless else RECOMPUTE_POLICIES):
                 if roundpipe:
-                    names = list(ROUNDPIPE_PARTITIONERS)
-                    if schedule == "roundpipe" and rc == "stage":  # the sweep where it pays
+                    names = list(traits.partitioners)
+                    if traits.partition_sweep and rc == "stage":  # the sweep where it pays
                         names += sweep_names(n_layers)
                     out += [Candidate(schedule, mb, rc, p, 1, r) for p in names for r in round_sizes(n, n_mb)]
+                    if traits.deferrable_w:  # timed by the list timer, not the analytic estimate: own partitioners only
+                        out += [Candidate(schedule, mb, rc, p, 1, r, defer_w=True) for p in traits.partitioners
+                                for r in round_sizes(n, n_mb)]
                     continue
-                for v in virtual_stage_counts(schedule, n, n_layers):
+                counts, names = virtual_stage_counts(schedule, n, n_layers), traits.partitioners
+                if traits.fast_estimate is None:
+                    # Timed by the list timer (a lowered plan each, not an analytic estimate): the default
+                    # partitioner and the lowest stage count only, so the fast stage stays fast.
+                    counts, names = counts[:1], names[:1]
+                for v in counts:
                     if n * v <= n_layers:
-                        out += [Candidate(schedule, mb, rc, p, v) for p in FIXED_PARTITIONERS]
+                        out += [Candidate(schedule, mb, rc, p, v) for p in names]
     return out

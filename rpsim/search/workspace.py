@@ -12,7 +12,7 @@ from rpsim.partition.counts import parse_partition_spec, partition_to_spec
 from rpsim.planner import PlanRequest, choose_partition
 from rpsim.scenario import Scenario
 from rpsim.search.fast_context import FastContext, context_of
-from rpsim.search.fast_eval import Estimate, estimate
+from rpsim.search.fast_eval import Estimate, estimate, has_fast_estimate
 from rpsim.search.space import Candidate, training_for
 from rpsim.search.sweep import PREFIX as SWEEP
 from rpsim.search.sweep import sweep_partition
@@ -83,4 +83,8 @@ class Workspace:
 
     def estimate(self, c: Candidate, part: Partition | None = None) -> Estimate:
         ctx = self.context(c.mb_size, c.recompute)
-        return estimate(ctx, c.schedule, part or self.partition(c), c.virtual_stages, c.round_size)
+        part = part or self.partition(c)
+        if not has_fast_estimate(c.schedule) or c.defer_w:  # the round-robin estimate has no I / W
+            from rpsim.search.fast_list import estimate_by_list_timer  # imports the planner and simulator
+            return estimate_by_list_timer(ctx, self.scenario(c.mb_size, c.recompute), c, part)
+        return estimate(ctx, c.schedule, part, c.virtual_stages, c.round_size)

@@ -9,6 +9,8 @@ from rpsim.costs import ModelCosts
 from rpsim.costs.cpu_optimizer import CpuOptimizerRates
 from rpsim.errors import PlanError
 from rpsim.ir import Action, Plan
+from rpsim.ir.action import COMPUTE_KINDS
+from rpsim.ir.dataflow import saved_boundaries
 from rpsim.ir.jobs import stages_are_resident
 from rpsim.sim.host_issue import host_issue_s, is_compute
 
@@ -51,7 +53,7 @@ def _range(ctx: CostContext, a: Action) -> tuple[int, int]:
 def duration_s(ctx: CostContext, a: Action) -> float:
     """Seconds a compute or optimizer action keeps its lane busy; transfers are timed by the network."""
     layers = ctx.costs.layers
-    if a.kind in ("F", "B", "FB", "I", "W"):
+    if a.kind in COMPUTE_KINDS:
         lo, hi = _range(ctx, a)
         span = layers[lo:hi]
         recompute = ctx.plan.recompute != "none"
@@ -99,10 +101,7 @@ def boundary_bytes(ctx: CostContext, layer: int) -> float:
 def saved_inside_bytes(ctx: CostContext, lo: int, hi: int) -> float:
     """Inputs a forward over [lo, hi) must save for backward, besides its own input."""
     p = ctx.plan
-    if p.recompute == "layer":
-        return sum(boundary_bytes(ctx, b) for b in range(lo + 1, hi))
-    starts = {a for a, _ in p.partition.bwd}
-    return sum(boundary_bytes(ctx, b) for b in starts if lo < b < hi)
+    return sum(boundary_bytes(ctx, b) for b in saved_boundaries(p.partition, p.recompute, ctx.stateless, lo, hi))
 
 
 def transfer_bytes(ctx: CostContext, a: Action) -> float:
@@ -122,9 +121,7 @@ def transfer_bytes(ctx: CostContext, a: Action) -> float:
             return boundary_bytes(ctx, lo)
         grad = boundary_bytes(ctx, hi) if hi < len(layers) else 0.0
         saved = 0.0
-        if ctx.stateless:
-            saved = boundary_bytes(ctx, lo)
-            if ctx.plan.recompute == "layer":
-                saved += sum(boundary_bytes(ctx, b) for b in range(lo + 1, hi))
+        if ctx.stateless:  # a backward stage's own input and what its forward saved inside it
+            saved = boundary_bytes(ctx, lo) + saved_inside_bytes(ctx, lo, hi)
         return grad + saved
     raise PlanError(f"{a} moves no bytes")

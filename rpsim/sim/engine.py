@@ -14,16 +14,15 @@ import networkx as nx
 import simpy
 
 from rpsim.ir import Action, Plan
+from rpsim.ir.action import MOVING_KINDS
 from rpsim.sim.action_costs import CostContext, action_issue_s, duration_s, host_step_bytes, transfer_bytes
 from rpsim.sim.host_issue import INTERPRETER
 from rpsim.sim.network import FlowNetwork
 from rpsim.sim.steady import SteadyWatch
-from rpsim.sim.topology import Topology
+from rpsim.sim.topology import TRANSFER_PRIORITY, Topology
 from rpsim.sim.trace import Trace, TraceEvent
 
 Node = tuple[int, Action]
-TRANSFER_KINDS = ("LOAD", "OFFLOAD", "ACT_OUT", "ACT_IN", "SEND")
-PRIORITY = {"ACT_OUT": 0, "ACT_IN": 0, "SEND": 0, "LOAD": 1, "OFFLOAD": 1}
 # The memory controller serves the CPU's loads and the DMA engines' requests without RoundPipe's
 # stream priorities: the optimizer's DRAM traffic shares a class with parameter traffic.
 OPTIMIZER_PRIORITY = 1
@@ -109,7 +108,7 @@ def _lane(env: simpy.Environment, inp: EngineInputs, net: FlowNetwork | None, gp
         n_bytes = 0.0
         # Durations and bytes depend on these fields only; microbatches and iterations repeat them.
         shape = (a.kind, a.stage, a.phase, a.chunk)
-        if a.kind in TRANSFER_KINDS:
+        if a.kind in MOVING_KINDS:
             if net is not None:
                 known = cost.get(shape)
                 n_bytes = known if known is not None else cost.setdefault(shape, transfer_bytes(inp.costs, a))
@@ -166,9 +165,9 @@ def _all_of(env: simpy.Environment, events: list[simpy.Event]) -> simpy.Event:
 def _transfer(env: simpy.Environment, topo: Topology, net: FlowNetwork, gpu: int, a: Action,
               n_bytes: float) -> simpy.Event:
     """The event that succeeds when transfer `a` has moved its bytes."""
-    priority = PRIORITY[a.kind]
+    priority = TRANSFER_PRIORITY[a.kind]
+    paths = topo.paths_of(gpu, a.kind, a.peer)
     if a.kind == "SEND":
-        return net.transfer(topo.p2p_path(gpu, a.peer), n_bytes, priority, topo.latency_s)  # type: ignore[arg-type]
-    paths = topo.h2d_paths[gpu] if a.kind in ("LOAD", "ACT_IN") else topo.d2h_paths[gpu]
+        return net.transfer(paths[0], n_bytes, priority, topo.latency_s)
     share = n_bytes / len(paths)  # host buffers interleaved over sockets: one flow per socket
     return _all_of(env, net.transfers(paths, share, priority, topo.latency_s))

@@ -13,6 +13,7 @@ backward stages.
 from __future__ import annotations
 
 from rpsim.ir import Action
+from rpsim.ir.action import COMPUTE_KINDS
 
 INTERPRETER = "host.interpreter"  # capacity 1.0: seconds of issue work per second
 
@@ -49,4 +50,4 @@ def host_issue_s(issue: tuple[tuple[float, float, float], ...], lo: int, hi: int
 
 
 def is_compute(a: Action) -> bool:
-    return a.kind in ("F", "B", "FB", "I", "W")
+    return a.kind in COMPUTE_KINDS

@@ -24,12 +24,8 @@ from rpsim.sim.action_costs import CostContext, action_issue_s, duration_s, tran
 from rpsim.sim.hop import hop_delay
 from rpsim.sim.sharing import Flow, allocate_rates
 from rpsim.sim.simulate import cost_context
-from rpsim.sim.topology import Path, Topology, build_topology
+from rpsim.sim.topology import TRANSFER_PRIORITY, Path, Topology, build_topology
 from rpsim.sim.trace import Trace, TraceEvent
-
-# The same classes the engine gives the network: only a transfer's own shares meet here, and they share
-# one class, so the value matters only to keep the two simulators' rules the same.
-_TRANSFERS = {"ACT_OUT": 0, "ACT_IN": 0, "SEND": 0, "LOAD": 1, "OFFLOAD": 1}
 
 
 def list_schedule(plan: Plan, graph: nx.DiGraph, costs: CostContext, topology: Topology | None = None,
@@ -44,7 +40,7 @@ def list_schedule(plan: Plan, graph: nx.DiGraph, costs: CostContext, topology: T
             start = max(start, end_s[pred] + (hop_s if edge.get("hop") else 0.0))
         gpu, a = node
         n_bytes, busy_s = 0.0, 0.0
-        if a.kind in _TRANSFERS:
+        if a.kind in TRANSFER_PRIORITY:
             if topology is not None:
                 n_bytes = transfer_bytes(costs, a)
                 busy_s = transfer_s(topology, gpu, a, n_bytes)
@@ -69,14 +65,11 @@ def list_timed(plan: Plan, sc: Scenario) -> Trace:
 
 def transfer_s(topo: Topology, gpu: int, a: Action, n_bytes: float) -> float:
     """Seconds a transfer takes with the network to itself (the engine's paths, shares and latency)."""
-    if a.kind == "SEND":
-        paths: Sequence[Path] = (topo.p2p_path(gpu, a.peer),)  # type: ignore[arg-type]
-    else:
-        paths = topo.h2d_paths[gpu] if a.kind in ("LOAD", "ACT_IN") else topo.d2h_paths[gpu]
+    paths = topo.paths_of(gpu, a.kind, a.peer)
     if n_bytes == 0:
         return topo.latency_s
     share = n_bytes / len(paths)  # host buffers interleaved over sockets: one flow per socket
-    return topo.latency_s + drain_s([share] * len(paths), paths, topo, _TRANSFERS[a.kind])
+    return topo.latency_s + drain_s([share] * len(paths), paths, topo, TRANSFER_PRIORITY[a.kind])
 
 
 def drain_s(n_bytes: list[float], paths: Sequence[Path], topo: Topology, priority: int) -> float:

@@ -7,7 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from rpsim.ir import CPU, Action, Plan
-from rpsim.ir.jobs import jobs_of, stages_are_resident
+from rpsim.ir.action import INPUT_GRAD_KINDS
+from rpsim.ir.jobs import jobs_of, residency
 from rpsim.sim.action_costs import CostContext, boundary_bytes, saved_inside_bytes, transfer_bytes
 from rpsim.sim.trace import Trace
 
@@ -38,7 +39,7 @@ def memory_timeline(plan: Plan, trace: Trace, ctx: CostContext, timed: Timed | N
     """`timed`, when given (the engine's), must hold the same times as `trace`; it saves parsing it."""
     timed = timed if timed is not None else timed_actions(plan, trace)
     deltas: dict[int, list[tuple[float, float]]] = defaultdict(list)
-    resident = stages_are_resident(plan) and plan.options.get("weights") != "streamed" and plan.level == "pcie"
+    resident = residency(plan) == "resident" and plan.level == "pcie"
     _model_states(plan, ctx, resident, deltas)
     if plan.level == "pcie" and not resident:
         _streamed_buffers(plan, ctx, timed, deltas)
@@ -163,6 +164,10 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
             if a.kind != "W":  # W computes weight gradients only; its stage's I produced the input gradient
                 out = boundary_bytes(ctx, lo)
                 deltas[gpu] += [(s, out), (moved.get((gpu, "B", a.stage, a.mb, a.it), e), -out)]
+            if a.kind == "I":
+                w_end = timed[(gpu, Action("W", a.stage, a.mb, a.it))][1]
+                held = held_for_w(ctx, lo, hi, all_bytes)
+                deltas[gpu] += [(e, held), (w_end, -held)]
     sizes: dict[tuple, float] = {}  # bytes by (kind, stage, phase): the same for every microbatch
     for (gpu, a), (s, e) in timed.items():
         if a.kind in ("ACT_IN", "ACT_OUT"):
@@ -175,8 +180,19 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
                 deltas[CPU] += [(s, n), (last_use[(a.mb, a.it)], -n)]  # type: ignore[index]
 
 
+def held_for_w(ctx: CostContext, lo: int, hi: int, stage_activation_bytes: float) -> float:
+    """What a split backward keeps from its I to its W (rpexec.split_backward): the stage's autograd graph
+    with its saved activations (recomputed by I unless the forward kept them), and the gradient reaching
+    each segment's output: one per layer under recomputation, the stage output's without."""
+    if ctx.plan.recompute == "none":
+        grads = boundary_bytes(ctx, hi)
+    else:
+        grads = sum(boundary_bytes(ctx, b) for b in range(lo + 1, hi + 1))
+    return stage_activation_bytes + grads
+
+
 def _backward_end(timed: Timed, gpu: int, f: Action) -> float:
-    for kind in ("B", "I", "FB"):
+    for kind in INPUT_GRAD_KINDS:
         key = (gpu, Action(kind, f.stage, f.mb, f.it))
         if key in timed:
             return timed[key][1]

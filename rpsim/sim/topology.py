@@ -7,10 +7,14 @@ from dataclasses import dataclass
 
 from rpsim.costs import Profile
 from rpsim.costs.cpu_optimizer import cpu_optimizer_rates
+from rpsim.ir.action import UPLOAD_KINDS
 from rpsim.sim.host_issue import INTERPRETER
 from rpsim.specs import ServerSpec
 
 Path = tuple[str, ...]
+# Flow priority classes by transfer kind (0 most urgent): activations before parameters and gradients,
+# as RoundPipe's transfer engine orders them. The engine and the list timer both read this.
+TRANSFER_PRIORITY = {"ACT_OUT": 0, "ACT_IN": 0, "SEND": 0, "LOAD": 1, "OFFLOAD": 1}
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,15 @@ class Topology:
 
     def p2p_path(self, src: int, dst: int) -> Path:
         return (f"g{src}.p2p_out", f"g{dst}.p2p_in")
+
+    def paths_of(self, gpu: int, kind: str, peer: int | None = None) -> tuple[Path, ...]:
+        """The paths a transfer of `kind` issued on `gpu` takes, one flow per path, the bytes split evenly
+        (host buffers are interleaved over sockets: one share per socket). The one choice the engine
+        and the list timer share."""
+        if kind == "SEND":
+            assert peer is not None, "a SEND names its peer GPU"
+            return (self.p2p_path(gpu, peer),)
+        return self.h2d_paths[gpu] if kind in UPLOAD_KINDS else self.d2h_paths[gpu]
 
 
 def build_topology(server: ServerSpec, profile: Profile | None = None) -> Topology:

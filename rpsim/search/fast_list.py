@@ -1,0 +1,29 @@
+"""The search's estimate for schedule families no analytic estimator models (split backward, V-shaped
+placement, ...): build and lower the plan as make_plan does, time it with the list-scheduling timer
+(rpsim.sim.list_timer: no link sharing, no SimPy) and derive memory by the simulator's own rules.
+Slower than rpsim.search.fast_fixed (milliseconds to a second) but exact where links are not shared."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from rpsim.ir import CPU, Partition
+from rpsim.metrics.summary import iteration_window
+from rpsim.partition.counts import partition_to_spec
+from rpsim.planner import make_plan
+from rpsim.scenario import Scenario
+from rpsim.search.fast_context import FastContext
+from rpsim.search.fast_eval import Estimate, finish
+from rpsim.search.space import Candidate, plan_request
+from rpsim.sim.list_timer import list_timed
+from rpsim.sim.memory import ALLOCATOR_OVERHEAD, memory_timeline
+from rpsim.sim.simulate import cost_context
+
+
+def estimate_by_list_timer(ctx: FastContext, sc: Scenario, c: Candidate, part: Partition) -> Estimate:
+    resolved = replace(c, partition=partition_to_spec(part))
+    plan = make_plan(sc, plan_request(resolved))
+    trace = list_timed(plan, sc)
+    mem = memory_timeline(plan, trace, cost_context(plan, sc))
+    iteration_s = iteration_window(plan, trace)[0]
+    peak_gpu = max(mem.peak_bytes(g) for g in range(plan.n_gpus)) * ALLOCATOR_OVERHEAD
+    return finish(ctx, iteration_s, peak_gpu, mem.peak_bytes(CPU))
