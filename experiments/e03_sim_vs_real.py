@@ -112,6 +112,8 @@ def remeasure_cpu_rates(out: Path, dtype: str = "bf16") -> None:
 # and optimizer rates); the machine file `rpexec calibrate` measured on the same machine kind (no
 # profile: the cost model prices every layer from its GEMM table); or the built-in h200 presets alone.
 SOURCES = ("profile", "machine", "preset")
+SOURCE_LABELS = {"profile": "from rpexec profile", "machine": "from the calibrated machine file",
+                 "preset": "from the built-in presets"}
 MACHINES = ROOT / "experiments" / "data" / "machines"
 
 
@@ -220,7 +222,7 @@ def _block_iteration_s(trace) -> float:
     return steady_iteration_s(trace, skip=0)
 
 
-def report(rows: list[dict], by_class: list[dict]) -> None:
+def report(rows: list[dict], by_class: list[dict], source: str = "profile") -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name, table in (("results.csv", rows), ("by_class.csv", by_class)):
         with open(OUT / name, "w", newline="") as f:
@@ -262,10 +264,10 @@ def report(rows: list[dict], by_class: list[dict]) -> None:
         print(f"{lib['system']} (issue 8 benchmark, 2 x H200 at 24 GiB): predicted {lib['predicted_tokens_per_s']:,.0f} "
               f"tokens/s ({lib['predicted_s']:.3f} s), measured {lib['measured_tokens_per_s']:,.0f} "
               f"({lib['measured_s']:.3f} s), iteration-time error {100 * err:+.1f}%")
-    figure(rows)
+    figure(rows, source=source)
 
 
-def figure(rows: list[dict], path: Path | None = None) -> Figure:
+def figure(rows: list[dict], path: Path | None = None, source: str = "profile") -> Figure:
     """Predicted against measured iteration time, one colour per schedule, one column wide."""
     from matplotlib import rc_context
     from matplotlib.figure import Figure
@@ -282,7 +284,7 @@ def figure(rows: list[dict], path: Path | None = None) -> Figure:
         ax.plot([0, lim], [0, lim], "k--", lw=0.8, label="prediction = measurement")
         ax.set(xlabel="measured iteration (s)", ylabel="predicted iteration (s)", xlim=(0, lim), ylim=(0, lim))
         ax.set_aspect("equal")
-        fig.suptitle("e03: rpsim against rpexec,\nH200 SXM (1 and 2 GPUs)")
+        fig.suptitle(f"e03: rpsim ({SOURCE_LABELS[source]}) against rpexec,\nH200 SXM (1 and 2 GPUs)")
         fig.legend(loc="outside lower center", ncol=2)
         fig.savefig(path or OUT / "predicted_vs_measured.png")
     return fig
@@ -313,7 +315,7 @@ def main() -> None:
     rows, by_class = compare(a.predict_from)
     if not rows:
         sys.exit(f"no measured data under {DATA}; run with --measure on a GPU machine first")
-    report(rows, by_class)
+    report(rows, by_class, a.predict_from)
 
 
 if __name__ == "__main__":
