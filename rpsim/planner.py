@@ -66,11 +66,12 @@ def layer_times(sc: Scenario) -> LayerTimes:
                       bwd_bytes=[x.weight_bytes + x.grad_bytes for x in c])
 
 
-def choose_partition(sc: Scenario, req: PlanRequest, roundpipe: bool, n_stages: int) -> Partition:
+def choose_partition(sc: Scenario, req: PlanRequest, roundpipe: bool, n_stages: int,
+                     declared: tuple[str, ...]) -> Partition:
+    """`declared`: the partitioners the builder takes (its traits; the first is its default)."""
     n_layers = sc.model.n_layers
     if req.partition:
         return parse_partition_spec(req.partition, n_layers, roundpipe)
-    declared = get_schedule(req.schedule).TRAITS.partitioners  # the builder says which partitioners it takes
     name = req.partitioner or declared[0]
     if name not in declared:
         raise SpecError(f"--partitioner {name!r} does not apply to schedule {req.schedule!r}; valid choices: "
@@ -110,7 +111,7 @@ def make_plan(sc: Scenario, req: PlanRequest) -> Plan:
         raise SpecError(f"--defer-w: schedule {req.schedule!r} does not take it; valid choices: {', '.join(valid)}")
     roundpipe = traits.asymmetric_partition
     v = traits.virtual_stages.resolve(req.virtual_stages, default_virtual_stages(n, sc.model.n_layers))
-    partition = choose_partition(sc, req, roundpipe, n * v)
+    partition = choose_partition(sc, req, roundpipe, n * v, traits.partitioners)
     options = BuildOptions(virtual_stages=v, round_size=req.round_size, g0_rule=req.g0_rule,
                            n_iters=req.n_iters or default_iterations(sc, req, traits, partition),
                            optimizer=traits.optimizer, recompute=sc.training.recompute,
@@ -145,7 +146,7 @@ def make_plan_from_order(sc: Scenario, req: PlanRequest, per_gpu: Sequence[Seque
     if n_mb != sc.training.n_mb:
         raise SpecError(f"{name}: the order runs {n_mb} microbatches; the training setup has n_mb = "
                         f"{sc.training.n_mb} (set --n-mb {n_mb}, or --global-batch / --mb-size to match)")
-    partition = choose_partition(sc, req, False, n_stages)
+    partition = choose_partition(sc, req, False, n_stages, FIXED_PARTITIONERS)  # stages bound to rows
     options = BuildOptions(virtual_stages=max(1, n_stages // n), n_iters=1, recompute=sc.training.recompute)
     plan = compute_plan(name, n, n_mb, partition, per_gpu, options,
                         extra={"virtual_stages": max(1, n_stages // n), "overlapped": [list(p) for p in overlapped]})

@@ -207,8 +207,8 @@ def test_every_declared_partitioner_builds():
     from rpsim.specs import TrainingSpec
     sc = make_scenario("qwen3-1.7b", "4090x2", TrainingSpec(global_batch=4, mb_size=1))
     for name, module in SCHEDULES.items():
-        assert module.PARTITIONERS, name
-        for partitioner in module.PARTITIONERS:
+        assert module.TRAITS.partitioners, name
+        for partitioner in module.TRAITS.partitioners:
             plan = make_plan(sc, PlanRequest(name, fidelity="ideal", partitioner=partitioner))
             assert plan.schedule == name
 

@@ -11,6 +11,7 @@ from rpsim.ir import Partition
 from rpsim.partition.counts import parse_partition_spec, partition_to_spec
 from rpsim.planner import PlanRequest, choose_partition
 from rpsim.scenario import Scenario
+from rpsim.schedules import traits_of
 from rpsim.search.fast_context import FastContext, context_of
 from rpsim.search.fast_eval import Estimate, estimate, has_fast_estimate
 from rpsim.search.space import Candidate, training_for
@@ -69,7 +70,8 @@ class Workspace:
                     self._partitions[key] = sweep_partition(sc, c.partitioner)
                 else:
                     n_stages = sc.server.n_gpus * c.virtual_stages
-                    self._partitions[key] = choose_partition(sc, req, c.roundpipe, n_stages)
+                    self._partitions[key] = choose_partition(sc, req, c.roundpipe, n_stages,
+                                                             traits_of(c.schedule).partitioners)
             except (Infeasible, SpecError) as e:
                 self._partitions[key] = str(e)
         found = self._partitions[key]
