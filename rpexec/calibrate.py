@@ -32,17 +32,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from rpexec.machine_file import host_dram_gib
 from rpexec.profile import (
     COPY_SIZES_BYTES,
-    STATE_BYTES_PER_PARAM,
     cpu_optimizer_step_times,
     last_level_cache_bytes,
     profile_cpu_optimizer,
 )
 from rpexec.session import DTYPES
-from rpsim.costs.cpu_optimizer import ACCUMULATE_BYTES_PER_PARAM, ADAM_AND_REFRESH_BYTES_PER_PARAM
 from rpsim.specs import ModelSpec
-from rpsim.specs.server import PCIE_LANE_BYTES_PER_S
 
 # Grid axes: m is tokens per GEMM (down to MoE experts' few hundred rows), n and k the widths of the
 # presets' projections (512-wide KV projections up to 28672-wide MLPs and large vocabularies).
@@ -342,99 +340,3 @@ def measure(s: CalibrationSettings, progress: Callable[[str], None] = lambda _ms
         "last_level_cache_bytes": last_level_cache_bytes(), "host_dram_gib": round(host_dram_gib(), 1),
     }
     return out
-
-
-def dram_capacity_gb_per_s(m: dict[str, Any]) -> float:
-    """Host DRAM capacity: at least any traffic measured through it. The copy test counts reads and
-    writes; all GPUs' H2D and D2H copies at once read and write DRAM too; the optimizer's step over a
-    state well beyond the last-level cache moves its nominal bytes per parameter from DRAM (a state that
-    fits the cache says nothing of DRAM and is left out), alone and beside the copies of the load test."""
-    candidates = [m["dram_gb_per_s"]]
-    if "links" in m:
-        candidates.append(m["links"]["all_both_gb_per_s"])
-    opt = m["optimizer"]["alone"]
-    llc = m["conditions"].get("last_level_cache_bytes", 0)
-    if llc and opt["params"] * STATE_BYTES_PER_PARAM >= 4 * llc:
-        nominal = opt["params"] * (ADAM_AND_REFRESH_BYTES_PER_PARAM + ACCUMULATE_BYTES_PER_PARAM)
-        candidates.append(nominal / opt["step_1_staged_s"] / 1e9)
-        loaded = m["optimizer"]["under_load"]
-        if "background_copy_gb_per_s" in loaded:
-            candidates.append(nominal / loaded["step_1_staged_s"] / 1e9 + loaded["background_copy_gb_per_s"])
-    return max(candidates)
-
-
-def host_dram_gib() -> float:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-
-
-def machine_table(m: dict[str, Any], preset_server: dict[str, Any]) -> dict[str, Any]:
-    """The machine file: the GPU preset's generic server, with every figure measured here replacing the
-    preset's. `preset_server` is rpsim.catalog.servers.generic_server_table(gpu, n) (display units)."""
-    s = m["settings"]
-    t = dict(preset_server)
-    t["source"] = (f"rpexec calibrate on {m['conditions']['device_name']} ({s['device']}), "
-                   f"{m['conditions']['date']}, torch {m['conditions']['torch']}")
-    opt = m["optimizer"]["alone"]
-    t["host"] = {**t["host"], "cores": m["conditions"]["host_cores"], "dram_gib": m["conditions"]["host_dram_gib"],
-                 "adam_params_per_s": opt["adam_params_per_s"],
-                 "grad_accumulate_params_per_s": opt["grad_accumulate_params_per_s"]}
-    if "issue_s" in m:
-        t["host"]["issue_us"] = {kind: [v * 1e6 for v in figures] for kind, figures in m["issue_s"].items()}
-    gpus = [dict(g) for g in t["gpus"]]
-    sockets = [dict(x) for x in t["sockets"]]
-    if "links" in m:
-        links = m["links"]
-        lane = PCIE_LANE_BYTES_PER_S[gpus[0]["pcie_gen"]] * gpus[0]["pcie_width"] / 1e9
-        h2d = statistics.median(g["h2d_gb_per_s"] for g in links["per_gpu"])
-        d2h = statistics.median(g["d2h_gb_per_s"] for g in links["per_gpu"])
-        both = statistics.median(g["both_gb_per_s"] for g in links["per_gpu"])
-        for g in gpus:
-            g["h2d_efficiency"] = min(1.0, h2d / lane)
-            g["d2h_efficiency"] = min(1.0, d2h / lane)
-        t["duplex_factor"] = min(1.0, both / (h2d + d2h))
-        if "p2p_gb_per_s" in links:
-            t["p2p_bandwidth_gb_per_s"] = links["p2p_gb_per_s"]
-        # One measured host: all its GPUs' copies at once bound the root complex (per direction).
-        gpus = [{**g, "count": g["count"], "attach": "s0"} for g in gpus]
-        sockets = [{"name": "s0", "dram_bandwidth_gb_per_s": dram_capacity_gb_per_s(m),
-                    "root_complex_gb_per_s": max(links["all_h2d_gb_per_s"], links["all_d2h_gb_per_s"])}]
-        t.pop("inter_socket", None)
-        t["n_gpus"] = sum(g["count"] for g in gpus)
-    else:  # CPU: the host is measured, the links stay the preset's
-        for x in sockets:
-            x["dram_bandwidth_gb_per_s"] = dram_capacity_gb_per_s(m) / len(sockets)
-    t["gpus"], t["sockets"] = gpus, sockets
-    t["gpu_calibration"] = {
-        "precision": s["dtype"],
-        "elementwise_gb_per_s": m["device_memory"]["memory_bandwidth_gb_per_s"],
-        "kernel_floor_us": m["device_memory"]["kernel_floor_us"],
-        "attention_tflops": [m["attention"]["forward_tflops"], m["attention"]["backward_tflops"]],
-        "gemm_tflops": m["gemm"],
-    }
-    loaded = m["optimizer"]["under_load"]
-    t["calibration"] = {
-        **{k: v for k, v in m["conditions"].items()},
-        "links_measured": "links" in m,
-        "dram_gb_per_s": m["dram_gb_per_s"],
-        "attention_shape": m["attention"]["shape"],
-        "optimizer_alone_step_1_staged_s": opt["step_1_staged_s"],
-        "optimizer_alone_step_4_staged_s": opt["step_4_staged_s"],
-        "optimizer_under_load_step_1_staged_s": loaded["step_1_staged_s"],
-        "optimizer_under_load_step_4_staged_s": loaded["step_4_staged_s"],
-        "optimizer_step_params": opt["params"],
-        "optimizer_under_load_background_copy_gb_per_s": loaded["background_copy_gb_per_s"],
-        "background_alone_copy_gb_per_s": loaded["background_alone_copy_gb_per_s"],
-        "background_gemm_tflops_beside_optimizer": loaded["background_gemm_tflops"],
-        "background_alone_gemm_tflops": loaded["background_alone_gemm_tflops"],
-        "optimizer_under_load_background": loaded["background"],
-    }
-    if "links" in m:
-        links = m["links"]
-        t["calibration"].update({
-            "links_per_gpu_h2d_gb_per_s": [g["h2d_gb_per_s"] for g in links["per_gpu"]],
-            "links_per_gpu_d2h_gb_per_s": [g["d2h_gb_per_s"] for g in links["per_gpu"]],
-            "links_per_gpu_both_gb_per_s": [g["both_gb_per_s"] for g in links["per_gpu"]],
-            "links_all_h2d_gb_per_s": links["all_h2d_gb_per_s"], "links_all_d2h_gb_per_s": links["all_d2h_gb_per_s"],
-            "links_all_both_gb_per_s": links["all_both_gb_per_s"],
-        })
-    return t

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 def calibrate(args: argparse.Namespace) -> int:
     import torch
 
-    from rpexec.calibrate import CalibrationSettings, machine_table, measure
+    from rpexec.calibrate import CalibrationSettings, measure
+    from rpexec.machine_file import machine_table
     from rpsim.catalog.gpus import resolve_gpu_name
     from rpsim.catalog.servers import generic_server_table, server_from_table
     from rpsim.report.files import write_json_atomic, write_text_atomic
