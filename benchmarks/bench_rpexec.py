@@ -30,6 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.matmul_rate import matmul_probe
+
 SHAPE_2_8B = {"n_layers": 26, "hidden": 3072, "n_heads": 24, "n_kv_heads": 8, "head_dim": 128, "mlp_width": 8192,
               "vocab": 32000}
 SIZES = {
@@ -185,19 +187,6 @@ def run_library_system(a: argparse.Namespace) -> dict:
             "n_gpus": n, "first_iteration_ratio": times[0] / it_s,
             "peak_gpu_mem_bytes": [float(torch.cuda.max_memory_allocated(d)) for d in range(n)],
             "peak_host_mem_bytes": peak_host_bytes()}
-
-
-def matmul_flops_per_s() -> float:
-    import torch
-    a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
-    for _ in range(3):
-        a @ a
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(20):
-        a @ a
-    torch.cuda.synchronize()
-    return 20 * 2 * 8192**3 / (time.perf_counter() - t)
 
 
 def flops_per_token(size: str) -> tuple[float, float]:
@@ -405,15 +394,6 @@ def report(results: list[dict], plans: dict, a: argparse.Namespace) -> dict:
     print(f"model FLOPs per token {model_fpt / 1e9:.2f} G (6N + attention); with recompute {hw_fpt / 1e9:.2f} G")
     print("JSON " + json.dumps(results))
     return summary
-
-
-def matmul_probe() -> tuple[float, int]:
-    """(fp16 matmul FLOP/s of one GPU, GPUs), measured in a subprocess."""
-    code = ("import sys; sys.path.insert(0, %r); import torch; from benchmarks.bench_rpexec import matmul_flops_per_s; "
-            "print(matmul_flops_per_s(), torch.cuda.device_count())") % str(Path(__file__).resolve().parents[1])
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    rate, n = proc.stdout.split()[-2:]
-    return float(rate), int(n)
 
 
 if __name__ == "__main__":
