@@ -163,34 +163,34 @@ def compare(source: str = "profile") -> tuple[list[dict], list[dict]]:
     return rows, by_class
 
 
-BENCH = ROOT / "experiments" / "data" / "rpexec-h200x2" / "bench.json"
+# The library's measured runs of the benchmark's 2.8B model (8 microbatches of 8 x 2048 tokens, fp16, 24 GiB
+# per GPU, 2 x H200): issue 8's benchmark, and issue 15's (its auto partition) on a later lease.
+LIBRARY_BENCHES = (ROOT / "experiments" / "data" / "rpexec-h200x2" / "bench.json",
+                   ROOT / "experiments" / "data" / "rpexec-bench" / "bench-2.8b.json")
 
 
-def predict_library() -> dict | None:
-    """rpsim's prediction of the reference roundpipe library on issue 8's benchmark (the llama-2.8b model,
-    8 microbatches of 8 x 2048 tokens, fp16, full logits, 24 GiB per GPU): RoundPipe async with the
-    library's partitioner, from the llama-2.8b profile (taken at 4 x 2048 tokens, scaled to 8 x 2048),
-    against the library's measured tokens/s in experiments/data/rpexec-h200x2/bench.json."""
+def predict_library(source: str = "profile") -> list[dict]:
+    """rpsim's prediction of the reference roundpipe library on the benchmark, RoundPipe as the library
+    runs it (rpsim.planner.roundpipe_library_request), from `source` as for the e03 runs (the profile is
+    llama-2.8b's, taken at 4 x 2048 tokens and scaled to 8 x 2048), against each measured library run."""
     import json
 
     from rpsim.compare import run_one
-    from rpsim.planner import PlanRequest
+    from rpsim.planner import roundpipe_library_request
     from rpsim.scenario import make_scenario
     from rpsim.specs import TrainingSpec
-    profile = DATA / "llama-2.8b-profile.json"
-    if not BENCH.exists() or not profile.exists():
-        return None
-    measured = next((r for r in json.loads(BENCH.read_text())["results"]
-                     if r["system"].startswith("roundpipe library") and "error" not in r), None)
-    if measured is None:
-        return None
+    measured = [r for path in LIBRARY_BENCHES if path.exists() for r in json.loads(path.read_text())["results"]
+                if r["system"].startswith("roundpipe library") and "searched" not in r["system"] and "error" not in r]
+    if not measured:
+        return []
     t = TrainingSpec(seq_len=2048, global_batch=64, mb_size=8, precision="fp16")
-    sc = make_scenario(model("llama-2.8b"), "h200x2", t, str(profile), gpu_memory_bytes=24 * 2**30)
-    # The library fences a backward job on its layers' previous gradient copy (grad_fence="backward").
-    m = run_one(sc, PlanRequest("roundpipe", partitioner="roundpipe-library", grad_fence="backward")).metrics
-    return {"system": measured["system"], "predicted_tokens_per_s": m["tokens_per_s"],
-            "measured_tokens_per_s": measured["tokens_per_s"], "predicted_s": m["iteration_s"],
-            "measured_s": measured["iteration_s"]}
+    setup = prediction_setup({"server": "h200x2", "profile": "llama-2.8b-profile.json",
+                              "model": {"name": "llama-2.8b"}}, 2, source)
+    sc = make_scenario(model("llama-2.8b"), setup["server"], t, setup["profile"], gpu_memory_bytes=24 * 2**30)
+    m = run_one(sc, roundpipe_library_request(t.n_mb)).metrics
+    return [{"system": r["system"], "predicted_tokens_per_s": m["tokens_per_s"],
+             "measured_tokens_per_s": r["tokens_per_s"], "predicted_s": m["iteration_s"],
+             "measured_s": r["iteration_s"]} for r in measured]
 
 
 TIE = 0.03  # schedules measured within 3% of each other count as tied (the issue's rule)
@@ -222,7 +222,7 @@ def _block_iteration_s(trace) -> float:
     return steady_iteration_s(trace, skip=0)
 
 
-def report(rows: list[dict], by_class: list[dict], source: str = "profile") -> None:
+def report(rows: list[dict], by_class: list[dict], source: str = "profile", figure_path: Path | None = None) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name, table in (("results.csv", rows), ("by_class.csv", by_class)):
         with open(OUT / name, "w", newline="") as f:
@@ -254,17 +254,18 @@ def report(rows: list[dict], by_class: list[dict], source: str = "profile") -> N
             if ratios:
                 print(f"  {kind:8s} {label:7s} {statistics.median(ratios):5.2f}  "
                       f"(range {min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} runs)")
-    lib = predict_library()
-    if lib:
+    libs = predict_library(source)
+    if libs:
         with open(OUT / "library.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, list(lib))
+            w = csv.DictWriter(f, list(libs[0]))
             w.writeheader()
-            w.writerow(lib)
+            w.writerows(libs)
+    for lib in libs:
         err = lib["predicted_s"] / lib["measured_s"] - 1
-        print(f"{lib['system']} (issue 8 benchmark, 2 x H200 at 24 GiB): predicted {lib['predicted_tokens_per_s']:,.0f} "
+        print(f"{lib['system']} (2.8B benchmark, 2 x H200 at 24 GiB): predicted {lib['predicted_tokens_per_s']:,.0f} "
               f"tokens/s ({lib['predicted_s']:.3f} s), measured {lib['measured_tokens_per_s']:,.0f} "
               f"({lib['measured_s']:.3f} s), iteration-time error {100 * err:+.1f}%")
-    figure(rows, source=source)
+    figure(rows, figure_path, source=source)
 
 
 def figure(rows: list[dict], path: Path | None = None, source: str = "profile") -> Figure:
@@ -301,6 +302,8 @@ def main() -> None:
     p.add_argument("--predict-from", default="profile", choices=SOURCES,
                    help="profile: each size's rpexec profile; machine: the rpexec calibrate machine file "
                         "(experiments/data/machines); preset: the built-in h200 presets only (default: profile)")
+    p.add_argument("--figure", default=None, help="where to write the figure (default: "
+                                                   "experiments/out/e03/predicted_vs_measured.png)")
     p.add_argument("--cpu-rates-only", action="store_true",
                    help="only re-measure the CPU optimizer rates into the profiles under --out")
     a = p.parse_args()
@@ -315,7 +318,7 @@ def main() -> None:
     rows, by_class = compare(a.predict_from)
     if not rows:
         sys.exit(f"no measured data under {DATA}; run with --measure on a GPU machine first")
-    report(rows, by_class, a.predict_from)
+    report(rows, by_class, a.predict_from, Path(a.figure) if a.figure else None)
 
 
 if __name__ == "__main__":

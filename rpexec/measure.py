@@ -8,7 +8,7 @@ from rpexec.device import DeviceState
 from rpsim.sim.trace import TraceEvent
 
 
-def measured_events(interp, devices: dict[int, DeviceState], t_base_s: float) -> list[TraceEvent]:
+def measured_events(interp, devices: dict[int, DeviceState]) -> list[TraceEvent]:
     for dev in devices.values():
         if dev.is_cuda:
             torch.cuda.synchronize(dev.device)
@@ -24,5 +24,5 @@ def measured_events(interp, devices: dict[int, DeviceState], t_base_s: float) ->
             else:
                 start, end = t.start - interp.t0_host, t.end - interp.t0_host
             out.append(TraceEvent(gpu=gpu, lane=lane, action=str(a), kind=a.kind, stage=a.stage, mb=a.mb, it=a.it,
-                                  start_s=t_base_s + start, end_s=t_base_s + end, bytes=t.n_bytes))
+                                  start_s=start, end_s=end, bytes=t.n_bytes))
     return out

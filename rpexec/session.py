@@ -121,19 +121,18 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
                   {}, resident, not stages_are_resident(plan), opts.capture_grads, {}, threading.Lock(),
                   BufferPool(pin=opts.device == "cuda"))
     warm = warm_up(plan, host, ctx.act_pool, (mb_size, seq, model.hidden), dtype, not resident) if opts.warmup else {}
-    events: list[TraceEvent] = []
-    offset = 0
-    for block in range(opts.blocks):
-        shifted = plan if block == 0 else shift_iterations(plan, offset)
-        block_ctx = replace(ctx, plan=shifted, job_of=job_of_action(shifted),
-                            jobs={(g, j.key): j for g in range(plan.n_gpus) for j in jobs_of(shifted, g)})
-        interp = Interpreter(shifted, dependency_graph(shifted), block_ctx, opts.watchdog_s,
-                             Fault.parse(opts.fault) if opts.fault else None, stop=opts.stop,
-                             blocking_sync=opts.blocking_sync)
-        t_base = max((e.end_s for e in events), default=0.0)
-        interp.run()
-        events += measured_events(interp, devices, t_base)
-        offset += plan.n_iters
+    # One interpreter for every block: a new one per block synchronised the devices and started fresh
+    # lane threads, and each block's first forward and backward then ran 40-110 ms longer on every GPU
+    # (per-thread CUDA and cuBLAS set-up, the host issuing into idle devices): e03's 1-iteration plans
+    # paid it every iteration (experiments/data/e03, session 4).
+    full = repeat_blocks(plan, opts.blocks)
+    run_ctx = replace(ctx, plan=full, job_of=job_of_action(full),
+                      jobs={(g, j.key): j for g in range(plan.n_gpus) for j in jobs_of(full, g)})
+    interp = Interpreter(full, dependency_graph(full), run_ctx, opts.watchdog_s,
+                         Fault.parse(opts.fault) if opts.fault else None, stop=opts.stop,
+                         blocking_sync=opts.blocking_sync)
+    interp.run()
+    events = measured_events(interp, devices)
     peaks = [float(torch.cuda.max_memory_allocated(d.device)) if d.is_cuda else 0.0 for d in devices.values()]
     losses = {k: float(v) for k, v in ctx.losses.items()}
     gpu_names = [torch.cuda.get_device_name(d.device) for d in devices.values() if d.is_cuda]
@@ -161,9 +160,9 @@ def steady_iterations(plan: Plan, n_iters: int, warmed: bool) -> list[int]:
     fill). Without the host warm-up, the first STEPs also touch the AdamW moments and fp32 gradients for
     the first time: inside iteration 0 with a synchronous optimizer, inside iteration 1 with the
     asynchronous one (STEP(0) overlaps iteration 1), so that iteration is not steady either. With the
-    asynchronous optimizer each later block of the plan's iterations starts from a drained pipeline (a
-    new interpreter), so its first iteration pays a fill too: the issue-15 8B trace's iteration 4 took
-    11.2 s against 5.8-6.9 s for its neighbours."""
+    asynchronous optimizer each later block of the plan's iterations starts with the plan's own fill (its
+    lanes drain at the plan's end; repeat_blocks runs them back to back): the issue-15 8B trace's
+    iteration 4 took 11.2 s against 5.8-6.9 s for its neighbours."""
     first = 1 if warmed or plan.optimizer != "async" else 2
     block_start = plan.optimizer == "async" and plan.n_iters > 0
     return [i for i in range(first, n_iters) if not (block_start and i % plan.n_iters == 0)]
@@ -175,11 +174,14 @@ def loss_chunk_tokens(plan: Plan) -> int:
     return int(training.get("loss_chunk_tokens", 0) or 0)
 
 
-def shift_iterations(plan: Plan, offset: int) -> Plan:
-    """The same lanes with every iteration number moved by `offset` (the next block of iterations)."""
-    lanes = {k: tuple(replace(a, it=a.it + offset) for a in v) for k, v in plan.lanes.items()}
-    edges = tuple(((g1, replace(a1, it=a1.it + offset)), (g2, replace(a2, it=a2.it + offset)))
-                  for (g1, a1), (g2, a2) in plan.extra_edges)
-    return replace(plan, lanes=lanes, extra_edges=edges, n_iters=plan.n_iters)
-
-
+def repeat_blocks(plan: Plan, blocks: int) -> Plan:
+    """The plan's lanes run `blocks` times in a row, each block's iteration numbers following the last
+    block's: a plan of blocks * n_iters iterations whose dependencies rpsim.ir.deps derives as for any
+    plan (LOADs of iteration i after STEP i-1 or i-2, memory windows across the block boundary)."""
+    if blocks == 1:
+        return plan
+    n = plan.n_iters
+    lanes = {k: tuple(replace(a, it=a.it + b * n) for b in range(blocks) for a in v) for k, v in plan.lanes.items()}
+    edges = tuple(((g1, replace(a1, it=a1.it + b * n)), (g2, replace(a2, it=a2.it + b * n)))
+                  for b in range(blocks) for (g1, a1), (g2, a2) in plan.extra_edges)
+    return replace(plan, lanes=lanes, extra_edges=edges, n_iters=n * blocks)

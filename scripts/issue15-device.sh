@@ -9,7 +9,7 @@ set -u
 OUT=${1:?usage: issue15-device.sh OUT_DIR [SECONDS] [PARTS]}
 BUDGET=${2:-540}
 PARTS=${3:-"diag 8b 2.8b 14b"}
-cd "$(dirname "$0")/.." && export PYTHONPATH=$PWD
+cd "$(dirname "$0")/.." && export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 mkdir -p "$OUT/bench"
 END=$((SECONDS + BUDGET))
 left() { echo $((END - SECONDS)); }
