@@ -1,6 +1,6 @@
 """Times one decoder layer of rpexec's model on a GPU under kernel variants, to choose what rpexec runs:
-forward without grad (a forward job under recompute), and forward with autograd plus backward (what a recompute
-backward jobs run. Prints ms per call; asserts nothing.
+forward without grad (a forward job under recompute), and forward with autograd plus backward (what a
+recompute backward job runs per layer). Prints ms per call; asserts nothing.
 
     python3 benchmarks/layer_variants.py --shape 2.8b|8b [--mb 8] [--compile]
 """
