@@ -43,14 +43,31 @@ def available_host_bytes() -> tuple[float, str]:
     return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")), "physical (sysconf)"
 
 
-def check_fits(peaks: Peaks, device: str, host_have: tuple[float, str], gpu_have: list[float]) -> None:
-    """Infeasible naming both numbers. On --device cpu each simulated GPU's memory is host memory too."""
-    need = peaks.host_bytes + (sum(peaks.gpu_bytes) if device == "cpu" else 0.0)
+def resident_bytes() -> float:
+    """This process's resident memory now (VmRSS): the interpreter, torch and, once initialised, the CUDA
+    runtime, which the run keeps beside the model's host state and rpsim's prediction does not count."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def check_fits(peaks: Peaks, device: str, host_have: tuple[float, str], gpu_have: list[float],
+               process_bytes: float = 0.0) -> None:
+    """Infeasible naming both numbers. On --device cpu each simulated GPU's memory is host memory too.
+    `process_bytes`: what the process already holds (resident_bytes), on top of the plan's state."""
+    need = peaks.host_bytes + (sum(peaks.gpu_bytes) if device == "cpu" else 0.0) + process_bytes
     have, what = host_have
     if need > have:
-        on_cpu = f" (host peak plus {len(peaks.gpu_bytes)} CPU-simulated GPUs)" if device == "cpu" else ""
-        raise Infeasible(f"the plan needs {need / GiB:.1f} GiB of host memory{on_cpu} by rpsim's prediction; "
-                         f"this machine has {have / GiB:.1f} GiB {what}; --force runs it anyway")
+        on_cpu = f" plus {len(peaks.gpu_bytes)} CPU-simulated GPUs" if device == "cpu" else ""
+        runtime = f" plus {process_bytes / GiB:.1f} GiB this process holds already" if process_bytes else ""
+        raise Infeasible(f"the plan needs {need / GiB:.1f} GiB of host memory (rpsim's predicted host peak"
+                         f"{on_cpu}{runtime}); this machine has {have / GiB:.1f} GiB {what}; "
+                         "--force runs it anyway")
     for gpu, (want, cap) in enumerate(zip(peaks.gpu_bytes, gpu_have)):
         if want > cap:
             raise Infeasible(f"the plan needs {want / GiB:.1f} GiB on GPU {gpu} by rpsim's prediction; "
@@ -62,4 +79,5 @@ def check_machine_memory(plan: Plan, device: str) -> None:
     if device == "cuda":
         import torch
         gpu_have = [float(torch.cuda.get_device_properties(g).total_memory) for g in range(plan.n_gpus)]
-    check_fits(predicted_peaks(plan), device, available_host_bytes(), gpu_have)
+    # After the CUDA runtime started (get_device_properties above), so its host memory is in the count.
+    check_fits(predicted_peaks(plan), device, available_host_bytes(), gpu_have, resident_bytes())

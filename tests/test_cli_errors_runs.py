@@ -87,9 +87,16 @@ def test_check_fits_names_both_numbers():
         fits.check_fits(peaks, "cuda", (23 * GiB, "available"), [80 * GiB, 80 * GiB])
     with pytest.raises(Infeasible, match=r"needs 30\.0 GiB on GPU 1.*has 24\.0 GiB"):
         fits.check_fits(peaks, "cuda", (1024 * GiB, "available"), [24 * GiB, 24 * GiB])
-    with pytest.raises(Infeasible, match=r"needs 577\.0 GiB of host memory \(host peak plus 2 CPU-simulated"):
+    with pytest.raises(Infeasible, match=r"needs 577\.0 GiB of host memory \(rpsim's predicted host peak plus 2 CPU-simulated"):
         fits.check_fits(peaks, "cpu", (560 * GiB, "available"), [])  # on CPU, the GPUs' memory is host memory
     fits.check_fits(peaks, "cpu", (578 * GiB, "available"), [])
+    # What the process holds already (the interpreter, torch, the CUDA runtime) counts on top.
+    with pytest.raises(Infeasible, match=r"needs 530\.0 GiB .*plus 3\.0 GiB this process holds already"):
+        fits.check_fits(peaks, "cuda", (529 * GiB, "available"), [80 * GiB, 80 * GiB], process_bytes=3 * GiB)
+
+
+def test_resident_bytes_reads_this_process():
+    assert 10 * 2**20 < fits.resident_bytes() < 64 * GiB  # a Python process with torch imported
 
 
 def test_host_memory_is_read_from_this_machine():

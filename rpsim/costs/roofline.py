@@ -59,7 +59,11 @@ def attention_time_s(causal_flops: float, gpu: GPUSpec, precision: str, backward
     return max(causal_flops / (gpu.peak_flops_per_s(precision) * eff), gpu.kernel_floor_s)
 
 
+def elementwise_bytes_per_s(gpu: GPUSpec) -> float:
+    """The calibrated rate of memory-bound kernels, else the DRAM peak times the usual efficiency."""
+    return gpu.elementwise_bytes_per_s or gpu.memory_bandwidth_bytes_per_s * ELEMENTWISE_BANDWIDTH_EFFICIENCY
+
+
 def elementwise_time_s(n_bytes: float, gpu: GPUSpec, n_kernels: int) -> float:
-    rate = gpu.elementwise_bytes_per_s or gpu.memory_bandwidth_bytes_per_s * ELEMENTWISE_BANDWIDTH_EFFICIENCY
-    return max(n_bytes / rate,
+    return max(n_bytes / elementwise_bytes_per_s(gpu),
                n_kernels * gpu.kernel_floor_s)

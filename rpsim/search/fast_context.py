@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from rpsim.costs.cpu_optimizer import CpuOptimizerRates, cpu_optimizer_rates
 from rpsim.scenario import Scenario
-from rpsim.sim.action_costs import GPU_ADAM_BYTES_PER_PARAM
+from rpsim.sim.action_costs import gpu_step_s_per_param
 from rpsim.sim.topology import build_topology
 
 
@@ -132,5 +132,5 @@ def context_of(sc: Scenario) -> FastContext:
         fwd_work=tuple(x.forward_transient_bytes for x in layers), inp=inp, inp_sum=Prefix(inp),
         params=Prefix([x.trainable_params for x in layers]), n_layers=len(layers), links=links_of(sc),
         cpu=cpu,
-        gpu_adam_s_per_param=GPU_ADAM_BYTES_PER_PARAM / sc.server.gpu.memory_bandwidth_bytes_per_s,
+        gpu_adam_s_per_param=gpu_step_s_per_param(sc.server.gpu),
         gpu_memory_bytes=sc.server.gpu.memory_bytes, host_memory_bytes=sc.server.host.dram_bytes)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from rpsim.costs import ModelCosts
 from rpsim.costs.cpu_optimizer import CpuOptimizerRates
+from rpsim.costs.roofline import elementwise_bytes_per_s
+from rpsim.specs.gpu import GPUSpec
 from rpsim.errors import PlanError
 from rpsim.ir import Action, Plan
 from rpsim.ir.action import COMPUTE_KINDS
@@ -14,10 +16,17 @@ from rpsim.ir.dataflow import saved_boundaries
 from rpsim.ir.jobs import stages_are_resident
 from rpsim.sim.host_issue import host_issue_s, is_compute
 
-# Fused Adam on the GPU is memory-bound: per parameter it reads and writes the fp32 master, m and v
-# (24 B), reads the fp16 gradient (2 B) and writes the fp16 weight (2 B): ~28 B / parameter
-# (NVIDIA apex FusedAdam; the same count as DeepSpeed's ZeRO-Offload analysis, Ren et al. 2021, Sec. 4).
-GPU_ADAM_BYTES_PER_PARAM = 28.0
+# A resident stage's optimizer step on its GPU, as rpexec runs it (rpexec/transfers.py `step`), is three
+# memory-bound passes per parameter: the fp16/bf16 gradient widened to fp32 (read 2 B, write 4), torch's
+# fused AdamW over the fp32 master, gradient, m and v (read 16, write 12), and the refreshed fp16/bf16
+# weight (read 4, write 2): 40 B, at the GPU's elementwise rate. (NVIDIA apex's FusedAdam fuses the three
+# into 28 B; with that count and the HBM peak rpsim predicted 3.9 ms for the 0.7B model's step on one
+# H200, which e03 measured at 9.6 ms; torch's profiler showed AdamW alone moving ~3.6 TB/s.)
+GPU_STEP_BYTES_PER_PARAM = 40.0
+
+
+def gpu_step_s_per_param(gpu: GPUSpec) -> float:
+    return GPU_STEP_BYTES_PER_PARAM / elementwise_bytes_per_s(gpu)
 
 
 @dataclass(frozen=True)
@@ -25,15 +34,16 @@ class CostContext:
     plan: Plan
     costs: ModelCosts
     cpu: CpuOptimizerRates
-    gpu_memory_bandwidth_bytes_per_s: float
+    gpu_step_s_per_param: float  # a resident stage's optimizer step on its GPU (gpu_step_s_per_param)
     stateless: bool
     staged: dict[tuple[int, int], int]  # (layer, iteration) -> gradients downloaded for its CPU STEP
     issue: tuple[tuple[float, float, float], ...] | None = None  # HostSpec.issue_s (rpsim.sim.host_issue)
 
     @classmethod
-    def of(cls, plan: Plan, costs: ModelCosts, cpu: CpuOptimizerRates, gpu_bw: float,
+    def of(cls, plan: Plan, costs: ModelCosts, cpu: CpuOptimizerRates, gpu_step_s_per_param: float,
            issue: tuple[tuple[float, float, float], ...] | None = None) -> CostContext:
-        return cls(plan, costs, cpu, gpu_bw, not stages_are_resident(plan), staged_gradients(plan), issue)
+        return cls(plan, costs, cpu, gpu_step_s_per_param, not stages_are_resident(plan), staged_gradients(plan),
+                   issue)
 
 
 def staged_gradients(plan: Plan) -> dict[tuple[int, int], int]:
@@ -72,7 +82,7 @@ def duration_s(ctx: CostContext, a: Action) -> float:
             return ctx.cpu.step_s(layers[a.chunk].trainable_params, ctx.staged.get((a.chunk, a.it), 1))
         lo, hi = _range(ctx, a)
         params = sum(x.trainable_params for x in layers[lo:hi])
-        return params * GPU_ADAM_BYTES_PER_PARAM / ctx.gpu_memory_bandwidth_bytes_per_s
+        return params * ctx.gpu_step_s_per_param
     if a.kind in ("FREE", "RECV"):
         return 0.0
     raise PlanError(f"{a} is a transfer; its time comes from the network model")

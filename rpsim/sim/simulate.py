@@ -9,7 +9,7 @@ from rpsim.ir import CPU, Plan
 from rpsim.ir.deps import dependency_graph
 from rpsim.metrics import summarize
 from rpsim.scenario import Scenario
-from rpsim.sim.action_costs import CostContext
+from rpsim.sim.action_costs import CostContext, gpu_step_s_per_param
 from rpsim.sim.engine import EngineInputs, run_engine
 from rpsim.sim.hop import hop_delay
 from rpsim.sim.memory import ALLOCATOR_OVERHEAD, MemoryTimeline, memory_timeline
@@ -28,7 +28,7 @@ class SimResult:
 
 def cost_context(plan: Plan, sc: Scenario) -> CostContext:
     rates = cpu_optimizer_rates(sc.server.host, sc.profile, sc.server.host_dram_bytes_per_s)
-    return CostContext.of(plan, sc.costs, rates, sc.server.gpu.memory_bandwidth_bytes_per_s,
+    return CostContext.of(plan, sc.costs, rates, gpu_step_s_per_param(sc.server.gpu),
                           sc.server.host.issue_s if plan.level == "pcie" else None)
 
 
