@@ -1,6 +1,8 @@
 """rpexec.host_arena: tensors carved from power-of-two slabs, so pinned memory costs what they hold."""
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -27,7 +29,7 @@ def test_carved_tensors_are_disjoint_aligned_and_hold_their_values(shapes, dtype
     for i, t in enumerate(tensors):  # nothing carved later overwrote an earlier tensor
         assert bool((t == i % 100).all())
     spans = sorted((t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for t in tensors)
-    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
+    assert all(end <= start for (_, end), (start, _) in pairwise(spans))
     carved = sum(t.numel() * t.element_size() for t in tensors)
     assert arena.carved_bytes == carved <= arena.reserved_bytes
 

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from rpsim.costs import ModelCosts
 from rpsim.costs.cpu_optimizer import CpuOptimizerRates
 from rpsim.costs.roofline import elementwise_bytes_per_s
-from rpsim.specs.gpu import GPUSpec
 from rpsim.errors import PlanError
 from rpsim.ir import Action, Plan
 from rpsim.ir.action import COMPUTE_KINDS
 from rpsim.ir.dataflow import saved_boundaries
 from rpsim.ir.jobs import stages_are_resident
 from rpsim.sim.host_issue import host_issue_s, is_compute
+from rpsim.specs.gpu import GPUSpec
 
 # A resident stage's optimizer step on its GPU, as rpexec runs it (rpexec/transfers.py `step`), is three
 # memory-bound passes per parameter: the fp16/bf16 gradient widened to fp32 (read 2 B, write 4), torch's
