@@ -55,47 +55,68 @@ class IncrementalRates:
         self._active: dict[Hashable, FlowLike] = {}  # in start order
         self._memo: RatesMemo = {}  # per component
         self._whole_memo: RatesMemo = {}  # per sequence of all active flows
+        # Memo keys are sequences of small ints, one per distinct (path, priority): cheap to hash.
+        self._kind_of: dict[tuple[tuple[str, ...], int], int] = {}
+        self._kind: dict[Hashable, int] = {}  # active flow -> its kind, in start order
+        # The tracked resources on each path met (in path order, repeats kept), and the summed ones.
+        self._path_tracked: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._path_summed: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._seq)
 
     def start(self, flow: FlowLike) -> None:
-        if flow.flow_id in self._seq:
-            raise ValueError(f"flow id {flow.flow_id!r} is already active")
-        self._seq[flow.flow_id] = self._next_seq
+        flow_id = flow.flow_id
+        if flow_id in self._seq:
+            raise ValueError(f"flow id {flow_id!r} is already active")
+        self._seq[flow_id] = self._next_seq
         self._next_seq += 1
         self._new.append(flow)
-        self._active[flow.flow_id] = flow
-        for resource in flow.path:
-            if resource in self._tracked:
-                self._on.setdefault(resource, {})[flow.flow_id] = flow
-                self._stale[resource] = None
+        self._active[flow_id] = flow
+        path = flow.path
+        kind_key = (path, flow.priority)
+        kind = self._kind_of.get(kind_key)
+        if kind is None:
+            kind = self._kind_of[kind_key] = len(self._kind_of)
+            self._path_tracked[path] = tuple(r for r in path if r in self._tracked)
+            self._path_summed[path] = tuple(r for r in path if r in self._summed)
+        self._kind[flow_id] = kind
+        on, stale = self._on, self._stale
+        for resource in self._path_tracked[path]:
+            crossing = on.get(resource)
+            if crossing is None:
+                on[resource] = {flow_id: flow}
+            else:
+                crossing[flow_id] = flow
+            stale[resource] = None
 
     def end(self, flow: FlowLike) -> None:
-        del self._seq[flow.flow_id]
-        del self._active[flow.flow_id]
-        rate = self._rate.pop(flow.flow_id, 0.0)
-        for resource in flow.path:
-            if resource in self._tracked:
-                crossing = self._on.get(resource)
-                if crossing is not None and crossing.pop(flow.flow_id, None) is not None and not crossing:
-                    del self._on[resource]
-                    if resource in self._summed:
-                        self._load[resource] = 0.0  # exact again: no drift survives an idle resource
-                elif resource in self._summed and crossing:
-                    self._load[resource] -= rate
-                self._stale[resource] = None
+        flow_id = flow.flow_id
+        del self._seq[flow_id]
+        del self._active[flow_id]
+        del self._kind[flow_id]
+        rate = self._rate.pop(flow_id, 0.0)
+        on, summed, load, stale = self._on, self._summed, self._load, self._stale
+        for resource in self._path_tracked[flow.path]:
+            crossing = on.get(resource)
+            if crossing is not None and crossing.pop(flow_id, None) is not None and not crossing:
+                del on[resource]
+                if resource in summed:
+                    load[resource] = 0.0  # exact again: no drift survives an idle resource
+            elif resource in summed and crossing:
+                load[resource] -= rate
+            stale[resource] = None
 
     def settle(self) -> list[tuple[FlowLike, float]]:
         """(flow, rate) for every active flow whose component changed since the last settle; the rates of
         all other active flows are what the previous settles gave them."""
         # Schedules repeat whole mixes of flows round after round (70-95% of the settles of an 8-GPU
         # RoundPipe run): the rates a settle gave one sequence of (path, priority) answer its repeats.
-        active = list(self._active.values())
-        key = tuple([(flow.path, flow.priority) for flow in active])
+        key = tuple(self._kind.values())
         known = self._whole_memo.get(key)
         if known is not None:
-            return self._take(active, known)
+            return self._take(known)
+        active = list(self._active.values())
         roots = list(self._stale)
         solved: dict[Hashable, tuple[FlowLike, float]] = {}
         while True:
@@ -113,25 +134,25 @@ class IncrementalRates:
         self._whole_memo[key] = [self._rate[flow.flow_id] for flow in active]
         return list(solved.values())
 
-    def _take(self, active: list[FlowLike], rates: list[float]) -> list[tuple[FlowLike, float]]:
-        """Adopt the full solution `rates` of `active`. A loose resource it saturates turns tight: no rate
-        may stay bound by a loose resource, since settles do not re-solve through one."""
-        updates = []
+    def _take(self, rates: list[float]) -> list[tuple[FlowLike, float]]:
+        """Adopt the full solution `rates` of the active flows (in start order). A loose resource it
+        saturates turns tight: no rate may stay bound by a loose resource, since settles do not re-solve
+        through one."""
+        old_rates, path_summed, load = self._rate, self._path_summed, self._load
+        old = list(map(old_rates.get, self._active))
+        updates = [(flow, rate) for flow, was, rate in zip(self._active.values(), old, rates) if was != rate]
         changed: dict[str, None] = {}
-        old_rates, summed, load = self._rate, self._summed, self._load
-        for flow, rate in zip(active, rates):
+        for flow, rate in updates:
             flow_id = flow.flow_id
-            old = old_rates.get(flow_id)
-            if old is None or old != rate:
-                change = rate - (old or 0.0)
-                if change:
-                    for resource in flow.path:
-                        if resource in summed:
-                            load[resource] += change
-                            changed[resource] = None
-                old_rates[flow_id] = rate
-                updates.append((flow, rate))
-        self._loose.difference_update([r for r in changed if r in self._loose and not self._below_margin(r)])
+            change = rate - old_rates.get(flow_id, 0.0)
+            if change:
+                for resource in path_summed[flow.path]:
+                    load[resource] += change
+                    changed[resource] = None
+            old_rates[flow_id] = rate
+        loose = self._loose
+        if changed:
+            loose.difference_update([r for r in changed if r in loose and not self._below_margin(r)])
         self._stale = {}
         self._new = []
         return updates
@@ -196,16 +217,22 @@ class IncrementalRates:
     def _solve(self, component: list[FlowLike], solved: dict[Hashable, tuple[FlowLike, float]]) -> None:
         # Schedules repeat the same mixes of flows round after round and the capacities never change:
         # the memo, keyed by the component's (path, priority) sequence, answers those repeats.
-        rates = allocate_on(component, self.links, self._memo)
-        old_rates, summed, load = self._rate, self._summed, self._load
-        for flow in component:
+        kind = self._kind
+        key = tuple([kind[flow.flow_id] for flow in component])
+        in_order = self._memo.get(key)
+        if in_order is None:
+            rates = allocate_on(component, self.links)
+            in_order = [rates[flow.flow_id] for flow in component]
+            if len(self._memo) >= MEMO_ENTRIES:
+                self._memo.clear()
+            self._memo[key] = in_order
+        old_rates, path_summed, load = self._rate, self._path_summed, self._load
+        for flow, rate in zip(component, in_order):
             flow_id = flow.flow_id
-            rate = rates[flow_id]
             change = rate - old_rates.get(flow_id, 0.0)
             if change:
-                for resource in flow.path:
-                    if resource in summed:
-                        load[resource] += change
+                for resource in path_summed[flow.path]:
+                    load[resource] += change
             old_rates[flow_id] = rate
             solved[flow_id] = (flow, rate)
 

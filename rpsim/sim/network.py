@@ -1,13 +1,17 @@
 """`FlowNetwork`: byte transfers over shared links as a fluid simulation inside a SimPy environment.
 
-Between events every active flow moves at the rate max-min sharing gives it. Each arrival or completion
-advances all flows, recomputes the rates of the flows it can affect (`IncrementalRates`) and schedules
-one wake-up at the earliest completion; older wake-ups carry an older generation number and are ignored. Owns link-utilisation counters too.
+Between events every active flow moves at the rate max-min sharing gives it. Each flow keeps its own
+clock: the bytes it had left when its rate last changed, and when that was; its projected finish time
+sits in a heap. An arrival or a completion recomputes the rates of the flows it can affect
+(`IncrementalRates`), moves the clocks of those whose rate changed, and schedules one wake-up at the
+earliest projected finish; older wake-ups carry an older generation number and are ignored. Nothing
+walks all active flows per event. Owns link-utilisation counters too, kept the same lazy way.
 """
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import simpy
@@ -16,8 +20,8 @@ from rpsim.errors import SpecError, choices_message
 from rpsim.sim.incremental_sharing import IncrementalRates
 from rpsim.sim.sharing import DuplexPair, Links
 
-# Float drift: remaining bytes are decremented by rate * elapsed many times, so a flow can end a few ulps
-# short of zero. Below either bound it is done (1e-3 bytes is far below any real transfer).
+# Float rounding: a flow's bytes left are projected from its last rate change, so at its wake-up it can
+# be a few ulps short of zero. Below either bound it is done (1e-3 bytes is far below any real transfer).
 _DONE_FRACTION = 1e-9
 _DONE_BYTES = 1e-3
 
@@ -28,9 +32,13 @@ class _LiveFlow:
     path: tuple[str, ...]
     priority: int
     n_bytes: float
-    remaining_bytes: float
-    done: simpy.Event
+    done: Callable[[], None]  # called once, when the last byte has crossed
+    left_bytes: float = 0.0  # at since_s
+    since_s: float = 0.0  # when the rate last changed (or the flow started)
     rate_bytes_per_s: float = 0.0
+    finish_s: float = math.inf  # projected: since_s + left_bytes / rate (inf while starved)
+    version: int = 0  # bumped at each rate change: older heap entries are stale
+    seq: int = -1  # start order
 
 
 class FlowNetwork:
@@ -55,18 +63,19 @@ class FlowNetwork:
         _check_network(self.capacity_bytes_per_s, self.duplex_pairs, duplex_factor)
         self.bytes_through: dict[str, float] = dict.fromkeys(self.capacity_bytes_per_s, 0.0)
         self.busy_s: dict[str, float] = dict.fromkeys(self.capacity_bytes_per_s, 0.0)  # >= 1 active flow
+        self._completed_bytes: dict[str, float] = dict.fromkeys(self.capacity_bytes_per_s, 0.0)
         self.n_completed = 0
         self._flows: dict[int, _LiveFlow] = {}  # insertion order = start order
         self._n_active_on: dict[str, int] = {}  # resources with no active flow are absent
+        self._busy_since_s: dict[str, float] = {}  # for each resource in _n_active_on
         self._next_flow_id = 0
+        self._next_seq = 0
         self._generation = 0
+        self._wake_s = math.inf  # the pending wake-up of the current generation
         self._settle_pending = False
-        self._last_update_s = env.now
+        self._finishing: list[tuple[float, int, int, _LiveFlow]] = []  # (finish_s, seq, version, flow)
         self._rates = IncrementalRates(Links.of(self.capacity_bytes_per_s, self.duplex_pairs, duplex_factor))
         self._known_paths: set[tuple[str, ...]] = set()
-        # (now, generation) of the last completion check, and flows started since: until time or rates
-        # move, the flows checked then cannot have become done, so a second check looks at new ones only.
-        self._checked_at: tuple[float, int] | None = None
         self._started_since: list[_LiveFlow] = []
 
     @property
@@ -81,15 +90,12 @@ class FlowNetwork:
         Priority 0 is the most urgent class. Zero bytes or an empty path take the latency only.
         """
         path = tuple(path)
-        self._check_transfer(path, n_bytes, latency_s)
         if n_bytes == 0 or not path:
+            self._check_transfer(path, n_bytes, latency_s)
             return self.env.timeout(latency_s)
-        flow = self._new_flow(path, n_bytes, priority)
-        if latency_s > 0:
-            self.env.timeout(latency_s).callbacks.append(lambda _event: self._start(flow))  # type: ignore[union-attr]
-        else:
-            self._start(flow)
-        return flow.done
+        done = self.env.event()
+        self.start_flows([path], n_bytes, priority, latency_s, lambda: done.succeed())
+        return done
 
     def transfers(self, paths: Sequence[tuple[str, ...]], n_bytes: float, priority: int = 1,
                   latency_s: float = 0.0) -> list[simpy.Event]:
@@ -99,32 +105,73 @@ class FlowNetwork:
         tuples = [tuple(path) for path in paths]
         if n_bytes == 0 or not all(tuples) or latency_s <= 0:
             return [self.transfer(path, n_bytes, priority, latency_s) for path in tuples]
-        for path in tuples:
+        events = [self.env.event() for _ in tuples]
+        for path, event in zip(tuples, events):
             self._check_transfer(path, n_bytes, latency_s)
-        flows = [self._new_flow(path, n_bytes, priority) for path in tuples]
+        flows = [self._new_flow(path, n_bytes, priority, event.succeed) for path, event in zip(tuples, events)]
         self.env.timeout(latency_s).callbacks.append(lambda _event: self._start_all(flows))  # type: ignore[union-attr]
-        return [flow.done for flow in flows]
+        return events
 
-    def _new_flow(self, path: tuple[str, ...], n_bytes: float, priority: int) -> _LiveFlow:
-        flow = _LiveFlow(self._next_flow_id, path, priority, n_bytes, n_bytes, self.env.event())
+    def start_flows(self, paths: Sequence[tuple[str, ...]], n_bytes: float, priority: int, latency_s: float,
+                    done: Callable[[], None]) -> None:
+        """One flow of `n_bytes` on each of `paths`, all started after `latency_s` (one timer); `done()` is
+        called when the last of them has finished, or after the latency when there is nothing to move.
+        The callback form of `transfers`: no SimPy event per flow."""
+        for path in paths:
+            self._check_transfer(path, n_bytes, latency_s)
+        if n_bytes == 0 or not all(paths):
+            self.env.timeout(latency_s).callbacks.append(lambda _event: done())  # type: ignore[union-attr]
+            return
+        if len(paths) == 1:
+            flows = [self._new_flow(paths[0], n_bytes, priority, done)]
+        else:
+            left = [len(paths)]
+
+            def arrive() -> None:
+                left[0] -= 1
+                if not left[0]:
+                    done()
+
+            flows = [self._new_flow(path, n_bytes, priority, arrive) for path in paths]
+        if latency_s > 0:
+            self.env.timeout(latency_s).callbacks.append(lambda _event: self._start_all(flows))  # type: ignore[union-attr]
+        else:
+            self._start_all(flows)
+
+    def _new_flow(self, path: tuple[str, ...], n_bytes: float, priority: int, done: Callable[[], None]) -> _LiveFlow:
+        flow = _LiveFlow(self._next_flow_id, path, priority, n_bytes, done, n_bytes)
         self._next_flow_id += 1
         return flow
 
     def sync_metrics(self) -> None:
-        """Bring `bytes_through` and `busy_s` up to env.now (they otherwise move only at flow events)."""
-        self._advance()
+        """Bring `bytes_through` and `busy_s` up to env.now (they otherwise move only when a flow ends:
+        `bytes_through` counts a flow's bytes once it is done, so totals are exact sums of flow sizes)."""
+        now_s = self.env.now
+        bytes_through = self.bytes_through
+        bytes_through.update(self._completed_bytes)
+        for flow in self._flows.values():
+            moved_bytes = flow.n_bytes - _left_at(flow, now_s)
+            for resource in flow.path:
+                bytes_through[resource] += moved_bytes
+        for resource, since_s in self._busy_since_s.items():
+            self.busy_s[resource] += now_s - since_s
+            self._busy_since_s[resource] = now_s
 
     def _start_all(self, flows: list[_LiveFlow]) -> None:
+        now_s = self.env.now
+        n_active_on, busy_since_s = self._n_active_on, self._busy_since_s
         for flow in flows:
-            self._start(flow)
-
-    def _start(self, flow: _LiveFlow) -> None:
-        self._advance()  # elapsed time belongs to the flows already running
-        self._flows[flow.flow_id] = flow
-        self._started_since.append(flow)
-        self._rates.start(flow)
-        for resource in flow.path:
-            self._n_active_on[resource] = self._n_active_on.get(resource, 0) + 1
+            flow.since_s = now_s
+            flow.seq = self._next_seq
+            self._next_seq += 1
+            self._flows[flow.flow_id] = flow
+            self._started_since.append(flow)
+            self._rates.start(flow)
+            for resource in flow.path:
+                n = n_active_on.get(resource, 0)
+                n_active_on[resource] = n + 1
+                if not n:
+                    busy_since_s[resource] = now_s
         self._request_settle()
 
     def _request_settle(self) -> None:
@@ -136,68 +183,97 @@ class FlowNetwork:
 
     def _settle(self, _event: simpy.Event) -> None:
         self._settle_pending = False
-        self._advance()
         self._complete_finished()
         self._reallocate()
 
     def _on_wake(self, event: simpy.Event) -> None:
         if event.value != self._generation:
             return  # rates changed after this wake-up was scheduled
-        self._advance()
-        self._complete_finished()
-        self._request_settle()
+        self._wake_s = math.inf
+        if self._complete_finished():
+            self._request_settle()
+        else:
+            self._schedule_wake()  # woken a few ulps early: wait for the rest
 
-    def _advance(self) -> None:
+    def _complete_finished(self) -> int:
+        """Complete the flows done at env.now, in start order; how many."""
         now_s = self.env.now
-        elapsed_s = now_s - self._last_update_s
-        if elapsed_s <= 0:
-            return
-        self._last_update_s = now_s
-        bytes_through = self.bytes_through
-        for flow in self._flows.values():
-            rate = flow.rate_bytes_per_s
-            if rate > 0:  # starved flows (rate 0) move nothing
-                moved_bytes = min(rate * elapsed_s, flow.remaining_bytes)
-                if moved_bytes > 0:
-                    flow.remaining_bytes -= moved_bytes
-                    for resource in flow.path:
-                        bytes_through[resource] += moved_bytes
-        busy_s = self.busy_s
-        for resource in self._n_active_on:
-            busy_s[resource] += elapsed_s
-
-    def _complete_finished(self) -> None:
-        now_s = self.env.now
-        checked_at, self._checked_at = self._checked_at, (now_s, self._generation)
-        # New flows sit at the end of _flows (start order), so either way `finished` is in start order.
-        candidates = self._started_since if checked_at == self._checked_at else self._flows.values()
-        finished = [flow for flow in candidates if _is_done(flow, now_s)]
+        finished = [flow for flow in self._started_since if flow.n_bytes <= _DONE_BYTES]
         self._started_since = []
+        heap = self._finishing
+        while heap:
+            finish_s, _seq, version, flow = heap[0]
+            if version != flow.version:
+                heapq.heappop(heap)
+                continue
+            if finish_s > now_s and not _is_done(flow, now_s):
+                break
+            heapq.heappop(heap)
+            finished.append(flow)
+        if len(finished) > 1:
+            finished.sort(key=_start_order)
         for flow in finished:
-            del self._flows[flow.flow_id]
-            self._rates.end(flow)
-            for resource in flow.path:
-                self.bytes_through[resource] += flow.remaining_bytes  # the drift residual, so totals are exact
-                self._n_active_on[resource] -= 1
-                if not self._n_active_on[resource]:
-                    del self._n_active_on[resource]
-            flow.remaining_bytes = 0.0
+            self._end(flow, now_s)
+        for flow in finished:
             self.n_completed += 1
-            flow.done.succeed()
+            flow.done()
+        return len(finished)
+
+    def _end(self, flow: _LiveFlow, now_s: float) -> None:
+        del self._flows[flow.flow_id]
+        self._rates.end(flow)
+        flow.version += 1  # any heap entry left is stale
+        flow.left_bytes, flow.since_s = 0.0, now_s
+        n_bytes = flow.n_bytes
+        completed_bytes, bytes_through, n_active_on = self._completed_bytes, self.bytes_through, self._n_active_on
+        for resource in flow.path:
+            completed_bytes[resource] += n_bytes
+            bytes_through[resource] += n_bytes
+            n = n_active_on[resource] - 1
+            if n:
+                n_active_on[resource] = n
+            else:
+                del n_active_on[resource]
+                self.busy_s[resource] += now_s - self._busy_since_s.pop(resource)
 
     def _reallocate(self) -> None:
         self._generation += 1
+        self._wake_s = math.inf
         if not self._flows:
             return  # what the tracker marked stale has no flow left: its next settle finds nothing there
+        now_s = self.env.now
+        heap = self._finishing
+        push = heapq.heappush
         for flow, rate in self._rates.settle():
+            old_rate = flow.rate_bytes_per_s  # type: ignore[attr-defined]
+            if rate == old_rate:
+                continue
+            # Restart the flow's clock: what it moved at the old rate since its last change is gone.
+            left_bytes = flow.left_bytes - old_rate * (now_s - flow.since_s)  # type: ignore[attr-defined]
+            flow.left_bytes = left_bytes = left_bytes if left_bytes > 0.0 else 0.0  # type: ignore[attr-defined]
+            flow.since_s = now_s  # type: ignore[attr-defined]
             flow.rate_bytes_per_s = rate  # type: ignore[attr-defined]
-        next_s = math.inf
-        for flow in self._flows.values():
-            rate = flow.rate_bytes_per_s
+            flow.version += 1  # type: ignore[attr-defined]
             if rate > 0:
-                next_s = min(next_s, flow.remaining_bytes / rate)
-        if next_s < math.inf:  # else every flow is starved, which positive capacities rule out
-            self.env.timeout(next_s, value=self._generation).callbacks.append(self._on_wake)
+                flow.finish_s = finish_s = now_s + left_bytes / rate  # type: ignore[attr-defined]
+                push(heap, (finish_s, flow.seq, flow.version, flow))  # type: ignore[attr-defined]
+            else:
+                flow.finish_s = math.inf  # type: ignore[attr-defined]
+        self._schedule_wake()
+
+    def _schedule_wake(self) -> None:
+        heap = self._finishing
+        while heap and heap[0][2] != heap[0][3].version:
+            heapq.heappop(heap)
+        if not heap:
+            return  # every flow is starved, which positive capacities rule out
+        finish_s = heap[0][0]
+        if finish_s == self._wake_s:
+            return
+        self._generation += 1
+        self._wake_s = finish_s
+        now_s = self.env.now
+        self.env.timeout(max(finish_s - now_s, 0.0), value=self._generation).callbacks.append(self._on_wake)
 
     def _check_transfer(self, path: tuple[str, ...], n_bytes: float, latency_s: float) -> None:
         if path not in self._known_paths:  # a simulation reuses a few dozen paths thousands of times
@@ -211,13 +287,27 @@ class FlowNetwork:
             raise SpecError(f"latency_s must be finite and >= 0, got {latency_s!r}")
 
 
+def _start_order(flow: _LiveFlow) -> int:
+    return flow.seq
+
+
+def _left_at(flow: _LiveFlow, now_s: float) -> float:
+    """The bytes `flow`'s clock projects as left at `now_s` (>= 0)."""
+    elapsed_s = now_s - flow.since_s
+    left_bytes = flow.left_bytes - flow.rate_bytes_per_s * elapsed_s if elapsed_s > 0 else flow.left_bytes
+    return left_bytes if left_bytes > 0.0 else 0.0
+
+
 def _is_done(flow: _LiveFlow, now_s: float) -> bool:
-    left_bytes = flow.remaining_bytes
+    """Done at `now_s` within float rounding: the bytes its clock projects as left are below either bound,
+    or a finish time the clock cannot tell from now (it would wake us at now forever)."""
+    rate = flow.rate_bytes_per_s
+    if rate <= 0:
+        return False
+    left_bytes = _left_at(flow, now_s)
     if left_bytes <= _DONE_BYTES or left_bytes <= _DONE_FRACTION * flow.n_bytes:
         return True
-    # A finish time the clock cannot tell from now would wake us at now forever.
-    rate = flow.rate_bytes_per_s
-    return rate > 0 and now_s + left_bytes / rate <= now_s
+    return now_s + left_bytes / rate <= now_s
 
 
 def _check_network(capacity_bytes_per_s: dict[str, float], duplex_pairs: tuple[DuplexPair, ...],
