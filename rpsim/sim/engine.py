@@ -99,32 +99,32 @@ def _lane(env: simpy.Environment, inp: EngineInputs, net: FlowNetwork | None, gp
             if hop_s and edge.get("hop"):
                 hops.append(p)
         if waits:
-            yield _all_of(env, waits)
+            yield waits[0] if len(waits) == 1 else _all_of(env, waits)
         if hops:
             ready = max(timed[p][1] + hop_s for p in hops)
             if ready > env.now:
                 yield env.timeout(ready - env.now)
         start = env.now
-        n_bytes = 0.0
-        # Durations and bytes depend on these fields only; microbatches and iterations repeat them.
+        # Durations, bytes and host issue times depend on these fields only; microbatches and iterations
+        # repeat them.
         shape = (a.kind, a.stage, a.phase, a.chunk)
-        if a.kind in MOVING_KINDS:
-            if net is not None:
-                known = cost.get(shape)
-                n_bytes = known if known is not None else cost.setdefault(shape, transfer_bytes(inp.costs, a))
-                yield _transfer(env, inp.topology, net, gpu, a, n_bytes)  # type: ignore[arg-type]
-        elif net is not None and a.kind == "STEP" and a.chunk is not None:
+        how = cost.get(shape)
+        if how is None:
+            how = cost[shape] = _cost_of(inp, net, a)
+        n_bytes = 0.0
+        if how[0] == "move":
+            n_bytes = how[1]
+            yield _transfer(env, inp.topology, net, gpu, a, n_bytes)  # type: ignore[arg-type]
+        elif how[0] == "host_step":
             # The host optimizer: its phases stream the layer's state through DRAM beside the DMA copies.
-            for phase_bytes, paths in zip(host_step_bytes(inp.costs, a), inp.topology.optimizer_paths):  # type: ignore[union-attr]
-                share = phase_bytes / len(paths)
-                yield _all_of(env, net.transfers(paths, share, OPTIMIZER_PRIORITY))
+            for share, paths in how[1]:
+                done = env.event()
+                net.start_flows(paths, share, OPTIMIZER_PRIORITY, 0.0, done.succeed)  # type: ignore[union-attr]
+                yield done
         else:
-            d = cost.get(shape)
-            if d is None:
-                d = cost[shape] = duration_s(inp.costs, a)
-            issue = action_issue_s(inp.costs, a) if net is not None else None
+            _, d, issue = how
             if issue is not None:  # done when both the device and the host issuing its kernels are
-                yield _all_of(env, [env.timeout(d), env.process(_issue(env, net, *issue))])  # type: ignore[arg-type]
+                yield _issued(env, net, d, *issue)  # type: ignore[arg-type]
             elif d > 0:
                 yield env.timeout(d)
         timed[node] = (start, env.now)
@@ -137,12 +137,42 @@ def _lane(env: simpy.Environment, inp: EngineInputs, net: FlowNetwork | None, gp
             steady.finished(a, lane, env.now)
 
 
-def _issue(env: simpy.Environment, net: FlowNetwork, interpreter_s: float, engine_s: float):
-    """The host side of a compute action: its Python part on the shared interpreter, then the rest."""
+def _cost_of(inp: EngineInputs, net: FlowNetwork | None, a: Action) -> tuple:
+    """("move", bytes) for a transfer, ("host_step", ((share bytes, paths), ...)) for a host optimizer
+    step at the pcie level, ("hold", seconds, host issue or None) for the rest; transfers below the pcie
+    level hold nothing."""
+    if a.kind in MOVING_KINDS:
+        return ("move", transfer_bytes(inp.costs, a)) if net is not None else ("hold", 0.0, None)
+    if net is not None and a.kind == "STEP" and a.chunk is not None:
+        phases = zip(host_step_bytes(inp.costs, a), inp.topology.optimizer_paths)  # type: ignore[union-attr]
+        return ("host_step", tuple((phase_bytes / len(paths), paths) for phase_bytes, paths in phases))
+    return ("hold", duration_s(inp.costs, a), action_issue_s(inp.costs, a) if net is not None else None)
+
+
+def _issued(env: simpy.Environment, net: FlowNetwork, device_s: float, interpreter_s: float,
+            engine_s: float) -> simpy.Event:
+    """The event of a compute action that ends when both its device time and its host side are over: the
+    host side is its Python part on the shared interpreter, then the rest (rpsim.sim.host_issue)."""
+    joined = env.event()
+    left = [2]
+
+    def arrive(_event: simpy.Event | None = None) -> None:
+        left[0] -= 1
+        if not left[0]:
+            joined.succeed()
+
+    def engine_part() -> None:
+        if engine_s > 0:
+            env.timeout(engine_s).callbacks.append(arrive)  # type: ignore[union-attr]
+        else:
+            arrive()
+
+    env.timeout(device_s).callbacks.append(arrive)  # type: ignore[union-attr]
     if interpreter_s > 0:
-        yield net.transfer((INTERPRETER,), interpreter_s, ISSUE_PRIORITY)
-    if engine_s > 0:
-        yield env.timeout(engine_s)
+        net.start_flows(((INTERPRETER,),), interpreter_s, ISSUE_PRIORITY, 0.0, engine_part)
+    else:
+        engine_part()
+    return joined
 
 
 def _all_of(env: simpy.Environment, events: list[simpy.Event]) -> simpy.Event:
@@ -167,7 +197,9 @@ def _transfer(env: simpy.Environment, topo: Topology, net: FlowNetwork, gpu: int
     """The event that succeeds when transfer `a` has moved its bytes."""
     priority = TRANSFER_PRIORITY[a.kind]
     paths = topo.paths_of(gpu, a.kind, a.peer)
+    done = env.event()
     if a.kind == "SEND":
-        return net.transfer(paths[0], n_bytes, priority, topo.latency_s)
-    share = n_bytes / len(paths)  # host buffers interleaved over sockets: one flow per socket
-    return _all_of(env, net.transfers(paths, share, priority, topo.latency_s))
+        net.start_flows(paths[:1], n_bytes, priority, topo.latency_s, done.succeed)
+    else:  # host buffers interleaved over sockets: one flow per socket
+        net.start_flows(paths, n_bytes / len(paths), priority, topo.latency_s, done.succeed)
+    return done

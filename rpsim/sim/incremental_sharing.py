@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable
+from itertools import compress
+from operator import ne
 
 from rpsim.sim.sharing import MEMO_ENTRIES, FlowLike, Links, RatesMemo, allocate_on
 
@@ -46,6 +48,8 @@ class IncrementalRates:
         self._summed = {r for r in self._tracked if r not in links.partners}  # finite, no duplex partner
         self._loose = set(self._summed)  # all of them start loose
         self._load: dict[str, float] = dict.fromkeys(self._summed, 0.0)  # running sum of rates on each
+        # Loads at or below these are below the margin by more than a running sum can drift.
+        self._clear_limit = {r: capacity[r] * (1.0 - LOOSE_MARGIN) * (1.0 - RESUM_BAND) for r in self._summed}
         self._seq: dict[Hashable, int] = {}  # active flow -> its start number
         self._rate: dict[Hashable, float] = {}  # active flow -> its current rate, once settled
         self._next_seq = 0
@@ -139,8 +143,8 @@ class IncrementalRates:
         saturates turns tight: no rate may stay bound by a loose resource, since settles do not re-solve
         through one."""
         old_rates, path_summed, load = self._rate, self._path_summed, self._load
-        old = list(map(old_rates.get, self._active))
-        updates = [(flow, rate) for flow, was, rate in zip(self._active.values(), old, rates) if was != rate]
+        differs = list(map(ne, map(old_rates.get, self._active), rates))  # in C: most rates repeat
+        updates = list(zip(compress(self._active.values(), differs), compress(rates, differs)))
         changed: dict[str, None] = {}
         for flow, rate in updates:
             flow_id = flow.flow_id
@@ -152,7 +156,9 @@ class IncrementalRates:
             old_rates[flow_id] = rate
         loose = self._loose
         if changed:
-            loose.difference_update([r for r in changed if r in loose and not self._below_margin(r)])
+            clear_limit = self._clear_limit
+            loose.difference_update([r for r in changed if r in loose and load[r] > clear_limit[r]
+                                     and not self._below_margin(r)])
         self._stale = {}
         self._new = []
         return updates
@@ -179,10 +185,11 @@ class IncrementalRates:
                     if hop in self._loose:
                         touched_loose[hop] = None
                 self._solve([flow], solved)
-        failed = [r for r in touched_loose if not self._below_margin(r)]
+        load, clear_limit = self._load, self._clear_limit
+        failed = [r for r in touched_loose if load[r] > clear_limit[r] and not self._below_margin(r)]
         # Staying tight is always exact, so relaxing needs only the running load (a tight resource sits at
         # capacity, where an exact re-sum would run on every settle).
-        relaxable = [r for r in touched_tight if r in self._summed and self._clearly_below_margin(r)]
+        relaxable = [r for r in touched_tight if r in clear_limit and load[r] <= clear_limit[r]]
         return failed, relaxable
 
     def _component(self, root: str, seen_resources: set[str], seen_flows: set[Hashable],
@@ -236,14 +243,9 @@ class IncrementalRates:
             old_rates[flow_id] = rate
             solved[flow_id] = (flow, rate)
 
-    def _clearly_below_margin(self, resource: str) -> bool:
-        """Below the margin by more than a running sum can drift."""
-        limit = self.links.capacity_bytes_per_s[resource] * (1.0 - LOOSE_MARGIN)
-        return self._load[resource] <= limit * (1.0 - RESUM_BAND)
-
     def _below_margin(self, resource: str) -> bool:
         """Whether the flows on a resource without a duplex partner leave it safely unsaturated."""
-        if self._clearly_below_margin(resource):
+        if self._load[resource] <= self._clear_limit[resource]:  # below by more than a running sum drifts
             return True
         limit = self.links.capacity_bytes_per_s[resource] * (1.0 - LOOSE_MARGIN)
         rate = self._rate

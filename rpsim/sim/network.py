@@ -119,7 +119,9 @@ class FlowNetwork:
         The callback form of `transfers`: no SimPy event per flow."""
         for path in paths:
             self._check_transfer(path, n_bytes, latency_s)
-        if n_bytes == 0 or not all(paths):
+        if n_bytes > 0 and not all(paths):  # an empty path takes the latency only: the others end later
+            paths = [path for path in paths if path]
+        if n_bytes == 0 or not paths:
             self.env.timeout(latency_s).callbacks.append(lambda _event: done())  # type: ignore[union-attr]
             return
         if len(paths) == 1:
