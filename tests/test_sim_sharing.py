@@ -4,10 +4,11 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rpsim.errors import SpecError
+from rpsim.sim import sharing
 from rpsim.sim.sharing import Flow, allocate_rates
 
 GB = 1e9
@@ -168,3 +169,33 @@ def test_every_flow_has_a_bottleneck(scenario):
                     for g in flows if r in g.path and g.priority == flow.priority)
             for r in flow.path
         ), (flow, rates)
+
+
+@st.composite
+def big_classes(draw):
+    """One class over many resources (as many-socket servers make): a few shared hubs with repeated
+    capacities (ties between fair shares), inf ones, paths of 1-4 resources, repeats allowed."""
+    n_resources = draw(st.integers(1, 60))
+    levels = draw(st.lists(st.sampled_from([1e9, 2e9, 2.5e9, 3e9, 7e9, 1e10, math.inf]), min_size=1, max_size=4))
+    capacity = {f"r{k}": draw(st.sampled_from(levels)) if draw(st.booleans()) else draw(st.floats(1e8, 1e11))
+                for k in range(n_resources)}
+    names = list(capacity)
+    paths = st.lists(st.sampled_from(names), min_size=1, max_size=4).map(tuple)
+    flows = [Flow(i, draw(paths), 1) for i in range(draw(st.integers(1, 120)))]
+    return flows, capacity
+
+
+@settings(max_examples=200, deadline=None)
+@given(big_classes())
+def test_heap_filling_picks_the_scans_bottlenecks_to_the_same_floats(scenario):
+    # Both bottleneck searches must give identical floats (==), not merely close ones: figures depend on it.
+    flows, capacity = scenario
+    original = sharing.HEAP_FILL_RESOURCES
+    try:
+        sharing.HEAP_FILL_RESOURCES = 10**9  # always scan
+        scanned = allocate_rates(flows, capacity)
+        sharing.HEAP_FILL_RESOURCES = 1  # always the heap
+        heaped = allocate_rates(flows, capacity)
+    finally:
+        sharing.HEAP_FILL_RESOURCES = original
+    assert heaped == scanned

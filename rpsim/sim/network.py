@@ -61,9 +61,9 @@ class FlowNetwork:
         self.duplex_pairs = tuple(duplex_pairs)
         self.duplex_factor = duplex_factor
         _check_network(self.capacity_bytes_per_s, self.duplex_pairs, duplex_factor)
-        self.bytes_through: dict[str, float] = dict.fromkeys(self.capacity_bytes_per_s, 0.0)
         self.busy_s: dict[str, float] = dict.fromkeys(self.capacity_bytes_per_s, 0.0)  # >= 1 active flow
-        self._completed_bytes: dict[str, float] = dict.fromkeys(self.capacity_bytes_per_s, 0.0)
+        self._completed_bytes: dict[tuple[str, ...], float] = {}  # bytes of the finished flows, per path
+        self._synced_s = env.now  # bytes_through counts the active flows' bytes up to here
         self.n_completed = 0
         self._flows: dict[int, _LiveFlow] = {}  # insertion order = start order
         self._n_active_on: dict[str, int] = {}  # resources with no active flow are absent
@@ -76,7 +76,22 @@ class FlowNetwork:
         self._finishing: list[tuple[float, int, int, _LiveFlow]] = []  # (finish_s, seq, version, flow)
         self._rates = IncrementalRates(Links.of(self.capacity_bytes_per_s, self.duplex_pairs, duplex_factor))
         self._known_paths: set[tuple[str, ...]] = set()
+        self._known_path_sets: set[tuple[tuple[str, ...], ...]] = set()
         self._started_since: list[_LiveFlow] = []
+
+    @property
+    def bytes_through(self) -> dict[str, float]:
+        """Bytes that crossed each resource: every finished flow's, and what the active flows moved up to
+        the last `sync_metrics` (a flow's bytes are summed once it is done, so totals are exact sums)."""
+        through = dict.fromkeys(self.capacity_bytes_per_s, 0.0)
+        for path, n_bytes in self._completed_bytes.items():
+            for resource in path:
+                through[resource] += n_bytes
+        for flow in self._flows.values():
+            moved_bytes = flow.n_bytes - _left_at(flow, self._synced_s)
+            for resource in flow.path:
+                through[resource] += moved_bytes
+        return through
 
     @property
     def active_flows(self) -> int:
@@ -117,8 +132,14 @@ class FlowNetwork:
         """One flow of `n_bytes` on each of `paths`, all started after `latency_s` (one timer); `done()` is
         called when the last of them has finished, or after the latency when there is nothing to move.
         The callback form of `transfers`: no SimPy event per flow."""
-        for path in paths:
-            self._check_transfer(path, n_bytes, latency_s)
+        if not isinstance(paths, tuple):
+            paths = tuple(paths)
+        if paths not in self._known_path_sets:  # the topology hands out a few dozen tuples of paths
+            for path in paths:
+                self._check_transfer(path, n_bytes, latency_s)
+            self._known_path_sets.add(paths)
+        elif not (0 <= n_bytes < math.inf and 0 <= latency_s < math.inf):
+            self._check_transfer(paths[0], n_bytes, latency_s)
         if n_bytes > 0 and not all(paths):  # an empty path takes the latency only: the others end later
             paths = [path for path in paths if path]
         if n_bytes == 0 or not paths:
@@ -146,15 +167,8 @@ class FlowNetwork:
         return flow
 
     def sync_metrics(self) -> None:
-        """Bring `bytes_through` and `busy_s` up to env.now (they otherwise move only when a flow ends:
-        `bytes_through` counts a flow's bytes once it is done, so totals are exact sums of flow sizes)."""
-        now_s = self.env.now
-        bytes_through = self.bytes_through
-        bytes_through.update(self._completed_bytes)
-        for flow in self._flows.values():
-            moved_bytes = flow.n_bytes - _left_at(flow, now_s)
-            for resource in flow.path:
-                bytes_through[resource] += moved_bytes
+        """Bring `bytes_through` and `busy_s` up to env.now (they otherwise move only when a flow ends)."""
+        now_s = self._synced_s = self.env.now
         for resource, since_s in self._busy_since_s.items():
             self.busy_s[resource] += now_s - since_s
             self._busy_since_s[resource] = now_s
@@ -226,11 +240,11 @@ class FlowNetwork:
         self._rates.end(flow)
         flow.version += 1  # any heap entry left is stale
         flow.left_bytes, flow.since_s = 0.0, now_s
-        n_bytes = flow.n_bytes
-        completed_bytes, bytes_through, n_active_on = self._completed_bytes, self.bytes_through, self._n_active_on
-        for resource in flow.path:
-            completed_bytes[resource] += n_bytes
-            bytes_through[resource] += n_bytes
+        path = flow.path
+        completed_bytes = self._completed_bytes
+        completed_bytes[path] = completed_bytes.get(path, 0.0) + flow.n_bytes
+        n_active_on = self._n_active_on
+        for resource in path:
             n = n_active_on[resource] - 1
             if n:
                 n_active_on[resource] = n

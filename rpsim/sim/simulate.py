@@ -52,8 +52,8 @@ def simulate(plan: Plan, sc: Scenario, stop_at_steady: bool = True) -> SimResult
     makespan_s = trace.makespan_s  # once: it scans every event
     if net is not None and makespan_s > 0:
         net.sync_metrics()
-        util = {r: net.bytes_through[r] / (cap * makespan_s)
-                for r, cap in net.capacity_bytes_per_s.items() if net.bytes_through[r] > 0}
+        through = net.bytes_through  # computed on each read
+        util = {r: through[r] / (cap * makespan_s) for r, cap in net.capacity_bytes_per_s.items() if through[r] > 0}
     metrics = summarize(plan, trace, sc, peak_gpu, mem.peak_bytes(CPU), util, planned_iters)
     # The live tensor bytes alone: what torch.cuda.max_memory_allocated reports for the same run, and what
     # rpexec's measured traces hold as their peak_gpu_mem_bytes.
