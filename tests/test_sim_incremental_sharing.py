@@ -57,18 +57,30 @@ def test_incremental_rates_equal_a_full_solve(caps, raw_pairs, duplex_factor, sc
             break
 
 
-def test_a_flow_far_away_is_not_recomputed():
+def test_a_flow_far_away_is_not_recomputed(monkeypatch):
+    from rpsim.sim import incremental_sharing
+    solved: list[list[int]] = []
+    original = incremental_sharing.allocate_on
+
+    def recording(flows, *args):
+        solved.append(sorted(flow.flow_id for flow in flows))
+        return original(flows, *args)
+
+    monkeypatch.setattr(incremental_sharing, "allocate_on", recording)
     links = Links.of({"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0, "big": math.inf}, [("a", "b")])
     tracker = IncrementalRates(links)
     for flow in [Flow(0, ("a", "big")), Flow(1, ("c", "big")), Flow(2, ("d",))]:
         tracker.start(flow)
     assert {f.flow_id: r for f, r in tracker.settle()} == {0: 1.0, 1: 1.0, 2: 1.0}
     # A flow on b slows a (its duplex partner, factor 1 here: same rate, but recomputed); c and d are
-    # untouched, and the inf resource "big" couples nothing.
+    # untouched, and the inf resource "big" couples nothing. Only changed rates come back.
+    solved.clear()
     tracker.start(Flow(3, ("b", "c")))
-    assert sorted(f.flow_id for f, _ in tracker.settle()) == [0, 1, 3]
+    assert {f.flow_id: r for f, r in tracker.settle()} == {1: 0.5, 3: 0.5}
+    assert solved == [[0, 1, 3]]
+    solved.clear()
     tracker.end(Flow(2, ("d",)))
-    assert tracker.settle() == []
+    assert tracker.settle() == [] and solved == []
 
 
 def test_starting_an_active_flow_twice_is_an_error():

@@ -112,15 +112,14 @@ class IncrementalRates:
             stale[resource] = None
 
     def settle(self) -> list[tuple[FlowLike, float]]:
-        """(flow, rate) for every active flow whose component changed since the last settle; the rates of
-        all other active flows are what the previous settles gave them."""
+        """(flow, rate) for every active flow whose rate changed since the last settle (new flows
+        included); the rates of all other active flows are what the previous settles gave them."""
         # Schedules repeat whole mixes of flows round after round (70-95% of the settles of an 8-GPU
         # RoundPipe run): the rates a settle gave one sequence of (path, priority) answer its repeats.
         key = tuple(self._kind.values())
         known = self._whole_memo.get(key)
         if known is not None:
             return self._take(known)
-        active = list(self._active.values())
         roots = list(self._stale)
         solved: dict[Hashable, tuple[FlowLike, float]] = {}
         while True:
@@ -135,7 +134,7 @@ class IncrementalRates:
         self._new = []
         if len(self._whole_memo) >= MEMO_ENTRIES:
             self._whole_memo.clear()
-        self._whole_memo[key] = [self._rate[flow.flow_id] for flow in active]
+        self._whole_memo[key] = list(map(self._rate.__getitem__, self._active))
         return list(solved.values())
 
     def _take(self, rates: list[float]) -> list[tuple[FlowLike, float]]:
@@ -184,7 +183,7 @@ class IncrementalRates:
                 for hop in flow.path:
                     if hop in self._loose:
                         touched_loose[hop] = None
-                self._solve([flow], solved)
+                self._solve([flow.flow_id], solved)
         load, clear_limit = self._load, self._clear_limit
         failed = [r for r in touched_loose if load[r] > clear_limit[r] and not self._below_margin(r)]
         # Staying tight is always exact, so relaxing needs only the running load (a tight resource sits at
@@ -193,10 +192,10 @@ class IncrementalRates:
         return failed, relaxable
 
     def _component(self, root: str, seen_resources: set[str], seen_flows: set[Hashable],
-                   touched_loose: dict[str, None], touched_tight: dict[str, None]) -> list[FlowLike]:
-        """Active flows connected to tight resource `root` through tight resources (marking what it
-        visits and the loose and tight resources it meets), in start order."""
-        flows: list[FlowLike] = []
+                   touched_loose: dict[str, None], touched_tight: dict[str, None]) -> list[Hashable]:
+        """Ids of the active flows connected to tight resource `root` through tight resources (marking
+        what it visits and the loose and tight resources it meets), in start order."""
+        found: list[Hashable] = []
         seen_resources.add(root)
         stack = [root]
         on, partners, loose, tracked = self._on, self.links.partners, self._loose, self._tracked
@@ -210,38 +209,41 @@ class IncrementalRates:
             for flow_id, flow in on.get(resource, {}).items():
                 if flow_id not in seen_flows:
                     seen_flows.add(flow_id)
-                    flows.append(flow)
+                    found.append(flow_id)
                     for hop in flow.path:
                         if hop in loose:
                             touched_loose[hop] = None
                         elif hop not in seen_resources and hop in tracked:
                             seen_resources.add(hop)
                             stack.append(hop)
-        seq = self._seq
-        flows.sort(key=lambda flow: seq[flow.flow_id])
-        return flows
+        if len(found) == len(self._active):  # every active flow (common on many-socket servers)
+            return list(self._active)
+        found.sort(key=self._seq.__getitem__)
+        return found
 
-    def _solve(self, component: list[FlowLike], solved: dict[Hashable, tuple[FlowLike, float]]) -> None:
+    def _solve(self, ids: list[Hashable], solved: dict[Hashable, tuple[FlowLike, float]]) -> None:
+        """Rates of the component `ids` (in start order); those that changed go into `solved`."""
         # Schedules repeat the same mixes of flows round after round and the capacities never change:
         # the memo, keyed by the component's (path, priority) sequence, answers those repeats.
-        kind = self._kind
-        key = tuple([kind[flow.flow_id] for flow in component])
+        component = list(map(self._active.__getitem__, ids))
+        key = tuple(map(self._kind.__getitem__, ids))
         in_order = self._memo.get(key)
         if in_order is None:
             rates = allocate_on(component, self.links)
-            in_order = [rates[flow.flow_id] for flow in component]
+            in_order = list(map(rates.__getitem__, ids))
             if len(self._memo) >= MEMO_ENTRIES:
                 self._memo.clear()
             self._memo[key] = in_order
         old_rates, path_summed, load = self._rate, self._path_summed, self._load
-        for flow, rate in zip(component, in_order):
-            flow_id = flow.flow_id
-            change = rate - old_rates.get(flow_id, 0.0)
+        olds = list(map(old_rates.get, ids))
+        for i in compress(range(len(ids)), map(ne, olds, in_order)):  # in C: most rates repeat
+            flow, rate = component[i], in_order[i]
+            change = rate - (olds[i] or 0.0)
             if change:
                 for resource in path_summed[flow.path]:
                     load[resource] += change
-            old_rates[flow_id] = rate
-            solved[flow_id] = (flow, rate)
+            old_rates[ids[i]] = rate
+            solved[ids[i]] = (flow, rate)
 
     def _below_margin(self, resource: str) -> bool:
         """Whether the flows on a resource without a duplex partner leave it safely unsaturated."""
