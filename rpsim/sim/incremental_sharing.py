@@ -58,7 +58,8 @@ class IncrementalRates:
         self._new: list[FlowLike] = []  # started since the last settle
         self._active: dict[Hashable, FlowLike] = {}  # in start order
         self._memo: RatesMemo = {}  # per component
-        self._whole_memo: RatesMemo = {}  # per sequence of all active flows
+        # Per sequence of all active flows: (rates in start order, loads on summed resources, near capacity)
+        self._whole_memo: dict[tuple, tuple[list[float], dict[str, float], list[str]]] = {}
         # Memo keys are sequences of small ints, one per distinct (path, priority): cheap to hash.
         self._kind_of: dict[tuple[tuple[str, ...], int], int] = {}
         self._kind: dict[Hashable, int] = {}  # active flow -> its kind, in start order
@@ -119,7 +120,7 @@ class IncrementalRates:
         key = tuple(self._kind.values())
         known = self._whole_memo.get(key)
         if known is not None:
-            return self._take(known)
+            return self._take(*known)
         roots = list(self._stale)
         solved: dict[Hashable, tuple[FlowLike, float]] = {}
         while True:
@@ -134,30 +135,29 @@ class IncrementalRates:
         self._new = []
         if len(self._whole_memo) >= MEMO_ENTRIES:
             self._whole_memo.clear()
-        self._whole_memo[key] = list(map(self._rate.__getitem__, self._active))
+        # The mix's rates, the loads they put on the summed resources, and those of them near capacity.
+        load, clear_limit = self._load, self._clear_limit
+        loads = {r: load[r] for r in self._on if r in clear_limit}
+        near = [r for r, total in loads.items() if total > clear_limit[r]]
+        self._whole_memo[key] = (list(map(self._rate.__getitem__, self._active)), loads, near)
         return list(solved.values())
 
-    def _take(self, rates: list[float]) -> list[tuple[FlowLike, float]]:
-        """Adopt the full solution `rates` of the active flows (in start order). A loose resource it
-        saturates turns tight: no rate may stay bound by a loose resource, since settles do not re-solve
-        through one."""
-        old_rates, path_summed, load = self._rate, self._path_summed, self._load
+    def _take(self, rates: list[float], loads: dict[str, float], near: list[str]) -> list[tuple[FlowLike, float]]:
+        """Adopt the full solution `rates` of the active flows (in start order), with the loads it puts on
+        the summed resources. A loose resource it brings near capacity turns tight (tight is always exact;
+        no rate may stay bound by a loose resource, since settles do not re-solve through one)."""
+        old_rates = self._rate
         differs = list(map(ne, map(old_rates.get, self._active), rates))  # in C: most rates repeat
-        updates = list(zip(compress(self._active.values(), differs), compress(rates, differs)))
-        changed: dict[str, None] = {}
-        for flow, rate in updates:
-            flow_id = flow.flow_id
-            change = rate - old_rates.get(flow_id, 0.0)
-            if change:
-                for resource in path_summed[flow.path]:
-                    load[resource] += change
-                    changed[resource] = None
-            old_rates[flow_id] = rate
-        loose = self._loose
-        if changed:
-            clear_limit = self._clear_limit
-            loose.difference_update([r for r in changed if r in loose and load[r] > clear_limit[r]
-                                     and not self._below_margin(r)])
+        ids = list(compress(self._active, differs))
+        if ids:
+            new_rates = list(compress(rates, differs))
+            old_rates.update(zip(ids, new_rates))
+            updates = list(zip(map(self._active.__getitem__, ids), new_rates))
+        else:
+            updates = []
+        self._load.update(loads)  # resources no active flow crosses were zeroed by their last end
+        if near:
+            self._loose.difference_update(near)
         self._stale = {}
         self._new = []
         return updates

@@ -253,8 +253,6 @@ class FlowNetwork:
                 self.busy_s[resource] += now_s - self._busy_since_s.pop(resource)
 
     def _reallocate(self) -> None:
-        self._generation += 1
-        self._wake_s = math.inf
         if not self._flows:
             return  # what the tracker marked stale has no flow left: its next settle finds nothing there
         now_s = self.env.now
