@@ -24,7 +24,7 @@ Must not import simpy (a pure bookkeeping class; FlowNetwork drives it).
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from itertools import compress
 from operator import ne
 
@@ -71,46 +71,59 @@ class IncrementalRates:
         return len(self._seq)
 
     def start(self, flow: FlowLike) -> None:
-        flow_id = flow.flow_id
-        if flow_id in self._seq:
-            raise ValueError(f"flow id {flow_id!r} is already active")
-        self._seq[flow_id] = self._next_seq
-        self._next_seq += 1
-        self._new.append(flow)
-        self._active[flow_id] = flow
-        path = flow.path
-        kind_key = (path, flow.priority)
-        kind = self._kind_of.get(kind_key)
-        if kind is None:
-            kind = self._kind_of[kind_key] = len(self._kind_of)
-            self._path_tracked[path] = tuple(r for r in path if r in self._tracked)
-            self._path_summed[path] = tuple(r for r in path if r in self._summed)
-        self._kind[flow_id] = kind
-        on, stale = self._on, self._stale
-        for resource in self._path_tracked[path]:
-            crossing = on.get(resource)
-            if crossing is None:
-                on[resource] = {flow_id: flow}
-            else:
-                crossing[flow_id] = flow
-            stale[resource] = None
+        self.start_all((flow,))
 
     def end(self, flow: FlowLike) -> None:
-        flow_id = flow.flow_id
-        del self._seq[flow_id]
-        del self._active[flow_id]
-        del self._kind[flow_id]
-        rate = self._rate.pop(flow_id, 0.0)
-        on, summed, load, stale = self._on, self._summed, self._load, self._stale
-        for resource in self._path_tracked[flow.path]:
-            crossing = on.get(resource)
-            if crossing is not None and crossing.pop(flow_id, None) is not None and not crossing:
-                del on[resource]
-                if resource in summed:
-                    load[resource] = 0.0  # exact again: no drift survives an idle resource
-            elif resource in summed and crossing:
-                load[resource] -= rate
-            stale[resource] = None
+        self.end_all((flow,))
+
+    def start_all(self, flows: Iterable[FlowLike]) -> None:
+        """`start` each flow in order (one call for a copy's per-socket shares)."""
+        seq, active, kinds, kind_of, on, stale = self._seq, self._active, self._kind, self._kind_of, self._on, self._stale
+        path_tracked = self._path_tracked
+        next_seq = self._next_seq
+        for flow in flows:
+            flow_id = flow.flow_id
+            if flow_id in seq:
+                raise ValueError(f"flow id {flow_id!r} is already active")
+            seq[flow_id] = next_seq
+            next_seq += 1
+            self._new.append(flow)
+            active[flow_id] = flow
+            path = flow.path
+            kind = kind_of.get((path, flow.priority))
+            if kind is None:
+                kind = kind_of[(path, flow.priority)] = len(kind_of)
+                path_tracked[path] = tuple(r for r in path if r in self._tracked)
+                self._path_summed[path] = tuple(r for r in path if r in self._summed)
+            kinds[flow_id] = kind
+            for resource in path_tracked[path]:
+                crossing = on.get(resource)
+                if crossing is None:
+                    on[resource] = {flow_id: flow}
+                else:
+                    crossing[flow_id] = flow
+                stale[resource] = None
+        self._next_seq = next_seq
+
+    def end_all(self, flows: Iterable[FlowLike]) -> None:
+        """`end` each flow in order."""
+        seq, active, kinds, rates = self._seq, self._active, self._kind, self._rate
+        on, summed, load, stale, path_tracked = self._on, self._summed, self._load, self._stale, self._path_tracked
+        for flow in flows:
+            flow_id = flow.flow_id
+            del seq[flow_id]
+            del active[flow_id]
+            del kinds[flow_id]
+            rate = rates.pop(flow_id, 0.0)
+            for resource in path_tracked[flow.path]:
+                crossing = on.get(resource)
+                if crossing is not None and crossing.pop(flow_id, None) is not None and not crossing:
+                    del on[resource]
+                    if resource in summed:
+                        load[resource] = 0.0  # exact again: no drift survives an idle resource
+                elif resource in summed and crossing:
+                    load[resource] -= rate
+                stale[resource] = None
 
     def settle(self) -> list[tuple[FlowLike, float]]:
         """(flow, rate) for every active flow whose rate changed since the last settle (new flows

@@ -175,19 +175,23 @@ class FlowNetwork:
 
     def _start_all(self, flows: list[_LiveFlow]) -> None:
         now_s = self.env.now
-        n_active_on, busy_since_s = self._n_active_on, self._busy_since_s
+        n_active_on, busy_since_s, live = self._n_active_on, self._busy_since_s, self._flows
+        seq = self._next_seq
         for flow in flows:
             flow.since_s = now_s
-            flow.seq = self._next_seq
-            self._next_seq += 1
-            self._flows[flow.flow_id] = flow
-            self._started_since.append(flow)
-            self._rates.start(flow)
+            flow.seq = seq
+            seq += 1
+            live[flow.flow_id] = flow
             for resource in flow.path:
-                n = n_active_on.get(resource, 0)
-                n_active_on[resource] = n + 1
-                if not n:
+                n = n_active_on.get(resource)
+                if n:
+                    n_active_on[resource] = n + 1
+                else:
+                    n_active_on[resource] = 1
                     busy_since_s[resource] = now_s
+        self._next_seq = seq
+        self._started_since.extend(flows)
+        self._rates.start_all(flows)
         self._request_settle()
 
     def _request_settle(self) -> None:
@@ -226,31 +230,29 @@ class FlowNetwork:
                 break
             heapq.heappop(heap)
             finished.append(flow)
+        if not finished:
+            return 0
         if len(finished) > 1:
             finished.sort(key=_start_order)
+        self._rates.end_all(finished)
+        live, completed_bytes, n_active_on = self._flows, self._completed_bytes, self._n_active_on
         for flow in finished:
-            self._end(flow, now_s)
+            del live[flow.flow_id]
+            flow.version += 1  # any heap entry left is stale
+            flow.left_bytes, flow.since_s = 0.0, now_s
+            path = flow.path
+            completed_bytes[path] = completed_bytes.get(path, 0.0) + flow.n_bytes
+            for resource in path:
+                n = n_active_on[resource] - 1
+                if n:
+                    n_active_on[resource] = n
+                else:
+                    del n_active_on[resource]
+                    self.busy_s[resource] += now_s - self._busy_since_s.pop(resource)
+        self.n_completed += len(finished)
         for flow in finished:
-            self.n_completed += 1
             flow.done()
         return len(finished)
-
-    def _end(self, flow: _LiveFlow, now_s: float) -> None:
-        del self._flows[flow.flow_id]
-        self._rates.end(flow)
-        flow.version += 1  # any heap entry left is stale
-        flow.left_bytes, flow.since_s = 0.0, now_s
-        path = flow.path
-        completed_bytes = self._completed_bytes
-        completed_bytes[path] = completed_bytes.get(path, 0.0) + flow.n_bytes
-        n_active_on = self._n_active_on
-        for resource in path:
-            n = n_active_on[resource] - 1
-            if n:
-                n_active_on[resource] = n
-            else:
-                del n_active_on[resource]
-                self.busy_s[resource] += now_s - self._busy_since_s.pop(resource)
 
     def _reallocate(self) -> None:
         if not self._flows:
