@@ -189,23 +189,9 @@ def _fill_class(members: list[FlowLike], left_bytes_per_s: dict[str, float], rat
             if share < share_bytes_per_s:
                 bottleneck, share_bytes_per_s = resource, share
         if bottleneck is None:  # only unlimited (inf) resources remain
-            for i, flow in enumerate(members):
-                if not frozen[i]:
-                    rates[flow.flow_id] = math.inf
+            _unlimited(members, frozen, rates)
             return
-        for i in crossers[bottleneck]:
-            if frozen[i]:
-                continue
-            frozen[i] = True
-            flow = members[i]
-            rates[flow.flow_id] = share_bytes_per_s
-            for resource in flow.path:
-                left_bytes_per_s[resource] -= share_bytes_per_s
-                n = n_crossing[resource] - 1
-                if n:
-                    n_crossing[resource] = n
-                else:
-                    del n_crossing[resource]
+        _freeze(members, crossers[bottleneck], share_bytes_per_s, frozen, rates, left_bytes_per_s, n_crossing)
 
 
 def _fill_class_heap(members: list[FlowLike], left_bytes_per_s: dict[str, float], rates: dict[Hashable, float],
@@ -231,27 +217,42 @@ def _fill_class_heap(members: list[FlowLike], left_bytes_per_s: dict[str, float]
                 if (left / n if left > 0.0 else 0.0) == share_bytes_per_s:
                     break
         if share_bytes_per_s == math.inf:  # only unlimited (inf) resources remain
-            for i, flow in enumerate(members):
-                if not frozen[i]:
-                    rates[flow.flow_id] = math.inf
+            _unlimited(members, frozen, rates)
             return
-        touched: dict[str, None] = {}
-        for i in crossers[bottleneck]:
-            if frozen[i]:
-                continue
-            frozen[i] = True
-            flow = members[i]
-            rates[flow.flow_id] = share_bytes_per_s
-            for resource in flow.path:
-                left_bytes_per_s[resource] -= share_bytes_per_s
-                n = n_crossing[resource] - 1
-                if n:
-                    n_crossing[resource] = n
-                    touched[resource] = None
-                else:
-                    del n_crossing[resource]
+        touched = _freeze(members, crossers[bottleneck], share_bytes_per_s, frozen, rates, left_bytes_per_s,
+                          n_crossing)
         for resource in touched:
             n = n_crossing.get(resource)
             if n is not None:
                 left = left_bytes_per_s[resource]
                 heapq.heappush(heap, (left / n if left > 0.0 else 0.0, rank[resource], resource))
+
+
+def _freeze(members: list[FlowLike], crossing: list[int], share_bytes_per_s: float, frozen: list[bool],
+            rates: dict[Hashable, float], left_bytes_per_s: dict[str, float], n_crossing: dict[str, int],
+            ) -> dict[str, None]:
+    """One round of filling: the unfrozen flows `crossing` the bottleneck get `share_bytes_per_s`, which
+    is spent along their paths (a resource leaves n_crossing at zero flows); the resources touched."""
+    touched: dict[str, None] = {}
+    for i in crossing:
+        if frozen[i]:
+            continue
+        frozen[i] = True
+        flow = members[i]
+        rates[flow.flow_id] = share_bytes_per_s
+        for resource in flow.path:
+            left_bytes_per_s[resource] -= share_bytes_per_s
+            touched[resource] = None
+            n = n_crossing[resource] - 1
+            if n:
+                n_crossing[resource] = n
+            else:
+                del n_crossing[resource]
+    return touched
+
+
+def _unlimited(members: list[FlowLike], frozen: list[bool], rates: dict[Hashable, float]) -> None:
+    """Only unlimited (inf) resources remain: every unfrozen flow's rate is inf."""
+    for i, flow in enumerate(members):
+        if not frozen[i]:
+            rates[flow.flow_id] = math.inf
