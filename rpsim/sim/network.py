@@ -1,18 +1,18 @@
 """`FlowNetwork`: byte transfers over shared links as a fluid simulation inside a SimPy environment.
 
 Between events every active flow moves at the rate max-min sharing gives it. Each flow keeps its own
-clock: the bytes it had left when its rate last changed, and when that was; its projected finish time
-sits in a heap. An arrival or a completion recomputes the rates of the flows it can affect
-(`IncrementalRates`), moves the clocks of those whose rate changed, and schedules one wake-up at the
-earliest projected finish; older wake-ups carry an older generation number and are ignored. Nothing
-walks all active flows per event. Owns link-utilisation counters too, kept the same lazy way.
+clock: the bytes it had left when its rate last changed, and when that was, hence its projected finish.
+An arrival or a completion recomputes the rates of the flows it can affect (`IncrementalRates`), moves
+the clocks of those whose rate changed, and schedules one wake-up at the earliest projected finish;
+older wake-ups carry an older generation number and are ignored. No Python loop walks all active flows
+per event (the earliest finish is a scan in C). Owns link-utilisation counters too, kept the same lazy way.
 """
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import simpy
 
@@ -33,11 +33,12 @@ class _LiveFlow:
     priority: int
     n_bytes: float
     done: Callable[[], None]  # called once, when the last byte has crossed
+    done_within_bytes: float  # bytes left that count as done (float rounding of the projection)
     left_bytes: float = 0.0  # at since_s
     since_s: float = 0.0  # when the rate last changed (or the flow started)
     rate_bytes_per_s: float = 0.0
     finish_s: float = math.inf  # projected: since_s + left_bytes / rate (inf while starved)
-    version: int = 0  # bumped at each rate change: older heap entries are stale
+    done_from_s: float = math.inf  # from then on, what the clock projects as left is within rounding of 0
     seq: int = -1  # start order
 
 
@@ -73,7 +74,6 @@ class FlowNetwork:
         self._generation = 0
         self._wake_s = math.inf  # the pending wake-up of the current generation
         self._settle_pending = False
-        self._finishing: list[tuple[float, int, int, _LiveFlow]] = []  # (finish_s, seq, version, flow)
         self._rates = IncrementalRates(Links.of(self.capacity_bytes_per_s, self.duplex_pairs, duplex_factor))
         self._known_paths: set[tuple[str, ...]] = set()
         self._known_path_sets: set[tuple[tuple[str, ...], ...]] = set()
@@ -162,7 +162,8 @@ class FlowNetwork:
             self._start_all(flows)
 
     def _new_flow(self, path: tuple[str, ...], n_bytes: float, priority: int, done: Callable[[], None]) -> _LiveFlow:
-        flow = _LiveFlow(self._next_flow_id, path, priority, n_bytes, done, n_bytes)
+        flow = _LiveFlow(self._next_flow_id, path, priority, n_bytes, done,
+                         max(_DONE_BYTES, _DONE_FRACTION * n_bytes), n_bytes)
         self._next_flow_id += 1
         return flow
 
@@ -218,27 +219,20 @@ class FlowNetwork:
     def _complete_finished(self) -> int:
         """Complete the flows done at env.now, in start order; how many."""
         now_s = self.env.now
+        # Started since the last check, so not rated yet: done at once only if (next to) empty.
         finished = [flow for flow in self._started_since if flow.n_bytes <= _DONE_BYTES]
         self._started_since = []
-        heap = self._finishing
-        while heap:
-            finish_s, _seq, version, flow = heap[0]
-            if version != flow.version:
-                heapq.heappop(heap)
-                continue
-            if finish_s > now_s and not _is_done(flow, now_s):
-                break
-            heapq.heappop(heap)
-            finished.append(flow)
+        live = self._flows
+        if live and min(map(_done_from_of, live.values())) <= now_s:  # the scan in C: usually none is done
+            finished += [flow for flow in live.values() if flow.done_from_s <= now_s]
         if not finished:
             return 0
         if len(finished) > 1:
             finished.sort(key=_start_order)
         self._rates.end_all(finished)
-        live, completed_bytes, n_active_on = self._flows, self._completed_bytes, self._n_active_on
+        completed_bytes, n_active_on = self._completed_bytes, self._n_active_on
         for flow in finished:
             del live[flow.flow_id]
-            flow.version += 1  # any heap entry left is stale
             flow.left_bytes, flow.since_s = 0.0, now_s
             path = flow.path
             completed_bytes[path] = completed_bytes.get(path, 0.0) + flow.n_bytes
@@ -258,8 +252,6 @@ class FlowNetwork:
         if not self._flows:
             return  # what the tracker marked stale has no flow left: its next settle finds nothing there
         now_s = self.env.now
-        heap = self._finishing
-        push = heapq.heappush
         for flow, rate in self._rates.settle():
             old_rate = flow.rate_bytes_per_s  # type: ignore[attr-defined]
             if rate == old_rate:
@@ -269,23 +261,22 @@ class FlowNetwork:
             flow.left_bytes = left_bytes = left_bytes if left_bytes > 0.0 else 0.0  # type: ignore[attr-defined]
             flow.since_s = now_s  # type: ignore[attr-defined]
             flow.rate_bytes_per_s = rate  # type: ignore[attr-defined]
-            flow.version += 1  # type: ignore[attr-defined]
             if rate > 0:
-                flow.finish_s = finish_s = now_s + left_bytes / rate  # type: ignore[attr-defined]
-                push(heap, (finish_s, flow.seq, flow.version, flow))  # type: ignore[attr-defined]
+                flow.finish_s = now_s + left_bytes / rate  # type: ignore[attr-defined]
+                flow.done_from_s = now_s + (left_bytes - flow.done_within_bytes) / rate  # type: ignore[attr-defined]
             else:
-                flow.finish_s = math.inf  # type: ignore[attr-defined]
+                flow.finish_s = flow.done_from_s = math.inf  # type: ignore[attr-defined]
         self._schedule_wake()
 
     def _schedule_wake(self) -> None:
-        heap = self._finishing
-        while heap and heap[0][2] != heap[0][3].version:
-            heapq.heappop(heap)
-        if not heap:
-            return  # every flow is starved, which positive capacities rule out
-        finish_s = heap[0][0]
-        if finish_s == self._wake_s:
+        """One wake-up at the earliest projected finish (found by a scan in C: nearly every settle changes
+        most rates, which would leave a heap mostly stale entries)."""
+        live = self._flows
+        if not live:
             return
+        finish_s = min(map(_finish_of, live.values()))
+        if finish_s == math.inf or finish_s == self._wake_s:
+            return  # every flow starved (positive capacities rule it out), or that wake-up is pending
         self._generation += 1
         self._wake_s = finish_s
         now_s = self.env.now
@@ -303,8 +294,9 @@ class FlowNetwork:
             raise SpecError(f"latency_s must be finite and >= 0, got {latency_s!r}")
 
 
-def _start_order(flow: _LiveFlow) -> int:
-    return flow.seq
+_start_order = attrgetter("seq")
+_finish_of = attrgetter("finish_s")
+_done_from_of = attrgetter("done_from_s")
 
 
 def _left_at(flow: _LiveFlow, now_s: float) -> float:
@@ -312,18 +304,6 @@ def _left_at(flow: _LiveFlow, now_s: float) -> float:
     elapsed_s = now_s - flow.since_s
     left_bytes = flow.left_bytes - flow.rate_bytes_per_s * elapsed_s if elapsed_s > 0 else flow.left_bytes
     return left_bytes if left_bytes > 0.0 else 0.0
-
-
-def _is_done(flow: _LiveFlow, now_s: float) -> bool:
-    """Done at `now_s` within float rounding: the bytes its clock projects as left are below either bound,
-    or a finish time the clock cannot tell from now (it would wake us at now forever)."""
-    rate = flow.rate_bytes_per_s
-    if rate <= 0:
-        return False
-    left_bytes = _left_at(flow, now_s)
-    if left_bytes <= _DONE_BYTES or left_bytes <= _DONE_FRACTION * flow.n_bytes:
-        return True
-    return now_s + left_bytes / rate <= now_s
 
 
 def _check_network(capacity_bytes_per_s: dict[str, float], duplex_pairs: tuple[DuplexPair, ...],
