@@ -1,5 +1,6 @@
-"""The simulator's figures against numbers recorded from the engine before the per-flow clock (commit
-cc4ed4c, 2026-11-30): iteration time and summed link utilisation within 1e-9 relative.
+"""The simulator's figures against numbers recorded from the engine before the per-flow clock (main at
+dbc5832, 2026-11-30, whose costs this branch shares): iteration time and summed link utilisation within
+1e-9 relative.
 
 The network now projects each flow's bytes left from its last rate change instead of decrementing them at
 every event, and sums a flow's bytes once it is done: the same fluid model and the same max-min rates,
@@ -21,11 +22,11 @@ REL = 1e-9
 # (model, gpus, global batch, microbatch size, schedule, fidelity, iteration_s, sum of link utilisation)
 RECORDED = [
     ("qwen3-1.7b", "4090x4", 32, 4, "roundpipe", "pcie", 2.5560253125989236, 1.6566606990279822),
-    ("qwen3-1.7b", "4090x4", 32, 4, "1f1b", "pcie", 3.485629265068557, 0.05557242832673538),
+    ("qwen3-1.7b", "4090x4", 32, 4, "1f1b", "pcie", 3.5012093884971285, 0.055325135121307406),
     ("qwen3-1.7b", "4090x4", 32, 4, "zbv", "pcie", 4.602607904414051, 0.7022534082960785),
     ("qwen3-1.7b", "4090x4", 32, 4, "gpipe", "hop", 3.4852701047904615, 0.0),
     ("qwen3-1.7b", "4090x4", 32, 4, "interleaved", "ideal", 3.546648329811486, 0.0),
-    ("qwen3-8b", "a800x8-nvlink", 32, 4, "zbv", "pcie", 3.8473645959070533, 0.03907190275647887),
+    ("qwen3-8b", "a800x8-nvlink", 32, 4, "zbv", "pcie", 3.86240654924104, 0.038919739142824976),
     ("qwen3-8b", "4090x8", 32, 4, "roundpipe-sync", "pcie", 9.715152342464085, 1.719322013549976),
     ("qwen3-8b", "h100x16", 16, 4, "roundpipe", "pcie", 6.280940910386438, 2.442921510039705),
     ("qwen3-8b", "h100x32", 8, 4, "roundpipe", "pcie", 6.372994620549649, 2.3373656773162446),
