@@ -1,6 +1,7 @@
 """FlowNetwork: completion times computed by hand, utilisation counters, work conservation, determinism."""
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -201,3 +202,13 @@ def test_flow_network_is_deterministic():
     assert net_a.bytes_through == net_b.bytes_through and net_a.busy_s == net_b.busy_s
     assert sum(net_a.bytes_through[f"h2d{g}"] + net_a.bytes_through[f"d2h{g}"] for g in range(8)) == \
         pytest.approx(sum(b for _, b, _, _ in transfers), rel=1e-12)
+
+
+def test_flows_on_an_unlimited_resource_finish_when_they_start():
+    # Rate inf: done at once, however many start together; the unlimited resource couples nothing, so the
+    # limited flow crossing it keeps its link's rate; the counters stay finite and exact.
+    finish_s, net = _run({"free": math.inf, "link": 10 * GB},
+                         [(("free",), 5 * GB, 1, 0.5), (("free",), 5 * GB, 1, 0.5), (("free", "link"), 10 * GB, 1, 0.0)])
+    assert finish_s == [0.5, 0.5, 1.0]
+    assert net.bytes_through == {"free": 20 * GB, "link": 10 * GB}
+    assert net.busy_s == {"free": 1.0, "link": 1.0}

@@ -257,8 +257,10 @@ class FlowNetwork:
             if rate == old_rate:
                 continue
             # Restart the flow's clock: what it moved at the old rate since its last change is gone.
-            left_bytes = flow.left_bytes - old_rate * (now_s - flow.since_s)  # type: ignore[attr-defined]
-            flow.left_bytes = left_bytes = left_bytes if left_bytes > 0.0 else 0.0  # type: ignore[attr-defined]
+            left_bytes = flow.left_bytes  # type: ignore[attr-defined]
+            elapsed_s = now_s - flow.since_s  # type: ignore[attr-defined]
+            if elapsed_s > 0:  # (re-rated at its start instant: nothing moved)
+                flow.left_bytes = left_bytes = max(left_bytes - old_rate * elapsed_s, 0.0)  # type: ignore[attr-defined]
             flow.since_s = now_s  # type: ignore[attr-defined]
             flow.rate_bytes_per_s = rate  # type: ignore[attr-defined]
             if rate > 0:
@@ -303,7 +305,7 @@ def _left_at(flow: _LiveFlow, now_s: float) -> float:
     """The bytes `flow`'s clock projects as left at `now_s` (>= 0)."""
     elapsed_s = now_s - flow.since_s
     left_bytes = flow.left_bytes - flow.rate_bytes_per_s * elapsed_s if elapsed_s > 0 else flow.left_bytes
-    return left_bytes if left_bytes > 0.0 else 0.0
+    return max(left_bytes, 0.0)
 
 
 def _check_network(capacity_bytes_per_s: dict[str, float], duplex_pairs: tuple[DuplexPair, ...],
