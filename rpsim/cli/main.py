@@ -19,6 +19,7 @@ from rpsim.cli import (
 )
 from rpsim.cli.help_text import EXIT_CODES, add_debug_flag
 from rpsim.errors import Infeasible, PlanError, SpecError
+from rpsim.gc_pause import gc_paused
 from rpsim.report.outputs import check_output_flags
 
 COMMANDS = {"list": cmd_list, "costs": cmd_costs, "compare": cmd_compare, "simulate": cmd_simulate,
@@ -49,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = args.debug
     try:
         check_output_flags(args, getattr(args, "output_flags", {}))  # before any work, not after it
-        return int(args.func(args))
+        with gc_paused():
+            return int(args.func(args))
     except (SpecError, PlanError) as e:
         if debug:
             traceback.print_exc()

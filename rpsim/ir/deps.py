@@ -26,7 +26,7 @@ from typing import Any
 import networkx as nx
 
 from rpsim.errors import PlanError
-from rpsim.ir.action import WEIGHT_GRAD_KINDS, Action
+from rpsim.ir.action import COMPUTE_KINDS, WEIGHT_GRAD_KINDS, Action
 from rpsim.ir.dataflow import EITHER_BACKWARD, inputs_of, uses_split_backward
 from rpsim.ir.jobs import Job, jobs_of, stages_are_resident
 from rpsim.ir.plan import CPU, Plan
@@ -49,19 +49,24 @@ class _Index:
         self.nodes: list[Node] = []  # by id, in first-appearance order (the graph's node order)
         self.lanes: list[list[int]] = []
         self.compute: dict[tuple, int] = {}  # (kind, stage, mb, it) -> where it runs (first, if twice)
+        self.compute_order: list[int] = []  # compute actions in plan.compute_actions() order
         self.steps: dict[tuple[int, int], int] = {}  # (layer, iteration) -> the CPU STEP
-        for (gpu, _lane), actions in sorted(plan.lanes.items()):
+        ids, nodes, compute, compute_order = self.ids, self.nodes, self.compute, self.compute_order
+        for (gpu, lane_name), actions in sorted(plan.lanes.items()):
             lane = []
             for a in actions:
-                key = (gpu, a.kind, a.stage, a.mb, a.it, a.phase, a.chunk, a.peer)
-                i = self.ids.get(key)
+                kind = a.kind
+                key = (gpu, kind, a.stage, a.mb, a.it, a.phase, a.chunk, a.peer)
+                i = ids.get(key)
                 if i is None:
-                    i = self.ids[key] = len(self.nodes)
-                    self.nodes.append((gpu, a))
+                    i = ids[key] = len(nodes)
+                    nodes.append((gpu, a))
                 lane.append(i)
-                if a.is_compute:
-                    self.compute.setdefault((a.kind, a.stage, a.mb, a.it), i)
-                elif a.kind == "STEP" and a.chunk is not None:
+                if kind in _COMPUTE:
+                    compute.setdefault((kind, a.stage, a.mb, a.it), i)
+                    if lane_name == "compute":
+                        compute_order.append(i)
+                elif kind == "STEP" and a.chunk is not None:
                     self.steps[(a.chunk, a.it)] = i
             self.lanes.append(lane)
 
@@ -77,6 +82,9 @@ class _Index:
         return self.ids.get((gpu, a.kind, a.stage, a.mb, a.it, a.phase, a.chunk, a.peer))
 
 
+_COMPUTE = frozenset(COMPUTE_KINDS)
+
+
 class _Edges:
     """Edges between node ids, with nx.DiGraph.add_edge's semantics: a repeated edge merges its
     attributes; successor and predecessor orders are insertion orders."""
@@ -84,28 +92,63 @@ class _Edges:
     def __init__(self) -> None:
         self.attrs: dict[tuple[int, int], dict[str, Any]] = {}
 
-    def add(self, u: int, v: int, why: str, **more: Any) -> None:
+    def add(self, u: int, v: int, why: str) -> None:
         d = self.attrs.get((u, v))
         if d is None:
-            self.attrs[(u, v)] = {"why": why, **more}
+            self.attrs[(u, v)] = {"why": why}
         else:
-            d.update(why=why, **more)
+            d["why"] = why
 
-    def into(self, g: nx.DiGraph, nodes: list[Node]) -> None:
-        """Write the edges into `g` (which holds `nodes`) through the adjacency dicts networkx documents for
-        subclasses (G._succ, G._pred: node -> neighbour -> attributes): add_edge's checks, and hashing
-        each node several times per edge, were half of building a 10^5-edge graph."""
-        succ = [g._succ[node] for node in nodes]  # each node's inner dicts, fetched once
-        pred = [g._pred[node] for node in nodes]
+    def add_data(self, u: int, v: int, hop: bool) -> None:
+        """A direct data edge; `hop`: it crosses GPUs with no transfer (the `hop` fidelity's delay)."""
+        d = self.attrs.get((u, v))
+        if d is None:
+            self.attrs[(u, v)] = {"why": "data", "hop": hop}
+        else:
+            d.update(why="data", hop=hop)
+
+    def into(self, g: nx.DiGraph, nodes: list[Node]) -> bool:
+        """Write the nodes and edges into the empty graph `g` through the dicts networkx documents for
+        subclasses (G._node, G._succ, G._pred: node -> neighbour -> attributes), in the order add_node and
+        add_edge would give: their checks, and hashing each node several times per edge, were half of
+        building a 10^5-edge graph. Returns whether the graph is acyclic (Kahn's algorithm on the ids, in
+        the same pass: networkx's test hashed every node again, 1/4 of make_plan on a 64-GPU plan)."""
+        n = len(nodes)
+        succ: list[dict] = [{} for _ in range(n)]
+        pred: list[dict] = [{} for _ in range(n)]
+        out_ids: list[list[int]] = [[] for _ in range(n)]
+        indegree = [0] * n
         for (u, v), d in self.attrs.items():
             succ[u][nodes[v]] = d
             pred[v][nodes[u]] = d
+            out_ids[u].append(v)
+            indegree[v] += 1
+        g._node.update(zip(nodes, ({} for _ in range(n))))
+        g._succ.update(zip(nodes, succ))
+        g._pred.update(zip(nodes, pred))
+        ready = [i for i in range(n) if not indegree[i]]
+        done = 0
+        while ready:
+            u = ready.pop()
+            done += 1
+            for v in out_ids[u]:
+                indegree[v] -= 1
+                if not indegree[v]:
+                    ready.append(v)
+        return done == n
+
+    def hop_edges(self, nodes: list[Node]) -> list[tuple[Node, Node]]:
+        """The edges with hop=True, in the graph's edge order (by source node, then insertion)."""
+        hops = [(u, v) for (u, v), d in self.attrs.items() if d.get("hop")]
+        hops.sort(key=lambda e: e[0])  # stable: insertion order within one source
+        return [(nodes[u], nodes[v]) for u, v in hops]
 
 
 def dependency_graph(plan: Plan) -> nx.DiGraph:
     """The plan's dependency graph, built once per Plan object and shared by every caller (check_plan
     builds it, simulate and the list timer reuse it): a Plan is frozen, so its graph cannot go stale.
-    Callers must not modify the graph."""
+    Callers must not modify the graph. Its `graph` dict holds what the build found out on the way:
+    "acyclic" (bool) and "hop_edges" (direct cross-GPU data edges, in edge order)."""
     graph = plan.__dict__.get(_CACHE_KEY)
     if graph is None:
         graph = _build_dependency_graph(plan)
@@ -134,8 +177,8 @@ def _build_dependency_graph(plan: Plan) -> nx.DiGraph:
                             f"no lane runs")
         edges.add(iu, iv, "explicit")
     g = nx.DiGraph()
-    g.add_nodes_from(idx.nodes)
-    edges.into(g, idx.nodes)
+    g.graph["acyclic"] = edges.into(g, idx.nodes)
+    g.graph["hop_edges"] = edges.hop_edges(idx.nodes)
     return g
 
 
@@ -144,19 +187,22 @@ def _data_edges(plan: Plan, idx: _Index, edges: _Edges) -> None:
     # inputs_of reads the same microbatch and iteration as its consumer, so its answer for one
     # (kind, stage) serves every microbatch and iteration: asked once each, not once per action.
     inputs: dict[tuple[str, int | None], list[tuple[str, str, int | None]]] = {}
-    for gpu, x in plan.compute_actions():
+    nodes, compute = idx.nodes, idx.compute
+    for cons in idx.compute_order:
+        gpu, x = nodes[cons]
         shape = (x.kind, x.stage)
-        if shape not in inputs:
-            inputs[shape] = [(i.what, i.producer.kind, i.producer.stage)
-                             for i in inputs_of(x, plan.partition, split)]
-        for what, kind, stage in inputs[shape]:
-            prod = idx.compute.get((kind, stage, x.mb, x.it))
+        shape_inputs = inputs.get(shape)
+        if shape_inputs is None:
+            shape_inputs = inputs[shape] = [(i.what, i.producer.kind, i.producer.stage)
+                                            for i in inputs_of(x, plan.partition, split)]
+        for what, kind, stage in shape_inputs:
+            prod = compute.get((kind, stage, x.mb, x.it))
             if prod is None and kind in EITHER_BACKWARD:  # a plan may split some backwards only (DualPipeV)
-                prod = idx.compute.get((EITHER_BACKWARD[kind], stage, x.mb, x.it))
+                prod = compute.get((EITHER_BACKWARD[kind], stage, x.mb, x.it))
             if prod is None:
                 producer = Action(kind, stage, x.mb, x.it)
                 raise PlanError(f"GPU {gpu}: {x} reads the {what} of {producer}, which no lane runs")
-            _route(idx, edges, prod, idx.id_of(gpu, x))
+            _route(idx, edges, prod, cons)
 
 
 def _route(idx: _Index, edges: _Edges, prod: int, cons: int) -> None:
@@ -168,22 +214,23 @@ def _route(idx: _Index, edges: _Edges, prod: int, cons: int) -> None:
     if x.kind == "W" and src == dst:
         edges.add(prod, cons, "data")
         return
+    ids = idx.ids
     phase = p.partition_phase
-    send = idx.find(src, "SEND", p.stage, p.mb, p.it, phase, peer=dst)
-    recv = idx.find(dst, "RECV", p.stage, p.mb, p.it, phase, peer=src)
+    send = ids.get((src, "SEND", p.stage, p.mb, p.it, phase, None, dst))
+    recv = ids.get((dst, "RECV", p.stage, p.mb, p.it, phase, None, src))
     if send is not None and recv is not None:
         edges.add(prod, send, "data")
         edges.add(send, recv, "data")
         edges.add(recv, cons, "data")
         return
-    out = idx.find(src, "ACT_OUT", p.stage, p.mb, p.it, phase)
-    inn = idx.find(dst, "ACT_IN", x.stage, x.mb, x.it, x.partition_phase)
+    out = ids.get((src, "ACT_OUT", p.stage, p.mb, p.it, phase, None, None))
+    inn = ids.get((dst, "ACT_IN", x.stage, x.mb, x.it, x.partition_phase, None, None))
     if out is not None and inn is not None:
         edges.add(prod, out, "data")
         edges.add(out, inn, "data")
         edges.add(inn, cons, "data")
     else:
-        edges.add(prod, cons, "data", hop=src != dst)
+        edges.add_data(prod, cons, hop=src != dst)
 
 
 def _weight_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], edges: _Edges) -> None:
@@ -268,7 +315,10 @@ def _window_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], edges: _E
 
 
 def check_acyclic(plan: Plan, g: nx.DiGraph) -> None:
-    if nx.is_directed_acyclic_graph(g):
+    acyclic = g.graph.get("acyclic")  # dependency_graph found it out while building
+    if acyclic is None:
+        acyclic = nx.is_directed_acyclic_graph(g)
+    if acyclic:
         return
     try:
         cycle = nx.find_cycle(g)
