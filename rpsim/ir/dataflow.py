@@ -45,15 +45,6 @@ def inputs_of(a: Action, p: Partition, split_backward: bool = False) -> list[Inp
 EITHER_BACKWARD = {"B": "I", "I": "B"}
 
 
-def actual_producer(producer: Action, present: object) -> Action:
-    """`producer`, or its B / I counterpart when only that one is `in present` (a plan that splits
-    some backwards only)."""
-    if producer in present or producer.kind not in EITHER_BACKWARD:  # type: ignore[operator]
-        return producer
-    other = Action(EITHER_BACKWARD[producer.kind], producer.stage, producer.mb, producer.it)
-    return other if other in present else producer  # type: ignore[operator]
-
-
 def _dedupe(items: list[Input]) -> list[Input]:
     seen, out = set(), []
     for i in items:
