@@ -59,12 +59,12 @@ def _check_lanes(plan: Plan) -> None:
             if a.kind not in LANE_KINDS[lane]:
                 fail(plan, f"{a} cannot run on lane {lane!r} (it takes {', '.join(sorted(LANE_KINDS[lane]))})",
                      (gpu, a))
-        dup = [a for a, n in Counter(actions).items() if n > 1]
-        if dup:
+        if len(set(actions)) < len(actions):  # counted only when some action repeats (the message's order)
+            dup = [a for a, n in Counter(actions).items() if n > 1]
             fail(plan, f"{dup[0]} appears twice on gpu {gpu} lane {lane}", (gpu, dup[0]))
-    count = Counter(a for _, a in plan.compute_actions())
-    dup = [a for a, n in count.items() if n > 1]
-    if dup:
+    compute = [a for _, a in plan.compute_actions()]
+    if len(set(compute)) < len(compute):
+        dup = [a for a, n in Counter(compute).items() if n > 1]
         gpus = {g for g, a in plan.compute_actions() if a == dup[0]}
         fail(plan, f"{dup[0]} runs more than once (GPUs {sorted(gpus)})", None, gpus)
 
@@ -72,33 +72,48 @@ def _check_lanes(plan: Plan) -> None:
 def expected_compute(plan: Plan) -> set[Action]:
     """Every (stage, mb, it) once: F, and its backward as one B or as one I and one W (a plan may split
     some backwards and not others, as DualPipeV does)."""
+    return {Action(*f) for f in _expected_fields(plan)}
+
+
+def _expected_fields(plan: Plan) -> set[tuple]:
+    """expected_compute's actions as field tuples (kind, stage, mb, it, phase, chunk, peer)."""
     p = plan.partition
     split = {(a.stage, a.mb, a.it) for _, a in plan.compute_actions() if a.kind in ("I", "W")}
-    out: set[Action] = set()
+    fused_last = len(p.bwd) - 1 if p.fused else None
+    out: set[tuple] = set()
     for it in range(plan.n_iters):
         for m in range(plan.n_mb):
-            out |= {Action("F", s, m, it) for s in range(len(p.fwd))}
+            out.update(("F", s, m, it, None, None, None) for s in range(len(p.fwd)))
             for s in range(len(p.bwd)):
-                if p.fused and s == len(p.bwd) - 1:
-                    out.add(Action("FB", s, m, it))
+                if s == fused_last:
+                    out.add(("FB", s, m, it, None, None, None))
                 elif (s, m, it) in split:
-                    out |= {Action("I", s, m, it), Action("W", s, m, it)}
+                    out.add(("I", s, m, it, None, None, None))
+                    out.add(("W", s, m, it, None, None, None))
                 else:
-                    out.add(Action("B", s, m, it))
+                    out.add(("B", s, m, it, None, None, None))
     return out
 
 
+def _fields(a: Action) -> tuple:
+    return (a.kind, a.stage, a.mb, a.it, a.phase, a.chunk, a.peer)
+
+
 def _check_complete(plan: Plan) -> None:
-    have = {a for _, a in plan.compute_actions()}
-    want = expected_compute(plan)
+    # Field tuples, not Actions: the expected set of a 64-GPU plan is 10^5 actions, and building and
+    # hashing an Action each was a tenth of make_plan. Actions order as their field tuples do.
+    have = {_fields(a) for _, a in plan.compute_actions()}
+    want = _expected_fields(plan)
     missing, extra = sorted(want - have), sorted(have - want)
     if missing:
-        raise PlanError(f"incomplete plan: {len(missing)} compute actions missing, first {missing[0]} "
+        first = Action(*missing[0])
+        raise PlanError(f"incomplete plan: {len(missing)} compute actions missing, first {first} "
                         f"(stages x microbatches x iterations = {len(plan.partition.fwd)}F/"
                         f"{len(plan.partition.bwd)}B x {plan.n_mb} x {plan.n_iters})\n{format_lanes(plan)}")
     if extra:
-        where = next((g, a) for g, a in plan.compute_actions() if a == extra[0])
-        fail(plan, f"{extra[0]} is not part of this plan's stages, microbatches or iterations", where)
+        first = Action(*extra[0])
+        where = next((g, a) for g, a in plan.compute_actions() if a == first)
+        fail(plan, f"{first} is not part of this plan's stages, microbatches or iterations", where)
 
 
 def _check_split_backward(plan: Plan) -> None:

@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from rpsim.ir import CPU, Action, Plan
-from rpsim.ir.action import INPUT_GRAD_KINDS
+from rpsim.ir.action import COMPUTE_KINDS, INPUT_GRAD_KINDS
 from rpsim.ir.jobs import jobs_of, residency
 from rpsim.sim.action_costs import CostContext, boundary_bytes, saved_inside_bytes, transfer_bytes
 from rpsim.sim.trace import Trace
@@ -100,7 +100,6 @@ def _streamed_buffers(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) 
 
 
 def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> None:
-    layers = ctx.costs.layers
     keep_all = plan.recompute == "none"
     last_use: dict[tuple[int, int], float] = defaultdict(float)  # (mb, it) -> end of its last compute
     # Keyed by (gpu, partition phase, stage, mb, it), not by a guessed producer Action: the producer of
@@ -108,66 +107,44 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
     # fused stage's output gradient (and its upload) look freed when FB ended, before it was moved.
     moved: dict[tuple, float] = {}  # producer -> end of the transfer that moved its output
     used: dict[tuple, float] = defaultdict(float)  # consumer -> end of the computes that read an upload
+    ends: dict[tuple, float] = {}  # compute actions' ends by (gpu, kind, stage, mb, it, phase, chunk, peer)
     for (gpu, a), (_s, e) in timed.items():
-        if a.kind in ("ACT_OUT", "SEND"):
+        kind = a.kind
+        if kind in ("ACT_OUT", "SEND"):
             key = (gpu, a.phase, a.stage, a.mb, a.it)
             moved[key] = max(moved.get(key, 0.0), e)
-        elif a.is_compute:
+        elif kind in _COMPUTE:
             key = (gpu, a.partition_phase, a.stage, a.mb, a.it)
             used[key] = max(used[key], e)
-    # lo, hi, the stage's activations (sum, max), the no-grad forward's working set, and its backward
-    # working sets: the whole stage at once (sum plus the largest backward transient) or one layer at a
-    # time (the largest activations plus transient of one layer).
-    stages: dict[tuple[str, int], tuple[int, int, float, float, float, float, float]] = {}
+            ends[(gpu, kind, a.stage, a.mb, a.it, a.phase, a.chunk, a.peer)] = e
+    shapes: dict[tuple[str, int], _Shape] = {}  # the bytes of a (kind, stage): the same every microbatch
     for (gpu, a), (s, e) in timed.items():
-        if not a.is_compute:
+        kind = a.kind
+        if kind not in _COMPUTE:
             continue
-        phase = a.partition_phase
-        stage = stages.get((phase, a.stage))  # type: ignore[arg-type]
-        if stage is None:
-            lo, hi = ctx.plan.partition.ranges(phase)[a.stage]  # type: ignore[index]
-            span = layers[lo:hi]
-            all_bytes = sum(x.activation_bytes for x in span)
-            stage = stages[(phase, a.stage)] = (  # type: ignore[index]
-                lo, hi, all_bytes, max(x.activation_bytes for x in span),
-                max(x.forward_transient_bytes for x in span),
-                all_bytes + max(x.backward_extra_bytes for x in span),
-                max(x.activation_bytes + x.backward_extra_bytes for x in span))
-        lo, hi, all_bytes, max_bytes, forward_work, whole_backward, layer_backward = stage
-        last_use[(a.mb, a.it)] = max(last_use[(a.mb, a.it)], e)  # type: ignore[index]
-        if a.kind == "F":
+        stage, mb, it = a.stage, a.mb, a.it
+        shape = shapes.get((kind, stage))  # type: ignore[arg-type]
+        if shape is None:
+            shape = shapes[(kind, stage)] = _shape(ctx, kind, stage, keep_all)  # type: ignore[index,arg-type]
+        use = last_use[(mb, it)]  # type: ignore[index]
+        last_use[(mb, it)] = max(use, e)  # type: ignore[index]
+        d = deltas[gpu]
+        if kind == "F":
             if keep_all:
-                b_end = _backward_end(timed, gpu, a)
-                deltas[gpu] += [(s, all_bytes), (b_end, -all_bytes)]
+                b_end = _backward_end(ends, timed, gpu, a)
+                d += [(s, shape.work), (b_end, -shape.work)]
             else:
-                deltas[gpu] += [(s, forward_work), (e, -forward_work)]
-                # Inputs saved for the recompute besides the stage's own: every layer's with layer grain
-                # (rpexec handlers._saved_boundaries), a backward stage's start inside a forward stage
-                # with RoundPipe's asymmetric partition. Stateless GPUs download them with the output.
-                inner = saved_inside_bytes(ctx, lo, hi)
+                d += [(s, shape.work), (e, -shape.work)]
                 if not ctx.stateless:  # the stage input and the inner inputs stay for the recompute
-                    keep = boundary_bytes(ctx, lo) + inner
-                    deltas[gpu] += [(s, keep), (_backward_end(timed, gpu, a), -keep)]
-                    inner = 0.0
-            out = boundary_bytes(ctx, hi) + (0.0 if keep_all else inner)
-            deltas[gpu] += [(s, out), (moved.get((gpu, "F", a.stage, a.mb, a.it), e), -out)]
+                    d += [(s, shape.keep), (_backward_end(ends, timed, gpu, a), -shape.keep)]
+            d += [(s, shape.out), (moved.get((gpu, "F", stage, mb, it), e), -shape.out)]
         else:
-            # A backward recomputes its whole stage at once (stage grain, and the fused stage FB, whose
-            # forward is the recompute), or one layer at a time from saved inputs (layer grain: rpexec
-            # handlers._backward_per_layer; the roundpipe library's run_backward, recompute_grain="layer").
-            whole_stage = not keep_all and (a.kind == "FB" or (a.kind in ("B", "I") and ctx.plan.recompute != "layer"))
-            if keep_all:  # the saved activations are held since F; the largest transient on top
-                work = max_bytes
-            else:
-                work = whole_backward if whole_stage else layer_backward
-            deltas[gpu] += [(s, work), (e, -work)]
-            if a.kind != "W":  # W computes weight gradients only; its stage's I produced the input gradient
-                out = boundary_bytes(ctx, lo)
-                deltas[gpu] += [(s, out), (moved.get((gpu, "B", a.stage, a.mb, a.it), e), -out)]
-            if a.kind == "I":
-                w_end = timed[(gpu, Action("W", a.stage, a.mb, a.it))][1]
-                held = held_for_w(ctx, lo, hi, all_bytes)
-                deltas[gpu] += [(e, held), (w_end, -held)]
+            d += [(s, shape.work), (e, -shape.work)]
+            if kind != "W":  # W computes weight gradients only; its stage's I produced the input gradient
+                d += [(s, shape.out), (moved.get((gpu, "B", stage, mb, it), e), -shape.out)]
+            if kind == "I":
+                w_end = ends[(gpu, "W", stage, mb, it, None, None, None)]
+                d += [(e, shape.keep), (w_end, -shape.keep)]
     sizes: dict[tuple, float] = {}  # bytes by (kind, stage, phase): the same for every microbatch
     for (gpu, a), (s, e) in timed.items():
         if a.kind in ("ACT_IN", "ACT_OUT"):
@@ -178,6 +155,51 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
                 deltas[gpu] += [(s, n), (used.get((gpu, a.phase, a.stage, a.mb, a.it), e), -n)]
             else:
                 deltas[CPU] += [(s, n), (last_use[(a.mb, a.it)], -n)]  # type: ignore[index]
+
+
+_COMPUTE = frozenset(COMPUTE_KINDS)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """The bytes one compute action of a (kind, stage) holds, whatever its microbatch: `work` from its start
+    to its end (the saved activations until the backward, when nothing is recomputed); `out` its output
+    until moved (F: the stage output, plus inner saved inputs on stateless GPUs; backward: the input
+    gradient); `keep` F: the inputs kept for the recompute, I: what it holds for its W."""
+    work: float
+    out: float
+    keep: float
+
+
+def _shape(ctx: CostContext, kind: str, stage: int, keep_all: bool) -> _Shape:
+    layers = ctx.costs.layers
+    lo, hi = ctx.plan.partition.ranges("F" if kind == "F" else "B")[stage]
+    span = layers[lo:hi]
+    all_bytes = sum(x.activation_bytes for x in span)
+    if kind == "F":
+        if keep_all:
+            return _Shape(all_bytes, boundary_bytes(ctx, hi) + 0.0, 0.0)
+        # Inputs saved for the recompute besides the stage's own: every layer's with layer grain
+        # (rpexec handlers._saved_boundaries), a backward stage's start inside a forward stage with
+        # RoundPipe's asymmetric partition. Stateless GPUs download them with the output.
+        inner = saved_inside_bytes(ctx, lo, hi)
+        keep = 0.0
+        if not ctx.stateless:
+            keep = boundary_bytes(ctx, lo) + inner
+            inner = 0.0
+        return _Shape(max(x.forward_transient_bytes for x in span), boundary_bytes(ctx, hi) + inner, keep)
+    # A backward recomputes its whole stage at once (stage grain, and the fused stage FB, whose forward is
+    # the recompute), or one layer at a time from saved inputs (layer grain: rpexec
+    # handlers._backward_per_layer; the roundpipe library's run_backward, recompute_grain="layer").
+    whole_stage = not keep_all and (kind == "FB" or (kind in ("B", "I") and ctx.plan.recompute != "layer"))
+    if keep_all:  # the saved activations are held since F; the largest transient on top
+        work = max(x.activation_bytes for x in span)
+    elif whole_stage:
+        work = all_bytes + max(x.backward_extra_bytes for x in span)
+    else:
+        work = max(x.activation_bytes + x.backward_extra_bytes for x in span)
+    held = held_for_w(ctx, lo, hi, all_bytes) if kind == "I" else 0.0
+    return _Shape(work, boundary_bytes(ctx, lo), held)
 
 
 def held_for_w(ctx: CostContext, lo: int, hi: int, stage_activation_bytes: float) -> float:
@@ -191,9 +213,9 @@ def held_for_w(ctx: CostContext, lo: int, hi: int, stage_activation_bytes: float
     return stage_activation_bytes + grads
 
 
-def _backward_end(timed: Timed, gpu: int, f: Action) -> float:
+def _backward_end(ends: dict[tuple, float], timed: Timed, gpu: int, f: Action) -> float:
     for kind in INPUT_GRAD_KINDS:
-        key = (gpu, Action(kind, f.stage, f.mb, f.it))
-        if key in timed:
-            return timed[key][1]
+        e = ends.get((gpu, kind, f.stage, f.mb, f.it, None, None, None))
+        if e is not None:
+            return e
     return timed[(gpu, f)][1]
