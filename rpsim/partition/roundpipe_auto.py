@@ -15,8 +15,6 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from rpsim.errors import Infeasible
 from rpsim.ir import Partition
 
@@ -93,20 +91,22 @@ def stage_times(p: Partition, times: LayerTimes) -> tuple[list[float], list[floa
     return fwd, bwd
 
 
-def candidates(times: LayerTimes, variant: str) -> np.ndarray:
-    f = np.asarray(times.forward_s, dtype=float)
-    b = np.asarray(times.backward_s, dtype=float)
-    r = np.asarray(times.recompute_s, dtype=float)
-    sums = []
-    for arr in (f, r + b, f + b):
-        prefix = np.concatenate([[0.0], np.cumsum(arr)])
-        sums.append((prefix[None, :] - prefix[:, None])[np.triu_indices(len(prefix), 1)])
-    cand = np.unique(np.concatenate(sums))
-    w = float(max(f.max(), (r + b).max()))
-    cand = cand[cand >= w * (1 - 1e-12)]
-    if variant == "library":
-        cand = cand[cand <= 1.1 * w * (1 + 1e-12)]
-    return cand
+def candidates(times: LayerTimes, variant: str) -> list[float]:
+    """The distinct contiguous sums of forward, recompute + backward and forward + backward times, sorted,
+    from the largest single-layer time W up (the library's variant: up to 1.1 W). Plain Python, in the
+    order numpy's cumsum adds (sequentially), so the floats are the ones the numpy version gave: importing
+    numpy for this was a quarter of `rpsim compare`'s start-up."""
+    f = [float(x) for x in times.forward_s]
+    rb = [float(r) + float(b) for r, b in zip(times.recompute_s, times.backward_s, strict=True)]
+    fb = [x + float(b) for x, b in zip(f, times.backward_s, strict=True)]
+    sums: set[float] = set()
+    for arr in (f, rb, fb):
+        prefix = [0.0, *itertools.accumulate(arr)]
+        for i, start in enumerate(prefix):
+            sums.update(end - start for end in prefix[i + 1:])
+    w = max(max(f), max(rb))
+    lo, hi = w * (1 - 1e-12), 1.1 * w * (1 + 1e-12)
+    return sorted(c for c in sums if c >= lo and (variant != "library" or c <= hi))
 
 
 def roundpipe_auto(times: LayerTimes, n_gpus: int, n_mb: int, memory_limit_bytes: float,
@@ -115,7 +115,7 @@ def roundpipe_auto(times: LayerTimes, n_gpus: int, n_mb: int, memory_limit_bytes
     cap = memory_limit_bytes / 2  # the next stage's weights are prefetched into the other half
     best: tuple[float, float, int, Partition] | None = None
     pre = _Prefixes.of(times)
-    cand = candidates(times, variant).tolist()
+    cand = candidates(times, variant)
     i = 0
     while i < len(cand):
         t = cand[i]

@@ -174,6 +174,8 @@ def _full_stage(runner: Any, sc: Scenario, pool: list[Scored], options: SearchOp
     first = ordered[:options.top_k]
     first += [s for s in _frontier_picks(ordered, options.frontier_extra) if s not in first]
     batch = [_steady(s.candidate, sc) for s in first]
+    # The fast stage's estimates, for candidates confirmed as estimated (not re-iterated by _steady).
+    estimates = {s.candidate: s.estimate for s in ordered}
     ref = _resolved_reference(sc) if options.reference else None
     if ref is not None and plan_key(ref) not in {plan_key(c) for c in batch}:
         batch.append(ref)
@@ -184,7 +186,7 @@ def _full_stage(runner: Any, sc: Scenario, pool: list[Scored], options: SearchOp
         # Longest first, so two workers finish together; results still come back in batch order.
         batch.sort(key=lambda c: (-sim_cost(c, sc), c.sort_key))
         total = len(batch)
-        out = runner.map(tasks.confirm, [(c, options.fidelity) for c in batch], [1] * total,
+        out = runner.map(tasks.confirm, [(c, options.fidelity, estimates.get(c)) for c in batch], [1] * total,
                          lambda n, total=total: report("full", n, total))
         done.update({plan_key(c): r for c, r in zip(batch, out, strict=True)})
         # An estimate can call a plan feasible that the simulator finds over memory: confirm more.

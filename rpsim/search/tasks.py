@@ -9,6 +9,7 @@ from typing import Any
 
 from rpsim.compare import infeasible_row
 from rpsim.errors import Infeasible, SpecError
+from rpsim.gc_pause import gc_paused
 from rpsim.partition.counts import partition_to_spec
 from rpsim.partition.local_search import local_search
 from rpsim.planner import make_plan
@@ -61,7 +62,8 @@ def score(ws: Workspace, c: Candidate) -> Scored:
 
 def fast_chunk(token: str, base: Scenario | None, chunk: list[Candidate]) -> list[Scored]:
     ws = workspace(token, base)
-    return [score(ws, c) for c in chunk]
+    with gc_paused():  # list-timed estimates build whole plans (rpsim.gc_pause)
+        return [score(ws, c) for c in chunk]
 
 
 def refine(token: str, base: Scenario | None, seed: Candidate, max_evaluations: int, order_seed: int
@@ -109,9 +111,16 @@ class Confirmed:
         return m["tokens_per_s"] * m["iteration_s"] / max(m["iteration_s"], self.work_bound_s)
 
 
-def confirm(token: str, base: Scenario | None, c: Candidate, fidelity: str = "pcie") -> Confirmed:
-    """make_plan + simulate: the full pcie-level result the ranking uses."""
-    ws = workspace(token, base)
+def confirm(token: str, base: Scenario | None, c: Candidate, fidelity: str = "pcie",
+            estimate: Estimate | None = None) -> Confirmed:
+    """make_plan + simulate: the full pcie-level result the ranking uses. `estimate`: the fast stage's
+    estimate of this very candidate (partition written out, same iterations), which the result carries
+    instead of estimating again (a list-timed estimate builds and times the whole plan once more)."""
+    with gc_paused():  # rpsim.gc_pause: a plan's millions of objects are not rescanned as they grow
+        return _confirm(workspace(token, base), c, fidelity, estimate)
+
+
+def _confirm(ws: Workspace, c: Candidate, fidelity: str, estimate: Estimate | None) -> Confirmed:
     sc = ws.scenario(c.mb_size, c.recompute)
     try:
         plan = make_plan(sc, plan_request(c, fidelity))
@@ -123,4 +132,6 @@ def confirm(token: str, base: Scenario | None, c: Candidate, fidelity: str = "pc
     if c.roundpipe and is_async(c.schedule):
         bound = work_bound_s(ws.context(c.mb_size, c.recompute), slots_of(ws.context(c.mb_size, c.recompute),
                                                                             plan.partition))
-    return Confirmed(resolved, metrics, ws.estimate(resolved, plan.partition), bound)
+    if estimate is None or resolved != c:
+        estimate = ws.estimate(resolved, plan.partition)
+    return Confirmed(resolved, metrics, estimate, bound)

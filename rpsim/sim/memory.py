@@ -31,8 +31,16 @@ class MemoryTimeline:
 
 
 def timed_actions(plan: Plan, trace: Trace) -> Timed:
+    """(gpu, action) -> (start, end) of a trace of `plan`. Actions are matched to the plan's by their text
+    (parse_action(str(a)) == a), parsing only text the plan does not hold: parsing every event was half
+    of the memory pass of a list-timed search estimate."""
     from rpsim.ir import parse_action
-    return {(e.gpu, parse_action(e.action)): (e.start_s, e.end_s) for e in trace.events}
+    by_text = {(gpu, str(a)): a for (gpu, _lane), actions in plan.lanes.items() for a in actions}
+    out: Timed = {}
+    for e in trace.events:
+        a = by_text.get((e.gpu, e.action))
+        out[(e.gpu, a if a is not None else parse_action(e.action))] = (e.start_s, e.end_s)
+    return out
 
 
 def memory_timeline(plan: Plan, trace: Trace, ctx: CostContext, timed: Timed | None = None) -> MemoryTimeline:
