@@ -8,20 +8,18 @@ import json
 import re
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rpsim.cli.setup_flags import add_setup_flags, setup_from_args, training_from_args
 from rpsim.errors import Infeasible, SpecError
-from rpsim.ir.planio import save_plan
-from rpsim.planner import make_plan
 from rpsim.report.table import format_table
 from rpsim.scenario import Scenario
+from rpsim.search.options import SearchOptions
 from rpsim.search.pareto import NOISE_RTOL
-from rpsim.search.relax import relaxations
-from rpsim.search.run import SearchOptions, SearchResult, search
-from rpsim.search.space import plan_request
-from rpsim.search.tasks import Confirmed
-from rpsim.search.workspace import Workspace
+
+if TYPE_CHECKING:  # the search and its workers are imported when a search runs, not for every command
+    from rpsim.search.run import SearchResult
+    from rpsim.search.tasks import Confirmed
 
 GiB = 2**30
 # A Dask scheduler address (distributed's "protocol://host:port"); a bare word used to escape as a
@@ -105,6 +103,11 @@ def _raise_terminated(_signum: int, _frame: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rpsim.ir.planio import save_plan
+    from rpsim.planner import make_plan
+    from rpsim.search.run import search
+    from rpsim.search.space import plan_request
+    from rpsim.search.workspace import Workspace
     sc = setup_from_args(args)
     options = options_from_args(args)
     bars = _Bars()
@@ -224,6 +227,7 @@ def nothing_fits(sc: Scenario, r: SearchResult, options: SearchOptions) -> str:
         lines += [f"  {x}" for x in sorted({c.metrics['reason'] for c in r.ranked})[:3]]
     print("rpsim: nothing fits; trying LoRA, a smaller global batch and a shorter sequence ...",
           file=sys.stderr)
+    from rpsim.search.relax import relaxations
     found = relaxations(sc, options)
     for x in found:
         lines.append(f"fits with {x.flags}: {x.best.candidate.label()}, "

@@ -91,6 +91,7 @@ class _Edges:
 
     def __init__(self) -> None:
         self.attrs: dict[tuple[int, int], dict[str, Any]] = {}
+        self.any_hop = False  # some direct data edge crossed GPUs (a pcie plan missing a transfer)
 
     def add(self, u: int, v: int, why: str) -> None:
         d = self.attrs.get((u, v))
@@ -101,6 +102,7 @@ class _Edges:
 
     def add_data(self, u: int, v: int, hop: bool) -> None:
         """A direct data edge; `hop`: it crosses GPUs with no transfer (the `hop` fidelity's delay)."""
+        self.any_hop = self.any_hop or hop
         d = self.attrs.get((u, v))
         if d is None:
             self.attrs[(u, v)] = {"why": "data", "hop": hop}
@@ -139,6 +141,8 @@ class _Edges:
 
     def hop_edges(self, nodes: list[Node]) -> list[tuple[Node, Node]]:
         """The edges with hop=True, in the graph's edge order (by source node, then insertion)."""
+        if not self.any_hop:
+            return []
         hops = [(u, v) for (u, v), d in self.attrs.items() if d.get("hop")]
         hops.sort(key=lambda e: e[0])  # stable: insertion order within one source
         return [(nodes[u], nodes[v]) for u, v in hops]

@@ -59,6 +59,23 @@ def stages_bound_to_gpus(plan: Plan) -> bool:
 
 
 def jobs_of(plan: Plan, gpu: int) -> list[Job]:
+    """The GPU's jobs in lane order. Derived once per Plan object and GPU (lowering, the dependency graph,
+    the checks and the memory pass all ask); a Plan is frozen, so they cannot go stale. Callers must not
+    modify the list."""
+    cache = plan.__dict__.get(JOBS_CACHE_KEY)
+    if cache is None:
+        cache = {}
+        object.__setattr__(plan, JOBS_CACHE_KEY, cache)  # a cache, not a field: equality and replace() ignore it
+    jobs = cache.get(gpu)
+    if jobs is None:
+        jobs = cache[gpu] = _derive_jobs(plan, gpu)
+    return jobs
+
+
+JOBS_CACHE_KEY = "_jobs"
+
+
+def _derive_jobs(plan: Plan, gpu: int) -> list[Job]:
     actions = [a for a in plan.lane(gpu, "compute") if a.is_compute]
     if stages_are_resident(plan):
         groups: dict[tuple[int, int], list[Action]] = {}

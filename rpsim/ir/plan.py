@@ -97,8 +97,8 @@ class Plan:
         return self.lanes.get((gpu, name), ())
 
     def __getstate__(self) -> dict[str, Any]:
-        # The dependency graph rpsim.ir.deps caches on a plan is rebuilt on demand, not shipped to workers.
-        return {k: v for k, v in self.__dict__.items() if k != "_dependency_graph"}
+        # What rpsim.ir.deps and rpsim.ir.jobs cache on a plan is rebuilt on demand, not shipped to workers.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_dependency_graph", "_jobs")}
 
     def items(self) -> Iterator[tuple[LaneId, int, Action]]:
         for lane_id in sorted(self.lanes):

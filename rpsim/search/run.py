@@ -19,6 +19,7 @@ from rpsim.scenario import Scenario
 from rpsim.schedules import SCHEDULES
 from rpsim.search import tasks
 from rpsim.search.fast_eval import has_fast_estimate
+from rpsim.search.options import SearchOptions
 from rpsim.search.parallel import make_runner
 from rpsim.search.pareto import frontier
 from rpsim.search.space import Candidate, enumerate_candidates, steady_iterations
@@ -27,22 +28,7 @@ from rpsim.search.workspace import Workspace
 
 FAST_CHUNK = 48  # candidates per fast task: amortises pickling, small enough to balance two cores
 Progress = Callable[[str, int, int], None]  # (stage, advance by, stage total)
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    budget: int = 8000  # fast-stage evaluations: the structured candidates, then local-search moves
-    top_k: int = 5  # plans the full simulator confirms (more when some turn out not to fit)
-    jobs: int | None = None  # local worker processes; None: every core
-    cluster: Any = None  # a Dask scheduler address (or Client): run there instead
-    seed: int = 0  # orders local-search moves, and samples the candidates when they exceed the budget
-    seeds: int = 12  # local searches, from the best distinct configurations
-    frontier_extra: int = 2  # low-memory plans off the estimated frontier the simulator also confirms
-    schedules: tuple[str, ...] | None = None
-    mb_sizes: tuple[int, ...] | None = None  # None: every divisor of the global batch
-    reference: bool = True  # also confirm RoundPipe's default plan
-    diagnose: bool = True  # when nothing fits, simulate the nearest miss for an exact reason
-    fidelity: str = "pcie"
+DEFAULT_OPTIONS = SearchOptions()
 
 
 @dataclass(frozen=True)
@@ -97,7 +83,7 @@ def reference_candidate(sc: Scenario) -> Candidate | None:
     return Candidate(name, t.mb_size, t.recompute, SCHEDULES[name].TRAITS.partitioners[0])
 
 
-def search(sc: Scenario, options: SearchOptions = SearchOptions(), progress: Progress | None = None
+def search(sc: Scenario, options: SearchOptions = DEFAULT_OPTIONS, progress: Progress | None = None
            ) -> SearchResult:
     report = progress or (lambda _stage, _n, _total: None)
     token = token_of(sc, options)
