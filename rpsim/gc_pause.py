@@ -4,7 +4,7 @@ Building and simulating a plan allocates millions of small, long-lived, acyclic 
 dependency-graph dicts, trace events). Every time the survivors grow by a quarter the collector rescans
 all of them (a full collection), which was 20-45% of `rpsim compare` and of make_plan on 64 GPUs.
 Those objects are freed by reference counting alone; the few reference cycles a command leaves (about
-1,500 objects after a full `compare`, the same peak RSS) wait for the next collection after it. Results do
+600 objects after a full `compare`, the same peak RSS) wait for the next collection after it. Results do
 not depend on when memory is reclaimed, so no figure changes."""
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def gc_paused() -> Iterator[None]:
-    """Collector off inside the block (nested blocks are no-ops), back on after it: the next automatic
-    collection finds what the block left."""
+def gc_paused(collect: bool = False) -> Iterator[None]:
+    """Collector off inside the block (nested blocks are no-ops), back on after it. `collect`: one full
+    collection right after, for long-lived processes that run many blocks (search workers): a plan's
+    dependency graph whose networkx views were used (graph.pred) is a reference cycle, and a worker
+    estimating dozens of plans with the collector off grew to 1.3 GB."""
     if not gc.isenabled():
         yield
         return
@@ -25,3 +27,5 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+        if collect:
+            gc.collect()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from rpsim.gc_pause import gc_paused
 from rpsim.ir import CPU, Partition
 from rpsim.metrics.summary import iteration_window
 from rpsim.partition.counts import partition_to_spec
@@ -20,6 +21,11 @@ from rpsim.sim.simulate import cost_context
 
 
 def estimate_by_list_timer(ctx: FastContext, sc: Scenario, c: Candidate, part: Partition) -> Estimate:
+    with gc_paused(collect=True):  # a whole plan is built and timed (rpsim.gc_pause)
+        return _estimate(ctx, sc, c, part)
+
+
+def _estimate(ctx: FastContext, sc: Scenario, c: Candidate, part: Partition) -> Estimate:
     resolved = replace(c, partition=partition_to_spec(part))
     plan = make_plan(sc, plan_request(resolved))
     trace = list_timed(plan, sc)

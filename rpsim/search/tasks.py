@@ -62,8 +62,7 @@ def score(ws: Workspace, c: Candidate) -> Scored:
 
 def fast_chunk(token: str, base: Scenario | None, chunk: list[Candidate]) -> list[Scored]:
     ws = workspace(token, base)
-    with gc_paused():  # list-timed estimates build whole plans (rpsim.gc_pause)
-        return [score(ws, c) for c in chunk]
+    return [score(ws, c) for c in chunk]
 
 
 def refine(token: str, base: Scenario | None, seed: Candidate, max_evaluations: int, order_seed: int
@@ -116,7 +115,7 @@ def confirm(token: str, base: Scenario | None, c: Candidate, fidelity: str = "pc
     """make_plan + simulate: the full pcie-level result the ranking uses. `estimate`: the fast stage's
     estimate of this very candidate (partition written out, same iterations), which the result carries
     instead of estimating again (a list-timed estimate builds and times the whole plan once more)."""
-    with gc_paused():  # rpsim.gc_pause: a plan's millions of objects are not rescanned as they grow
+    with gc_paused(collect=True):  # rpsim.gc_pause: a plan's objects are not rescanned as they grow
         return _confirm(workspace(token, base), c, fidelity, estimate)
 
 

@@ -3,6 +3,7 @@ model states, streamed weight and gradient buffers, activation working sets, bou
 host-resident activations. Pure: the same function serves every fidelity level."""
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -55,11 +56,9 @@ def memory_timeline(plan: Plan, trace: Trace, ctx: CostContext, timed: Timed | N
     steps = {}
     for device, items in deltas.items():
         items.sort()  # by (time, delta): frees before allocations at the same instant
-        level, out = 0.0, []
-        for t, d in items:
-            level += d
-            out.append((t, level))
-        steps[device] = out
+        levels = itertools.accumulate((d for _, d in items), initial=0.0)  # 0.0 + d0 + d1 ...: a running sum
+        next(levels)
+        steps[device] = list(zip((t for t, _ in items), levels))
     return MemoryTimeline(steps)
 
 
