@@ -19,7 +19,15 @@ def merge(intervals: Iterable[Interval]) -> list[Interval]:
 
 
 def clip(intervals: Iterable[Interval], lo: float, hi: float) -> list[Interval]:
-    return [(max(s, lo), min(e, hi)) for s, e in intervals if min(e, hi) > max(s, lo)]
+    # max(s, lo) and min(e, hi) spelled out (the builtins' exact results: the first argument unless the
+    # second is strictly beyond it), as calls they were most of the metrics' time.
+    out = []
+    for s, e in intervals:
+        a = lo if lo > s else s
+        b = hi if hi < e else e
+        if b > a:
+            out.append((a, b))
+    return out
 
 
 def length(intervals: Iterable[Interval]) -> float:

@@ -115,26 +115,30 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
     moved: dict[tuple, float] = {}  # producer -> end of the transfer that moved its output
     used: dict[tuple, float] = defaultdict(float)  # consumer -> end of the computes that read an upload
     ends: dict[tuple, float] = {}  # compute actions' ends by (gpu, kind, stage, mb, it, phase, chunk, peer)
-    for (gpu, a), (_s, e) in timed.items():
+    computes, activations = [], []  # the timed items each pass below reads (one walk over all of them)
+    for item in timed.items():
+        (gpu, a), (_s, e) = item
         kind = a.kind
         if kind in ("ACT_OUT", "SEND"):
             key = (gpu, a.phase, a.stage, a.mb, a.it)
             moved[key] = max(moved.get(key, 0.0), e)
+            if kind == "ACT_OUT":
+                activations.append(item)
         elif kind in _COMPUTE:
             key = (gpu, a.partition_phase, a.stage, a.mb, a.it)
             used[key] = max(used[key], e)
             ends[(gpu, kind, a.stage, a.mb, a.it, a.phase, a.chunk, a.peer)] = e
+            last_use[(a.mb, a.it)] = max(last_use[(a.mb, a.it)], e)  # type: ignore[index]
+            computes.append(item)
+        elif kind == "ACT_IN":
+            activations.append(item)
     shapes: dict[tuple[str, int], _Shape] = {}  # the bytes of a (kind, stage): the same every microbatch
-    for (gpu, a), (s, e) in timed.items():
+    for (gpu, a), (s, e) in computes:
         kind = a.kind
-        if kind not in _COMPUTE:
-            continue
         stage, mb, it = a.stage, a.mb, a.it
         shape = shapes.get((kind, stage))  # type: ignore[arg-type]
         if shape is None:
             shape = shapes[(kind, stage)] = _shape(ctx, kind, stage, keep_all)  # type: ignore[index,arg-type]
-        use = last_use[(mb, it)]  # type: ignore[index]
-        last_use[(mb, it)] = max(use, e)  # type: ignore[index]
         d = deltas[gpu]
         if kind == "F":
             if keep_all:
@@ -153,15 +157,14 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
                 w_end = ends[(gpu, "W", stage, mb, it, None, None, None)]
                 d += [(e, shape.keep), (w_end, -shape.keep)]
     sizes: dict[tuple, float] = {}  # bytes by (kind, stage, phase): the same for every microbatch
-    for (gpu, a), (s, e) in timed.items():
-        if a.kind in ("ACT_IN", "ACT_OUT"):
-            n = sizes.get((a.kind, a.stage, a.phase))
-            if n is None:
-                n = sizes[(a.kind, a.stage, a.phase)] = transfer_bytes(ctx, a)
-            if a.kind == "ACT_IN":  # held until the compute that reads it ends (FB too, not only B)
-                deltas[gpu] += [(s, n), (used.get((gpu, a.phase, a.stage, a.mb, a.it), e), -n)]
-            else:
-                deltas[CPU] += [(s, n), (last_use[(a.mb, a.it)], -n)]  # type: ignore[index]
+    for (gpu, a), (s, e) in activations:
+        n = sizes.get((a.kind, a.stage, a.phase))
+        if n is None:
+            n = sizes[(a.kind, a.stage, a.phase)] = transfer_bytes(ctx, a)
+        if a.kind == "ACT_IN":  # held until the compute that reads it ends (FB too, not only B)
+            deltas[gpu] += [(s, n), (used.get((gpu, a.phase, a.stage, a.mb, a.it), e), -n)]
+        else:
+            deltas[CPU] += [(s, n), (last_use[(a.mb, a.it)], -n)]  # type: ignore[index]
 
 
 _COMPUTE = frozenset(COMPUTE_KINDS)
