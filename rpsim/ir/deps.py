@@ -118,16 +118,17 @@ class _Edges:
         n = len(nodes)
         succ: list[dict] = [{} for _ in range(n)]
         pred: list[dict] = [{} for _ in range(n)]
-        out_ids: list[list[int]] = [[] for _ in range(n)]
-        indegree = [0] * n
         for (u, v), d in self.attrs.items():
             succ[u][nodes[v]] = d
             pred[v][nodes[u]] = d
-            out_ids[u].append(v)
-            indegree[v] += 1
         g._node.update(zip(nodes, ({} for _ in range(n))))
         g._succ.update(zip(nodes, succ))
         g._pred.update(zip(nodes, pred))
+        out_ids: list[list[int]] = [[] for _ in range(n)]
+        indegree = [0] * n
+        for u, v in self.attrs:
+            out_ids[u].append(v)
+            indegree[v] += 1
         ready = [i for i in range(n) if not indegree[i]]
         done = 0
         while ready:
@@ -166,9 +167,8 @@ _CACHE_KEY = "_dependency_graph"
 def _build_dependency_graph(plan: Plan) -> nx.DiGraph:
     idx = _Index(plan)
     edges = _Edges()
-    for lane in idx.lanes:
-        for u, v in itertools.pairwise(lane):
-            edges.add(u, v, "lane")
+    # The lane edges come first and are new (a repeated pair keeps its first place, as add() would).
+    edges.attrs = {(u, v): {"why": "lane"} for lane in idx.lanes for u, v in itertools.pairwise(lane)}
     _data_edges(plan, idx, edges)
     jobs = {gpu: jobs_of(plan, gpu) for gpu in range(plan.n_gpus)}
     _weight_edges(plan, idx, jobs, edges)
