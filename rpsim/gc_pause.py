@@ -15,12 +15,16 @@ from contextlib import contextmanager
 
 @contextmanager
 def gc_paused(collect: bool = False) -> Iterator[None]:
-    """Collector off inside the block (nested blocks are no-ops), back on after it. `collect`: one full
+    """Collector off inside the block (nested blocks leave it off), back on after it. `collect`: one full
     collection right after, for long-lived processes that run many blocks (search workers): a plan's
     dependency graph whose networkx views were used (graph.pred) is a reference cycle, and a worker
     estimating dozens of plans with the collector off grew to 1.3 GB."""
-    if not gc.isenabled():
-        yield
+    if not gc.isenabled():  # paused further out (an `rpsim` command): still collect when asked
+        try:
+            yield
+        finally:
+            if collect:
+                gc.collect()
         return
     gc.disable()
     try:

@@ -27,12 +27,16 @@ def test_off_inside_restored_after_even_on_error():
     assert gc.isenabled()
 
 
-def test_a_disabled_collector_stays_disabled():
+def test_a_disabled_collector_stays_disabled_but_collects_when_asked():
     gc.disable()
     try:
         with gc_paused(collect=True):
-            pass
+            a = Node()
+            a.self = a
+            alive = weakref.ref(a)
+            del a
         assert not gc.isenabled()
+        assert alive() is None
     finally:
         gc.enable()
 

@@ -4,6 +4,7 @@ input order (so the search's outcome does not depend on where or in which order 
 `progress(weight)` as each task completes. dask.distributed is imported only by the Dask runner."""
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
@@ -23,6 +24,9 @@ def _init_worker(token: str, base: Scenario) -> None:
     """Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the parent alone decides
     (it terminates them); a worker's own KeyboardInterrupt only printed tracebacks."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked worker inherits the collector paused by the `rpsim` command (rpsim.gc_pause); it runs for
+    # the whole search, so it collects as usual and pauses per task where plans are built.
+    gc.enable()
     tasks.install(token, base)
 
 
