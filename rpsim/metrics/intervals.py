@@ -23,8 +23,8 @@ def clip(intervals: Iterable[Interval], lo: float, hi: float) -> list[Interval]:
     # second is strictly beyond it), as calls they were most of the metrics' time.
     out = []
     for s, e in intervals:
-        a = lo if lo > s else s
-        b = hi if hi < e else e
+        a = lo if lo > s else s  # noqa: FURB136
+        b = hi if hi < e else e  # noqa: FURB136
         if b > a:
             out.append((a, b))
     return out
