@@ -20,6 +20,7 @@ from rpsim.partition import (
 from rpsim.passes import LoweringContext, lower
 from rpsim.scenario import Scenario
 from rpsim.schedules import get_schedule
+from rpsim.schedules import roundpipe as roundpipe_schedule  # the library's schedule, by its builder's NAME
 from rpsim.schedules.base import BuildOptions, compute_plan
 from rpsim.schedules.traits import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, ScheduleTraits
 
@@ -57,7 +58,8 @@ def roundpipe_library_request(n_mb: int) -> PlanRequest:
     runs all n_mb microbatches, where the paper's rounds hold N (one per GPU). With rounds of N, the
     benchmark's 2.8B model on 2 H200s was predicted 22-24% slower than the library measured: every job
     switch of the 28 one-layer backward stages left the GPU waiting for the next stage's first input."""
-    return PlanRequest("roundpipe", partitioner="roundpipe-library", grad_fence="backward", round_size=n_mb)
+    return PlanRequest(roundpipe_schedule.NAME, partitioner="roundpipe-library", grad_fence="backward",
+                       round_size=n_mb)
 
 
 def default_virtual_stages(n_gpus: int, n_layers: int) -> int:
