@@ -83,6 +83,11 @@ class Action:
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
                 raise PlanError(f"action {name} must be a non-negative integer, got {v!r}")
 
+    def __reduce__(self) -> tuple:
+        # Rebuilt through __init__, never from the pickled dict: the cached hash of its strings is only
+        # valid in the process that computed it (string hashes are salted per process).
+        return (Action, (self.kind, self.stage, self.mb, self.it, self.phase, self.chunk, self.peer))
+
     def __hash__(self) -> int:
         return self._hash  # type: ignore[attr-defined,no-any-return]
 
