@@ -1,6 +1,7 @@
 """Speed of `rpsim search`: Qwen3-32B on 8x RTX 4090 with the default options (every core), printing how
 many candidate plans each stage evaluated and the wall time; asserts nothing. Target (issue 6): at least
-5,000 candidate plans in at most 60 s on a 2-core machine.
+5,000 candidate plans in at most 60 s on a 2-core machine; issue 18: at least 50 plans confirmed by the full
+simulator (--confirm 50) within the wall time the default (5, plus 2 frontier plans and the reference) took.
 Run: python3 benchmarks/bench_search.py [--model M] [--gpus G] [--budget N] [--jobs J] [--confirm K]
 """
 from __future__ import annotations
