@@ -58,8 +58,11 @@ def test_search_stops_every_worker_on_a_signal(tmp_path, signum, code):
     export_file.write_text("an earlier export\n")
     cmd = [sys.executable, "-m", "rpsim", "search", "--model", "qwen3-1.7b", "--gpus", "4090x4",
            "--budget", "100000", "--jobs", "2", "--export", str(export_file)]
+    # As a search started from a terminal: a suite run as a background job (`cmd &` in a script) has
+    # SIGINT ignored, which its children inherit and Python then keeps ignoring.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:  # the pool's workers are up
         time.sleep(0.1)
