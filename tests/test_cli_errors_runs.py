@@ -62,7 +62,7 @@ def test_search_stops_every_worker_on_a_signal(tmp_path, signum, code):
     # SIGINT ignored, which its children inherit and Python then keeps ignoring.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509 - one disposition, no locks
     deadline = time.monotonic() + 60
     while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:  # the pool's workers are up
         time.sleep(0.1)
