@@ -19,7 +19,7 @@ from rpexec.warmup import presize_pools, warm_host_state
 from rpsim.ir import Plan
 from rpsim.ir.deps import dependency_graph
 from rpsim.ir.jobs import job_of_action, jobs_of, residency, stages_are_resident
-from rpsim.sim.trace import Trace, TraceEvent
+from rpsim.sim.trace import Trace
 from rpsim.specs import ModelSpec
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp16-acc16": torch.float16}

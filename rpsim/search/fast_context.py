@@ -95,7 +95,7 @@ class FastContext:
     n_layers: int  # pipeline layers (embedding, transformer layers, head)
     links: Links
     cpu: CpuOptimizerRates
-    gpu_adam_s_per_param: float
+    gpu_step_s_per_param: float
     gpu_memory_bytes: float
     host_memory_bytes: float
 
@@ -132,5 +132,5 @@ def context_of(sc: Scenario) -> FastContext:
         fwd_work=tuple(x.forward_transient_bytes for x in layers), inp=inp, inp_sum=Prefix(inp),
         params=Prefix([x.trainable_params for x in layers]), n_layers=len(layers), links=links_of(sc),
         cpu=cpu,
-        gpu_adam_s_per_param=gpu_step_s_per_param(sc.server.gpu),
+        gpu_step_s_per_param=gpu_step_s_per_param(sc.server.gpu),
         gpu_memory_bytes=sc.server.gpu.memory_bytes, host_memory_bytes=sc.server.host.dram_bytes)

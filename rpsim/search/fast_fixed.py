@@ -122,7 +122,7 @@ def estimate_fixed(ctx: FastContext, schedule: str, part: Partition, v: int) -> 
     host_staged = ctx.links.p2p_bytes_per_s is None and n > 1
     crossing = sum(ctx.boundary(b) for _a, b in ranges[:-1]) * m * 2 / n if host_staged else 0.0
     if mem.fits_resident:
-        steps = [ctx.params(a, b) * ctx.gpu_adam_s_per_param for a, b in ranges]
+        steps = [ctx.params(a, b) * ctx.gpu_step_s_per_param for a, b in ranges]
         iteration, _ = list_schedule(order, fw + bw, hop, [0.0] * p, steps)
         return FixedEstimate(iteration, mem.resident_gpu, mem.host_act, True, crossing / 2, crossing / 2)
     end, stage_end = list_schedule(order, fw + bw, hop, _load_ready(ctx, ranges, n, order), [0.0] * p)
