@@ -13,12 +13,15 @@ from typing import Any
 
 import torch
 
+from rpexec.host_arena import HostArena
+
 Key = tuple[tuple[int, ...], torch.dtype]
 
 
 class BufferPool:
-    def __init__(self, pin: bool) -> None:
+    def __init__(self, pin: bool, arena: HostArena | None = None) -> None:
         self.pin = pin
+        self.arena = arena if arena is not None else HostArena(pin)  # buffers are never freed: see host_arena
         self._free: dict[Key, list[tuple[torch.Tensor, Any]]] = defaultdict(list)
         self._lock = threading.Lock()
         self.allocated_bytes = 0  # every byte this pool ever allocated (its high-water mark)
@@ -32,7 +35,7 @@ class BufferPool:
                     del free[i]
                     return t
             self.allocated_bytes += _nbytes(key)
-        return torch.empty(key[0], dtype=dtype, pin_memory=self.pin)
+        return self.arena.empty(key[0], dtype)
 
     def reserve(self, counts: dict[Key, int]) -> None:
         """Allocate buffers up front so that `counts[key]` of each are free (warm-up, rpexec.warmup)."""
@@ -42,7 +45,7 @@ class BufferPool:
                 missing = n - len(self._free[key])
                 self.allocated_bytes += max(0, missing) * _nbytes(key)
             for _ in range(max(0, missing)):
-                t = torch.empty(key[0], dtype=key[1], pin_memory=self.pin)
+                t = self.arena.empty(key[0], key[1])
                 t.view(-1)[::max(1, 4096 // t.element_size())].zero_()  # touch every page now, not in a copy
                 self.release(t)
 

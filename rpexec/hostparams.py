@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from rpexec.bufferpool import BufferPool
+from rpexec.host_arena import HostArena
 
 
 def make_adamw(params: list, lr: float) -> torch.optim.Optimizer:
@@ -41,12 +42,13 @@ class HostParams:
         self.dtype = dtype
         self.lag = lag
         self.pin = pin
+        self.weight_arena = HostArena(pin)
         self.lock = threading.Lock()
         self.copies: list[list[dict[str, torch.Tensor]]] = []
         self.version: list[list[int]] = []  # optimizer steps applied to each copy
         for layer in layers:
-            one = {n: self._host(p.detach().to(dtype)) for n, p in layer.named_parameters()}
-            self.copies.append([one, {n: self._host(t.clone()) for n, t in one.items()}])
+            one = {n: self._host(p.detach()) for n, p in layer.named_parameters()}
+            self.copies.append([one, {n: self._host(t) for n, t in one.items()}])
             self.version.append([0, 0])
         self.optim = [make_adamw(list(layer.parameters()), lr) if list(layer.parameters()) else None
                       for layer in layers]
@@ -58,7 +60,8 @@ class HostParams:
         self.load_log: list[tuple[int, int, int]] = []  # (layer, iteration, version read)
 
     def _host(self, t: torch.Tensor) -> torch.Tensor:
-        return t.pin_memory() if self.pin else t
+        """A compute-dtype copy of `t` in the weights' arena (pinned on CUDA: rpexec.host_arena)."""
+        return self.weight_arena.empty(t.shape, self.dtype).copy_(t)
 
     def weights_for(self, layer: int, it: int) -> dict[str, torch.Tensor]:
         with self.lock:

@@ -1,0 +1,61 @@
+"""Host buffers carved from large slabs, so pinned memory costs what the tensors hold.
+
+torch's pinned-memory allocator rounds every allocation up to the next power of two before it calls
+cudaHostAlloc (ATen/core/CachingHostAllocator.h: `roundSize = c10::llvm::PowerOf2Ceil(size)`), and
+cudaHostAlloc pins, and so makes resident, every byte of the rounded size. Pinning each weight copy and
+each pooled buffer on its own therefore cost up to 2x: a 14B-class layer's 135 MiB MLP matrix pinned
+256 MiB, and its two compute-dtype copies pinned 1,024 MiB per layer instead of 605, 33 GiB over 40
+layers, which is what the host's OOM killer found when issue 15's 14B benchmark ran on a 251 GiB host
+(experiments/data/rpexec-bench/bench-14b.log). Slabs whose size is itself a power of two lose nothing
+to that rounding; only the unused tail of the last slab is lost.
+
+On the CPU (tests) the slabs are ordinary memory and the tensors are the same views."""
+from __future__ import annotations
+
+import threading
+
+import torch
+
+SLAB_BYTES = 2**30
+ALIGN_BYTES = 512  # DMA-friendly starts, and a multiple of every element size
+
+
+def _pow2_ceil(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+class HostArena:
+    """Bump allocation from pinned (or, with pin=False, ordinary) slabs; nothing is freed before the arena
+    is: every user of it (weight copies, buffer pools) keeps its tensors for the whole run."""
+
+    def __init__(self, pin: bool, slab_bytes: int = SLAB_BYTES) -> None:
+        if slab_bytes != _pow2_ceil(slab_bytes):
+            raise ValueError(f"slab_bytes must be a power of two (the pinned allocator rounds to one), got {slab_bytes}")
+        self.pin = pin
+        self.slab_bytes = slab_bytes
+        self._slab: torch.Tensor | None = None
+        self._used = 0
+        self._lock = threading.Lock()
+        self.reserved_bytes = 0  # bytes of every slab taken (what the host holds)
+        self.carved_bytes = 0  # bytes of every tensor handed out
+
+    def empty(self, shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """An uninitialised host tensor of `shape` and `dtype`, a view into a slab."""
+        numel = 1
+        for d in shape:
+            numel *= d
+        n_bytes = numel * torch.empty((), dtype=dtype).element_size()
+        with self._lock:
+            self.carved_bytes += n_bytes
+            if n_bytes > self.slab_bytes:  # a slab of its own, a power of two again; the current one stays
+                return self._new_slab(_pow2_ceil(n_bytes))[:n_bytes].view(dtype).view(tuple(shape))
+            start = -(-self._used // ALIGN_BYTES) * ALIGN_BYTES
+            if self._slab is None or start + n_bytes > self.slab_bytes:
+                self._slab, start = self._new_slab(self.slab_bytes), 0
+            self._used = start + n_bytes
+            raw = self._slab[start:start + n_bytes]
+        return raw.view(dtype).view(tuple(shape))
+
+    def _new_slab(self, n_bytes: int) -> torch.Tensor:
+        self.reserved_bytes += n_bytes
+        return torch.empty(n_bytes, dtype=torch.uint8, pin_memory=self.pin)
