@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from rpsim.errors import Infeasible
-from rpsim.planner import PlanRequest, make_plan
+from rpsim.planner import PlanRequest
 from rpsim.scenario import Scenario
 from rpsim.schedules import SCHEDULES
-from rpsim.sim.simulate import SimResult, simulate
+from rpsim.sim.simulate import SimResult
+from rpsim.steady_run import simulate_request
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,9 @@ def infeasible_row(schedule: str, sc: Scenario, reason: str) -> dict[str, Any]:
 
 def run_one(sc: Scenario, req: PlanRequest) -> Row:
     try:
-        plan = make_plan(sc, req)
+        result = simulate_request(sc, req)
     except Infeasible as e:
         return Row(infeasible_row(req.schedule, sc, str(e)), None)
-    result = simulate(plan, sc)
     return Row(result.metrics, result)
 
 

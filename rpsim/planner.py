@@ -23,12 +23,20 @@ from rpsim.schedules import get_schedule
 from rpsim.schedules import roundpipe as roundpipe_schedule  # the library's schedule, by its builder's NAME
 from rpsim.schedules.base import BuildOptions, compute_plan
 from rpsim.schedules.traits import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, ScheduleTraits
+from rpsim.sim.steady import FIRST_SPAN
 
 __all__ = ["FIXED_PARTITIONERS", "ROUNDPIPE_PARTITIONERS", "PlanRequest", "check_counts", "make_plan",
            "roundpipe_library_request"]
 GRAD_FENCES = ("offload", "backward")
 ROUNDPIPE_MEMORY_FRACTION = 0.6  # the roundpipe library's default memory limit: 0.6 x GPU memory
-ASYNC_ITERATIONS = 4  # async plans: 2 warm-up iterations, 1 steady-state iteration, 1 drain iteration
+def async_iterations(period: int) -> int:
+    """Iterations an async plan simulates by default: the warm-up, a period of spans to average and one
+    more span to check it against the span a period earlier (rpsim.metrics.summary.steady_state_reached;
+    rpsim.steady_run simulates longer when they differ), and one drain iteration, measured around, not
+    over. Two warm-up iterations are not always enough: where the host optimizer is the bottleneck its
+    queue fills over 3 or more iterations (e03's 0.7B RoundPipe on one H200: spans 0.896, 0.901, then
+    1.125 s from iteration 3 on)."""
+    return FIRST_SPAN + period + 2
 
 
 @dataclass(frozen=True)
@@ -167,13 +175,13 @@ def make_plan_from_order(sc: Scenario, req: PlanRequest, per_gpu: Sequence[Seque
 
 
 def default_iterations(sc: Scenario, req: PlanRequest, traits: ScheduleTraits, p: Partition) -> int:
-    """Sync plans flush: one iteration. Async ones need a steady state: a full rotation of the dispatch
-    over the GPUs when iterations load the GPUs differently, else warm-up, steady and drain."""
+    """Sync plans flush: one iteration. Async ones need a steady state (async_iterations), over the
+    dispatch's period when iterations load the GPUs differently."""
     if traits.optimizer == "sync":
         return 1
-    rotation = traits.steady_iterations(sc.server.n_gpus, sc.training.n_mb, len(p.fwd) + len(p.bwd),
-                                        req.round_size) if traits.steady_iterations else None
-    return rotation or ASYNC_ITERATIONS
+    period = traits.steady_period(sc.server.n_gpus, sc.training.n_mb, len(p.fwd) + len(p.bwd),
+                                  req.round_size) if traits.steady_period else 1
+    return async_iterations(period)
 
 
 def stage_estimates(sc: Scenario, p: Partition) -> dict[str, object]:

@@ -20,6 +20,7 @@ from rpsim.report.table import format_table
 from rpsim.scenario import Scenario
 from rpsim.schedules import SCHEDULES, get_schedule
 from rpsim.sim.hop import hop_delay
+from rpsim.sim.steady import CONVERGED_SPANS
 
 COLUMNS = ("schedule", "feasible", "iteration_s", "tokens_per_s", "mfu", "bubble", "bubble_fill", "bubble_drain",
            "bubble_switch", "bubble_intra", "peak_gpu_mem_bytes", "peak_host_mem_bytes", "n_mb", "mb_size", "reason")
@@ -133,7 +134,7 @@ def iterations_note(m: dict) -> str:
     """How many iterations an async row's figures come from (JSON: n_iters of planned_iters)."""
     if m["n_iters"] < m["planned_iters"]:
         return (f"# note: {m['schedule']}: steady state after {m['n_iters']} of {m['planned_iters']} planned "
-                f"iterations (iteration time converged within 0.1%; the rest repeat its last span)")
+                f"iterations (iteration time converged within 0.1% over {CONVERGED_SPANS} spans)")
     return f"# note: {m['schedule']}: {m['n_iters']} iterations simulated"
 
 

@@ -9,43 +9,88 @@ from typing import Any
 from rpsim.ir import CPU, Plan
 from rpsim.metrics.bubbles import bubble_breakdown, events_by_gpu
 from rpsim.metrics.intervals import clip, length, merge, overlap
+from rpsim.schedules import SCHEDULES
+from rpsim.sim.steady import FIRST_SPAN
 from rpsim.sim.trace import Trace
 
 RESULT_KEYS = ("schedule", "feasible", "reason", "iteration_s", "tokens_per_s", "mfu", "bubble", "bubble_fill",
                "bubble_drain", "bubble_switch", "bubble_intra", "peak_gpu_mem_bytes", "peak_host_mem_bytes",
                "n_mb", "mb_size")
+# Spans that repeat within this are steady (steady_cycle; issue 14: e03's runs ramp by 25% from iteration
+# 2 to 3; a few tenths of a percent is the creep of a nearly settled queue).
+STEADY_REL_TOL = 0.005
+MAX_CYCLE_PERIODS = 4  # steady_cycle looks for cycles of up to this many dispatch periods
 TRANSFER_LANES = ("h2d", "d2h", "param_h2d", "grad_d2h", "p2p")
 
 
 def iteration_window(plan: Plan, trace: Trace, planned_iters: int | None = None,
                      ) -> tuple[float, float, float, bool]:
-    """(iteration_s, window start, window end, steady). Async plans: mean spacing of the iteration ends
-    after the first two (whose loads wait for no optimizer step yet), at least the host optimizer's work
-    per iteration; flushed plans: the makespan. `planned_iters` > plan.n_iters: the run stopped at steady
-    state (rpsim.sim.steady), and the spans of the iterations it did not simulate repeat its last one, so
-    the mean is the one a run of all planned iterations gives (within the convergence tolerance)."""
+    """(iteration_s, window start, window end, steady). Async plans: the mean span between iteration ends
+    over the last dispatch period before the drain (steady_spans), at least the host optimizer's work
+    per iteration; flushed plans: the makespan. `planned_iters`: the plan's iterations when the run
+    stopped at steady state (rpsim.sim.steady); the spans it simulated end in the converged ones."""
     if plan.optimizer == "async" and plan.n_iters >= 3:
-        last: dict[int, float] = {}
-        for e in trace.events:
-            if e.lane == "compute" and e.end_s > last.get(e.it, -math.inf):
-                last[e.it] = e.end_s
-        ends = [last[i] for i in range(plan.n_iters)]
-        # Spans from iteration 2 on only: with staleness 1, iteration 1 waits for no optimizer step, so
-        # ends[1] - ends[0] is compute alone; averaging it in (as n_iters == 3 used to) halved an
-        # optimizer-bound iteration time.
-        # The last iteration drains (no later iteration fills its bubbles): with 4+ iterations it is left
-        # out of both the spans and the bubble window.
-        last = plan.n_iters - 1 if plan.n_iters >= 4 else plan.n_iters
-        spans = [ends[i] - ends[i - 1] for i in range(2, last)]
-        if planned_iters is not None and planned_iters > plan.n_iters and spans:
-            spans += [spans[-1]] * (planned_iters - plan.n_iters)
+        ends, last = _async_iteration_ends(plan, trace)
+        spans = steady_spans(plan, ends, last)
+        tail = spans[-(steady_cycle(spans, steady_period(plan)) or steady_period(plan)):]
         # The host optimizer steps every layer once per iteration, one step at a time, so no steady state is
         # faster than its work per iteration; a few simulated iterations can still sit just below it. (GPU
         # lanes give no such bound: RoundPipe rotates slots, so a GPU's share varies by iteration.)
         bound = max(host_work_per_iteration_s(trace, plan.n_iters), gpu_work_per_iteration_s(trace, plan))
-        return max(mean(spans), bound), ends[1], ends[last - 1], True
+        return max(mean(tail), bound), ends[last - 1 - len(tail)], ends[last - 1], True
     makespan = trace.makespan_s
     return makespan / plan.n_iters, 0.0, makespan, False
+
+
+def _async_iteration_ends(plan: Plan, trace: Trace) -> tuple[list[float], int]:
+    """Each iteration's last compute end, and the index of the drain iteration (left out of the spans:
+    no later iteration fills its bubbles) -- or n_iters when a 3-iteration plan has none to spare."""
+    last_end: dict[int, float] = {}
+    for e in trace.events:
+        if e.lane == "compute" and e.end_s > last_end.get(e.it, -math.inf):
+            last_end[e.it] = e.end_s
+    return [last_end[i] for i in range(plan.n_iters)], plan.n_iters - 1 if plan.n_iters >= 4 else plan.n_iters
+
+
+def steady_spans(plan: Plan, ends: list[float], last: int) -> list[float]:
+    """Spans between iteration ends from iteration FIRST_SPAN to the one before the drain. Spans start at
+    2: with staleness 1 iteration 1 waits for no optimizer step, so ends[1] - ends[0] is compute alone
+    (averaging it in halved an optimizer-bound iteration time)."""
+    return [ends[i] - ends[i - 1] for i in range(FIRST_SPAN, last)]
+
+
+def steady_period(plan: Plan) -> int:
+    """Iterations one steady mean spans: the dispatch's period (rpsim.schedules.roundpipe.dispatch_period)
+    where iterations load GPUs differently, else 1. A plan of an unknown schedule (a loaded or torch-CSV
+    plan) has 1."""
+    module = SCHEDULES.get(plan.schedule)
+    period_of = module.TRAITS.plan_steady_period if module is not None else None
+    return period_of(plan) if period_of else 1
+
+
+def steady_cycle(spans: list[float], period: int, rel_tol: float = STEADY_REL_TOL) -> int | None:
+    """The shortest p whose last p spans repeat the p before them within rel_tol: the steady state's
+    cycle, or None when none of up to MAX_CYCLE_PERIODS dispatch periods repeats yet. The dispatch period
+    (how iterations rotate jobs over GPUs) is not the only one: with the optimizer's staleness a plan
+    can settle into alternating iterations (Qwen3-1.7B RoundPipe on 8 x 4090, 8 microbatches: 1.318 s and
+    1.791 s), and a mean over one span then misses the mean by 15%."""
+    for p in range(1, MAX_CYCLE_PERIODS * period + 1):
+        if len(spans) < 2 * p:
+            return None
+        if all(abs(spans[-1 - k] - spans[-1 - k - p]) <= rel_tol * spans[-1 - k] for k in range(p)):
+            return p
+    return None
+
+
+def steady_state_reached(plan: Plan, trace: Trace, rel_tol: float = STEADY_REL_TOL) -> bool:
+    """Whether an async plan's spans before the drain end in a repeating cycle (steady_cycle): the
+    iteration time iteration_window reports is then the steady one. Where the host optimizer is the
+    bottleneck its queue can take several iterations to fill (rpsim.planner.async_iterations), and a
+    short plan's last span is still rising. Flushed plans: always."""
+    if plan.optimizer != "async" or plan.n_iters < 3:
+        return True
+    ends, last = _async_iteration_ends(plan, trace)
+    return steady_cycle(steady_spans(plan, ends, last), steady_period(plan), rel_tol) is not None
 
 
 def gpu_work_per_iteration_s(trace: Trace, plan: Plan) -> float:

@@ -156,22 +156,27 @@ def _ready_s(kind: str, stage: int, m: int, it: int, g: int,
 ROTATION_JOBS = 4  # jobs per GPU and iteration from which a one-job imbalance no longer matters much
 
 
-def rotation_iterations(n_gpus: int, rounds: int, slots: int) -> int | None:
-    """Iterations to simulate for a steady state: 2 warm-up iterations + the period after which the
-    dispatch repeats + 1 drain iteration (measured around, not over). The period: after which the
-    dispatch repeats on the same GPUs (job k runs on GPU k mod N, an iteration has rounds x slots jobs),
-    for plans with fewer than ROTATION_JOBS jobs per GPU and iteration; None when every iteration
-    already puts the same work on every GPU (or enough jobs even it out)."""
+def dispatch_period(n_gpus: int, rounds: int, slots: int) -> int:
+    """Iterations after which the dispatch repeats on the same GPUs (job k runs on GPU k mod N, an
+    iteration has rounds x slots jobs), for plans with fewer than ROTATION_JOBS jobs per GPU and iteration;
+    1 when every iteration already puts the same work on every GPU (or enough jobs even it out). A steady
+    iteration time is a mean over one period (rpsim.metrics.summary)."""
     jobs = rounds * slots
     period = n_gpus // math.gcd(jobs, n_gpus)
-    return None if period == 1 or jobs >= ROTATION_JOBS * n_gpus else 3 + period
+    return 1 if jobs >= ROTATION_JOBS * n_gpus else period
 
 
-def steady_iterations(n_gpus: int, n_mb: int, slots: int, round_size: int | None) -> int | None:
-    """rotation_iterations for this microbatching: None when the planner's default steady span holds."""
-    return rotation_iterations(n_gpus, len(round_sizes(n_mb, n_gpus, round_size)), slots)
+def steady_period(n_gpus: int, n_mb: int, slots: int, round_size: int | None) -> int:
+    """dispatch_period for this microbatching (the planner sizes a plan's iterations by it)."""
+    return dispatch_period(n_gpus, len(round_sizes(n_mb, n_gpus, round_size)), slots)
+
+
+def plan_steady_period(plan: Plan) -> int:
+    """dispatch_period of a built plan, from the rounds and stage slots it holds."""
+    rounds = len(plan.options.get("round_sizes") or [plan.n_mb])
+    return dispatch_period(plan.n_gpus, rounds, len(plan.partition.fwd) + len(plan.partition.bwd))
 
 
 TRAITS = ScheduleTraits(placement=ROUND_ROBIN, optimizer="async", fast_estimate="round-robin",
                         partitioners=ROUNDPIPE_PARTITIONERS, partition_sweep=True, search_reference=True,
-                        steady_iterations=steady_iterations, deferrable_w=True)
+                        steady_period=steady_period, plan_steady_period=plan_steady_period, deferrable_w=True)

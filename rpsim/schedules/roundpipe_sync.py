@@ -10,7 +10,7 @@ from rpsim.schedules.base import BuildOptions
 NAME = "roundpipe-sync"
 DESCRIPTION = "RoundPipe with a synchronous optimizer step: each iteration flushes"
 TRAITS = replace(roundpipe.TRAITS, optimizer="sync", partition_sweep=False, search_reference=False,
-                 steady_iterations=None)  # deferrable_w as roundpipe's
+                 steady_period=None, plan_steady_period=None)  # deferrable_w as roundpipe's
 
 
 def build(n_gpus: int, partition: Partition, n_mb: int, options: BuildOptions) -> Plan:

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rpsim.ir import Plan
 
 # Partitioner names, by the shape of partition they produce (rpsim.planner implements them).
 FIXED_PARTITIONERS = ("uneven", "balanced", "even")  # symmetric, one range per stage
@@ -85,9 +89,11 @@ class ScheduleTraits:
     partition_sweep: bool = False
     # Search: the schedule whose default plan the best one is reported against.
     search_reference: bool = False
-    # Async plans: iterations to simulate for a steady state, from (n_gpus, n_mb, stage slots per
-    # round, round size); None from the function: the planner's default.
-    steady_iterations: Callable[[int, int, int, int | None], int | None] | None = None
+    # Async plans: the iterations over which a steady iteration time is averaged (the dispatch's period),
+    # from (n_gpus, n_mb, stage slots per round, round size) before a plan is built, and from a built plan;
+    # None: 1.
+    steady_period: Callable[[int, int, int, int | None], int] | None = None
+    plan_steady_period: Callable[[Plan], int] | None = None
     # Takes BuildOptions.defer_w (split backwards, W after each job's I passes); the search tries both.
     deferrable_w: bool = False
 

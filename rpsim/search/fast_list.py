@@ -18,6 +18,7 @@ from rpsim.search.space import Candidate, plan_request
 from rpsim.sim.list_timer import list_timed
 from rpsim.sim.memory import ALLOCATOR_OVERHEAD, memory_timeline
 from rpsim.sim.simulate import cost_context
+from rpsim.steady_run import until_steady
 
 
 def estimate_by_list_timer(ctx: FastContext, sc: Scenario, c: Candidate, part: Partition) -> Estimate:
@@ -27,8 +28,10 @@ def estimate_by_list_timer(ctx: FastContext, sc: Scenario, c: Candidate, part: P
 
 def _estimate(ctx: FastContext, sc: Scenario, c: Candidate, part: Partition) -> Estimate:
     resolved = replace(c, partition=partition_to_spec(part))
-    plan = make_plan(sc, plan_request(resolved))
-    trace = list_timed(plan, sc)
+    # As rpsim.steady_run: more iterations until the spans repeat (an estimate of one phase of an
+    # alternating steady state ranks a plan up to 15% off).
+    plan, (_, trace) = until_steady(plan_request(resolved), lambda r: make_plan(sc, r),
+                                    lambda p: (p, list_timed(p, sc)), lambda timed: timed)
     mem = memory_timeline(plan, trace, cost_context(plan, sc))
     iteration_s = iteration_window(plan, trace)[0]
     peak_gpu = max(mem.peak_bytes(g) for g in range(plan.n_gpus)) * ALLOCATOR_OVERHEAD

@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rpsim.ir import Partition
-from rpsim.schedules.roundpipe import rotation_iterations, round_sizes
+from rpsim.metrics.summary import MAX_CYCLE_PERIODS, steady_cycle
+from rpsim.schedules.roundpipe import dispatch_period, round_sizes
 from rpsim.search.fast_context import FastContext
 from rpsim.sim.memory import ALLOCATOR_OVERHEAD
+from rpsim.sim.steady import FIRST_SPAN
 
-ASYNC_ITERATIONS = 4  # as the planner: iteration 0 and 1 warm up, the steady state is measured after
 IN_BUFFERS = 3  # activation uploads run up to two microbatches ahead of compute (rpsim.ir.deps windows)
 OUT_BUFFERS = 2  # downloads may lag compute by two microbatches
 
@@ -143,9 +144,10 @@ class _Dispatch:
                 params[s.bwd_stage] = s.params
         steps: list[list[float]] = []  # per iteration, per backward stage: end of its CPU step
         cpu, ends = 0.0, []
-        n_iters = 1
-        if self.is_async:
-            n_iters = rotation_iterations(n, len(rounds), len(slots)) or ASYNC_ITERATIONS
+        n_iters, period = 1, 1
+        if self.is_async:  # enough iterations for rpsim.metrics.summary.steady_cycle's longest cycle
+            period = dispatch_period(n, len(rounds), len(slots))
+            n_iters = FIRST_SPAN + 2 * MAX_CYCLE_PERIODS * period + 1
         for it in range(n_iters):
             gate = steps[it - 2] if self.is_async and it >= 2 else None
             reuse = steps[it - 1] if self.is_async and it >= 1 else None
@@ -158,7 +160,9 @@ class _Dispatch:
             steps.append(done)
         if not self.is_async:
             return max(ends[0], cpu)
-        return (ends[-2] - ends[1]) / (n_iters - 3)  # as rpsim.metrics.summary: spans from 2, drain left out
+        spans = [ends[i] - ends[i - 1] for i in range(FIRST_SPAN, n_iters - 1)]  # as rpsim.metrics.summary
+        tail = spans[-(steady_cycle(spans, period) or period):]
+        return sum(tail) / len(tail)
 
     def round(self, size: int, hop: list[float], gate: list[float] | None, reuse: list[float] | None,
               ready: list[float]) -> float:

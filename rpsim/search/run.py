@@ -11,7 +11,7 @@ import pickle
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from rpsim.errors import Infeasible, SpecError
@@ -22,7 +22,7 @@ from rpsim.search.fast_eval import has_fast_estimate
 from rpsim.search.options import SearchOptions
 from rpsim.search.parallel import make_runner
 from rpsim.search.pareto import frontier
-from rpsim.search.space import Candidate, enumerate_candidates, steady_iterations
+from rpsim.search.space import Candidate, enumerate_candidates
 from rpsim.search.tasks import Confirmed, Scored
 from rpsim.search.workspace import Workspace
 
@@ -159,8 +159,8 @@ def _full_stage(runner: Any, sc: Scenario, pool: list[Scored], options: SearchOp
     ordered = _cheap_first(_distinct(sorted((s for s in pool if s.feasible), key=estimate_key)), sc)
     first = ordered[:options.top_k]
     first += [s for s in _frontier_picks(ordered, options.frontier_extra) if s not in first]
-    batch = [_steady(s.candidate, sc) for s in first]
-    # The fast stage's estimates, for candidates confirmed as estimated (not re-iterated by _steady).
+    # Confirmed with the planner's iterations, more where the steady state needs them (rpsim.steady_run).
+    batch = [s.candidate for s in first]
     estimates = {s.candidate: s.estimate for s in ordered}
     ref = _resolved_reference(sc) if options.reference else None
     if ref is not None and plan_key(ref) not in {plan_key(c) for c in batch}:
@@ -179,13 +179,8 @@ def _full_stage(runner: Any, sc: Scenario, pool: list[Scored], options: SearchOp
         short = options.top_k - sum(r.feasible for k, r in done.items() if ref is None or k != plan_key(ref))
         rest = [c for c in rest if plan_key(c) not in done]
         take = max(0, min(short, limit - len(done)))
-        batch, rest = [_steady(c, sc) for c in rest[:take]], rest[take:]
+        batch, rest = rest[:take], rest[take:]
     return list(done.values()), done.get(plan_key(ref)) if ref is not None else None
-
-
-def _steady(c: Candidate, sc: Scenario) -> Candidate:
-    n_iters = steady_iterations(c, sc.server.n_gpus, sc.training.global_batch // c.mb_size)
-    return replace(c, n_iters=n_iters) if n_iters else c
 
 
 def _resolved_reference(sc: Scenario) -> Candidate | None:

@@ -73,20 +73,6 @@ def plan_request(c: Candidate, fidelity: str = "pcie") -> PlanRequest:
                        round_size=c.round_size, n_iters=c.n_iters, defer_w=c.defer_w)
 
 
-def steady_iterations(c: Candidate, n_gpus: int, n_mb: int) -> int | None:
-    """Iterations to simulate an asynchronous RoundPipe plan for (None: the planner's three). Slot i of
-    round r runs on GPU (r * S + i) mod N, so when an iteration's R * S jobs are few and not a multiple
-    of N, GPUs carry different loads from one iteration to the next, and a steady state measured over
-    the planner's single span catches one phase of that rotation: it can even beat the GPUs' total work,
-    which no real steady state can. Such plans are simulated for one full rotation."""
-    traits = traits_of(c.schedule)
-    if not c.roundpipe or traits.steady_iterations is None or not c.partition:
-        return None
-    fwd, bwd = c.partition.split("|")
-    slots = len(fwd.split(",")) * bool(fwd.strip()) + len(bwd.split(","))
-    return traits.steady_iterations(n_gpus, n_mb, slots, c.round_size)
-
-
 def round_sizes(n_gpus: int, n_mb: int) -> list[int]:
     """RoundPipe needs M_R >= N microbatches per round (roundpipe.md); N, 2N, 4N, ... and all of them."""
     if n_mb <= n_gpus:

@@ -12,13 +12,12 @@ from rpsim.errors import Infeasible, SpecError
 from rpsim.gc_pause import gc_paused
 from rpsim.partition.counts import partition_to_spec
 from rpsim.partition.local_search import local_search
-from rpsim.planner import make_plan
 from rpsim.scenario import Scenario
 from rpsim.search.fast_eval import Estimate, is_async
 from rpsim.search.fast_roundpipe import slots_of, work_bound_s
 from rpsim.search.space import LOCAL, Candidate, plan_request
 from rpsim.search.workspace import Workspace
-from rpsim.sim.simulate import simulate
+from rpsim.steady_run import simulate_request
 
 # Per process: the workspaces of the searches it serves (a process pool serves one search; a Dask
 # worker may serve several). A cache, not shared state: every entry is a pure function of its key.
@@ -122,11 +121,11 @@ def confirm(token: str, base: Scenario | None, c: Candidate, fidelity: str = "pc
 def _confirm(ws: Workspace, c: Candidate, fidelity: str, estimate: Estimate | None) -> Confirmed:
     sc = ws.scenario(c.mb_size, c.recompute)
     try:
-        plan = make_plan(sc, plan_request(c, fidelity))
+        result = simulate_request(sc, plan_request(c, fidelity))
     except (Infeasible, SpecError) as e:
         return Confirmed(c, infeasible_row(c.schedule, sc, str(e)), None, 0.0)
+    plan, metrics = result.plan, result.metrics
     resolved = replace(c, partition=partition_to_spec(plan.partition))
-    metrics = simulate(plan, sc).metrics
     bound = 0.0
     if c.roundpipe and is_async(c.schedule):
         bound = work_bound_s(ws.context(c.mb_size, c.recompute), slots_of(ws.context(c.mb_size, c.recompute),

@@ -2,8 +2,8 @@
 while the engine runs and fires once the iteration time has converged, and `first_iterations` cuts the
 plan to the iterations simulated. Must not import the engine (the engine drives this).
 
-Convergence: the spacing of iteration ends from iteration 2 on (what metrics.summary averages) changed by
-at most REL_TOL over two consecutive iterations. The run then continues until every action of the next
+Convergence: CONVERGED_SPANS consecutive spacings of iteration ends, from iteration 2 on, within
+REL_TOL of each other (metrics.summary then averages them). The run continues until every action of the next
 iteration has finished, which the metrics leave out as the drain, and stops there.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ from rpsim.ir import Action, Plan
 
 REL_TOL = 1e-3  # 0.1%: iteration_s moves by less than this (issue 18)
 FIRST_SPAN = 2  # iteration 1 waits for no optimizer step (staleness 1): spans count from iteration 2
+CONVERGED_SPANS = 2  # consecutive spans within REL_TOL: converged (the metrics then average these)
 
 
 class SteadyWatch:
@@ -53,9 +54,10 @@ class SteadyWatch:
 
     def _check(self, it: int) -> None:
         ends = self._ends_s
-        if it < FIRST_SPAN + 2 or it + 2 >= self.n_iters or any(i not in ends for i in range(it - 3, it + 1)):
+        first = it - CONVERGED_SPANS  # the iteration end the first compared span starts from
+        if first < FIRST_SPAN - 1 or it + 2 >= self.n_iters or any(i not in ends for i in range(first, it + 1)):
             return  # too early to tell, or stopping would save nothing
-        spans = [ends[i] - ends[i - 1] for i in range(it - 2, it + 1)]
+        spans = [ends[i] - ends[i - 1] for i in range(it - CONVERGED_SPANS + 1, it + 1)]
         if all(abs(b - a) <= REL_TOL * a for a, b in itertools.pairwise(spans)):
             self.last_it = it + 1
             self._left_kept = sum(self._left[i] for i in range(self.last_it + 1))
