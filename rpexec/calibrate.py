@@ -6,6 +6,8 @@ What it measures, and what rpsim does with it:
   executor's layers call it) -> the GPU's GEMM table (rpsim.specs.gemm_table);
 - causal scaled-dot-product attention forward and backward rates -> attention times;
 - device-memory copy bandwidth and the time of a minimal kernel -> the roofline's memory and floor;
+- rpexec.model's RoPE, GQA repeat and layout copies over strided tensors at layers' shapes, forward and
+  backward (rpexec.strided_probe) -> the rate rpsim prices those kernels' bytes at;
 - pinned host<->GPU copies per GPU, one direction and both at once, and on all GPUs at once; P2P
   between GPUs -> PCIe link efficiencies, the duplex factor, the root-complex capacity, P2P bandwidth;
 - host DRAM bandwidth (a multi-threaded copy, reads plus writes) -> the socket's DRAM capacity;
@@ -313,6 +315,7 @@ def optimizer_rates(s: CalibrationSettings) -> dict[str, Any]:
 
 def measure(s: CalibrationSettings, progress: Callable[[str], None] = lambda _msg: None) -> dict[str, Any]:
     """Every figure, raw, in a JSON-like dict (machine_table turns it into the machine file)."""
+    from rpexec.strided_probe import strided_elementwise_rates  # it times with time_s from here
     dev = torch.device("cuda", 0) if s.device == "cuda" else torch.device("cpu")
     dt = DTYPES[s.dtype]
     cuda = s.device == "cuda"
@@ -324,6 +327,8 @@ def measure(s: CalibrationSettings, progress: Callable[[str], None] = lambda _ms
     out["attention"] = attention_rates(dev, dt, s.reps)
     progress("device memory")
     out["device_memory"] = device_memory(dev, s.reps)
+    progress("strided elementwise kernels (RoPE, GQA repeat, layout copies)")
+    out["strided_elementwise"] = strided_elementwise_rates(dev, dt, s.reps)
     progress("host issue cost per layer")
     out["issue_s"] = host_issue_s(dev, dt, s.reps)
     progress("host DRAM")

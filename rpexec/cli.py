@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dram-test-mib", type=int, default=1024,
                    help="size of each host buffer of the DRAM copy test, MiB (default 1024)")
     c.add_argument("--raw", default=None, help="also write every raw figure as JSON here (default: none)")
+    c.add_argument("--only", default=None, choices=["strided-elementwise"],
+                   help="measure only this (seconds) and fold it into the machine file --update names "
+                        "(default: measure everything)")
+    c.add_argument("--update", default=None, metavar="MACHINE.toml",
+                   help="with --only: the machine file to fold the figure into; -o receives the result "
+                        "(it may be the same path)")
     c.add_argument("-o", "--output", required=True, help="the machine file to write (.toml)")
     c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     c.set_defaults(func=calibrate, output_flags={"output": "-o/--output", "raw": "--raw"})
@@ -107,6 +113,11 @@ def calibrate(args: argparse.Namespace) -> int:
         raise SpecError(f"--gpus {n_gpus}: this machine has {visible} {args.device} device(s); valid: 1..{visible}")
     if args.reps < 1 or args.dram_test_mib < 1:
         raise SpecError(f"--reps {args.reps} / --dram-test-mib {args.dram_test_mib}: both must be at least 1")
+    if (args.only is None) != (args.update is None):
+        raise SpecError("--only and --update go together: --only strided-elementwise --update MACHINE.toml "
+                        f"(got --only {args.only}, --update {args.update})")
+    if args.only:
+        return _calibrate_only(args)
     if args.gpu is None and args.device == "cpu":
         raise SpecError("--gpu is required with --device cpu: the GPU preset whose unmeasured figures to keep "
                         "(rpsim list gpus)")
@@ -121,10 +132,55 @@ def calibrate(args: argparse.Namespace) -> int:
         write_json_atomic(args.raw, raw)
     opt, loaded = raw["optimizer"]["alone"], raw["optimizer"]["under_load"]
     best = max(row[3] for row in raw["gemm"])
+    strided = raw["strided_elementwise"]
     print(f"rpexec: wrote {args.output}: GEMM up to {best:.1f} TFLOP/s over {len(raw['gemm'])} shapes, "
+          f"strided elementwise kernels {strided['forward_gb_per_s']:.0f} / {strided['backward_gb_per_s']:.0f} "
+          f"GB/s forward / backward, "
           f"host DRAM {raw['dram_gb_per_s']:.1f} GB/s, CPU optimizer Adam {opt['adam_params_per_s'] / 1e9:.2f} "
           f"G params/s alone; its step with one staged gradient took {opt['step_1_staged_s'] * 1e3:.1f} ms alone, "
           f"{loaded['step_1_staged_s'] * 1e3:.1f} ms under load")
+    return 0
+
+
+def _calibrate_only(args: argparse.Namespace) -> int:
+    """`--only strided-elementwise --update FILE`: the strided elementwise probe alone, at the precision
+    FILE was calibrated in, folded into FILE's table and written to -o."""
+    import platform
+    import tomllib
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    import torch
+
+    from rpexec.machine_file import with_strided_elementwise
+    from rpexec.session import DTYPES
+    from rpexec.strided_probe import strided_elementwise_rates
+    from rpsim.catalog.servers import server_from_table
+    from rpsim.report.files import write_json_atomic, write_text_atomic
+    from rpsim.report.toml_text import toml_text
+    try:
+        table = tomllib.loads(Path(args.update).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SpecError(f"--update {args.update!r}: not a readable machine file ({e})") from None
+    server_from_table(args.update, table, where=args.update)  # what it folds into must load
+    precision = table.get("gpu_calibration", {}).get("precision")
+    dtype = args.dtype or precision or ("fp32" if args.device == "cpu" else "bf16")
+    if precision is not None and dtype != precision:
+        raise SpecError(f"--dtype {dtype}: {args.update} was calibrated in {precision}; valid: {precision}")
+    device = torch.device("cuda", 0) if args.device == "cuda" else torch.device("cpu")
+    print("rpexec calibrate: strided elementwise kernels (RoPE, GQA repeat, layout copies) ...",
+          file=sys.stderr, flush=True)
+    probe = strided_elementwise_rates(device, DTYPES[dtype], args.reps)
+    conditions = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "torch": torch.__version__,
+                  "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                                  else platform.processor() or platform.machine())}
+    table = with_strided_elementwise(table, probe, conditions)
+    server_from_table(args.output, table, where=args.output)
+    write_text_atomic(args.output, toml_text(table))
+    if args.raw:
+        write_json_atomic(args.raw, {"strided_elementwise": probe, "conditions": conditions})
+    print(f"rpexec: wrote {args.output}: strided elementwise kernels at {probe['forward_gb_per_s']:.0f} GB/s "
+          f"forward, {probe['backward_gb_per_s']:.0f} GB/s backward (in the bytes rpsim counts for them)")
     return 0
 
 

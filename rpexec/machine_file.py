@@ -97,6 +97,8 @@ def machine_table(m: dict[str, Any], preset_server: dict[str, Any]) -> dict[str,
         "background_alone_gemm_tflops": loaded["background_alone_gemm_tflops"],
         "optimizer_under_load_background": loaded["background"],
     }
+    if "strided_elementwise" in m:  # raw files from before the probe have none
+        t = with_strided_elementwise(t, m["strided_elementwise"])
     if "links" in m:
         links = m["links"]
         t["calibration"].update({
@@ -106,4 +108,21 @@ def machine_table(m: dict[str, Any], preset_server: dict[str, Any]) -> dict[str,
             "links_all_h2d_gb_per_s": links["all_h2d_gb_per_s"], "links_all_d2h_gb_per_s": links["all_d2h_gb_per_s"],
             "links_all_both_gb_per_s": links["all_both_gb_per_s"],
         })
+    return t
+
+
+def with_strided_elementwise(table: dict[str, Any], probe: dict[str, Any],
+                             conditions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A machine file with the strided elementwise probe's rates (rpexec.strided_probe) in its
+    [gpu_calibration] and the probe's shapes and times in its [calibration]; `conditions` (date, torch,
+    device) when the probe ran apart from the file's other measurements (`rpexec calibrate --only`)."""
+    t = dict(table)
+    t["gpu_calibration"] = {**t.get("gpu_calibration", {}),
+                            "strided_elementwise_gb_per_s": [probe["forward_gb_per_s"], probe["backward_gb_per_s"]]}
+    record = {"strided_elementwise_shapes": [r["shape"] for r in probe["shapes"]],
+              "strided_elementwise_forward_us": [r["forward_us"] for r in probe["shapes"]],
+              "strided_elementwise_backward_us": [r["backward_us"] for r in probe["shapes"]],
+              "strided_elementwise_counted_bytes": [r["counted_bytes"] for r in probe["shapes"]]}
+    record.update({f"strided_elementwise_{k}": v for k, v in (conditions or {}).items()})
+    t["calibration"] = {**t.get("calibration", {}), **record}
     return t

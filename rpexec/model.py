@@ -51,6 +51,23 @@ def rope(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
+def rotate_and_repeat(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      n_rep: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The projections' [b, s, heads, d] views as SDPA's [b, heads, s, d] inputs: transposed (a view),
+    RoPE on q and k, k and v repeated n_rep times to the query heads (GQA). Its kernels read strided
+    tensors, slower than contiguous ones: `rpexec calibrate` times this function for rpsim's strided rate
+    (rpsim.costs.layer_costs.strided_elementwise_bytes)."""
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    q, k = rope(q), rope(k)
+    return q, k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
+
+
+def merge_heads(y: torch.Tensor) -> torch.Tensor:
+    """SDPA's [b, heads, s, d] output as o_proj's [b, s, heads * d] input: a copy into that layout."""
+    b, heads, s, d = y.shape
+    return y.transpose(1, 2).reshape(b, s, heads * d)
+
+
 class Attention(nn.Module):
     def __init__(self, m: ModelSpec) -> None:
         super().__init__()
@@ -70,12 +87,8 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(b, s, m.n_kv_heads, m.head_dim)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        q, k = rope(q), rope(k)
-        rep = m.n_heads // m.n_kv_heads
-        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.o_proj(y.transpose(1, 2).reshape(b, s, m.q_width))
+        q, k, v = rotate_and_repeat(q, k, v, m.n_heads // m.n_kv_heads)
+        return self.o_proj(merge_heads(F.scaled_dot_product_attention(q, k, v, is_causal=True)))
 
 
 class LatentAttention(nn.Module):
@@ -111,7 +124,7 @@ class LatentAttention(nn.Module):
         q = torch.cat([q_nope, rope(q_rope)], dim=-1)
         k = torch.cat([k_nope, k_rope], dim=-1)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # scale 1/sqrt(head_dim), as DeepSeek
-        return self.o_proj(y.transpose(1, 2).reshape(b, s, m.attn_out_width))
+        return self.o_proj(merge_heads(y))
 
 
 class SwiGLU(nn.Module):

@@ -55,6 +55,9 @@ def load_gpu(name: str) -> GPUSpec:
         gemm_tables=shipped_gemm_tables(canonical),
         attention_rates=shipped_attention_rates(canonical),
         elementwise_bytes_per_s=e["elementwise_gb_per_s"] * 1e9 if "elementwise_gb_per_s" in e else None,
+        strided_elementwise_bytes_per_s=(
+            _rate_pair(f"gpus.toml [{canonical}]", "strided_elementwise_gb_per_s", e["strided_elementwise_gb_per_s"], 1e9)
+            if "strided_elementwise_gb_per_s" in e else None),
     )
 
 
@@ -72,13 +75,14 @@ def shipped_gemm_tables(gpu_name: str) -> tuple[tuple[str, GemmRateTable], ...]:
                  for precision, t in entry.items())
 
 
-CALIBRATION_KEYS = {"precision", "elementwise_gb_per_s", "kernel_floor_us", "attention_tflops", "gemm_tflops"}
+CALIBRATION_KEYS = {"precision", "elementwise_gb_per_s", "strided_elementwise_gb_per_s", "kernel_floor_us",
+                    "attention_tflops", "gemm_tflops"}
 
 
 def calibrated_gpu(gpu: GPUSpec, t: dict[str, Any], where: str) -> GPUSpec:
     """The GPU with a machine file's measured figures ([gpu_calibration], written by `rpexec calibrate`)
-    in place of the preset's: the elementwise (device-memory copy) rate, kernel floor, attention rates, and a GEMM table for
-    the precision measured (which replaces a shipped table of that precision)."""
+    in place of the preset's: the elementwise (device-memory copy) rate, the strided elementwise rates, kernel floor,
+    attention rates, and a GEMM table for the precision measured (which replaces a shipped table of that precision)."""
     unknown = set(t) - CALIBRATION_KEYS
     if unknown:
         raise SpecError(f"{where}: unknown key {sorted(unknown)[0]!r}; valid keys: {', '.join(sorted(CALIBRATION_KEYS))}")
@@ -90,16 +94,24 @@ def calibrated_gpu(gpu: GPUSpec, t: dict[str, Any], where: str) -> GPUSpec:
                               ("kernel_floor_us", "kernel_floor_s", 1e-6)):
         if key in t:
             changes[field] = _positive(where, key, t[key]) * scale
+    if "strided_elementwise_gb_per_s" in t:
+        changes["strided_elementwise_bytes_per_s"] = _rate_pair(where, "strided_elementwise_gb_per_s",
+                                                                t["strided_elementwise_gb_per_s"], 1e9)
     if "attention_tflops" in t:
-        pair = t["attention_tflops"]
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise SpecError(f"{where}: attention_tflops must be [forward, backward], got {pair!r}")
-        fwd, bwd = (_positive(where, "attention_tflops", v) * 1e12 for v in pair)
+        fwd, bwd = _rate_pair(where, "attention_tflops", t["attention_tflops"], 1e12)
         changes["attention_rates"] = ((precision, fwd, bwd),)
     if "gemm_tflops" in t:
         table = GemmRateTable.from_points(t["gemm_tflops"], f"{where} [gpu_calibration]", where=f"{where} gemm_tflops")
         changes["gemm_tables"] = ((precision, table),) + tuple(x for x in gpu.gemm_tables if x[0] != precision)
     return replace(gpu, **changes)
+
+
+def _rate_pair(where: str, key: str, pair: Any, scale: float) -> tuple[float, float]:
+    """A [forward, backward] pair of positive rates, scaled to SI units."""
+    if not isinstance(pair, list) or len(pair) != 2:
+        raise SpecError(f"{where}: {key} must be [forward, backward], got {pair!r}")
+    fwd, bwd = (_positive(where, key, v) * scale for v in pair)
+    return fwd, bwd
 
 
 def _positive(where: str, key: str, value: Any) -> float:

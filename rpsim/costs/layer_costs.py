@@ -96,10 +96,12 @@ def transformer_layer_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec, 
     p = train.precision
     fwd_gemm_s = sum(roofline.gemm_time_s(g, gpu, p) for g in gemms)
     bwd_gemm_s = sum(roofline.gemm_backward_time_s(g, gpu, p) for g in gemms)
-    ew_bytes = elementwise_bytes(model, train, index)
-    fwd_s = fwd_gemm_s + roofline.attention_time_s(attn, gpu, p, False) + roofline.elementwise_time_s(ew_bytes, gpu, 10)
+    contiguous = contiguous_elementwise_bytes(model, train, index)
+    strided = strided_elementwise_bytes(model, train)
+    fwd_s = (fwd_gemm_s + roofline.attention_time_s(attn, gpu, p, False)
+             + roofline.elementwise_time_s(contiguous, gpu, 10, strided, backward=False))
     bwd_s = (bwd_gemm_s + roofline.attention_time_s(2 * attn, gpu, p, True)
-             + roofline.elementwise_time_s(2 * ew_bytes, gpu, 14))
+             + roofline.elementwise_time_s(2 * contiguous, gpu, 14, 2 * strided, backward=True))
     n_params = layer_params(model, index)
     base_trainable = n_params if train.mode == "full" else 0
     adapters = lora_params(model, train, index) if train.mode == "lora" else 0
@@ -110,38 +112,50 @@ def transformer_layer_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec, 
         weight_bytes=weights, grad_bytes=grads, optim_bytes=optim,
         forward_flops=fwd_gemm + attn, backward_flops=bwd_gemm + 2 * attn, recompute_flops=fwd_gemm + attn,
         activation_bytes=layer_activation_bytes(model, train, index), input_bytes=2.0 * train.mb_tokens * model.hidden,
-        hbm_bytes=sum(roofline.gemm_bytes(g) for g in gemms) + ew_bytes,
+        hbm_bytes=sum(roofline.gemm_bytes(g) for g in gemms) + contiguous + strided,
         forward_s=fwd_s, backward_s=bwd_s, recompute_s=fwd_s,
         backward_extra_bytes=layer_backward_extra_bytes(model, train, index),
         forward_work_bytes=layer_forward_work_bytes(model, train, index),
     )
 
 
-def elementwise_bytes(model: ModelSpec, train: TrainingSpec, index: int) -> float:
-    """DRAM bytes of a layer's memory-bound kernels in an eager PyTorch decoder (rpexec.model; Hugging
-    Face's Llama runs the same kernels or more), counted per kernel as reads + writes of its tensors:
+def contiguous_elementwise_bytes(model: ModelSpec, train: TrainingSpec, index: int) -> float:
+    """DRAM bytes of a layer's memory-bound kernels over contiguous tensors in an eager PyTorch decoder
+    (rpexec.model; Hugging Face's Llama runs the same kernels or more), counted per kernel as reads +
+    writes of its tensors; torch runs them vectorised, near the device copy rate:
     - RMSNorms in fp32: widen (2 + 4 B per element), the fused norm (4 + 4), narrow (4 + 2): 20 B over h
       for each of the layer's norms_per_layer, and over MLA's latents (c_KV, and c_Q with q_lora_rank);
-    - RoPE, half-split: four multiplies of a half, a subtract and an add of halves, and the concatenation:
-      9 element passes, 18 B over q_width and over kv_width (MLA: over each head's RoPE part of q and the
-      one shared RoPE key);
-    - GQA's repeat of k and v to the query heads (read kv_width, write q_width, each; MLA instead
-      concatenates the RoPE and non-RoPE parts of q and of k, the same bytes) and the copy that makes the
-      attention output contiguous for o_proj (attn_out_width): 2 B each way;
     - 2 residual adds (read 2, write 1) over h; SwiGLU's silu (read, write) and product (read 2, write
       1) over every expert width a token passes (shared experts included); and MoE token permutation in
       and out.
     Backward moves about twice these bytes (each kernel's gradient reads its saved inputs and the
     incoming gradient and writes one), as the callers count it."""
     t, h, b = train.mb_tokens, model.hidden, roofline.BYTES_PER_ELEMENT
-    qw, kw = model.q_width, model.kv_width
     norms = 10 * t * (model.norms_per_layer * h + model.kv_lora_rank + model.q_lora_rank)  # 20 B = 10 elements
-    rope = 9 * t * ((model.n_heads + 1) * model.qk_rope_head_dim if model.is_mla else qw + kw)
-    gqa_and_layout = 2 * t * (kw + qw) + 2 * t * model.attn_out_width
     residuals = 2 * 3 * t * h
     swiglu = 5 * t * mlp_width_per_token(model, index)
     permute = 4 * t * h * model.n_active_experts if model.is_moe_layer(index) else 0
-    return b * (norms + rope + gqa_and_layout + residuals + swiglu + permute)
+    return b * (norms + residuals + swiglu + permute)
+
+
+def strided_elementwise_bytes(model: ModelSpec, train: TrainingSpec) -> float:
+    """DRAM bytes of a layer's memory-bound kernels that torch runs over strided (non-contiguous) tensors,
+    read + written, in one forward of rpexec.model's attention (its rotate_and_repeat and merge_heads);
+    on an H200 they reach a third of the device copy rate (benchmarks/notes-strided.md), so a calibrated
+    GPU prices them at their own measured rate (GPUSpec.strided_elementwise_bytes_per_s):
+    - RoPE, half-split, on q and k transposed to [b, heads, s, d]: four multiplies of a strided half, a
+      subtract and an add of halves, and the concatenation: 9 element passes, 18 B over q_width and over
+      kv_width (MLA: over each head's RoPE part of q and the one shared RoPE key);
+    - GQA's repeat of k and v to the query heads (read kv_width, write q_width, each; MLA instead
+      concatenates the RoPE and non-RoPE parts of q and of k, the same bytes) and the copy that makes the
+      attention output contiguous for o_proj (attn_out_width): 2 B each way.
+    Backward is counted as twice these bytes, as for the contiguous kernels; the calibrated backward rate
+    is measured against that count."""
+    t, b = train.mb_tokens, roofline.BYTES_PER_ELEMENT
+    qw, kw = model.q_width, model.kv_width
+    rope = 9 * t * ((model.n_heads + 1) * model.qk_rope_head_dim if model.is_mla else qw + kw)
+    gqa_and_layout = 2 * t * (kw + qw) + 2 * t * model.attn_out_width
+    return b * (rope + gqa_and_layout)
 
 
 def embedding_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> LayerCost:

@@ -64,6 +64,16 @@ def elementwise_bytes_per_s(gpu: GPUSpec) -> float:
     return gpu.elementwise_bytes_per_s or gpu.memory_bandwidth_bytes_per_s * ELEMENTWISE_BANDWIDTH_EFFICIENCY
 
 
-def elementwise_time_s(n_bytes: float, gpu: GPUSpec, n_kernels: int) -> float:
-    return max(n_bytes / elementwise_bytes_per_s(gpu),
-               n_kernels * gpu.kernel_floor_s)
+def elementwise_time_s(n_bytes: float, gpu: GPUSpec, n_kernels: int, strided_bytes: float = 0.0,
+                       backward: bool = False) -> float:
+    """Memory-bound kernels: `n_bytes` over contiguous tensors at the contiguous rate, `strided_bytes`
+    (rpsim.costs.layer_costs.strided_elementwise_bytes) at the GPU's measured strided rate of a forward
+    or a backward; no less than n_kernels launches' floor."""
+    rate = elementwise_bytes_per_s(gpu)
+    if gpu.strided_elementwise_bytes_per_s is None:
+        # No strided rate measured (the presets, machine files from before the probe): the strided
+        # kernels are priced at the contiguous rate, one sum as before the split, so figures do not move.
+        memory_s = (n_bytes + strided_bytes) / rate
+    else:
+        memory_s = n_bytes / rate + strided_bytes / gpu.strided_elementwise_bytes_per_s[1 if backward else 0]
+    return max(memory_s, n_kernels * gpu.kernel_floor_s)

@@ -67,6 +67,11 @@ class GPUSpec:
     # Measured device-memory copy rate (reads + writes), what elementwise kernels reach; None: a fixed
     # fraction of the datasheet bandwidth (rpsim.costs.roofline).
     elementwise_bytes_per_s: float | None = None
+    # Measured rate of the memory-bound kernels that torch runs over strided tensors in a layer (RoPE on
+    # the transposed q and k, GQA's repeat of k and v, the attention layout copies), forward and backward,
+    # in the bytes rpsim.costs.layer_costs.strided_elementwise_bytes counts per second; None: priced at
+    # the contiguous rate above (rpsim.costs.roofline).
+    strided_elementwise_bytes_per_s: tuple[float, float] | None = None
 
     def gemm_table(self, precision: str) -> GemmRateTable | None:
         return _by_precision(self.gemm_tables, precision)
