@@ -109,6 +109,8 @@ def test_rpexec_calibrate_on_cpu_writes_a_machine_file_rpsim_takes(tmp_path, cap
     data = tomllib.loads(out.read_text())
     assert data["gpu_calibration"]["precision"] == "fp32" and len(data["gpu_calibration"]["gemm_tflops"]) == 8
     assert data["calibration"]["links_measured"] is False
+    fwd, bwd = data["gpu_calibration"]["strided_elementwise_gb_per_s"]  # rpexec.strided_probe, on the CPU
+    assert fwd > 0 and bwd > 0 and data["calibration"]["strided_elementwise_shapes"][0].startswith("cpu probe")
     assert data["host"]["adam_params_per_s"] > 0 and data["sockets"][0]["dram_bandwidth_gb_per_s"] > 0
     capsys.readouterr()
     assert rpsim_main(["compare", "--model", "qwen3-1.7b", "--gpus", str(out), "--seq", "512",
