@@ -24,6 +24,7 @@ import json
 import statistics
 import sys
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -68,11 +69,11 @@ def windows(kernels: list[dict], landmark: str, n_gemms: int) -> list[list[dict]
     landmark of attention (one layer's kernels, see the module docstring)."""
     marks = [i for i, e in enumerate(kernels) if e["kind"] == landmark and "flash" in e["name"]]
     out = []
-    for a, b in zip(marks, marks[1:]):
+    for a, b in pairwise(marks):
         run = kernels[a:b]
         kinds = [e["kind"] for e in run]
-        if kinds.count("gemm") == n_gemms and all(k in ("gemm", landmark, "sdpa bwd") or "sdpa" not in k for k in kinds) \
-                and "other" not in kinds:
+        n_flash = sum("flash" in e["name"] for e in run)  # the landmark only: no other layer's attention
+        if kinds.count("gemm") == n_gemms and n_flash == 1 and "other" not in kinds:
             out.append(run)
     return out
 
@@ -158,8 +159,13 @@ def family_bytes(t: int, h: int, qw: int, kw: int, mlp: int) -> dict[str, dict[s
         "rope": BF16 * 9 * t * (qw + kw), "gqa repeat": BF16 * 2 * t * (kw + qw), "layout copy": BF16 * 2 * t * qw,
         "norms": norms, "residual add": residual, "swiglu": swiglu,
     }
-    return {f: {"kernels_fwd": kernels[f][0], "kernels_bwd": kernels[f][1], "model_fwd": model[f],
-                "model_bwd": 2 * model[f]} for f in kernels}
+    out = {f: {"kernels_fwd": kernels[f][0], "kernels_bwd": kernels[f][1], "model_fwd": model[f],
+               "model_bwd": 2 * model[f]} for f in kernels}
+    # backward adds: the residual branches' gradients summed, and rpexec's accumulation of weight gradients
+    # over microbatches; the cost model counts twice the residual adds' bytes for them
+    out["residual and gradient adds"] = {"kernels_fwd": None, "kernels_bwd": None, "model_fwd": residual,
+                                         "model_bwd": 2 * residual}
+    return out
 
 
 def per_window_us(runs: list[list[dict]], classify) -> dict[str, float]:
@@ -231,7 +237,7 @@ def main() -> None:
               f"gaps between kernels {span_us:.1f} us; rpsim predicts {pred_s * 1e6:.1f} us (kernels "
               f"{layer_us / (pred_s * 1e6):.3f}x, span {span_us / (pred_s * 1e6):.3f}x)")
         print(f"{'family':28s} {'us':>8s} {'kernel MB':>10s} {'GB/s':>7s} {'model MB':>9s} {'priced us':>10s} {'excess us':>10s}")
-        excess_strided = 0.0
+        excess_strided = strided_us = strided_model_bytes = 0.0
         for fam in sorted(fams, key=lambda f: -fams[f]):
             us = fams[fam]
             b = fam_bytes.get(fam)
@@ -246,11 +252,15 @@ def main() -> None:
             priced_us = mb / rate * 1e6
             if fam in STRIDED_FAMILIES:
                 excess_strided += us - priced_us
+                strided_us += us
+                strided_model_bytes += mb
             print(f"{fam:28s} {us:8.1f} {(kb or float('nan')) / 1e6:10.1f} "
                   f"{(kb / (us * 1e-6) / 1e9 if kb else float('nan')):7.0f} {mb / 1e6:9.1f} {priced_us:10.1f} "
                   f"{us - priced_us:10.1f}")
         print(f"strided families: {excess_strided:.1f} us over their priced time = "
-              f"{100 * excess_strided / (pred_s * 1e6):.1f}% of the predicted layer {label}")
+              f"{100 * excess_strided / (pred_s * 1e6):.1f}% of the predicted layer {label}; their rate in the "
+              f"bytes rpsim counts (strided_elementwise_gb_per_s, {label}): "
+              f"{strided_model_bytes / strided_us / 1e3:.1f} GB/s")
 
 
 if __name__ == "__main__":
