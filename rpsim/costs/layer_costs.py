@@ -122,7 +122,8 @@ def transformer_layer_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec, 
 def contiguous_elementwise_bytes(model: ModelSpec, train: TrainingSpec, index: int) -> float:
     """DRAM bytes of a layer's memory-bound kernels over contiguous tensors in an eager PyTorch decoder
     (rpexec.model; Hugging Face's Llama runs the same kernels or more), counted per kernel as reads +
-    writes of its tensors; torch runs them vectorised, near the device copy rate:
+    writes of its tensors; torch runs most of them vectorised, near the device copy rate (RMSNorm's bf16 ->
+    fp32 widening copy is not vectorised and runs at about half of it on an H200: notes-strided.md):
     - RMSNorms in fp32: widen (2 + 4 B per element), the fused norm (4 + 4), narrow (4 + 2): 20 B over h
       for each of the layer's norms_per_layer, and over MLA's latents (c_KV, and c_Q with q_lora_rank);
     - 2 residual adds (read 2, write 1) over h; SwiGLU's silu (read, write) and product (read 2, write
@@ -141,7 +142,7 @@ def contiguous_elementwise_bytes(model: ModelSpec, train: TrainingSpec, index: i
 def strided_elementwise_bytes(model: ModelSpec, train: TrainingSpec) -> float:
     """DRAM bytes of a layer's memory-bound kernels that torch runs over strided (non-contiguous) tensors,
     read + written, in one forward of rpexec.model's attention (its rotate_and_repeat and merge_heads);
-    on an H200 they reach a third of the device copy rate (benchmarks/notes-strided.md), so a calibrated
+    on an H200 they run at 0.2-0.35 of the device copy rate (benchmarks/notes-strided.md), so a calibrated
     GPU prices them at their own measured rate (GPUSpec.strided_elementwise_bytes_per_s):
     - RoPE, half-split, on q and k transposed to [b, heads, s, d]: four multiplies of a strided half, a
       subtract and an add of halves, and the concatenation: 9 element passes, 18 B over q_width and over
