@@ -177,3 +177,19 @@ def test_on_a_gpu_the_strided_kernels_run_below_the_device_copy_rate():
     copy_gb_per_s = device_memory(dev, 3)["memory_bandwidth_gb_per_s"]
     assert 0 < probe["forward_gb_per_s"] < copy_gb_per_s
     assert len(probe["shapes"]) == 2
+
+
+def test_a_gpu_preset_may_carry_the_strided_rate(monkeypatch):
+    """gpus.toml takes the key as a machine file does (the lead folds the measured h200 figure in there)."""
+    import rpsim.catalog.gpus as gpus
+    real = gpus.preset_table
+
+    def with_rate(name: str) -> dict:
+        table = real(name)
+        if name != "gpus.toml":
+            return table
+        return {**table, "h200-sxm": {**table["h200-sxm"], "strided_elementwise_gb_per_s": [1200.0, 2400.0]}}
+
+    monkeypatch.setattr(gpus, "preset_table", with_rate)
+    assert gpus.load_gpu("h200").strided_elementwise_bytes_per_s == (1200e9, 2400e9)
+    assert gpus.load_gpu("rtx4090").strided_elementwise_bytes_per_s is None
