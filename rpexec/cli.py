@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: measure everything)")
     c.add_argument("--update", default=None, metavar="MACHINE.toml",
                    help="with --only: the machine file to fold the figure into; -o receives the result "
-                        "(it may be the same path)")
+                        "(it may be the same path) (default: none)")
     c.add_argument("-o", "--output", required=True, help="the machine file to write (.toml)")
     c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     c.set_defaults(func=calibrate, output_flags={"output": "-o/--output", "raw": "--raw"})
