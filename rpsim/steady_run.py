@@ -29,11 +29,12 @@ def simulate_request(sc: Scenario, req: PlanRequest) -> SimResult:
 
 
 def steady_plan(sc: Scenario, req: PlanRequest) -> tuple[Plan, SimResult]:
-    """The plan with the iterations its steady state needs, and its simulation (whose plan holds the
-    iterations simulated: fewer when the run stopped at steady state). `rpsim export` writes this plan,
-    so that simulating the file gives the figures `rpsim simulate --schedule` reports."""
-    return until_steady(req, lambda r: make_plan(sc, r), lambda plan: simulate(plan, sc),
-                        lambda result: (result.plan, result.trace))
+    """The plan of the iterations its steady state needed (those simulated: the run stops once steady),
+    and its simulation. `rpsim export` writes this plan, so that the file holds the actions of the trace
+    `rpsim simulate --schedule` writes, and simulating it gives the figures that command reports."""
+    _, result = until_steady(req, lambda r: make_plan(sc, r), lambda plan: simulate(plan, sc),
+                             lambda result: (result.plan, result.trace))
+    return result.plan, result
 
 
 def until_steady(req: PlanRequest, build: Callable[[PlanRequest], Plan], time: Callable[[Plan], R],

@@ -39,7 +39,8 @@ def test_schedule_on_two_gpus_matches_reference(tmp_path, config, schedule, gpus
 def test_roundpipe_async_trace_is_drawn(tmp_path, config):
     plan = export(tmp_path, config, "roundpipe", "4090x2")
     trace = tmp_path / "trace.json"
-    assert rpexec_main(["run", str(plan), "--device", "cuda", "--iters", "8", "--trace", str(trace)]) == 0
+    n_iters = 2 * json.loads(plan.read_text())["n_iters"]  # --iters repeats the plan's iterations
+    assert rpexec_main(["run", str(plan), "--device", "cuda", "--iters", str(n_iters), "--trace", str(trace)]) == 0
     events = json.loads(trace.read_text())["events"]
     assert {e["gpu"] for e in events} >= {0, 1}
     out = tmp_path / "trace.png"

@@ -69,14 +69,21 @@ def _spans(result):
     return [last[i] - last[i - 1] for i in sorted(last)[1:]]
 
 
+def _llama(name: str, layers: int, hidden: int, heads: int, kv: int, mlp: int):
+    from rpsim.specs import ModelSpec
+    return ModelSpec(name=name, n_layers=layers, hidden=hidden, n_heads=heads, n_kv_heads=kv, head_dim=128,
+                     mlp_width=mlp, vocab=32000)
+
+
+def _e03(model, gpus: str):
+    """e03's setup (8 microbatches of 4 x 2048 tokens, bf16) on an H200 preset, which carries the
+    calibrated host: the host optimizer is the bottleneck, and its queue fills over 3+ iterations."""
+    return make_scenario(model, gpus, TrainingSpec(seq_len=2048, global_batch=32, mb_size=4, precision="bf16"))
+
+
 @pytest.fixture(scope="module")
 def host_bound():
-    """e03's 0.7B Llama-style model on one H200 (the preset carries the calibrated host), 8 microbatches of
-    4 x 2048 tokens: the host optimizer is the bottleneck, and its queue fills over 3 iterations."""
-    from rpsim.specs import ModelSpec
-    model = ModelSpec(name="llama-0.7b", n_layers=12, hidden=2048, n_heads=16, n_kv_heads=4, head_dim=128,
-                      mlp_width=5632, vocab=32000)
-    return make_scenario(model, "h200x1", TrainingSpec(seq_len=2048, global_batch=32, mb_size=4, precision="bf16"))
+    return _e03(_llama("llama-1.8b", 16, 3072, 24, 8, 8192), "h200x1")
 
 
 def test_a_ramping_plan_is_simulated_until_steady(host_bound):
@@ -102,3 +109,15 @@ def test_a_settled_plan_is_simulated_once_and_fixed_iterations_are_kept():
     assert once.metrics["planned_iters"] == make_plan(sc, PlanRequest("roundpipe")).n_iters
     fixed = simulate_request(sc, PlanRequest("roundpipe", n_iters=4))
     assert fixed.metrics["planned_iters"] == 4
+
+
+def test_a_slow_ramp_is_followed_past_the_default_iterations():
+    """0.7B on two H200s: spans 0.544, 0.584, 0.606, 0.606 s from iteration 2: the default plan's last
+    span (0.584) is 4% short of the steady state, which only the longer run finds."""
+    from rpsim.steady_run import simulate_request
+    sc = _e03(_llama("llama-0.7b", 12, 2048, 16, 4, 5632), "h200x2")
+    short = simulate(make_plan(sc, PlanRequest("roundpipe")), sc)
+    steady = simulate_request(sc, PlanRequest("roundpipe"))
+    long = simulate(make_plan(sc, PlanRequest("roundpipe", n_iters=10)), sc, stop_at_steady=False)
+    assert steady.metrics["iteration_s"] == pytest.approx(_spans(long)[-2], rel=1e-3)
+    assert steady.metrics["iteration_s"] > 1.03 * short.metrics["iteration_s"]
