@@ -24,11 +24,12 @@ Must not import simpy (a pure bookkeeping class; FlowNetwork drives it).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Hashable, Iterable
 from itertools import compress
 from operator import ne
 
-from rpsim.sim.sharing import MEMO_ENTRIES, FlowLike, Links, RatesMemo, allocate_on
+from rpsim.sim.sharing import MEMO_ENTRIES, FlowLike, Links, allocate_groups
 
 # Loose resources must stay this far below capacity (relative): far above float rounding of a sum.
 LOOSE_MARGIN = 1e-9
@@ -57,12 +58,15 @@ class IncrementalRates:
         self._stale: dict[str, None] = {}  # tracked resources a start or an end touched (ordered set)
         self._new: list[FlowLike] = []  # started since the last settle
         self._active: dict[Hashable, FlowLike] = {}  # in start order
-        self._memo: RatesMemo = {}  # per component
+        # Per component: its kinds in first-start order with their flow counts -> the rate of each kind.
+        self._memo: dict[tuple[tuple[int, int], ...], dict[int, float]] = {}
         # Per sequence of all active flows: (rates in start order, loads on summed resources, near capacity)
         self._whole_memo: dict[tuple, tuple[list[float], dict[str, float], list[str]]] = {}
         # Memo keys are sequences of small ints, one per distinct (path, priority): cheap to hash.
         self._kind_of: dict[tuple[tuple[str, ...], int], int] = {}
         self._kind: dict[Hashable, int] = {}  # active flow -> its kind, in start order
+        self._kind_path: list[tuple[str, ...]] = []  # kind -> its path
+        self._kind_priority: list[int] = []
         # The tracked resources on each path met (in path order, repeats kept), and the summed ones.
         self._path_tracked: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._path_summed: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -93,6 +97,8 @@ class IncrementalRates:
             kind = kind_of.get((path, flow.priority))
             if kind is None:
                 kind = kind_of[(path, flow.priority)] = len(kind_of)
+                self._kind_path.append(path)
+                self._kind_priority.append(flow.priority)
                 path_tracked[path] = tuple(r for r in path if r in self._tracked)
                 self._path_summed[path] = tuple(r for r in path if r in self._summed)
             kinds[flow_id] = kind
@@ -196,7 +202,7 @@ class IncrementalRates:
                 for hop in flow.path:
                     if hop in self._loose:
                         touched_loose[hop] = None
-                self._solve([flow.flow_id], solved)
+                self._solve([flow.flow_id], solved, alone=True)
         load, clear_limit = self._load, self._clear_limit
         failed = [r for r in touched_loose if load[r] > clear_limit[r] and not self._below_margin(r)]
         # Staying tight is always exact, so relaxing needs only the running load (a tight resource sits at
@@ -234,29 +240,72 @@ class IncrementalRates:
         found.sort(key=self._seq.__getitem__)
         return found
 
-    def _solve(self, ids: list[Hashable], solved: dict[Hashable, tuple[FlowLike, float]]) -> None:
-        """Rates of the component `ids` (in start order); those that changed go into `solved`."""
+    def _solve(self, ids: list[Hashable], solved: dict[Hashable, tuple[FlowLike, float]], alone: bool = False,
+               ) -> None:
+        """Rates of the component `ids` (in start order); those that changed go into `solved`.
+
+        Flows of one kind (path, priority) always share a rate, so the component is filled once per kind
+        (sharing.allocate_groups), over the tight resources of its path only: a loose resource is never a
+        bottleneck (the settle verifies it afterwards and starts over when one is), so leaving it out
+        changes no pick and no float. A flow `alone` (crossing no tight resource) keeps its whole path.
+        """
         # Schedules repeat the same mixes of flows round after round and the capacities never change:
-        # the memo, keyed by the component's (path, priority) sequence, answers those repeats.
-        component = list(map(self._active.__getitem__, ids))
-        key = tuple(map(self._kind.__getitem__, ids))
-        in_order = self._memo.get(key)
-        if in_order is None:
-            rates = allocate_on(component, self.links)
-            in_order = list(map(rates.__getitem__, ids))
-            if len(self._memo) >= MEMO_ENTRIES:
-                self._memo.clear()
-            self._memo[key] = in_order
-        old_rates, path_summed, load = self._rate, self._path_summed, self._load
+        # the memo, keyed by the component's kinds and counts, answers those repeats.
+        kinds = list(map(self._kind.__getitem__, ids))
+        counts = Counter(kinds)  # in first-start order
+        key = tuple(counts.items())
+        rate_of = self._memo.get(key)
+        if rate_of is None:
+            rate_of, exact = self._fill(counts, alone)
+            if exact:  # (else a loose resource binds: the settle starts over with it tight)
+                if len(self._memo) >= MEMO_ENTRIES:
+                    self._memo.clear()
+                self._memo[key] = rate_of
+        in_order = list(map(rate_of.__getitem__, kinds))
+        active, old_rates, path_summed, load = self._active, self._rate, self._path_summed, self._load
         olds = list(map(old_rates.get, ids))
         for i in compress(range(len(ids)), map(ne, olds, in_order)):  # in C: most rates repeat
-            flow, rate = component[i], in_order[i]
+            flow_id = ids[i]
+            flow, rate = active[flow_id], in_order[i]
             change = rate - (olds[i] or 0.0)
             if change:
                 for resource in path_summed[flow.path]:
                     load[resource] += change
-            old_rates[ids[i]] = rate
-            solved[ids[i]] = (flow, rate)
+            old_rates[flow_id] = rate
+            solved[flow_id] = (flow, rate)
+
+    def _fill(self, counts: Counter, alone: bool) -> tuple[dict[int, float], bool]:
+        """Each kind's rate, filled over the tight resources of its path (all of it when `alone`), and
+        whether that is the component's full solve whatever the loose set is later (safe to memoise): it
+        is unless the rates load a loose resource past the margin, so that leaving it out may have
+        changed them (the settle's check then fails on that resource too: other components only add
+        load)."""
+        kind_path, groups = self._kind_path, list(counts)
+        priorities = [self._kind_priority[k] for k in groups]
+        n_flows = list(counts.values())
+        if alone:
+            rates = allocate_groups([kind_path[k] for k in groups], priorities, n_flows, self.links)
+            return dict(zip(groups, rates)), True
+        # Kinds alike on their tight resources (a copy's per-socket shares, whose paths differ only in
+        # loose DRAM and inter-socket links) are one group of the fill: alike flows get the same floats.
+        loose, path_tracked = self._loose, self._path_tracked
+        group_of: dict[tuple[tuple[str, ...], int], int] = {}
+        kind_group = [group_of.setdefault((tuple([r for r in path_tracked[kind_path[k]] if r not in loose]), p),
+                                          len(group_of)) for k, p in zip(groups, priorities)]
+        group_flows = [0] * len(group_of)
+        for group, n in zip(kind_group, n_flows):
+            group_flows[group] += n
+        group_rates = allocate_groups([path for path, _ in group_of], [p for _, p in group_of], group_flows,
+                                      self.links)
+        rates = [group_rates[group] for group in kind_group]
+        rate_of = dict(zip(groups, rates))
+        own_load: dict[str, float] = {}
+        for k, n, rate in zip(groups, n_flows, rates):
+            for resource in path_tracked[kind_path[k]]:
+                if resource in loose:
+                    own_load[resource] = own_load.get(resource, 0.0) + n * rate
+        capacity = self.links.capacity_bytes_per_s
+        return rate_of, all(load <= capacity[r] * (1.0 - LOOSE_MARGIN) for r, load in own_load.items())
 
     def _below_margin(self, resource: str) -> bool:
         """Whether the flows on a resource without a duplex partner leave it safely unsaturated."""
