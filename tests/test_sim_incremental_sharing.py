@@ -49,7 +49,7 @@ def test_incremental_rates_equal_a_full_solve(caps, raw_pairs, duplex_factor, sc
                 kept.pop(flow.flow_id, None)
                 tracker.end(flow)
         i += batch
-        kept.update({flow.flow_id: rate for flow, rate in tracker.settle()})
+        kept.update({flow.flow_id: rates[0] for flow, rates in tracker.settle()})
         full = allocate_rates(active, capacity, duplex_pairs, duplex_factor)
         assert kept == full  # exact: the same floats, not approximately
         assert len(tracker) == len(active)
@@ -71,12 +71,12 @@ def test_a_flow_far_away_is_not_recomputed(monkeypatch):
     tracker = IncrementalRates(links)
     for flow in [Flow(0, ("a", "big")), Flow(1, ("c", "big")), Flow(2, ("d",))]:
         tracker.start(flow)
-    assert {f.flow_id: r for f, r in tracker.settle()} == {0: 1.0, 1: 1.0, 2: 1.0}
+    assert {f.flow_id: r[0] for f, r in tracker.settle()} == {0: 1.0, 1: 1.0, 2: 1.0}
     # A flow on b slows a (its duplex partner, factor 1 here: same rate, but recomputed); c and d are
     # untouched, and the inf resource "big" couples nothing (nor is it filled). Only changed rates come back.
     solved.clear()
     tracker.start(Flow(3, ("b", "c")))
-    assert {f.flow_id: r for f, r in tracker.settle()} == {1: 0.5, 3: 0.5}
+    assert {f.flow_id: r[0] for f, r in tracker.settle()} == {1: 0.5, 3: 0.5}
     assert solved == [[("a",), ("c",), ("b", "c")]]  # flows 0, 1, 3
     solved.clear()
     tracker.end(Flow(2, ("d",)))
@@ -123,9 +123,11 @@ def test_a_real_server_run_keeps_every_rate_equal_to_a_full_solve(monkeypatch):
 
     def checked(self):
         reallocate(self)
-        flows = list(self._flows.values())
-        full = allocate_rates(flows, self.capacity_bytes_per_s, self.duplex_pairs, self.duplex_factor)
-        assert {flow.flow_id: flow.rate_bytes_per_s for flow in flows} == full, f"at {self.env.now} s"
+        shares = [Flow((flow.flow_id, i), path, flow.priority)  # one flow per share, in start order
+                  for flow in self._flows.values() for i, path in enumerate(flow.paths)]
+        full = allocate_rates(shares, self.capacity_bytes_per_s, self.duplex_pairs, self.duplex_factor)
+        kept = {(flow.flow_id, i): rate for flow in self._flows.values() for i, rate in enumerate(flow.rates)}
+        assert kept == full, f"at {self.env.now} s"
         n_checked[0] += 1
 
     monkeypatch.setattr(network.FlowNetwork, "_reallocate", checked)

@@ -46,6 +46,11 @@ class Flow:
     path: tuple[str, ...]
     priority: int = 0
 
+    @property
+    def paths(self) -> tuple[tuple[str, ...], ...]:
+        """As a bundle of one share (rpsim.sim.incremental_sharing)."""
+        return (self.path,)
+
 
 @dataclass(frozen=True)
 class Links:
