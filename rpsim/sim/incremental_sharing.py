@@ -71,6 +71,9 @@ class IncrementalRates:
         self._tracked = {r for r, cap in capacity.items() if cap < math.inf or r in links.partners}
         self._summed = {r for r in self._tracked if r not in links.partners}  # finite, no duplex partner
         self._loose = set(self._summed)  # all of them start loose
+        self._loose_version = 0  # counts changes of _loose
+        # kind -> (the _loose_version it was made at, per share: the path a fill uses, the loose resources)
+        self._fill_paths: dict[int, tuple[int, tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]]] = {}
         self._load: dict[str, float] = dict.fromkeys(self._summed, 0.0)  # running sum of rates on each
         # Loads at or below these are below the margin by more than a running sum can drift.
         self._clear_limit = {r: capacity[r] * (1.0 - LOOSE_MARGIN) * (1.0 - RESUM_BAND) for r in self._summed}
@@ -86,6 +89,7 @@ class IncrementalRates:
         # Per sequence of all active flows' kinds: (share rates in start order, loads on summed resources,
         # those near capacity)
         self._whole_memo: dict[tuple, tuple[list[tuple[float, ...]], dict[str, float], list[str]]] = {}
+        self._seen_once: set[tuple] = set()  # mixes settled once, not (yet) in _whole_memo
         # Memo keys are sequences of small ints, one per distinct (paths, priority): cheap to hash.
         self._kind_of: dict[tuple[tuple[tuple[str, ...], ...], int], int] = {}
         self._kind: dict[Hashable, int] = {}  # active flow -> its kind, in start order
@@ -190,11 +194,19 @@ class IncrementalRates:
             failed, relaxable = self._settle_from(roots, solved)
             if not failed:
                 break
-            self._loose.difference_update(failed)
+            self._set_loose(failed, False)
             roots += failed  # start over: the failed resources now join their flows' components
-        self._loose.update(relaxable)
+        if relaxable:
+            self._set_loose(relaxable, True)
         self._stale = {}
         self._new = []
+        # Most mixes of many-GPU runs never repeat: remember a mix's rates from its second sighting on
+        # (storing them costs a pass over the active flows and resources).
+        if key not in self._seen_once:
+            if len(self._seen_once) >= MEMO_ENTRIES:
+                self._seen_once.clear()
+            self._seen_once.add(key)
+            return list(solved.values())
         if len(self._whole_memo) >= MEMO_ENTRIES:
             self._whole_memo.clear()
         # The mix's rates, the loads they put on the summed resources, and those of them near capacity.
@@ -220,7 +232,7 @@ class IncrementalRates:
             updates = []
         self._load.update(loads)  # resources no active flow crosses were zeroed by their last end
         if near:
-            self._loose.difference_update(near)
+            self._set_loose(near, False)
         self._stale = {}
         self._new = []
         return updates
@@ -289,7 +301,9 @@ class IncrementalRates:
         # Schedules repeat the same mixes of flows round after round and the capacities never change:
         # the memo, keyed by the component's kinds and counts, answers those repeats.
         kinds = list(map(self._kind.__getitem__, ids))
-        counts = Counter(kinds)  # in first-start order
+        counts = dict.fromkeys(kinds, 1)  # in first-start order; usually every kind once
+        if len(counts) < len(kinds):
+            counts = Counter(kinds)
         key = tuple(counts.items())
         rate_of = self._memo.get(key)
         if rate_of is None:
@@ -311,7 +325,7 @@ class IncrementalRates:
             old_rates[flow_id] = rates
             solved[flow_id] = (active[flow_id], rates)
 
-    def _fill(self, counts: Counter) -> tuple[dict[int, tuple[float, ...]], bool]:
+    def _fill(self, counts: dict[int, int]) -> tuple[dict[int, tuple[float, ...]], bool]:
         """Each kind's share rates, and whether they are the component's full solve whatever the loose set
         is later (safe to memoise).
 
@@ -322,16 +336,18 @@ class IncrementalRates:
         it out changes no pick and no float. A share crossing no tight resource keeps its whole path. The
         result is the full solve unless it loads a loose resource it left out past the margin (the
         settle's check then fails on that resource too: other components only add load)."""
-        loose, kinds = self._loose, self._kinds
+        kinds = self._kinds
         group_of: dict[tuple[tuple[str, ...], int], int] = {}
         share_groups: list[list[int]] = []
+        share_paths = []
         group_flows: list[int] = []
         for k, n in counts.items():
-            kind = kinds[k]
+            priority = kinds[k].priority
+            shares = self._paths_to_fill(k)
+            share_paths.append(shares)
             groups = []
-            for path, tracked in zip(kind.paths, kind.share_tracked):
-                reduced = tuple([r for r in tracked if r not in loose]) or path
-                group = group_of.setdefault((reduced, kind.priority), len(group_of))
+            for path, _left_out in shares:
+                group = group_of.setdefault((path, priority), len(group_of))
                 if group == len(group_flows):
                     group_flows.append(n)
                 else:
@@ -342,14 +358,34 @@ class IncrementalRates:
                                       self.links)
         rate_of: dict[int, tuple[float, ...]] = {}
         own_load: dict[str, float] = {}
-        for (k, n), groups in zip(counts.items(), share_groups):
+        for (k, n), groups, shares in zip(counts.items(), share_groups, share_paths):
             rates = rate_of[k] = tuple([group_rates[g] for g in groups])
-            for rate, tracked in zip(rates, kinds[k].share_tracked):
-                for resource in tracked:
-                    if resource in loose:
-                        own_load[resource] = own_load.get(resource, 0.0) + n * rate
+            for rate, (_path, left_out) in zip(rates, shares):
+                for resource in left_out:
+                    own_load[resource] = own_load.get(resource, 0.0) + n * rate
         capacity = self.links.capacity_bytes_per_s
         return rate_of, all(load <= capacity[r] * (1.0 - LOOSE_MARGIN) for r, load in own_load.items())
+
+    def _set_loose(self, resources: Iterable[str], loose: bool) -> None:
+        before = len(self._loose)
+        if loose:
+            self._loose.update(resources)
+        else:
+            self._loose.difference_update(resources)
+        if len(self._loose) != before:
+            self._loose_version += 1
+
+    def _paths_to_fill(self, k: int) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]:
+        """Per share of kind `k`: the path a fill uses (its tight resources, or all of it when none is
+        tight), and the loose resources it leaves out (repeats kept); cached while _loose is unchanged."""
+        cached = self._fill_paths.get(k)
+        if cached is not None and cached[0] == self._loose_version:
+            return cached[1]
+        loose, kind = self._loose, self._kinds[k]
+        shares = tuple((tuple([r for r in tracked if r not in loose]) or path, tuple([r for r in tracked if r in loose]))
+                       for path, tracked in zip(kind.paths, kind.share_tracked))
+        self._fill_paths[k] = (self._loose_version, shares)
+        return shares
 
     def _below_margin(self, resource: str) -> bool:
         """Whether the flows on a resource without a duplex partner leave it safely unsaturated."""
