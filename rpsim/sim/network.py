@@ -83,6 +83,7 @@ class FlowNetwork:
         self._known_paths: set[tuple[str, ...]] = set()
         self._known_path_sets: set[tuple[tuple[str, ...], ...]] = set()
         self._started_since: list[_LiveFlow] = []
+        self._crossings_of: dict[tuple[tuple[str, ...], ...], tuple[tuple[str, int], ...]] = {}
 
     @property
     def bytes_through(self) -> dict[str, float]:
@@ -183,18 +184,28 @@ class FlowNetwork:
             flow.seq = seq
             seq += 1
             live[flow.flow_id] = flow
-            for path in flow.paths:
-                for resource in path:
-                    n = n_active_on.get(resource)
-                    if n:
-                        n_active_on[resource] = n + 1
-                    else:
-                        n_active_on[resource] = 1
-                        busy_since_s[resource] = now_s
+            for resource, count in self._crossings(flow.paths):
+                n = n_active_on.get(resource)
+                if n:
+                    n_active_on[resource] = n + count
+                else:
+                    n_active_on[resource] = count
+                    busy_since_s[resource] = now_s
         self._next_seq = seq
         self._started_since.extend(flows)
         self._rates.start_all(flows)
         self._request_settle()
+
+    def _crossings(self, paths: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, int], ...]:
+        """(resource, how many of `paths` cross it), for a bundle's active-flow counts."""
+        crossings = self._crossings_of.get(paths)
+        if crossings is None:
+            counts: dict[str, int] = {}
+            for path in paths:
+                for resource in path:
+                    counts[resource] = counts.get(resource, 0) + 1
+            crossings = self._crossings_of[paths] = tuple(counts.items())
+        return crossings
 
     def _request_settle(self) -> None:
         # A zero-delay event runs after the events already queued for this instant, so processes woken
@@ -238,18 +249,16 @@ class FlowNetwork:
                 keep = []
             else:
                 keep = [i for i, t in enumerate(flow.done_from) if t > now_s]
-            for i in range(k):
-                if keep and i in keep:
-                    continue
-                path = flow.paths[i]
+            leaving = flow.paths if not keep else tuple([path for i, path in enumerate(flow.paths) if i not in keep])
+            for path in leaving:
                 completed_bytes[path] = completed_bytes.get(path, 0.0) + flow.share_bytes
-                for resource in path:
-                    n = n_active_on[resource] - 1
-                    if n:
-                        n_active_on[resource] = n
-                    else:
-                        del n_active_on[resource]
-                        self.busy_s[resource] += now_s - self._busy_since_s.pop(resource)
+            for resource, count in self._crossings(leaving):
+                n = n_active_on[resource] - count
+                if n:
+                    n_active_on[resource] = n
+                else:
+                    del n_active_on[resource]
+                    self.busy_s[resource] += now_s - self._busy_since_s.pop(resource)
             n_shares += k - len(keep)
             if keep:  # the other shares go on: they keep the flow's place in start order
                 self._rates.drop_shares(flow, keep)
