@@ -4,6 +4,7 @@ priorities)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
@@ -134,3 +135,60 @@ def test_a_real_server_run_keeps_every_rate_equal_to_a_full_solve(monkeypatch):
     sc = make_scenario("qwen3-8b", "4090x8", TrainingSpec(seq_len=2048, global_batch=64, mb_size=4))
     simulate(make_plan(sc, PlanRequest("roundpipe", n_iters=1)), sc)
     assert n_checked[0] > 1000
+
+
+@dataclass(frozen=True)
+class _Bundle:
+    flow_id: int
+    paths: tuple[tuple[str, ...], ...]
+    priority: int
+
+
+# An op on bundles: start one of 1-4 shares, end the active bundle at this index, or let the shares of
+# the active bundle at this index whose bits are set finish first (the rest go on).
+bundle_ops = st.lists(st.one_of(st.tuples(st.just("start"), st.lists(paths.filter(bool), min_size=1, max_size=4),
+                                          st.integers(0, 2)),
+                                st.tuples(st.just("end"), st.integers(0, 50)),
+                                st.tuples(st.just("drop"), st.integers(0, 50), st.integers(1, 14))),
+                      min_size=1, max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(capacities, pairs, st.floats(0.3, 1.0), bundle_ops, batch_sizes)
+def test_bundles_get_the_rates_of_their_shares_as_separate_flows(caps, raw_pairs, duplex_factor, script,
+                                                                    batches):
+    # A bundle (a copy's per-socket shares) is one tracked flow, its shares each a flow of the sharing:
+    # after every settle each share's rate equals (==) a full solve of all shares listed in start order.
+    capacity = dict(zip(RESOURCES, caps))
+    duplex_pairs = [(a, b, *factors) for a, b, factors in raw_pairs]
+    tracker = IncrementalRates(Links.of(capacity, duplex_pairs, duplex_factor))
+    active: list[list] = []  # [bundle, its remaining paths], in start order
+    kept: dict[int, tuple[float, ...]] = {}
+    i, next_id = 0, 0
+    for batch in batches:
+        for op in script[i:i + batch]:
+            if op[0] == "start":
+                bundle = _Bundle(next_id, tuple(map(tuple, op[1])), op[2])
+                next_id += 1
+                active.append([bundle, bundle.paths])
+                tracker.start(bundle)
+            elif active:
+                entry = active[op[1] % len(active)]
+                keep = [k for k in range(len(entry[1])) if not op[2] >> k & 1] if op[0] == "drop" else []
+                if keep and len(keep) < len(entry[1]):
+                    tracker.drop_shares(entry[0], keep)
+                    entry[1] = tuple(entry[1][k] for k in keep)
+                    if entry[0].flow_id in kept:
+                        kept[entry[0].flow_id] = tuple(kept[entry[0].flow_id][k] for k in keep)
+                elif not keep:
+                    active.remove(entry)
+                    kept.pop(entry[0].flow_id, None)
+                    tracker.end(entry[0])
+        i += batch
+        kept.update({flow.flow_id: rates for flow, rates in tracker.settle()})
+        shares = [Flow((bundle.flow_id, k), path, bundle.priority)
+                  for bundle, remaining in active for k, path in enumerate(remaining)]
+        full = allocate_rates(shares, capacity, duplex_pairs, duplex_factor)
+        assert {(b.flow_id, k): rate for b, _ in active for k, rate in enumerate(kept[b.flow_id])} == full
+        if i >= len(script):
+            break

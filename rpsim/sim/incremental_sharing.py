@@ -32,13 +32,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
 from itertools import compress
 from operator import ne
-
 from typing import Protocol
 
-from rpsim.sim.sharing import MEMO_ENTRIES, Links, allocate_groups
+from rpsim.sim.bundle_fill import BundleKind, SharesToFill, fill_bundles
+from rpsim.sim.sharing import MEMO_ENTRIES, Links
 
 # Loose resources must stay this far below capacity (relative): far above float rounding of a sum.
 LOOSE_MARGIN = 1e-9
@@ -73,7 +72,7 @@ class IncrementalRates:
         self._loose = set(self._summed)  # all of them start loose
         self._loose_version = 0  # counts changes of _loose
         # kind -> (the _loose_version it was made at, per share: the path a fill uses, the loose resources)
-        self._fill_paths: dict[int, tuple[int, tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]]] = {}
+        self._fill_paths: dict[int, tuple[int, SharesToFill]] = {}
         self._load: dict[str, float] = dict.fromkeys(self._summed, 0.0)  # running sum of rates on each
         # Loads at or below these are below the margin by more than a running sum can drift.
         self._clear_limit = {r: capacity[r] * (1.0 - LOOSE_MARGIN) * (1.0 - RESUM_BAND) for r in self._summed}
@@ -93,7 +92,7 @@ class IncrementalRates:
         # Memo keys are sequences of small ints, one per distinct (paths, priority): cheap to hash.
         self._kind_of: dict[tuple[tuple[tuple[str, ...], ...], int], int] = {}
         self._kind: dict[Hashable, int] = {}  # active flow -> its kind, in start order
-        self._kinds: list[_Kind] = []
+        self._kinds: list[BundleKind] = []
 
     def __len__(self) -> int:
         return len(self._seq)
@@ -108,7 +107,7 @@ class IncrementalRates:
         kind = self._kind_of.get((paths, priority))
         if kind is None:
             kind = self._kind_of[(paths, priority)] = len(self._kinds)
-            self._kinds.append(_Kind.of(paths, priority, self._tracked, self._summed))
+            self._kinds.append(BundleKind.of(paths, priority, self._tracked, self._summed))
         return kind
 
     def start_all(self, flows: Iterable[Bundle]) -> None:
@@ -160,7 +159,7 @@ class IncrementalRates:
             if i not in kept:
                 self._stale.update(dict.fromkeys(old.share_tracked[i]))
 
-    def _unload(self, flow_id: Hashable, kind: _Kind, shares: Iterable[int], rates: tuple[float, ...] | None,
+    def _unload(self, flow_id: Hashable, kind: BundleKind, shares: Iterable[int], rates: tuple[float, ...] | None,
                 leaving: Iterable[str]) -> None:
         """Take shares `shares` of a flow off the running loads, and the flow off the resources `leaving`."""
         load, on, stale, summed = self._load, self._on, self._stale, self._summed
@@ -327,42 +326,9 @@ class IncrementalRates:
 
     def _fill(self, counts: dict[int, int]) -> tuple[dict[int, tuple[float, ...]], bool]:
         """Each kind's share rates, and whether they are the component's full solve whatever the loose set
-        is later (safe to memoise).
-
-        Shares alike on their tight resources (a copy's per-socket shares, whose paths differ only in
-        loose DRAM and inter-socket links) are one group of the fill (sharing.allocate_groups): alike
-        flows get the same floats. A loose resource is left out: it is never a bottleneck, since the
-        settle verifies that it stays below the margin and starts over with it tight when not; so leaving
-        it out changes no pick and no float. A share crossing no tight resource keeps its whole path. The
-        result is the full solve unless it loads a loose resource it left out past the margin (the
-        settle's check then fails on that resource too: other components only add load)."""
-        kinds = self._kinds
-        group_of: dict[tuple[tuple[str, ...], int], int] = {}
-        share_groups: list[list[int]] = []
-        share_paths = []
-        group_flows: list[int] = []
-        for k, n in counts.items():
-            priority = kinds[k].priority
-            shares = self._paths_to_fill(k)
-            share_paths.append(shares)
-            groups = []
-            for path, _left_out in shares:
-                group = group_of.setdefault((path, priority), len(group_of))
-                if group == len(group_flows):
-                    group_flows.append(n)
-                else:
-                    group_flows[group] += n
-                groups.append(group)
-            share_groups.append(groups)
-        group_rates = allocate_groups([path for path, _ in group_of], [p for _, p in group_of], group_flows,
-                                      self.links)
-        rate_of: dict[int, tuple[float, ...]] = {}
-        own_load: dict[str, float] = {}
-        for (k, n), groups, shares in zip(counts.items(), share_groups, share_paths):
-            rates = rate_of[k] = tuple([group_rates[g] for g in groups])
-            for rate, (_path, left_out) in zip(rates, shares):
-                for resource in left_out:
-                    own_load[resource] = own_load.get(resource, 0.0) + n * rate
+        is later (safe to memoise): see rpsim.sim.bundle_fill."""
+        shares = [self._paths_to_fill(k) for k in counts]
+        rate_of, own_load = fill_bundles(counts, [self._kinds[k].priority for k in counts], shares, self.links)
         capacity = self.links.capacity_bytes_per_s
         return rate_of, all(load <= capacity[r] * (1.0 - LOOSE_MARGIN) for r, load in own_load.items())
 
@@ -375,7 +341,7 @@ class IncrementalRates:
         if len(self._loose) != before:
             self._loose_version += 1
 
-    def _paths_to_fill(self, k: int) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]:
+    def _paths_to_fill(self, k: int) -> SharesToFill:
         """Per share of kind `k`: the path a fill uses (its tight resources, or all of it when none is
         tight), and the loose resources it leaves out (repeats kept); cached while _loose is unchanged."""
         cached = self._fill_paths.get(k)
@@ -401,21 +367,3 @@ class IncrementalRates:
                     total += share_rate * path.count(resource)
         self._load[resource] = total
         return total <= limit
-
-
-@dataclass(frozen=True, slots=True)
-class _Kind:
-    """What the tracker needs of one (paths, priority): per share, the tracked resources met (in path
-    order, repeats kept) and the summed ones; and the tracked resources of all shares, once each."""
-
-    paths: tuple[tuple[str, ...], ...]
-    priority: int
-    share_tracked: tuple[tuple[str, ...], ...]
-    share_summed: tuple[tuple[str, ...], ...]
-    tracked: tuple[str, ...]
-
-    @classmethod
-    def of(cls, paths: tuple[tuple[str, ...], ...], priority: int, tracked: set[str], summed: set[str]) -> _Kind:
-        share_tracked = tuple(tuple(r for r in path if r in tracked) for path in paths)
-        return cls(paths, priority, share_tracked, tuple(tuple(r for r in path if r in summed) for path in paths),
-                   tuple(dict.fromkeys(r for path in share_tracked for r in path)))

@@ -2,6 +2,8 @@
 
 Between events every active flow moves at the rate max-min sharing gives it. Each flow keeps its own
 clock: the bytes it had left when its rate last changed, and when that was, hence its projected finish.
+The flows one `start_flows` call starts (a host copy's per-socket shares) are kept as one bundle: one
+object, one entry in the rate tracker, a clock per share; a share that finishes first leaves it.
 An arrival or a completion recomputes the rates of the flows it can affect (`IncrementalRates`), moves
 the clocks of those whose rate changed, and schedules one wake-up at the earliest projected finish;
 older wake-ups carry an older generation number and are ignored. No Python loop walks all active flows
