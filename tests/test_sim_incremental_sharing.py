@@ -60,25 +60,25 @@ def test_incremental_rates_equal_a_full_solve(caps, raw_pairs, duplex_factor, sc
 
 def test_a_flow_far_away_is_not_recomputed(monkeypatch):
     from rpsim.sim import incremental_sharing
-    solved: list[list[tuple[str, ...]]] = []  # the paths of each fill (tight resources only)
-    original = incremental_sharing.allocate_groups
+    solved: list[list[tuple[str, ...]]] = []  # the paths of each fill
+    original = incremental_sharing.fill_bundles
 
-    def recording(paths, *args):
-        solved.append(list(paths))
-        return original(paths, *args)
+    def recording(kinds, *args):
+        solved.append([path for kind in kinds for path in kind.paths])
+        return original(kinds, *args)
 
-    monkeypatch.setattr(incremental_sharing, "allocate_groups", recording)
+    monkeypatch.setattr(incremental_sharing, "fill_bundles", recording)
     links = Links.of({"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0, "big": math.inf}, [("a", "b")])
     tracker = IncrementalRates(links)
     for flow in [Flow(0, ("a", "big")), Flow(1, ("c", "big")), Flow(2, ("d",))]:
         tracker.start(flow)
     assert {f.flow_id: r[0] for f, r in tracker.settle()} == {0: 1.0, 1: 1.0, 2: 1.0}
     # A flow on b slows a (its duplex partner, factor 1 here: same rate, but recomputed); c and d are
-    # untouched, and the inf resource "big" couples nothing (nor is it filled). Only changed rates come back.
+    # untouched, and the inf resource "big" couples nothing. Only changed rates come back.
     solved.clear()
     tracker.start(Flow(3, ("b", "c")))
     assert {f.flow_id: r[0] for f, r in tracker.settle()} == {1: 0.5, 3: 0.5}
-    assert solved == [[("a",), ("c",), ("b", "c")]]  # flows 0, 1, 3
+    assert solved == [[("a", "big"), ("c", "big"), ("b", "c")]]  # flows 0, 1, 3
     solved.clear()
     tracker.end(Flow(2, ("d",)))
     assert tracker.settle() == [] and solved == []
@@ -96,13 +96,13 @@ def test_a_component_is_solved_in_start_order(monkeypatch):
     # flow 1 (via b); a full solve sees 0, 1, 2, and its tie-breaks and subtraction order follow that list.
     from rpsim.sim import incremental_sharing
     seen: list[list[tuple[str, ...]]] = []
-    original = incremental_sharing.allocate_groups
+    original = incremental_sharing.fill_bundles
 
-    def recording(paths, *args):
-        seen.append(list(paths))
-        return original(paths, *args)
+    def recording(kinds, *args):
+        seen.append([path for kind in kinds for path in kind.paths])
+        return original(kinds, *args)
 
-    monkeypatch.setattr(incremental_sharing, "allocate_groups", recording)
+    monkeypatch.setattr(incremental_sharing, "fill_bundles", recording)
     tracker = IncrementalRates(Links.of({"a": 1.0, "b": 1.0}, [("a", "b")]))
     for flow in [Flow(0, ("a",)), Flow(1, ("b",)), Flow(2, ("a", "b"))]:
         tracker.start(flow)

@@ -1,27 +1,20 @@
 """Filling a component of bundles (flows of one share per path, rpsim.sim.incremental_sharing): the
-kinds of bundle it holds, with their counts, expanded into groups of alike shares for
+kinds of bundle it holds, with how many of each, expanded into groups of alike shares for
 sharing.allocate_groups.
 
-Why it is exact: shares alike on the resources a fill keeps (a copy's per-socket shares, whose paths
-differ only in loose DRAM and inter-socket links) are filled alike, so one group with their count gives
-the floats of filling them one by one; listing the kinds in first-start order and each kind's shares in
-path order lists every group's first share in the order a flow-by-flow list would. A loose resource is
-left out of the paths: it is never a bottleneck, since the tracker verifies that it stays below the
-margin and starts over with it tight when not. A fill's own load on each resource it left out is
-returned so the caller can tell whether that held for this component alone (then the rates are the
-component's full solve whatever the loose set is later).
+Why it is exact: alike shares (the same path and priority, in different bundles of one kind or not)
+are filled alike, so one group with their count gives the floats of filling them one by one; listing
+the kinds in first-start order and each kind's shares in path order lists every group's first share in
+the order a flow-by-flow list of the shares would.
 
 Pure; must not import simpy.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rpsim.sim.sharing import Links, allocate_groups
-
-# Per share of a kind: the path a fill uses, and the resources it leaves out (repeats kept).
-SharesToFill = tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,18 +35,15 @@ class BundleKind:
                    tuple(dict.fromkeys(r for path in share_tracked for r in path)))
 
 
-def fill_bundles(counts: Mapping[int, int], priorities: Sequence[int], shares: Sequence[SharesToFill],
-                 links: Links) -> tuple[dict[int, tuple[float, ...]], dict[str, float]]:
-    """The share rates of each kind `k` of `counts` (kind -> how many bundles, in first-start order), given
-    its priority and its shares to fill (in the same order); and the load the fill puts on every
-    resource it left out."""
+def fill_bundles(kinds: Sequence[BundleKind], counts: Sequence[int], links: Links) -> list[tuple[float, ...]]:
+    """The share rates of each of `kinds` (in first-start order), `counts[i]` bundles of kind i."""
     group_of: dict[tuple[tuple[str, ...], int], int] = {}
     share_groups: list[list[int]] = []
     group_flows: list[int] = []
-    for n, priority, kind_shares in zip(counts.values(), priorities, shares):
+    for kind, n in zip(kinds, counts):
         groups = []
-        for path, _left_out in kind_shares:
-            group = group_of.setdefault((path, priority), len(group_of))
+        for path in kind.paths:
+            group = group_of.setdefault((path, kind.priority), len(group_of))
             if group == len(group_flows):
                 group_flows.append(n)
             else:
@@ -61,11 +51,4 @@ def fill_bundles(counts: Mapping[int, int], priorities: Sequence[int], shares: S
             groups.append(group)
         share_groups.append(groups)
     group_rates = allocate_groups([path for path, _ in group_of], [p for _, p in group_of], group_flows, links)
-    rate_of: dict[int, tuple[float, ...]] = {}
-    own_load: dict[str, float] = {}
-    for (k, n), groups, kind_shares in zip(counts.items(), share_groups, shares):
-        rates = rate_of[k] = tuple([group_rates[g] for g in groups])
-        for rate, (_path, left_out) in zip(rates, kind_shares):
-            for resource in left_out:
-                own_load[resource] = own_load.get(resource, 0.0) + n * rate
-    return rate_of, own_load
+    return [tuple([group_rates[g] for g in groups]) for groups in share_groups]

@@ -36,7 +36,7 @@ from itertools import compress
 from operator import ne
 from typing import Protocol
 
-from rpsim.sim.bundle_fill import BundleKind, SharesToFill, fill_bundles
+from rpsim.sim.bundle_fill import BundleKind, fill_bundles
 from rpsim.sim.sharing import MEMO_ENTRIES, Links
 
 # Loose resources must stay this far below capacity (relative): far above float rounding of a sum.
@@ -70,9 +70,6 @@ class IncrementalRates:
         self._tracked = {r for r, cap in capacity.items() if cap < math.inf or r in links.partners}
         self._summed = {r for r in self._tracked if r not in links.partners}  # finite, no duplex partner
         self._loose = set(self._summed)  # all of them start loose
-        self._loose_version = 0  # counts changes of _loose
-        # kind -> (the _loose_version it was made at, per share: the path a fill uses, the loose resources)
-        self._fill_paths: dict[int, tuple[int, SharesToFill]] = {}
         self._load: dict[str, float] = dict.fromkeys(self._summed, 0.0)  # running sum of rates on each
         # Loads at or below these are below the margin by more than a running sum can drift.
         self._clear_limit = {r: capacity[r] * (1.0 - LOOSE_MARGIN) * (1.0 - RESUM_BAND) for r in self._summed}
@@ -88,7 +85,6 @@ class IncrementalRates:
         # Per sequence of all active flows' kinds: (share rates in start order, loads on summed resources,
         # those near capacity)
         self._whole_memo: dict[tuple, tuple[list[tuple[float, ...]], dict[str, float], list[str]]] = {}
-        self._seen_once: set[tuple] = set()  # mixes settled once, not (yet) in _whole_memo
         # Memo keys are sequences of small ints, one per distinct (paths, priority): cheap to hash.
         self._kind_of: dict[tuple[tuple[tuple[str, ...], ...], int], int] = {}
         self._kind: dict[Hashable, int] = {}  # active flow -> its kind, in start order
@@ -193,19 +189,11 @@ class IncrementalRates:
             failed, relaxable = self._settle_from(roots, solved)
             if not failed:
                 break
-            self._set_loose(failed, False)
+            self._loose.difference_update(failed)
             roots += failed  # start over: the failed resources now join their flows' components
-        if relaxable:
-            self._set_loose(relaxable, True)
+        self._loose.update(relaxable)
         self._stale = {}
         self._new = []
-        # Most mixes of many-GPU runs never repeat: remember a mix's rates from its second sighting on
-        # (storing them costs a pass over the active flows and resources).
-        if key not in self._seen_once:
-            if len(self._seen_once) >= MEMO_ENTRIES:
-                self._seen_once.clear()
-            self._seen_once.add(key)
-            return list(solved.values())
         if len(self._whole_memo) >= MEMO_ENTRIES:
             self._whole_memo.clear()
         # The mix's rates, the loads they put on the summed resources, and those of them near capacity.
@@ -231,7 +219,7 @@ class IncrementalRates:
             updates = []
         self._load.update(loads)  # resources no active flow crosses were zeroed by their last end
         if near:
-            self._set_loose(near, False)
+            self._loose.difference_update(near)
         self._stale = {}
         self._new = []
         return updates
@@ -306,11 +294,11 @@ class IncrementalRates:
         key = tuple(counts.items())
         rate_of = self._memo.get(key)
         if rate_of is None:
-            rate_of, exact = self._fill(counts)
-            if exact:  # (else a loose resource binds: the settle starts over with it tight)
-                if len(self._memo) >= MEMO_ENTRIES:
-                    self._memo.clear()
-                self._memo[key] = rate_of
+            kinds_in = [self._kinds[k] for k in counts]
+            rate_of = dict(zip(counts, fill_bundles(kinds_in, list(counts.values()), self.links)))
+            if len(self._memo) >= MEMO_ENTRIES:
+                self._memo.clear()
+            self._memo[key] = rate_of
         in_order = list(map(rate_of.__getitem__, kinds))
         active, old_rates, load, all_kinds = self._active, self._rate, self._load, self._kinds
         olds = list(map(old_rates.get, ids))
@@ -323,35 +311,6 @@ class IncrementalRates:
                         load[resource] += change
             old_rates[flow_id] = rates
             solved[flow_id] = (active[flow_id], rates)
-
-    def _fill(self, counts: dict[int, int]) -> tuple[dict[int, tuple[float, ...]], bool]:
-        """Each kind's share rates, and whether they are the component's full solve whatever the loose set
-        is later (safe to memoise): see rpsim.sim.bundle_fill."""
-        shares = [self._paths_to_fill(k) for k in counts]
-        rate_of, own_load = fill_bundles(counts, [self._kinds[k].priority for k in counts], shares, self.links)
-        capacity = self.links.capacity_bytes_per_s
-        return rate_of, all(load <= capacity[r] * (1.0 - LOOSE_MARGIN) for r, load in own_load.items())
-
-    def _set_loose(self, resources: Iterable[str], loose: bool) -> None:
-        before = len(self._loose)
-        if loose:
-            self._loose.update(resources)
-        else:
-            self._loose.difference_update(resources)
-        if len(self._loose) != before:
-            self._loose_version += 1
-
-    def _paths_to_fill(self, k: int) -> SharesToFill:
-        """Per share of kind `k`: the path a fill uses (its tight resources, or all of it when none is
-        tight), and the loose resources it leaves out (repeats kept); cached while _loose is unchanged."""
-        cached = self._fill_paths.get(k)
-        if cached is not None and cached[0] == self._loose_version:
-            return cached[1]
-        loose, kind = self._loose, self._kinds[k]
-        shares = tuple((tuple([r for r in tracked if r not in loose]) or path, tuple([r for r in tracked if r in loose]))
-                       for path, tracked in zip(kind.paths, kind.share_tracked))
-        self._fill_paths[k] = (self._loose_version, shares)
-        return shares
 
     def _below_margin(self, resource: str) -> bool:
         """Whether the flows on a resource without a duplex partner leave it safely unsaturated."""
