@@ -273,10 +273,13 @@ def _freeze(paths: Sequence[tuple[str, ...]], counts: Sequence[int], crossing: l
         rates[group] = share_bytes_per_s
         count = counts[group]
         for resource in paths[group]:
-            left = left_bytes_per_s[resource]
-            for _ in range(count):  # once per flow, as the flows would: k * share rounds differently
-                left -= share_bytes_per_s
-            left_bytes_per_s[resource] = left
+            if count == 1:
+                left_bytes_per_s[resource] -= share_bytes_per_s
+            else:
+                left = left_bytes_per_s[resource]
+                for _ in range(count):  # once per flow, as the flows would: k * share rounds differently
+                    left -= share_bytes_per_s
+                left_bytes_per_s[resource] = left
             touched[resource] = None
             n = n_crossing[resource] - count
             if n:
