@@ -4,6 +4,7 @@ priorities)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
@@ -49,7 +50,7 @@ def test_incremental_rates_equal_a_full_solve(caps, raw_pairs, duplex_factor, sc
                 kept.pop(flow.flow_id, None)
                 tracker.end(flow)
         i += batch
-        kept.update({flow.flow_id: rate for flow, rate in tracker.settle()})
+        kept.update({flow.flow_id: rates[0] for flow, rates in tracker.settle()})
         full = allocate_rates(active, capacity, duplex_pairs, duplex_factor)
         assert kept == full  # exact: the same floats, not approximately
         assert len(tracker) == len(active)
@@ -59,25 +60,25 @@ def test_incremental_rates_equal_a_full_solve(caps, raw_pairs, duplex_factor, sc
 
 def test_a_flow_far_away_is_not_recomputed(monkeypatch):
     from rpsim.sim import incremental_sharing
-    solved: list[list[int]] = []
-    original = incremental_sharing.allocate_on
+    solved: list[list[tuple[str, ...]]] = []  # the paths of each fill
+    original = incremental_sharing.fill_bundles
 
-    def recording(flows, *args):
-        solved.append(sorted(flow.flow_id for flow in flows))
-        return original(flows, *args)
+    def recording(kinds, *args):
+        solved.append([path for kind in kinds for path in kind.paths])
+        return original(kinds, *args)
 
-    monkeypatch.setattr(incremental_sharing, "allocate_on", recording)
+    monkeypatch.setattr(incremental_sharing, "fill_bundles", recording)
     links = Links.of({"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0, "big": math.inf}, [("a", "b")])
     tracker = IncrementalRates(links)
     for flow in [Flow(0, ("a", "big")), Flow(1, ("c", "big")), Flow(2, ("d",))]:
         tracker.start(flow)
-    assert {f.flow_id: r for f, r in tracker.settle()} == {0: 1.0, 1: 1.0, 2: 1.0}
+    assert {f.flow_id: r[0] for f, r in tracker.settle()} == {0: 1.0, 1: 1.0, 2: 1.0}
     # A flow on b slows a (its duplex partner, factor 1 here: same rate, but recomputed); c and d are
     # untouched, and the inf resource "big" couples nothing. Only changed rates come back.
     solved.clear()
     tracker.start(Flow(3, ("b", "c")))
-    assert {f.flow_id: r for f, r in tracker.settle()} == {1: 0.5, 3: 0.5}
-    assert solved == [[0, 1, 3]]
+    assert {f.flow_id: r[0] for f, r in tracker.settle()} == {1: 0.5, 3: 0.5}
+    assert solved == [[("a", "big"), ("c", "big"), ("b", "c")]]  # flows 0, 1, 3
     solved.clear()
     tracker.end(Flow(2, ("d",)))
     assert tracker.settle() == [] and solved == []
@@ -94,19 +95,19 @@ def test_a_component_is_solved_in_start_order(monkeypatch):
     # a and b are one duplex link (so always coupled): the search from a meets flow 2 (via a) before
     # flow 1 (via b); a full solve sees 0, 1, 2, and its tie-breaks and subtraction order follow that list.
     from rpsim.sim import incremental_sharing
-    seen: list[list[int]] = []
-    original = incremental_sharing.allocate_on
+    seen: list[list[tuple[str, ...]]] = []
+    original = incremental_sharing.fill_bundles
 
-    def recording(flows, *args):
-        seen.append([flow.flow_id for flow in flows])
-        return original(flows, *args)
+    def recording(kinds, *args):
+        seen.append([path for kind in kinds for path in kind.paths])
+        return original(kinds, *args)
 
-    monkeypatch.setattr(incremental_sharing, "allocate_on", recording)
+    monkeypatch.setattr(incremental_sharing, "fill_bundles", recording)
     tracker = IncrementalRates(Links.of({"a": 1.0, "b": 1.0}, [("a", "b")]))
     for flow in [Flow(0, ("a",)), Flow(1, ("b",)), Flow(2, ("a", "b"))]:
         tracker.start(flow)
     tracker.settle()
-    assert seen == [[0, 1, 2]]
+    assert seen == [[("a",), ("b",), ("a", "b")]]  # flows 0, 1, 2
 
 
 def test_a_real_server_run_keeps_every_rate_equal_to_a_full_solve(monkeypatch):
@@ -123,12 +124,71 @@ def test_a_real_server_run_keeps_every_rate_equal_to_a_full_solve(monkeypatch):
 
     def checked(self):
         reallocate(self)
-        flows = list(self._flows.values())
-        full = allocate_rates(flows, self.capacity_bytes_per_s, self.duplex_pairs, self.duplex_factor)
-        assert {flow.flow_id: flow.rate_bytes_per_s for flow in flows} == full, f"at {self.env.now} s"
+        shares = [Flow((flow.flow_id, i), path, flow.priority)  # one flow per share, in start order
+                  for flow in self._flows.values() for i, path in enumerate(flow.paths)]
+        full = allocate_rates(shares, self.capacity_bytes_per_s, self.duplex_pairs, self.duplex_factor)
+        kept = {(flow.flow_id, i): rate for flow in self._flows.values() for i, rate in enumerate(flow.rates)}
+        assert kept == full, f"at {self.env.now} s"
         n_checked[0] += 1
 
     monkeypatch.setattr(network.FlowNetwork, "_reallocate", checked)
     sc = make_scenario("qwen3-8b", "4090x8", TrainingSpec(seq_len=2048, global_batch=64, mb_size=4))
     simulate(make_plan(sc, PlanRequest("roundpipe", n_iters=1)), sc)
     assert n_checked[0] > 1000
+
+
+@dataclass(frozen=True)
+class _Bundle:
+    flow_id: int
+    paths: tuple[tuple[str, ...], ...]
+    priority: int
+
+
+# An op on bundles: start one of 1-4 shares, end the active bundle at this index, or let the shares of
+# the active bundle at this index whose bits are set finish first (the rest go on).
+bundle_ops = st.lists(st.one_of(st.tuples(st.just("start"), st.lists(paths.filter(bool), min_size=1, max_size=4),
+                                          st.integers(0, 2)),
+                                st.tuples(st.just("end"), st.integers(0, 50)),
+                                st.tuples(st.just("drop"), st.integers(0, 50), st.integers(1, 14))),
+                      min_size=1, max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(capacities, pairs, st.floats(0.3, 1.0), bundle_ops, batch_sizes)
+def test_bundles_get_the_rates_of_their_shares_as_separate_flows(caps, raw_pairs, duplex_factor, script,
+                                                                    batches):
+    # A bundle (a copy's per-socket shares) is one tracked flow, its shares each a flow of the sharing:
+    # after every settle each share's rate equals (==) a full solve of all shares listed in start order.
+    capacity = dict(zip(RESOURCES, caps))
+    duplex_pairs = [(a, b, *factors) for a, b, factors in raw_pairs]
+    tracker = IncrementalRates(Links.of(capacity, duplex_pairs, duplex_factor))
+    active: list[list] = []  # [bundle, its remaining paths], in start order
+    kept: dict[int, tuple[float, ...]] = {}
+    i, next_id = 0, 0
+    for batch in batches:
+        for op in script[i:i + batch]:
+            if op[0] == "start":
+                bundle = _Bundle(next_id, tuple(map(tuple, op[1])), op[2])
+                next_id += 1
+                active.append([bundle, bundle.paths])
+                tracker.start(bundle)
+            elif active:
+                entry = active[op[1] % len(active)]
+                keep = [k for k in range(len(entry[1])) if not op[2] >> k & 1] if op[0] == "drop" else []
+                if keep and len(keep) < len(entry[1]):
+                    tracker.drop_shares(entry[0], keep)
+                    entry[1] = tuple(entry[1][k] for k in keep)
+                    if entry[0].flow_id in kept:
+                        kept[entry[0].flow_id] = tuple(kept[entry[0].flow_id][k] for k in keep)
+                elif not keep:
+                    active.remove(entry)
+                    kept.pop(entry[0].flow_id, None)
+                    tracker.end(entry[0])
+        i += batch
+        kept.update({flow.flow_id: rates for flow, rates in tracker.settle()})
+        shares = [Flow((bundle.flow_id, k), path, bundle.priority)
+                  for bundle, remaining in active for k, path in enumerate(remaining)]
+        full = allocate_rates(shares, capacity, duplex_pairs, duplex_factor)
+        assert {(b.flow_id, k): rate for b, _ in active for k, rate in enumerate(kept[b.flow_id])} == full
+        if i >= len(script):
+            break

@@ -199,3 +199,46 @@ def test_heap_filling_picks_the_scans_bottlenecks_to_the_same_floats(scenario):
     finally:
         sharing.HEAP_FILL_RESOURCES = original
     assert heaped == scanned
+
+
+def _per_flow_filling(flows, capacity):
+    """The filling one flow at a time (no grouping of alike flows), one class: the reference whose floats
+    the grouped filling must reproduce. Ties go to the resource first seen in the flow list."""
+    left = {}
+    for flow in flows:
+        for r in flow.path:
+            left.setdefault(r, capacity[r])
+    n_crossing: dict[str, int] = {}
+    for flow in flows:
+        for r in flow.path:
+            n_crossing[r] = n_crossing.get(r, 0) + 1
+    rates, frozen = {}, set()
+    while n_crossing:
+        bottleneck, share = None, math.inf
+        for r, n in n_crossing.items():
+            s = left[r] / n if left[r] > 0.0 else 0.0
+            if s < share:
+                bottleneck, share = r, s
+        for flow in flows:
+            if flow.flow_id in frozen or (bottleneck is not None and bottleneck not in flow.path):
+                continue
+            frozen.add(flow.flow_id)
+            rates[flow.flow_id] = share
+            for r in flow.path:
+                left[r] -= share
+                n_crossing[r] -= 1
+                if not n_crossing[r]:
+                    del n_crossing[r]
+        if bottleneck is None:
+            break
+    return rates
+
+
+@settings(max_examples=200, deadline=None)
+@given(big_classes(), st.randoms(use_true_random=False))
+def test_alike_flows_filled_as_one_group_get_the_per_flow_floats(scenario, rng):
+    # Many flows on few distinct paths (as a copy's per-socket shares and repeated copies make), in a
+    # shuffled order: grouping them must give exactly (==) the floats of filling flow by flow.
+    flows, capacity = scenario
+    repeated = [Flow(i, flows[rng.randrange(min(len(flows), 5))].path, 1) for i in range(3 * len(flows))]
+    assert allocate_rates(repeated, capacity) == _per_flow_filling(repeated, capacity)

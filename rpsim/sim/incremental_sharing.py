@@ -19,16 +19,25 @@ resource that fails becomes *tight* and the settle starts over with it coupling;
 turns loose again once a solve leaves it below the margin. Infinite capacities are always loose;
 duplex directions are always tight (their capacity depends on the other direction, not on a sum).
 
+A tracked flow may be a bundle of shares (`paths`, one share per path, each a flow of max-min sharing):
+a host copy interleaved over sockets is one bundle of its per-socket shares, so the bookkeeping is per
+copy while the rates are per share, the same floats as with one flow per share listed in bundle order.
+A bundle in a component brings all its shares into it (solving components together is exact, above).
+When some shares of a bundle finish first, `drop_shares` keeps the bundle's place in start order.
+
 Must not import simpy (a pure bookkeeping class; FlowNetwork drives it).
 """
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Hashable, Iterable
 from itertools import compress
 from operator import ne
+from typing import Protocol
 
-from rpsim.sim.sharing import MEMO_ENTRIES, FlowLike, Links, RatesMemo, allocate_on
+from rpsim.sim.bundle_fill import BundleKind, fill_bundles
+from rpsim.sim.sharing import MEMO_ENTRIES, Links
 
 # Loose resources must stay this far below capacity (relative): far above float rounding of a sum.
 LOOSE_MARGIN = 1e-9
@@ -37,8 +46,22 @@ LOOSE_MARGIN = 1e-9
 RESUM_BAND = 1e-6
 
 
+class Bundle(Protocol):
+    """A tracked flow: one share of max-min sharing per path (e.g. FlowNetwork's live flows)."""
+
+    @property
+    def flow_id(self) -> Hashable: ...
+
+    @property
+    def paths(self) -> tuple[tuple[str, ...], ...]: ...
+
+    @property
+    def priority(self) -> int: ...
+
+
 class IncrementalRates:
-    """Active flows, in start order, their rates, and the resources a start or an end made stale."""
+    """Active flows (bundles of shares), in start order, their share rates, and the resources a start or
+    an end made stale."""
 
     def __init__(self, links: Links) -> None:
         self.links = links
@@ -51,35 +74,41 @@ class IncrementalRates:
         # Loads at or below these are below the margin by more than a running sum can drift.
         self._clear_limit = {r: capacity[r] * (1.0 - LOOSE_MARGIN) * (1.0 - RESUM_BAND) for r in self._summed}
         self._seq: dict[Hashable, int] = {}  # active flow -> its start number
-        self._rate: dict[Hashable, float] = {}  # active flow -> its current rate, once settled
+        self._rate: dict[Hashable, tuple[float, ...]] = {}  # active flow -> its share rates, once settled
         self._next_seq = 0
-        self._on: dict[str, dict[Hashable, FlowLike]] = {}  # tracked resource -> active flows crossing it
+        self._on: dict[str, dict[Hashable, Bundle]] = {}  # tracked resource -> active flows crossing it
         self._stale: dict[str, None] = {}  # tracked resources a start or an end touched (ordered set)
-        self._new: list[FlowLike] = []  # started since the last settle
-        self._active: dict[Hashable, FlowLike] = {}  # in start order
-        self._memo: RatesMemo = {}  # per component
-        # Per sequence of all active flows: (rates in start order, loads on summed resources, near capacity)
-        self._whole_memo: dict[tuple, tuple[list[float], dict[str, float], list[str]]] = {}
-        # Memo keys are sequences of small ints, one per distinct (path, priority): cheap to hash.
-        self._kind_of: dict[tuple[tuple[str, ...], int], int] = {}
+        self._new: list[Bundle] = []  # started since the last settle
+        self._active: dict[Hashable, Bundle] = {}  # in start order
+        # Per component: its kinds in first-start order with their flow counts -> the share rates of each.
+        self._memo: dict[tuple[tuple[int, int], ...], dict[int, tuple[float, ...]]] = {}
+        # Per sequence of all active flows' kinds: (share rates in start order, loads on summed resources,
+        # those near capacity)
+        self._whole_memo: dict[tuple, tuple[list[tuple[float, ...]], dict[str, float], list[str]]] = {}
+        # Memo keys are sequences of small ints, one per distinct (paths, priority): cheap to hash.
+        self._kind_of: dict[tuple[tuple[tuple[str, ...], ...], int], int] = {}
         self._kind: dict[Hashable, int] = {}  # active flow -> its kind, in start order
-        # The tracked resources on each path met (in path order, repeats kept), and the summed ones.
-        self._path_tracked: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._path_summed: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._kinds: list[BundleKind] = []
 
     def __len__(self) -> int:
         return len(self._seq)
 
-    def start(self, flow: FlowLike) -> None:
+    def start(self, flow: Bundle) -> None:
         self.start_all((flow,))
 
-    def end(self, flow: FlowLike) -> None:
+    def end(self, flow: Bundle) -> None:
         self.end_all((flow,))
 
-    def start_all(self, flows: Iterable[FlowLike]) -> None:
-        """`start` each flow in order (one call for a copy's per-socket shares)."""
-        seq, active, kinds, kind_of, on, stale = self._seq, self._active, self._kind, self._kind_of, self._on, self._stale
-        path_tracked = self._path_tracked
+    def _kind_for(self, paths: tuple[tuple[str, ...], ...], priority: int) -> int:
+        kind = self._kind_of.get((paths, priority))
+        if kind is None:
+            kind = self._kind_of[(paths, priority)] = len(self._kinds)
+            self._kinds.append(BundleKind.of(paths, priority, self._tracked, self._summed))
+        return kind
+
+    def start_all(self, flows: Iterable[Bundle]) -> None:
+        """`start` each flow in order."""
+        seq, active, kinds, on, stale = self._seq, self._active, self._kind, self._on, self._stale
         next_seq = self._next_seq
         for flow in flows:
             flow_id = flow.flow_id
@@ -89,14 +118,8 @@ class IncrementalRates:
             next_seq += 1
             self._new.append(flow)
             active[flow_id] = flow
-            path = flow.path
-            kind = kind_of.get((path, flow.priority))
-            if kind is None:
-                kind = kind_of[(path, flow.priority)] = len(kind_of)
-                path_tracked[path] = tuple(r for r in path if r in self._tracked)
-                self._path_summed[path] = tuple(r for r in path if r in self._summed)
-            kinds[flow_id] = kind
-            for resource in path_tracked[path]:
+            kind = kinds[flow_id] = self._kind_for(flow.paths, flow.priority)
+            for resource in self._kinds[kind].tracked:
                 crossing = on.get(resource)
                 if crossing is None:
                     on[resource] = {flow_id: flow}
@@ -105,37 +128,62 @@ class IncrementalRates:
                 stale[resource] = None
         self._next_seq = next_seq
 
-    def end_all(self, flows: Iterable[FlowLike]) -> None:
+    def end_all(self, flows: Iterable[Bundle]) -> None:
         """`end` each flow in order."""
         seq, active, kinds, rates = self._seq, self._active, self._kind, self._rate
-        on, summed, load, stale, path_tracked = self._on, self._summed, self._load, self._stale, self._path_tracked
         for flow in flows:
             flow_id = flow.flow_id
             del seq[flow_id]
             del active[flow_id]
-            del kinds[flow_id]
-            rate = rates.pop(flow_id, 0.0)
-            for resource in path_tracked[flow.path]:
-                crossing = on.get(resource)
-                if crossing is not None and crossing.pop(flow_id, None) is not None and not crossing:
-                    del on[resource]
-                    if resource in summed:
-                        load[resource] = 0.0  # exact again: no drift survives an idle resource
-                elif resource in summed and crossing:
-                    load[resource] -= rate
-                stale[resource] = None
+            kind = self._kinds[kinds.pop(flow_id)]
+            self._unload(flow_id, kind, range(len(kind.paths)), rates.pop(flow_id, None), kind.tracked)
 
-    def settle(self) -> list[tuple[FlowLike, float]]:
-        """(flow, rate) for every active flow whose rate changed since the last settle (new flows
+    def drop_shares(self, flow: Bundle, keep: list[int]) -> None:
+        """Flow `flow` goes on with only its shares `keep` (indices, ascending, not all): the others
+        finished. It keeps its place in start order."""
+        flow_id = flow.flow_id
+        old = self._kinds[self._kind[flow_id]]
+        kind = self._kind[flow_id] = self._kind_for(tuple(old.paths[i] for i in keep), old.priority)
+        rates = self._rate.get(flow_id)
+        if rates is not None:
+            self._rate[flow_id] = tuple(rates[i] for i in keep)
+        kept = set(keep)
+        left = set(self._kinds[kind].tracked)
+        self._unload(flow_id, old, [i for i in range(len(old.paths)) if i not in kept], rates,
+                     [r for r in old.tracked if r not in left])
+        for i in range(len(old.paths)):
+            if i not in kept:
+                self._stale.update(dict.fromkeys(old.share_tracked[i]))
+
+    def _unload(self, flow_id: Hashable, kind: BundleKind, shares: Iterable[int], rates: tuple[float, ...] | None,
+                leaving: Iterable[str]) -> None:
+        """Take shares `shares` of a flow off the running loads, and the flow off the resources `leaving`."""
+        load, on, stale, summed = self._load, self._on, self._stale, self._summed
+        if rates is not None:
+            for i in shares:
+                rate = rates[i]
+                for resource in kind.share_summed[i]:
+                    load[resource] -= rate
+        for resource in leaving:
+            crossing = on[resource]
+            del crossing[flow_id]
+            if not crossing:
+                del on[resource]
+                if resource in summed:
+                    load[resource] = 0.0  # exact again: no drift survives an idle resource
+            stale[resource] = None
+
+    def settle(self) -> list[tuple[Bundle, tuple[float, ...]]]:
+        """(flow, share rates) for every active flow whose rates changed since the last settle (new flows
         included); the rates of all other active flows are what the previous settles gave them."""
         # Schedules repeat whole mixes of flows round after round (70-95% of the settles of an 8-GPU
-        # RoundPipe run): the rates a settle gave one sequence of (path, priority) answer its repeats.
+        # RoundPipe run): the rates a settle gave one sequence of kinds answer its repeats.
         key = tuple(self._kind.values())
         known = self._whole_memo.get(key)
         if known is not None:
             return self._take(*known)
         roots = list(self._stale)
-        solved: dict[Hashable, tuple[FlowLike, float]] = {}
+        solved: dict[Hashable, tuple[Bundle, tuple[float, ...]]] = {}
         while True:
             # A failed attempt only adds tight resources, so the next one reaches every flow it solved.
             failed, relaxable = self._settle_from(roots, solved)
@@ -155,7 +203,8 @@ class IncrementalRates:
         self._whole_memo[key] = (list(map(self._rate.__getitem__, self._active)), loads, near)
         return list(solved.values())
 
-    def _take(self, rates: list[float], loads: dict[str, float], near: list[str]) -> list[tuple[FlowLike, float]]:
+    def _take(self, rates: list[tuple[float, ...]], loads: dict[str, float], near: list[str],
+              ) -> list[tuple[Bundle, tuple[float, ...]]]:
         """Adopt the full solution `rates` of the active flows (in start order), with the loads it puts on
         the summed resources. A loose resource it brings near capacity turns tight (tight is always exact;
         no rate may stay bound by a loose resource, since settles do not re-solve through one)."""
@@ -175,7 +224,7 @@ class IncrementalRates:
         self._new = []
         return updates
 
-    def _settle_from(self, roots: list[str], solved: dict[Hashable, tuple[FlowLike, float]],
+    def _settle_from(self, roots: list[str], solved: dict[Hashable, tuple[Bundle, tuple[float, ...]]],
                      ) -> tuple[list[str], list[str]]:
         """Solve the components reached from `roots` (and new flows alone) into `solved`; the loose
         resources they touched that are no longer below the margin, and the tight ones that are."""
@@ -193,7 +242,7 @@ class IncrementalRates:
         for flow in self._new:  # crossing no tight resource: alone in its component
             if flow.flow_id not in seen_flows and flow.flow_id in self._seq:
                 seen_flows.add(flow.flow_id)
-                for hop in flow.path:
+                for hop in self._kinds[self._kind[flow.flow_id]].tracked:
                     if hop in self._loose:
                         touched_loose[hop] = None
                 self._solve([flow.flow_id], solved)
@@ -211,7 +260,7 @@ class IncrementalRates:
         found: list[Hashable] = []
         seen_resources.add(root)
         stack = [root]
-        on, partners, loose, tracked = self._on, self.links.partners, self._loose, self._tracked
+        on, partners, loose, kind, kinds = self._on, self.links.partners, self._loose, self._kind, self._kinds
         while stack:
             resource = stack.pop()
             touched_tight[resource] = None
@@ -219,14 +268,14 @@ class IncrementalRates:
                 if other not in seen_resources:
                     seen_resources.add(other)
                     stack.append(other)
-            for flow_id, flow in on.get(resource, {}).items():
+            for flow_id in on.get(resource, ()):
                 if flow_id not in seen_flows:
                     seen_flows.add(flow_id)
                     found.append(flow_id)
-                    for hop in flow.path:
+                    for hop in kinds[kind[flow_id]].tracked:
                         if hop in loose:
                             touched_loose[hop] = None
-                        elif hop not in seen_resources and hop in tracked:
+                        elif hop not in seen_resources:
                             seen_resources.add(hop)
                             stack.append(hop)
         if len(found) == len(self._active):  # every active flow (common on many-socket servers)
@@ -234,38 +283,46 @@ class IncrementalRates:
         found.sort(key=self._seq.__getitem__)
         return found
 
-    def _solve(self, ids: list[Hashable], solved: dict[Hashable, tuple[FlowLike, float]]) -> None:
-        """Rates of the component `ids` (in start order); those that changed go into `solved`."""
+    def _solve(self, ids: list[Hashable], solved: dict[Hashable, tuple[Bundle, tuple[float, ...]]]) -> None:
+        """Share rates of the component `ids` (in start order); those that changed go into `solved`."""
         # Schedules repeat the same mixes of flows round after round and the capacities never change:
-        # the memo, keyed by the component's (path, priority) sequence, answers those repeats.
-        component = list(map(self._active.__getitem__, ids))
-        key = tuple(map(self._kind.__getitem__, ids))
-        in_order = self._memo.get(key)
-        if in_order is None:
-            rates = allocate_on(component, self.links)
-            in_order = list(map(rates.__getitem__, ids))
+        # the memo, keyed by the component's kinds and counts, answers those repeats.
+        kinds = list(map(self._kind.__getitem__, ids))
+        counts = dict.fromkeys(kinds, 1)  # in first-start order; usually every kind once
+        if len(counts) < len(kinds):
+            counts = Counter(kinds)
+        key = tuple(counts.items())
+        rate_of = self._memo.get(key)
+        if rate_of is None:
+            kinds_in = [self._kinds[k] for k in counts]
+            rate_of = dict(zip(counts, fill_bundles(kinds_in, list(counts.values()), self.links)))
             if len(self._memo) >= MEMO_ENTRIES:
                 self._memo.clear()
-            self._memo[key] = in_order
-        old_rates, path_summed, load = self._rate, self._path_summed, self._load
+            self._memo[key] = rate_of
+        in_order = list(map(rate_of.__getitem__, kinds))
+        active, old_rates, load, all_kinds = self._active, self._rate, self._load, self._kinds
         olds = list(map(old_rates.get, ids))
         for i in compress(range(len(ids)), map(ne, olds, in_order)):  # in C: most rates repeat
-            flow, rate = component[i], in_order[i]
-            change = rate - (olds[i] or 0.0)
-            if change:
-                for resource in path_summed[flow.path]:
-                    load[resource] += change
-            old_rates[ids[i]] = rate
-            solved[ids[i]] = (flow, rate)
+            flow_id, rates, old = ids[i], in_order[i], olds[i]
+            for share, (rate, summed) in enumerate(zip(rates, all_kinds[kinds[i]].share_summed)):
+                change = rate - old[share] if old is not None else rate
+                if change:
+                    for resource in summed:
+                        load[resource] += change
+            old_rates[flow_id] = rates
+            solved[flow_id] = (active[flow_id], rates)
 
     def _below_margin(self, resource: str) -> bool:
         """Whether the flows on a resource without a duplex partner leave it safely unsaturated."""
         if self._load[resource] <= self._clear_limit[resource]:  # below by more than a running sum drifts
             return True
         limit = self.links.capacity_bytes_per_s[resource] * (1.0 - LOOSE_MARGIN)
-        rate = self._rate
+        rate, kind, kinds = self._rate, self._kind, self._kinds
         total = 0.0
-        for flow_id, flow in self._on.get(resource, {}).items():
-            total += rate.get(flow_id, 0.0) * flow.path.count(resource)
+        for flow_id in self._on.get(resource, ()):
+            rates = rate.get(flow_id)
+            if rates is not None:
+                for share_rate, path in zip(rates, kinds[kind[flow_id]].paths):
+                    total += share_rate * path.count(resource)
         self._load[resource] = total
         return total <= limit

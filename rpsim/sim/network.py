@@ -2,6 +2,8 @@
 
 Between events every active flow moves at the rate max-min sharing gives it. Each flow keeps its own
 clock: the bytes it had left when its rate last changed, and when that was, hence its projected finish.
+The flows one `start_flows` call starts (a host copy's per-socket shares) are kept as one bundle: one
+object, one entry in the rate tracker, a clock per share; a share that finishes first leaves it.
 An arrival or a completion recomputes the rates of the flows it can affect (`IncrementalRates`), moves
 the clocks of those whose rate changed, and schedules one wake-up at the earliest projected finish;
 older wake-ups carry an older generation number and are ignored. No Python loop walks all active flows
@@ -28,17 +30,22 @@ _DONE_BYTES = 1e-3
 
 @dataclass(slots=True, eq=False)
 class _LiveFlow:
+    """One transfer: a share of `share_bytes` on each of `paths` (a host copy's per-socket shares), each
+    share a flow of max-min sharing with its own clock; shares that finish first leave the lists."""
+
     flow_id: int
-    path: tuple[str, ...]
+    paths: tuple[tuple[str, ...], ...]
     priority: int
-    n_bytes: float
-    done: Callable[[], None]  # called once, when the last byte has crossed
+    share_bytes: float
+    done: Callable[[], None]  # called once, when the last byte of the last share has crossed
     done_within_bytes: float  # bytes left that count as done (float rounding of the projection)
-    left_bytes: float = 0.0  # at since_s
-    since_s: float = 0.0  # when the rate last changed (or the flow started)
-    rate_bytes_per_s: float = 0.0
-    finish_s: float = math.inf  # projected: since_s + left_bytes / rate (inf while starved)
-    done_from_s: float = math.inf  # from then on, what the clock projects as left is within rounding of 0
+    left_bytes: list[float]  # per share, at its since_s
+    since_s: list[float]  # per share: when its rate last changed (or the flow started)
+    finish: list[float]  # per share, projected: since_s + left_bytes / rate (inf while starved)
+    done_from: list[float]  # per share: from then on, what the clock projects is within rounding of 0
+    rates: tuple[float, ...] = ()  # per share, once rated
+    finish_s: float = math.inf  # the earliest share's
+    done_from_s: float = math.inf  # the earliest share's
     seq: int = -1  # start order
 
 
@@ -78,6 +85,7 @@ class FlowNetwork:
         self._known_paths: set[tuple[str, ...]] = set()
         self._known_path_sets: set[tuple[tuple[str, ...], ...]] = set()
         self._started_since: list[_LiveFlow] = []
+        self._crossings_of: dict[tuple[tuple[str, ...], ...], tuple[tuple[str, int], ...]] = {}
 
     @property
     def bytes_through(self) -> dict[str, float]:
@@ -88,15 +96,16 @@ class FlowNetwork:
             for resource in path:
                 through[resource] += n_bytes
         for flow in self._flows.values():
-            moved_bytes = flow.n_bytes - _left_at(flow, self._synced_s)
-            for resource in flow.path:
-                through[resource] += moved_bytes
+            for share, path in enumerate(flow.paths):
+                moved_bytes = flow.share_bytes - _left_at(flow, share, self._synced_s)
+                for resource in path:
+                    through[resource] += moved_bytes
         return through
 
     @property
     def active_flows(self) -> int:
-        """Flows past their latency and not yet done."""
-        return len(self._flows)
+        """Flows (shares) past their latency and not yet done."""
+        return sum(len(flow.paths) for flow in self._flows.values())
 
     def transfer(self, path: tuple[str, ...], n_bytes: float, priority: int = 1,
                  latency_s: float = 0.0) -> simpy.Event:
@@ -123,7 +132,7 @@ class FlowNetwork:
         events = [self.env.event() for _ in tuples]
         for path, event in zip(tuples, events):
             self._check_transfer(path, n_bytes, latency_s)
-        flows = [self._new_flow(path, n_bytes, priority, event.succeed) for path, event in zip(tuples, events)]
+        flows = [self._new_flow((path,), n_bytes, priority, event.succeed) for path, event in zip(tuples, events)]
         self.env.timeout(latency_s).callbacks.append(lambda _event: self._start_all(flows))  # type: ignore[union-attr]
         return events
 
@@ -131,7 +140,8 @@ class FlowNetwork:
                     done: Callable[[], None]) -> None:
         """One flow of `n_bytes` on each of `paths`, all started after `latency_s` (one timer); `done()` is
         called when the last of them has finished, or after the latency when there is nothing to move.
-        The callback form of `transfers`: no SimPy event per flow."""
+        The callback form of `transfers`: no SimPy event per flow, and the flows are one bundle (one
+        object to keep, each path still its own flow of the sharing)."""
         if not isinstance(paths, tuple):
             paths = tuple(paths)
         if paths not in self._known_path_sets:  # the topology hands out a few dozen tuples of paths
@@ -145,25 +155,18 @@ class FlowNetwork:
         if n_bytes == 0 or not paths:
             self.env.timeout(latency_s).callbacks.append(lambda _event: done())  # type: ignore[union-attr]
             return
-        if len(paths) == 1:
-            flows = [self._new_flow(paths[0], n_bytes, priority, done)]
-        else:
-            left = [len(paths)]
-
-            def arrive() -> None:
-                left[0] -= 1
-                if not left[0]:
-                    done()
-
-            flows = [self._new_flow(path, n_bytes, priority, arrive) for path in paths]
+        flows = [self._new_flow(tuple(paths), n_bytes, priority, done)]
         if latency_s > 0:
             self.env.timeout(latency_s).callbacks.append(lambda _event: self._start_all(flows))  # type: ignore[union-attr]
         else:
             self._start_all(flows)
 
-    def _new_flow(self, path: tuple[str, ...], n_bytes: float, priority: int, done: Callable[[], None]) -> _LiveFlow:
-        flow = _LiveFlow(self._next_flow_id, path, priority, n_bytes, done,
-                         max(_DONE_BYTES, _DONE_FRACTION * n_bytes), n_bytes)
+    def _new_flow(self, paths: tuple[tuple[str, ...], ...], n_bytes: float, priority: int,
+                  done: Callable[[], None]) -> _LiveFlow:
+        k = len(paths)
+        flow = _LiveFlow(self._next_flow_id, paths, priority, n_bytes, done,
+                         max(_DONE_BYTES, _DONE_FRACTION * n_bytes), [n_bytes] * k, [0.0] * k, [math.inf] * k,
+                         [math.inf] * k)
         self._next_flow_id += 1
         return flow
 
@@ -179,21 +182,32 @@ class FlowNetwork:
         n_active_on, busy_since_s, live = self._n_active_on, self._busy_since_s, self._flows
         seq = self._next_seq
         for flow in flows:
-            flow.since_s = now_s
+            flow.since_s = [now_s] * len(flow.paths)
             flow.seq = seq
             seq += 1
             live[flow.flow_id] = flow
-            for resource in flow.path:
+            for resource, count in self._crossings(flow.paths):
                 n = n_active_on.get(resource)
                 if n:
-                    n_active_on[resource] = n + 1
+                    n_active_on[resource] = n + count
                 else:
-                    n_active_on[resource] = 1
+                    n_active_on[resource] = count
                     busy_since_s[resource] = now_s
         self._next_seq = seq
         self._started_since.extend(flows)
         self._rates.start_all(flows)
         self._request_settle()
+
+    def _crossings(self, paths: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, int], ...]:
+        """(resource, how many of `paths` cross it), for a bundle's active-flow counts."""
+        crossings = self._crossings_of.get(paths)
+        if crossings is None:
+            counts: dict[str, int] = {}
+            for path in paths:
+                for resource in path:
+                    counts[resource] = counts.get(resource, 0) + 1
+            crossings = self._crossings_of[paths] = tuple(counts.items())
+        return crossings
 
     def _request_settle(self) -> None:
         # A zero-delay event runs after the events already queued for this instant, so processes woken
@@ -217,10 +231,10 @@ class FlowNetwork:
             self._schedule_wake()  # woken a few ulps early: wait for the rest
 
     def _complete_finished(self) -> int:
-        """Complete the flows done at env.now, in start order; how many."""
+        """Complete the flows (shares) done at env.now, in start order; how many shares."""
         now_s = self.env.now
         # Started since the last check, so not rated yet: done at once only if (next to) empty.
-        finished = [flow for flow in self._started_since if flow.n_bytes <= _DONE_BYTES]
+        finished = [flow for flow in self._started_since if flow.share_bytes <= _DONE_BYTES]
         self._started_since = []
         live = self._flows
         if live and min(map(_done_from_of, live.values())) <= now_s:  # the scan in C: usually none is done
@@ -229,45 +243,71 @@ class FlowNetwork:
             return 0
         if len(finished) > 1:
             finished.sort(key=_start_order)
-        self._rates.end_all(finished)
+        ended, n_shares = [], 0
         completed_bytes, n_active_on = self._completed_bytes, self._n_active_on
         for flow in finished:
-            del live[flow.flow_id]
-            flow.left_bytes, flow.since_s = 0.0, now_s
-            path = flow.path
-            completed_bytes[path] = completed_bytes.get(path, 0.0) + flow.n_bytes
-            for resource in path:
-                n = n_active_on[resource] - 1
+            k = len(flow.paths)
+            if flow.share_bytes <= _DONE_BYTES:
+                keep = []
+            else:
+                keep = [i for i, t in enumerate(flow.done_from) if t > now_s]
+            leaving = flow.paths if not keep else tuple([path for i, path in enumerate(flow.paths) if i not in keep])
+            for path in leaving:
+                completed_bytes[path] = completed_bytes.get(path, 0.0) + flow.share_bytes
+            for resource, count in self._crossings(leaving):
+                n = n_active_on[resource] - count
                 if n:
                     n_active_on[resource] = n
                 else:
                     del n_active_on[resource]
                     self.busy_s[resource] += now_s - self._busy_since_s.pop(resource)
-        self.n_completed += len(finished)
-        for flow in finished:
+            n_shares += k - len(keep)
+            if keep:  # the other shares go on: they keep the flow's place in start order
+                self._rates.drop_shares(flow, keep)
+                flow.paths = tuple([flow.paths[i] for i in keep])
+                flow.left_bytes = [flow.left_bytes[i] for i in keep]
+                flow.since_s = [flow.since_s[i] for i in keep]
+                flow.finish = [flow.finish[i] for i in keep]
+                flow.done_from = [flow.done_from[i] for i in keep]
+                if flow.rates:
+                    flow.rates = tuple([flow.rates[i] for i in keep])
+                flow.finish_s, flow.done_from_s = min(flow.finish), min(flow.done_from)
+            else:
+                ended.append(flow)
+        self._rates.end_all(ended)
+        for flow in ended:
+            del live[flow.flow_id]
+        self.n_completed += n_shares
+        for flow in ended:
             flow.done()
-        return len(finished)
+        return n_shares
 
     def _reallocate(self) -> None:
         if not self._flows:
             return  # what the tracker marked stale has no flow left: its next settle finds nothing there
         now_s = self.env.now
-        for flow, rate in self._rates.settle():
-            old_rate = flow.rate_bytes_per_s  # type: ignore[attr-defined]
-            if rate == old_rate:
-                continue
-            # Restart the flow's clock: what it moved at the old rate since its last change is gone.
-            left_bytes = flow.left_bytes  # type: ignore[attr-defined]
-            elapsed_s = now_s - flow.since_s  # type: ignore[attr-defined]
-            if elapsed_s > 0:  # (re-rated at its start instant: nothing moved)
-                flow.left_bytes = left_bytes = max(left_bytes - old_rate * elapsed_s, 0.0)  # type: ignore[attr-defined]
-            flow.since_s = now_s  # type: ignore[attr-defined]
-            flow.rate_bytes_per_s = rate  # type: ignore[attr-defined]
-            if rate > 0:
-                flow.finish_s = now_s + left_bytes / rate  # type: ignore[attr-defined]
-                flow.done_from_s = now_s + (left_bytes - flow.done_within_bytes) / rate  # type: ignore[attr-defined]
-            else:
-                flow.finish_s = flow.done_from_s = math.inf  # type: ignore[attr-defined]
+        for flow, rates in self._rates.settle():
+            old_rates = flow.rates  # type: ignore[attr-defined]
+            left, since, finish, done_from = flow.left_bytes, flow.since_s, flow.finish, flow.done_from  # type: ignore[attr-defined]
+            within = flow.done_within_bytes  # type: ignore[attr-defined]
+            for i, rate in enumerate(rates):
+                old_rate = old_rates[i] if old_rates else 0.0
+                if rate == old_rate:
+                    continue
+                # Restart the share's clock: what it moved at the old rate since its last change is gone.
+                left_bytes = left[i]
+                elapsed_s = now_s - since[i]
+                if elapsed_s > 0:  # (re-rated at its start instant: nothing moved)
+                    left[i] = left_bytes = max(left_bytes - old_rate * elapsed_s, 0.0)
+                since[i] = now_s
+                if rate > 0:
+                    finish[i] = now_s + left_bytes / rate
+                    done_from[i] = now_s + (left_bytes - within) / rate
+                else:
+                    finish[i] = done_from[i] = math.inf
+            flow.rates = rates  # type: ignore[attr-defined]
+            flow.finish_s = min(finish)  # type: ignore[attr-defined]
+            flow.done_from_s = min(done_from)  # type: ignore[attr-defined]
         self._schedule_wake()
 
     def _schedule_wake(self) -> None:
@@ -301,10 +341,12 @@ _finish_of = attrgetter("finish_s")
 _done_from_of = attrgetter("done_from_s")
 
 
-def _left_at(flow: _LiveFlow, now_s: float) -> float:
-    """The bytes `flow`'s clock projects as left at `now_s` (>= 0)."""
-    elapsed_s = now_s - flow.since_s
-    left_bytes = flow.left_bytes - flow.rate_bytes_per_s * elapsed_s if elapsed_s > 0 else flow.left_bytes
+def _left_at(flow: _LiveFlow, share: int, now_s: float) -> float:
+    """The bytes the clock of `flow`'s share projects as left at `now_s` (>= 0)."""
+    elapsed_s = now_s - flow.since_s[share]
+    left_bytes = flow.left_bytes[share]
+    if elapsed_s > 0 and flow.rates:
+        left_bytes -= flow.rates[share] * elapsed_s
     return max(left_bytes, 0.0)
 
 

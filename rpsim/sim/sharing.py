@@ -46,6 +46,11 @@ class Flow:
     path: tuple[str, ...]
     priority: int = 0
 
+    @property
+    def paths(self) -> tuple[tuple[str, ...], ...]:
+        """As a bundle of one share (rpsim.sim.incremental_sharing)."""
+        return (self.path,)
+
 
 @dataclass(frozen=True)
 class Links:
@@ -108,22 +113,45 @@ def allocate_on(flows: Sequence[FlowLike], links: Links, memo: RatesMemo | None 
 
 
 def _allocate(flows: Sequence[FlowLike], links: Links) -> dict[Hashable, float]:
-    rates: dict[Hashable, float] = {}
-    classes: dict[int, list[FlowLike]] = {}
-    for flow in flows:
-        if flow.path:
-            classes.setdefault(flow.priority, []).append(flow)
-        else:
-            rates[flow.flow_id] = math.inf
-    left_bytes_per_s = _effective_capacities(classes.values(), links)
-    for priority in sorted(classes):
-        _fill_class(classes[priority], left_bytes_per_s, rates)
+    # Flows with the same (path, priority) get the same rate (filling treats them alike): fill once per
+    # such group, in the order the groups first occur (see allocate_groups).
+    group_of: dict[tuple[tuple[str, ...], int], int] = {}
+    member_groups = [group_of.setdefault((flow.path, flow.priority), len(group_of)) for flow in flows]
+    counts = [0] * len(group_of)
+    for group in member_groups:
+        counts[group] += 1
+    group_rates = allocate_groups([path for path, _ in group_of], [priority for _, priority in group_of], counts,
+                                  links)
+    rates = {flow.flow_id: group_rates[group] for flow, group in zip(flows, member_groups)}
     if len(rates) != len(flows):
         raise ValueError(f"flow ids must be unique; {len(flows)} flows share {len(rates)} ids")
     return rates
 
 
-def _effective_capacities(classes: Iterable[list[FlowLike]], links: Links) -> dict[str, float]:
+def allocate_groups(paths: Sequence[tuple[str, ...]], priorities: Sequence[int], counts: Sequence[int],
+                    links: Links) -> list[float]:
+    """The rate of each flow of group g, for `counts[g]` alike flows on `paths[g]` at `priorities[g]`
+    (inf for an empty path): the same floats as `allocate_on` over the flows listed in any order in which each
+    group's first flow comes in group order.
+
+    Why grouping is exact: alike flows cross the same resources, so every round of filling freezes all of
+    them or none, at one share, and spends that share along the path once per flow (repeated subtraction
+    of one value, whose result does not depend on which flow subtracts first). The bottleneck tie-break
+    ranks resources by first sight in the flow list; the first flow to cross a resource is its group's
+    first flow, so ranking by first sight in the group list is the same order.
+    """
+    rates = [math.inf] * len(paths)  # what an empty path keeps
+    classes: dict[int, list[int]] = {}
+    for group, priority in enumerate(priorities):
+        if paths[group]:
+            classes.setdefault(priority, []).append(group)
+    left_bytes_per_s = _effective_capacities(paths, links)
+    for priority in sorted(classes):
+        _fill_class(classes[priority], paths, counts, left_bytes_per_s, rates)
+    return rates
+
+
+def _effective_capacities(paths: Iterable[tuple[str, ...]], links: Links) -> dict[str, float]:
     """Capacity of every resource some flow crosses, after the duplex slowdown.
 
     A pair counts as duplex-busy when both directions carry a flow of any class, even a starved one:
@@ -132,14 +160,13 @@ def _effective_capacities(classes: Iterable[list[FlowLike]], links: Links) -> di
     """
     capacity_bytes_per_s = links.capacity_bytes_per_s
     capacities: dict[str, float] = {}
-    for members in classes:
-        for flow in members:
-            for resource in flow.path:
-                if resource not in capacities:
-                    capacity = capacity_bytes_per_s.get(resource)
-                    if capacity is None:
-                        raise SpecError(choices_message("resource", resource, capacity_bytes_per_s))
-                    capacities[resource] = capacity
+    for path in paths:
+        for resource in path:
+            if resource not in capacities:
+                capacity = capacity_bytes_per_s.get(resource)
+                if capacity is None:
+                    raise SpecError(choices_message("resource", resource, capacity_bytes_per_s))
+                capacities[resource] = capacity
     partners = links.partners
     for resource in capacities:
         for other, factor in partners.get(resource, ()):
@@ -156,29 +183,31 @@ def _pair_factors(pair: DuplexPair, duplex_factor: float) -> tuple[float, float]
     return pair[2], pair[3]
 
 
-def _fill_class(members: list[FlowLike], left_bytes_per_s: dict[str, float], rates: dict[Hashable, float]) -> None:
-    """Progressive filling of one class over the capacity left; spends that capacity.
+def _fill_class(members: list[int], paths: Sequence[tuple[str, ...]], counts: Sequence[int],
+                left_bytes_per_s: dict[str, float], rates: list[float]) -> None:
+    """Progressive filling of one class (the groups `members`) over the capacity left; spends it.
 
     Max-min fairness (Bertsekas & Gallager, Data Networks, 2nd ed., Sec. 6.5.2): no flow's rate can grow
     without shrinking a flow whose rate is no larger. Water-filling reaches it: find the resource whose
     capacity left, split evenly over the unfrozen flows crossing it, is smallest (the bottleneck), freeze
-    those flows at that share, subtract it along their paths, repeat. Each round freezes at least one flow
-    and scans the resources once: O(flows * resources).
+    those flows at that share, subtract it along their paths, repeat. Each round freezes at least one group
+    and scans the resources once: O(groups * resources).
     """
     n_crossing: dict[str, int] = {}  # unfrozen flows on each resource; a resource leaves at zero
     crossers: dict[str, list[int]] = {}
-    for i, flow in enumerate(members):
-        for resource in flow.path:
+    for group in members:
+        count = counts[group]
+        for resource in paths[group]:
             if resource in n_crossing:
-                n_crossing[resource] += 1
-                crossers[resource].append(i)
+                n_crossing[resource] += count
+                crossers[resource].append(group)
             else:
-                n_crossing[resource] = 1
-                crossers[resource] = [i]
+                n_crossing[resource] = count
+                crossers[resource] = [group]
     if len(n_crossing) >= HEAP_FILL_RESOURCES:
-        _fill_class_heap(members, left_bytes_per_s, rates, n_crossing, crossers)
+        _fill_class_heap(members, paths, counts, left_bytes_per_s, rates, n_crossing, crossers)
         return
-    frozen = [False] * len(members)
+    frozen = dict.fromkeys(members, False)
     while n_crossing:
         # The bottleneck: the smallest fair share, ties to the resource seen first in the flow list (inlined:
         # this runs on every flow event). Capacity left can dip a few ulps below zero; it counts as zero.
@@ -189,12 +218,14 @@ def _fill_class(members: list[FlowLike], left_bytes_per_s: dict[str, float], rat
             if share < share_bytes_per_s:
                 bottleneck, share_bytes_per_s = resource, share
         if bottleneck is None:  # only unlimited (inf) resources remain
-            _unlimited(members, frozen, rates)
+            _unlimited(frozen, rates)
             return
-        _freeze(members, crossers[bottleneck], share_bytes_per_s, frozen, rates, left_bytes_per_s, n_crossing)
+        _freeze(paths, counts, crossers[bottleneck], share_bytes_per_s, frozen, rates, left_bytes_per_s,
+                n_crossing)
 
 
-def _fill_class_heap(members: list[FlowLike], left_bytes_per_s: dict[str, float], rates: dict[Hashable, float],
+def _fill_class_heap(members: list[int], paths: Sequence[tuple[str, ...]], counts: Sequence[int],
+                     left_bytes_per_s: dict[str, float], rates: list[float],
                      n_crossing: dict[str, int], crossers: dict[str, list[int]]) -> None:
     """_fill_class's rounds with the bottleneck taken from a heap of (fair share, first-seen rank): the
     scan picks the smallest share, ties to the resource seen first, which is the heap's order too. An
@@ -207,7 +238,7 @@ def _fill_class_heap(members: list[FlowLike], left_bytes_per_s: dict[str, float]
         left = left_bytes_per_s[resource]
         heap.append((left / n if left > 0.0 else 0.0, rank[resource], resource))
     heapq.heapify(heap)
-    frozen = [False] * len(members)
+    frozen = dict.fromkeys(members, False)
     while n_crossing:
         while True:
             share_bytes_per_s, _rank, bottleneck = heapq.heappop(heap)
@@ -217,10 +248,10 @@ def _fill_class_heap(members: list[FlowLike], left_bytes_per_s: dict[str, float]
                 if (left / n if left > 0.0 else 0.0) == share_bytes_per_s:
                     break
         if share_bytes_per_s == math.inf:  # only unlimited (inf) resources remain
-            _unlimited(members, frozen, rates)
+            _unlimited(frozen, rates)
             return
-        touched = _freeze(members, crossers[bottleneck], share_bytes_per_s, frozen, rates, left_bytes_per_s,
-                          n_crossing)
+        touched = _freeze(paths, counts, crossers[bottleneck], share_bytes_per_s, frozen, rates,
+                          left_bytes_per_s, n_crossing)
         for resource in touched:
             n = n_crossing.get(resource)
             if n is not None:
@@ -228,22 +259,29 @@ def _fill_class_heap(members: list[FlowLike], left_bytes_per_s: dict[str, float]
                 heapq.heappush(heap, (left / n if left > 0.0 else 0.0, rank[resource], resource))
 
 
-def _freeze(members: list[FlowLike], crossing: list[int], share_bytes_per_s: float, frozen: list[bool],
-            rates: dict[Hashable, float], left_bytes_per_s: dict[str, float], n_crossing: dict[str, int],
-            ) -> dict[str, None]:
-    """One round of filling: the unfrozen flows `crossing` the bottleneck get `share_bytes_per_s`, which
-    is spent along their paths (a resource leaves n_crossing at zero flows); the resources touched."""
+def _freeze(paths: Sequence[tuple[str, ...]], counts: Sequence[int], crossing: list[int],
+            share_bytes_per_s: float, frozen: dict[int, bool], rates: list[float],
+            left_bytes_per_s: dict[str, float], n_crossing: dict[str, int]) -> dict[str, None]:
+    """One round of filling: the unfrozen groups `crossing` the bottleneck get `share_bytes_per_s`, which
+    each of their flows spends along the path (a resource leaves n_crossing at zero flows); the resources
+    touched."""
     touched: dict[str, None] = {}
-    for i in crossing:
-        if frozen[i]:
+    for group in crossing:
+        if frozen[group]:
             continue
-        frozen[i] = True
-        flow = members[i]
-        rates[flow.flow_id] = share_bytes_per_s
-        for resource in flow.path:
-            left_bytes_per_s[resource] -= share_bytes_per_s
+        frozen[group] = True
+        rates[group] = share_bytes_per_s
+        count = counts[group]
+        for resource in paths[group]:
+            if count == 1:
+                left_bytes_per_s[resource] -= share_bytes_per_s
+            else:
+                left = left_bytes_per_s[resource]
+                for _ in range(count):  # once per flow, as the flows would: k * share rounds differently
+                    left -= share_bytes_per_s
+                left_bytes_per_s[resource] = left
             touched[resource] = None
-            n = n_crossing[resource] - 1
+            n = n_crossing[resource] - count
             if n:
                 n_crossing[resource] = n
             else:
@@ -251,8 +289,8 @@ def _freeze(members: list[FlowLike], crossing: list[int], share_bytes_per_s: flo
     return touched
 
 
-def _unlimited(members: list[FlowLike], frozen: list[bool], rates: dict[Hashable, float]) -> None:
-    """Only unlimited (inf) resources remain: every unfrozen flow's rate is inf."""
-    for i, flow in enumerate(members):
-        if not frozen[i]:
-            rates[flow.flow_id] = math.inf
+def _unlimited(frozen: dict[int, bool], rates: list[float]) -> None:
+    """Only unlimited (inf) resources remain: every unfrozen group's rate is inf."""
+    for group, done in frozen.items():
+        if not done:
+            rates[group] = math.inf
