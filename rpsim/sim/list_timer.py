@@ -120,6 +120,7 @@ def _times(graph: nx.DiGraph, costs: CostContext, transfers: TransferTimes | Non
     start = [0.0] * n
     end = [0.0] * n
     moved = [0.0] * n
+    cost: dict[tuple, tuple[float, float]] = {}
     done = 0
     while ready:
         i = ready.pop()
@@ -130,16 +131,13 @@ def _times(graph: nx.DiGraph, costs: CostContext, transfers: TransferTimes | Non
         for j in hopped[i]:
             t0 = max(t0, end[j] + hop_s)
         gpu, a = nodes[i]
-        busy_s = 0.0
-        if a.kind in TRANSFER_PRIORITY:
-            if transfers is not None:
-                moved[i] = transfer_bytes(costs, a)
-                busy_s = transfers.seconds(gpu, a, moved[i])
-        else:
-            busy_s = duration_s(costs, a)
-            issue = action_issue_s(costs, a) if transfers is not None else None
-            if issue is not None:  # the host issuing alone on the interpreter (rpsim.sim.host_issue)
-                busy_s = max(busy_s, sum(issue))
+        # What an action costs depends on its fields but its microbatch (rpsim.sim.action_costs reads
+        # none of them for it), and a plan repeats each shape over every microbatch: priced once per plan.
+        shape = (gpu, a.kind, a.stage, a.it, a.phase, a.chunk, a.peer)
+        priced = cost.get(shape)
+        if priced is None:
+            priced = cost[shape] = _price(gpu, a, costs, transfers)
+        busy_s, moved[i] = priced
         start[i], end[i] = t0, t0 + busy_s
         for k in succ[i]:
             waiting[k] -= 1
@@ -147,6 +145,21 @@ def _times(graph: nx.DiGraph, costs: CostContext, transfers: TransferTimes | Non
                 ready.append(k)
     assert done == n, "the dependency graph has a cycle"  # check_plan refuses those
     return nodes, start, end, moved
+
+
+def _price(gpu: int, a: Action, costs: CostContext, transfers: TransferTimes | None) -> tuple[float, float]:
+    """(seconds `a` keeps its lane busy, bytes it moves): transfers alone on the network, compute and
+    optimizer actions for their duration, or the host's issuing alone on the interpreter if longer."""
+    if a.kind in TRANSFER_PRIORITY:
+        if transfers is None:
+            return 0.0, 0.0
+        n_bytes = transfer_bytes(costs, a)
+        return transfers.seconds(gpu, a, n_bytes), n_bytes
+    busy_s = duration_s(costs, a)
+    issue = action_issue_s(costs, a) if transfers is not None else None
+    if issue is not None:  # rpsim.sim.host_issue
+        busy_s = max(busy_s, sum(issue))
+    return busy_s, 0.0
 
 
 def list_timed(plan: Plan, sc: Scenario, transfers: TransferTimes | None = None) -> Trace:
