@@ -123,9 +123,9 @@ def search(sc: Scenario, options: SearchOptions = DEFAULT_OPTIONS, progress: Pro
 
 def _fast_stage(runner: Any, cands: list[Candidate], report: Progress) -> list[Scored]:
     """Every candidate's estimate, in the order given. Those the list timer estimates (a lowered plan
-    each, ~0.1-1 s) go first, one per task, the largest first: in shared chunks they left one worker finishing a chunk of
-    seconds while the other idled. The analytic ones (~1 ms) follow in chunks that share a (schedule,
-    microbatch, recompute) prefix where they can, so a worker's caches hit."""
+    each, ~0.1-1 s) go first, one per task, the largest first: in shared chunks they left one worker
+    finishing a chunk of seconds while the other idled. The analytic ones (~1 ms) follow in chunks that
+    share a (schedule, microbatch, recompute) prefix where they can, so a worker's caches hit."""
     # Fewer, larger microbatches build smaller plans: the largest first, so the last to finish are small.
     timed = sorted((i for i, c in enumerate(cands) if not analytic(c)), key=lambda i: cands[i].mb_size)
     quick = [i for i, c in enumerate(cands) if analytic(c)]
