@@ -4,10 +4,8 @@ placement, ...): build and lower the plan as make_plan does, time it with the li
 Slower than rpsim.search.fast_fixed (milliseconds to a second) but exact where links are not shared."""
 from __future__ import annotations
 
-import gc
 from dataclasses import replace
 
-from rpsim.gc_pause import gc_paused
 from rpsim.ir import CPU, Partition, Plan
 from rpsim.metrics.summary import iteration_window
 from rpsim.partition.counts import partition_to_spec
@@ -16,6 +14,7 @@ from rpsim.scenario import Scenario
 from rpsim.search.fast_context import FastContext
 from rpsim.search.fast_eval import Estimate, finish
 from rpsim.search.space import Candidate, plan_request
+from rpsim.search.task_gc import plan_task
 from rpsim.sim.action_costs import CostContext
 from rpsim.sim.list_timer import Times, TransferTimes, list_timed_times
 from rpsim.sim.memory import ALLOCATOR_OVERHEAD, memory_timeline
@@ -28,14 +27,8 @@ def estimate_by_list_timer(ctx: FastContext, sc: Scenario, c: Candidate, part: P
                            transfers: TransferTimes | None = None) -> Estimate:
     """`transfers`: the transfer times memoised on build_topology(sc.server, sc.profile), shared by every
     candidate on that server (rpsim.search.workspace keeps one)."""
-    with gc_paused():  # a whole plan is built and timed (rpsim.gc_pause)
-        estimate = _estimate(ctx, sc, c, part, transfers)
-    # The plan is freed by reference counting as _estimate returns; any reference cycle it left (a
-    # dependency graph whose networkx views were used) is young, since no collection ran while it was
-    # built: a young-generation collection finds it without rescanning the worker's long-lived objects,
-    # which a full one did after every estimate (50 ms of ~0.5 s on Qwen3-32B's plans).
-    gc.collect(0)
-    return estimate
+    with plan_task():  # a whole plan is built and timed (rpsim.search.task_gc)
+        return _estimate(ctx, sc, c, part, transfers)
 
 
 def _estimate(ctx: FastContext, sc: Scenario, c: Candidate, part: Partition, transfers: TransferTimes | None
