@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import time
 
 from rpsim.scenario import make_scenario
@@ -35,12 +36,19 @@ def main() -> None:
           f"({1e3 * (s['fast'] + s['local_search']) / max(r.n_fast, 1):.2f} ms wall per plan)")
     print(f"full stage:  {r.n_full} plans simulated (make_plan + simulate), {s['full']:.1f} s")
     print(f"wall:        {wall:.1f} s for {r.n_fast + r.n_full} evaluations")
+    print(f"CPU:         {cpu_s():.1f} s, this process and its (finished) workers")
     if r.best is not None:
         best = r.best.ranked_tokens_per_s  # the simulator's, capped at the work bound (rpsim.search.tasks)
         line = f"best:        {r.best.candidate.label()}: {best:.0f} tokens/s"
         if r.reference is not None and r.reference.feasible:
             line += f", {best / r.reference.ranked_tokens_per_s:.3f}x RoundPipe's own partitioner"
         print(line)
+
+
+def cpu_s() -> float:
+    """User + system CPU of this process and its reaped children (the search's pool is shut down)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 if __name__ == "__main__":

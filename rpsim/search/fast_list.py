@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from rpsim.gc_pause import gc_paused
-from rpsim.ir import CPU, Partition
+from rpsim.ir import CPU, Partition, Plan
 from rpsim.metrics.summary import iteration_window
 from rpsim.partition.counts import partition_to_spec
 from rpsim.planner import make_plan
@@ -15,24 +14,38 @@ from rpsim.scenario import Scenario
 from rpsim.search.fast_context import FastContext
 from rpsim.search.fast_eval import Estimate, finish
 from rpsim.search.space import Candidate, plan_request
-from rpsim.sim.list_timer import list_timed
+from rpsim.search.task_gc import plan_task
+from rpsim.sim.action_costs import CostContext
+from rpsim.sim.list_timer import Times, TransferTimes, list_timed_times
 from rpsim.sim.memory import ALLOCATOR_OVERHEAD, memory_timeline
 from rpsim.sim.simulate import cost_context
+from rpsim.sim.trace import Trace
 from rpsim.steady_run import until_steady
 
 
-def estimate_by_list_timer(ctx: FastContext, sc: Scenario, c: Candidate, part: Partition) -> Estimate:
-    with gc_paused(collect=True):  # a whole plan is built and timed (rpsim.gc_pause)
-        return _estimate(ctx, sc, c, part)
+def estimate_by_list_timer(ctx: FastContext, sc: Scenario, c: Candidate, part: Partition,
+                           transfers: TransferTimes | None = None) -> Estimate:
+    """`transfers`: the transfer times memoised on build_topology(sc.server, sc.profile), shared by every
+    candidate on that server (rpsim.search.workspace keeps one)."""
+    with plan_task():  # a whole plan is built and timed (rpsim.search.task_gc)
+        return _estimate(ctx, sc, c, part, transfers)
 
 
-def _estimate(ctx: FastContext, sc: Scenario, c: Candidate, part: Partition) -> Estimate:
+def _estimate(ctx: FastContext, sc: Scenario, c: Candidate, part: Partition, transfers: TransferTimes | None
+              ) -> Estimate:
     resolved = replace(c, partition=partition_to_spec(part))
     # As rpsim.steady_run: more iterations until the spans repeat (an estimate of one phase of an
     # alternating steady state ranks a plan up to 15% off).
-    plan, (_, trace) = until_steady(plan_request(resolved), lambda r: make_plan(sc, r),
-                                    lambda p: (p, list_timed(p, sc)), lambda timed: timed)
-    mem = memory_timeline(plan, trace, cost_context(plan, sc))
+    plan, (_, trace, times, costs) = until_steady(plan_request(resolved), lambda r: make_plan(sc, r),
+                                                  lambda p: _timed(p, sc, transfers), lambda t: t[:2])
+    mem = memory_timeline(plan, trace, costs, times)  # the times by action: no parsing them back
     iteration_s = iteration_window(plan, trace)[0]
     peak_gpu = max(mem.peak_bytes(g) for g in range(plan.n_gpus)) * ALLOCATOR_OVERHEAD
     return finish(ctx, iteration_s, peak_gpu, mem.peak_bytes(CPU))
+
+
+def _timed(plan: Plan, sc: Scenario, transfers: TransferTimes | None
+           ) -> tuple[Plan, Trace, Times, CostContext]:
+    costs = cost_context(plan, sc)
+    trace, times = list_timed_times(plan, sc, costs, transfers)
+    return plan, trace, times, costs

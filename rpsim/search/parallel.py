@@ -22,8 +22,12 @@ ABORT_GRACE_S = 1.0  # SIGTERM to SIGKILL for a worker that does not stop; the w
 
 def _init_worker(token: str, base: Scenario) -> None:
     """Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the parent alone decides
-    (it terminates them); a worker's own KeyboardInterrupt only printed tracebacks."""
+    (it terminates them); a worker's own KeyboardInterrupt only printed tracebacks. SIGTERM ends them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked worker also inherits `rpsim search`'s SIGTERM handler (rpsim.cli.cmd_search), which raises in
+    # the worker when abort() terminates it: multiprocessing printed that as a traceback. Terminated
+    # workers just stop.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # A forked worker inherits the collector paused by the `rpsim` command (rpsim.gc_pause); it runs for
     # the whole search, so it collects as usual and pauses per task where plans are built.
     gc.enable()

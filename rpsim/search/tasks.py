@@ -9,13 +9,13 @@ from typing import Any
 
 from rpsim.compare import infeasible_row
 from rpsim.errors import Infeasible, SpecError
-from rpsim.gc_pause import gc_paused
 from rpsim.partition.counts import partition_to_spec
 from rpsim.partition.local_search import local_search
 from rpsim.scenario import Scenario
 from rpsim.search.fast_eval import Estimate, is_async
 from rpsim.search.fast_roundpipe import slots_of, work_bound_s
 from rpsim.search.space import LOCAL, Candidate, plan_request
+from rpsim.search.task_gc import plan_task
 from rpsim.search.workspace import Workspace
 from rpsim.steady_run import simulate_request
 
@@ -114,7 +114,7 @@ def confirm(token: str, base: Scenario | None, c: Candidate, fidelity: str = "pc
     """make_plan + simulate: the full pcie-level result the ranking uses. `estimate`: the fast stage's
     estimate of this very candidate (partition written out, same iterations), which the result carries
     instead of estimating again (a list-timed estimate builds and times the whole plan once more)."""
-    with gc_paused(collect=True):  # rpsim.gc_pause: a plan's objects are not rescanned as they grow
+    with plan_task():  # rpsim.search.task_gc: a plan's objects are not rescanned as they grow
         return _confirm(workspace(token, base), c, fidelity, estimate)
 
 

@@ -4,6 +4,7 @@ scenario; nothing here is shared between processes."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from rpsim.costs import model_costs
 from rpsim.errors import Infeasible, SpecError
@@ -18,6 +19,9 @@ from rpsim.search.space import Candidate, training_for
 from rpsim.search.sweep import PREFIX as SWEEP
 from rpsim.search.sweep import sweep_partition
 from rpsim.specs import TrainingSpec
+
+if TYPE_CHECKING:  # the simulator is imported only where a candidate is list-timed
+    from rpsim.sim.list_timer import TransferTimes
 
 
 def scenario_variant(base: Scenario, mb_size: int, recompute: str) -> Scenario:
@@ -42,6 +46,7 @@ class Workspace:
         self._scenarios: dict[tuple[int, str], Scenario] = {}
         self._contexts: dict[tuple[int, str], FastContext] = {}
         self._partitions: dict[tuple, Partition | str] = {}
+        self._transfers: TransferTimes | None = None  # built by the first list-timed estimate
 
     def scenario(self, mb_size: int, recompute: str) -> Scenario:
         key = (mb_size, recompute)
@@ -79,6 +84,15 @@ class Workspace:
             raise Infeasible(found)
         return found
 
+    def transfers(self) -> TransferTimes:
+        """One transfer-time memo for every list-timed candidate: scenario variants differ only in their
+        training setup and costs, never in the server or profile the topology is built from."""
+        if self._transfers is None:
+            from rpsim.sim.list_timer import TransferTimes
+            from rpsim.sim.topology import build_topology
+            self._transfers = TransferTimes(build_topology(self.base.server, self.base.profile))
+        return self._transfers
+
     def resolve(self, c: Candidate) -> Candidate:
         """The same candidate with its partition written out, so make_plan rebuilds exactly it."""
         return c if c.partition else replace(c, partition=partition_to_spec(self.partition(c)))
@@ -88,5 +102,5 @@ class Workspace:
         part = part or self.partition(c)
         if not has_fast_estimate(c.schedule) or c.defer_w:  # the round-robin estimate has no I / W
             from rpsim.search.fast_list import estimate_by_list_timer  # imports the planner and simulator
-            return estimate_by_list_timer(ctx, self.scenario(c.mb_size, c.recompute), c, part)
+            return estimate_by_list_timer(ctx, self.scenario(c.mb_size, c.recompute), c, part, self.transfers())
         return estimate(ctx, c.schedule, part, c.virtual_stages, c.round_size)
