@@ -92,8 +92,11 @@ def test_a_strided_rate_moves_layer_times_in_its_direction_and_equal_rates_move_
     faster = transformer_layer_cost(model, train, _gpu((4000e9 * fast, 4000e9 * fast)), 0)
     assert same.forward_s == pytest.approx(base.forward_s, rel=1e-12)
     assert same.backward_s == pytest.approx(base.backward_s, rel=1e-12)
-    assert slower.forward_s >= base.forward_s >= faster.forward_s
-    assert slower.backward_s >= base.backward_s >= faster.backward_s
+    # Within a last-bit rounding: at a rate equal to the contiguous one the split sum a/r + b/r and the
+    # one-sum (a + b)/r may differ by an ulp (hypothesis found slow = 1.0).
+    ulp = 1 + 1e-12
+    assert slower.forward_s * ulp >= base.forward_s >= faster.forward_s / ulp
+    assert slower.backward_s * ulp >= base.backward_s >= faster.backward_s / ulp
 
 
 def _machine_table(precision: str = "bf16") -> dict:
@@ -113,7 +116,11 @@ def test_the_strided_rate_round_trips_through_a_machine_file():
     gpu = server_from_table("m", read, where="m.toml").gpu
     assert gpu.strided_elementwise_bytes_per_s == (1279e9, 2506e9)
     assert gpu.elementwise_bytes_per_s == 4000e9
-    assert server_from_table("m", _machine_table(), where="m.toml").gpu.strided_elementwise_bytes_per_s is None
+    # A machine file calibrated without the probe keeps its GPU preset's rate (h200-sxm carries one).
+    preset = server_from_table("g", generic_server_table("h200-sxm", 2), where="g.toml").gpu
+    assert preset.strided_elementwise_bytes_per_s is not None
+    no_probe = server_from_table("m", _machine_table(), where="m.toml").gpu
+    assert no_probe.strided_elementwise_bytes_per_s == preset.strided_elementwise_bytes_per_s
 
 
 @pytest.mark.parametrize("value, message", [([1.0], r"must be \[forward, backward\]"), (2.0, "must be"),
