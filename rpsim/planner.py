@@ -29,13 +29,16 @@ __all__ = ["FIXED_PARTITIONERS", "ROUNDPIPE_PARTITIONERS", "PlanRequest", "check
            "roundpipe_library_request"]
 GRAD_FENCES = ("offload", "backward")
 ROUNDPIPE_MEMORY_FRACTION = 0.6  # the roundpipe library's default memory limit: 0.6 x GPU memory
+
+
 def async_iterations(period: int) -> int:
-    """Iterations an async plan simulates by default: the warm-up, a period of spans to average and one
-    more span to check it against the span a period earlier (rpsim.metrics.summary.steady_state_reached;
-    rpsim.steady_run simulates longer when they differ), and one drain iteration, measured around, not
-    over. Two warm-up iterations are not always enough: where the host optimizer is the bottleneck its
-    queue fills over 3 or more iterations (e03's 0.7B RoundPipe on one H200: spans 0.896, 0.901, then
-    1.125 s from iteration 3 on)."""
+    """Iterations an async plan simulates by default: the warm-up, the dispatch's period of spans plus one
+    more, and one drain iteration, measured around, not over. Two spans that agree already show a
+    steady state of one span (rpsim.metrics.summary.steady_cycle), the common case; a longer cycle, or
+    spans still moving, make rpsim.steady_run simulate again with twice the iterations. Two warm-up
+    iterations are not always enough: where the host optimizer is the bottleneck its queue fills over 3
+    or more iterations (e03's 0.7B RoundPipe on one H200: spans 0.896, 0.901, then 1.125 s from
+    iteration 3 on)."""
     return FIRST_SPAN + period + 2
 
 

@@ -26,13 +26,12 @@ TRANSFER_LANES = ("h2d", "d2h", "param_h2d", "grad_d2h", "p2p")
 def iteration_window(plan: Plan, trace: Trace, planned_iters: int | None = None,
                      ) -> tuple[float, float, float, bool]:
     """(iteration_s, window start, window end, steady). Async plans: the mean span between iteration ends
-    over the last dispatch period before the drain (steady_spans), at least the host optimizer's work
+    over the last repeating cycle before the drain (steady_tail), at least the host optimizer's work
     per iteration; flushed plans: the makespan. `planned_iters`: the plan's iterations when the run
     stopped at steady state (rpsim.sim.steady); the spans it simulated end in the converged ones."""
     if plan.optimizer == "async" and plan.n_iters >= 3:
         ends, last = _async_iteration_ends(plan, trace)
-        spans = steady_spans(plan, ends, last)
-        tail = spans[-(steady_cycle(spans, steady_period(plan)) or steady_period(plan)):]
+        tail = steady_tail(steady_spans(ends, last), steady_period(plan))
         # The host optimizer steps every layer once per iteration, one step at a time, so no steady state is
         # faster than its work per iteration; a few simulated iterations can still sit just below it. (GPU
         # lanes give no such bound: RoundPipe rotates slots, so a GPU's share varies by iteration.)
@@ -52,7 +51,7 @@ def _async_iteration_ends(plan: Plan, trace: Trace) -> tuple[list[float], int]:
     return [last_end[i] for i in range(plan.n_iters)], plan.n_iters - 1 if plan.n_iters >= 4 else plan.n_iters
 
 
-def steady_spans(plan: Plan, ends: list[float], last: int) -> list[float]:
+def steady_spans(ends: list[float], last: int) -> list[float]:
     """Spans between iteration ends from iteration FIRST_SPAN to the one before the drain. Spans start at
     2: with staleness 1 iteration 1 waits for no optimizer step, so ends[1] - ends[0] is compute alone
     (averaging it in halved an optimizer-bound iteration time)."""
@@ -82,6 +81,12 @@ def steady_cycle(spans: list[float], period: int, rel_tol: float = STEADY_REL_TO
     return None
 
 
+def steady_tail(spans: list[float], period: int) -> list[float]:
+    """The spans a steady iteration time averages: the last repeating cycle (steady_cycle), or the last
+    dispatch period while none repeats yet."""
+    return spans[-(steady_cycle(spans, period) or period):]
+
+
 def steady_state_reached(plan: Plan, trace: Trace, rel_tol: float = STEADY_REL_TOL) -> bool:
     """Whether an async plan's spans before the drain end in a repeating cycle (steady_cycle): the
     iteration time iteration_window reports is then the steady one. Where the host optimizer is the
@@ -90,7 +95,7 @@ def steady_state_reached(plan: Plan, trace: Trace, rel_tol: float = STEADY_REL_T
     if plan.optimizer != "async" or plan.n_iters < 3:
         return True
     ends, last = _async_iteration_ends(plan, trace)
-    return steady_cycle(steady_spans(plan, ends, last), steady_period(plan), rel_tol) is not None
+    return steady_cycle(steady_spans(ends, last), steady_period(plan), rel_tol) is not None
 
 
 def gpu_work_per_iteration_s(trace: Trace, plan: Plan) -> float:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rpsim.ir import Partition
-from rpsim.metrics.summary import MAX_CYCLE_PERIODS, steady_cycle
+from rpsim.metrics.summary import MAX_CYCLE_PERIODS, steady_spans, steady_tail
 from rpsim.schedules.roundpipe import dispatch_period, round_sizes
 from rpsim.search.fast_context import FastContext
 from rpsim.sim.memory import ALLOCATOR_OVERHEAD
@@ -160,8 +160,7 @@ class _Dispatch:
             steps.append(done)
         if not self.is_async:
             return max(ends[0], cpu)
-        spans = [ends[i] - ends[i - 1] for i in range(FIRST_SPAN, n_iters - 1)]  # as rpsim.metrics.summary
-        tail = spans[-(steady_cycle(spans, period) or period):]
+        tail = steady_tail(steady_spans(ends, n_iters - 1), period)  # as rpsim.metrics.summary
         return sum(tail) / len(tail)
 
     def round(self, size: int, hop: list[float], gate: list[float] | None, reuse: list[float] | None,
