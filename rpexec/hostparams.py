@@ -26,6 +26,7 @@ from torch import nn
 
 from rpexec.bufferpool import BufferPool
 from rpexec.host_arena import HostArena
+from rpexec.step_loops import accumulate_staged, copy_all
 
 
 def make_adamw(params: list, lr: float) -> torch.optim.Optimizer:
@@ -94,17 +95,13 @@ class HostParams:
         with self.lock:
             staged = self.staged.pop((layer, it), [])
         params = dict(self.layers[layer].named_parameters())
-        with torch.no_grad():
-            for name, p in params.items():
-                p.grad = self.fp32_grad(name, p)
-                if not staged:
-                    p.grad.zero_()
-                for i, g in enumerate(staged):
-                    if i == 0:
-                        p.grad.copy_(g[name])  # fp16/bf16 -> fp32 inside the copy kernel
-                    else:  # a mixed-dtype add_ is ~7x slower than widening into scratch, then adding
-                        scratch = self._scratch(p.shape)
-                        p.grad.add_(scratch.copy_(g[name]))
+        names = list(params)
+        grads = [self.fp32_grad(name, p) for name, p in params.items()]
+        for p, grad in zip(params.values(), grads):
+            p.grad = grad
+        with torch.no_grad():  # one GIL-free call for the whole loop (rpexec.step_loops says why)
+            accumulate_staged(grads, [[g[name] for name in names] for g in staged],
+                              [self._scratch(p.shape) for p in params.values()])
         for g in staged:
             for t in g.values():
                 self.grad_pool.release(t)
@@ -115,7 +112,6 @@ class HostParams:
             opt.step()
         target = (it + self.lag) % 2
         with torch.no_grad():
-            for name, p in params.items():
-                self.copies[layer][target][name].copy_(p)
+            copy_all([self.copies[layer][target][name] for name in names], list(params.values()))
         with self.lock:
             self.version[layer][target] = it + 1
