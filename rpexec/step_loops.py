@@ -19,7 +19,14 @@ staged gradients: one foreach call per staged gradient over all parameters was 1
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
+
+# torch 2.13 marks torch.jit.script deprecated in favour of torch.compile, which would compile these CPU
+# loops with a C++ toolchain at run time (the GPU machines have none); the scripted loops are plain op
+# sequences that TorchScript still runs as it always did. rpexec's tests run them on every CPU path.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning)
 
 
 @torch.jit.script
