@@ -160,9 +160,12 @@ def main() -> None:
     ap.add_argument("--sizes", default="llama-0.7b,llama-1.8b,llama3-8b")
     ap.add_argument("--staged", default="1,8")
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--no-synthetic", action="store_true", help="skip the synthetic one-tensor probe")
     ap.add_argument("--layer-rates", action="store_true",
                     help="time the STEP alone over each LAYER_SHAPES layer and print its rates (layer_step_rates)")
     ap.add_argument("--conditions", default="", help="comma-separated subset of the conditions (default all)")
+    ap.add_argument("--threads", default="", help="comma-separated torch intra-op thread counts to run each "
+                    "measurement at (default: torch's own)")
     ap.add_argument("--switch-interval-s", type=float, default=None, help="sys.setswitchinterval for the probe")
     ap.add_argument("--variants", default="scripted", help="scripted (rpexec's STEP), loop (the per-op loop it replaced), or both")
     a = ap.parse_args()
@@ -182,9 +185,10 @@ def main() -> None:
     if a.conditions:
         conditions = {k: v for k, v in conditions.items() if k in a.conditions.split(",")}
     results: dict = {"switch_interval_s": sys.getswitchinterval(), "threads": torch.get_num_threads(), "n_gpus": n_gpus, "rows": []}
-    synthetic = cpu_optimizer_step_times("bf16", 157286400, 3)
-    results["synthetic_alone"] = synthetic
-    print("synthetic 157M Linear, alone:", json.dumps(synthetic), flush=True)
+    if not a.no_synthetic:
+        synthetic = cpu_optimizer_step_times("bf16", 157286400, 3)
+        results["synthetic_alone"] = synthetic
+        print("synthetic 157M Linear, alone:", json.dumps(synthetic), flush=True)
     for size in a.sizes.split(","):
         m = model(size)
         one = replace(m, n_layers=LAYERS_STEPPED, vocab=1024)  # the vocabulary is not stepped here
@@ -196,16 +200,19 @@ def main() -> None:
                           dtype=torch.bfloat16).mul_(1e-3)
         for variant in a.variants.split(","):
             host = hosts[variant](layers, torch.bfloat16, pin=True, lag=1)
-            for cond, spec in conditions.items():
-                for n in (int(x) for x in a.staged.split(",")):
-                    with Beside(*spec):
-                        ts = step_times_s(host, shapes, n, a.reps, torch.bfloat16, src)
-                    med = statistics.median(ts)
-                    row = {"size": size, "variant": variant, "condition": cond, "n_staged": n,
-                           "layer_params": params, "step_s_median": med, "step_s": ts, "params_per_s": params / med}
-                    results["rows"].append(row)
-                    print(f"{size:11s} {variant:7s} {cond:14s} staged {n}: {med * 1e3:8.2f} ms "
-                          f"({params / med / 1e9:.2f} G params/s)", flush=True)
+            for threads in [int(x) for x in a.threads.split(",") if x] or [torch.get_num_threads()]:
+                torch.set_num_threads(threads)
+                for cond, spec in conditions.items():
+                    for n in (int(x) for x in a.staged.split(",")):
+                        with Beside(*spec):
+                            ts = step_times_s(host, shapes, n, a.reps, torch.bfloat16, src)
+                        med = statistics.median(ts)
+                        row = {"size": size, "variant": variant, "threads": threads, "condition": cond,
+                               "n_staged": n, "layer_params": params, "step_s_median": med, "step_s": ts,
+                               "params_per_s": params / med}
+                        results["rows"].append(row)
+                        print(f"{size:11s} {variant:7s} threads {threads:2d} {cond:14s} staged {n}: {med * 1e3:8.2f} ms "
+                              f"({params / med / 1e9:.2f} G params/s)", flush=True)
             del host
         del layers, src
         torch.cuda.empty_cache()

@@ -40,6 +40,10 @@ class RunOptions:
     stop: threading.Event | None = None  # set from outside (Ctrl-C) to stop every lane
     blocking_sync: bool = False  # True: host waits sleep instead of spinning (benchmarks/ab_blocking_sync.py)
     warmup: bool = True  # allocate and touch host state before iteration 0 (rpexec.warmup)
+    # Intra-op threads while the plan runs (None: torch's default, every core). The host STEP's parallel
+    # regions wait for their slowest thread; with a thread per core, a lane thread busy on one core
+    # stalls every region (benchmarks/notes-rpexec.md, session 6). Opt-in until measured on a GPU host.
+    optimizer_threads: int | None = None
 
 
 @dataclass
@@ -131,7 +135,13 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
     interp = Interpreter(full, dependency_graph(full), run_ctx, opts.watchdog_s,
                          Fault.parse(opts.fault) if opts.fault else None, stop=opts.stop,
                          blocking_sync=opts.blocking_sync)
-    interp.run()
+    threads_before = torch.get_num_threads()
+    if opts.optimizer_threads:
+        torch.set_num_threads(opts.optimizer_threads)
+    try:
+        interp.run()
+    finally:
+        torch.set_num_threads(threads_before)
     events = measured_events(interp, devices)
     peaks = [float(torch.cuda.max_memory_allocated(d.device)) if d.is_cuda else 0.0 for d in devices.values()]
     losses = {k: float(v) for k, v in ctx.losses.items()}
