@@ -317,7 +317,8 @@ def figure(rows: list[dict], path: Path | None = None, source: str = "profile") 
         ax.plot([0, lim], [0, lim], "k--", lw=0.8, label="prediction = measurement")
         ax.set(xlabel="measured iteration (s)", ylabel="predicted iteration (s)", xlim=(0, lim), ylim=(0, lim))
         ax.set_aspect("equal")
-        fig.suptitle(f"e03: rpsim ({SOURCE_LABELS[source]}) against rpexec,\nH200 SXM (1 and 2 GPUs)")
+        # three short lines: one column is ~3.3 in wide, and a clipped title loses its first words
+        fig.suptitle(f"e03: rpsim against rpexec on H200 SXM\n({SOURCE_LABELS[source]}),\n1 and 2 GPUs")
         fig.legend(loc="outside lower center", ncol=2)
         fig.savefig(path or OUT / "predicted_vs_measured.png")
     return fig
