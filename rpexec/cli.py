@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--optimizer-threads", default=None, metavar="N|auto",
                    help="threads of the host optimizer's STEP (torch intra-op): N, or auto = this machine's cores "
                         "less one per other lane thread of the plan, so that lanes busy issuing or waiting do "
-                        "not stall its parallel regions (benchmarks/notes-rpexec.md, session 6). Default: "
+                        "not stall its parallel regions (benchmarks/notes-rpexec.md, session 6); default: "
                         "torch's own (all cores)")
     r.add_argument("--inject-fault", default=None,
                    help="testing aid: GPU:LANE:ACTION:raise|hang|oom makes that action fail (default: none)")
