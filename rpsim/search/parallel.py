@@ -98,6 +98,13 @@ class PoolRunner:
             if p.is_alive():
                 p.kill()
                 p.join()
+        # With its workers gone the executor's manager thread ends; join it now. Left running, Python's
+        # exit hook (concurrent.futures.process._python_exit) can write to its wake-up pipe while the
+        # thread closes it, printing an "Exception ignored" traceback after `rpsim: terminated` (seen
+        # once under load; CPython 3.12 takes a lock there).
+        manager = getattr(self.pool, "_executor_manager_thread", None)
+        if manager is not None:
+            manager.join(ABORT_GRACE_S)
 
 
 class DaskRunner:
