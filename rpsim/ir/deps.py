@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
@@ -85,6 +86,20 @@ class _Index:
 _COMPUTE = frozenset(COMPUTE_KINDS)
 
 
+@dataclass(frozen=True)
+class WaitLists:
+    """The graph by node id, as the engine walks it: hashing (gpu, Action) nodes (Action.__hash__ is
+    Python) several times per edge and action was a fifth of a simulation.
+    `nodes[i]` is node i; `lanes[k]` the ids of the k-th lane of sorted(plan.lanes); `waits[i]` the ids
+    node i waits on across lanes (its predecessors by non-lane edges, in the graph's predecessor order);
+    `hops[i]` those of them whose edge carries hop=True."""
+
+    nodes: list[Node]
+    lanes: list[list[int]]
+    waits: list[tuple[int, ...]]
+    hops: list[tuple[int, ...]]
+
+
 class _Edges:
     """Edges between node ids, with nx.DiGraph.add_edge's semantics: a repeated edge merges its
     attributes; successor and predecessor orders are insertion orders."""
@@ -140,6 +155,18 @@ class _Edges:
                     ready.append(v)
         return done == n
 
+    def waits(self, n: int) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+        """Per node id: the ids it waits on across lanes (its non-lane predecessors, in predecessor order),
+        and those of them whose edge carries hop=True."""
+        waits: list[list[int]] = [[] for _ in range(n)]
+        hops: list[list[int]] = [[] for _ in range(n)]
+        for (u, v), d in self.attrs.items():
+            if d["why"] != "lane":
+                waits[v].append(u)
+                if d.get("hop"):
+                    hops[v].append(u)
+        return [tuple(w) for w in waits], [tuple(h) for h in hops]
+
     def hop_edges(self, nodes: list[Node]) -> list[tuple[Node, Node]]:
         """The edges with hop=True, in the graph's edge order (by source node, then insertion)."""
         if not self.any_hop:
@@ -183,6 +210,7 @@ def _build_dependency_graph(plan: Plan) -> nx.DiGraph:
     g = nx.DiGraph()
     g.graph["acyclic"] = edges.into(g, idx.nodes)
     g.graph["hop_edges"] = edges.hop_edges(idx.nodes)
+    g.graph["waits"] = WaitLists(idx.nodes, idx.lanes, *edges.waits(len(idx.nodes)))
     return g
 
 

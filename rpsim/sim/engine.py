@@ -15,6 +15,7 @@ import simpy
 
 from rpsim.ir import Action, Plan
 from rpsim.ir.action import MOVING_KINDS
+from rpsim.ir.deps import WaitLists
 from rpsim.sim.action_costs import CostContext, action_issue_s, duration_s, host_step_bytes, transfer_bytes
 from rpsim.sim.host_issue import INTERPRETER
 from rpsim.sim.network import FlowNetwork
@@ -53,57 +54,99 @@ def run_engine(inp: EngineInputs) -> EngineRun:
     if inp.topology is not None:
         t = inp.topology
         net = FlowNetwork(env, t.capacity_bytes_per_s, t.duplex_pairs, t.duplex_factor)
+    ids = _wait_lists(inp.plan, inp.graph)
     # Completion events exist only for actions another lane waits on (created by the first waiter);
     # an action's own lane needs none. Unwatched events had no effect but cost a queue step each.
-    watched: dict[Node, simpy.Event] = {}
-    timed: dict[Node, tuple[float, float]] = {}
+    watched: dict[int, simpy.Event] = {}
+    times: list[tuple[float, float] | None] = [None] * len(ids.nodes)  # (start_s, end_s) by node id
+    finished: list[int] = []  # node ids in the order they finished
     events: list[TraceEvent] = []
-    cost: dict[tuple, float] = {}  # seconds or bytes by (kind, stage, phase, chunk)
+    cost: dict[tuple, tuple] = {}  # how each (kind, stage, phase, chunk) runs: seconds or bytes
     steady = SteadyWatch(env, inp.plan) if inp.stop_at_steady and inp.plan.optimizer == "async" else None
-    for (gpu, lane), actions in sorted(inp.plan.lanes.items()):
-        env.process(_lane(env, inp, net, gpu, lane, actions, watched, timed, events, cost, steady))
+    run = _Run(env, inp, net, ids, watched, times, finished, events, cost, steady)
+    for ((gpu, lane), actions), lane_ids in zip(sorted(inp.plan.lanes.items()), ids.lanes):
+        env.process(_lane(run, gpu, lane, actions, lane_ids))
     env.run(until=steady.event if steady else None)
+    nodes = ids.nodes
+    timed = {nodes[i]: times[i] for i in finished}  # type: ignore[misc]
     if steady is not None and steady.simulated_iters < inp.plan.n_iters:
         n = steady.simulated_iters  # later iterations' actions that ran meanwhile are dropped
         events = [e for e in events if e.it < n]
         timed = {node: times for node, times in timed.items() if node[1].it < n}
         return EngineRun(Trace(tuple(sorted(events, key=_event_order))), net, timed, n)
-    if len(timed) < inp.graph.number_of_nodes():
-        gpu, a = next(n for n in inp.graph.nodes if n not in timed)
+    if len(timed) < len(nodes):
+        gpu, a = next(node for i, node in enumerate(nodes) if times[i] is None)
         raise AssertionError(f"simulation stalled at gpu {gpu}: {a} (the plan checks should prevent this)")
     events.sort(key=_event_order)
     return EngineRun(Trace(tuple(events)), net, timed, inp.plan.n_iters)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every lane process of one run shares."""
+
+    env: simpy.Environment
+    inp: EngineInputs
+    net: FlowNetwork | None
+    ids: WaitLists
+    watched: dict[int, simpy.Event]  # node id -> its completion event, for the actions waited on
+    times: list[tuple[float, float] | None]  # node id -> (start_s, end_s) once finished
+    finished: list[int]
+    events: list[TraceEvent]
+    cost: dict[tuple, tuple]
+    steady: SteadyWatch | None
+
+
+def _wait_lists(plan: Plan, graph: nx.DiGraph) -> WaitLists:
+    """The graph by node id (rpsim.ir.deps records it while building; derived here for other graphs)."""
+    known = graph.graph.get("waits")
+    if known is not None:
+        return known  # type: ignore[no-any-return]
+    nodes: list[Node] = []
+    lanes: list[list[int]] = []
+    id_of: dict[Node, int] = {}
+    for (gpu, _lane), actions in sorted(plan.lanes.items()):
+        lane = []
+        for a in actions:
+            i = id_of.setdefault((gpu, a), len(nodes))
+            if i == len(nodes):
+                nodes.append((gpu, a))
+            lane.append(i)
+        lanes.append(lane)
+    pred = graph._pred  # noqa: SLF001 (node -> {predecessor: edge attributes}; the view costs 3x)
+    waits = [tuple(id_of[p] for p, edge in pred[node].items() if edge.get("why") != "lane") for node in nodes]
+    hops = [tuple(id_of[p] for p, edge in pred[node].items() if edge.get("why") != "lane" and edge.get("hop"))
+            for node in nodes]
+    return WaitLists(nodes, lanes, waits, hops)
 
 
 def _event_order(e: TraceEvent) -> tuple:
     return (e.start_s, e.gpu, e.lane, e.action)
 
 
-def _lane(env: simpy.Environment, inp: EngineInputs, net: FlowNetwork | None, gpu: int, lane: str,
-          actions: tuple[Action, ...], watched: dict, timed: dict, events: list[TraceEvent], cost: dict,
-          steady: SteadyWatch | None):
-    pred = inp.graph._pred  # node -> {predecessor: edge attributes}; the view (graph.pred) costs 3x here
+def _lane(run: _Run, gpu: int, lane: str, actions: tuple[Action, ...], lane_ids: list[int]):
+    env, inp, net, watched, times, cost, steady = run.env, run.inp, run.net, run.watched, run.times, run.cost, run.steady
+    all_waits, all_hops = run.ids.waits, run.ids.hops
+    finished, events = run.finished, run.events
     hop_s = inp.hop_s
-    for a in actions:
-        node = (gpu, a)
-        waits = []
-        hops = []
-        for p, edge in pred[node].items():
-            if edge.get("why") == "lane":  # the lane's own order: this process already ran it
-                continue
-            if p not in timed:
-                ev = watched.get(p)
-                if ev is None:
-                    ev = watched[p] = env.event()
-                waits.append(ev)
-            if hop_s and edge.get("hop"):
-                hops.append(p)
-        if waits:
-            yield waits[0] if len(waits) == 1 else _all_of(env, waits)
-        if hops:
-            ready = max(timed[p][1] + hop_s for p in hops)
-            if ready > env.now:
-                yield env.timeout(ready - env.now)
+    for i, a in zip(lane_ids, actions):
+        deps = all_waits[i]
+        if deps:
+            waits = []
+            for p in deps:
+                if times[p] is None:
+                    ev = watched.get(p)
+                    if ev is None:
+                        ev = watched[p] = env.event()
+                    waits.append(ev)
+            if waits:
+                yield waits[0] if len(waits) == 1 else _all_of(env, waits)
+            if hop_s:
+                hops = all_hops[i]
+                if hops:
+                    ready = max(times[p][1] + hop_s for p in hops)  # type: ignore[index]
+                    if ready > env.now:
+                        yield env.timeout(ready - env.now)
         start = env.now
         # Durations, bytes and host issue times depend on these fields only; microbatches and iterations
         # repeat them.
@@ -127,14 +170,16 @@ def _lane(env: simpy.Environment, inp: EngineInputs, net: FlowNetwork | None, gp
                 yield _issued(env, net, d, *issue)  # type: ignore[arg-type]
             elif d > 0:
                 yield env.timeout(d)
-        timed[node] = (start, env.now)
-        ev = watched.pop(node, None)
+        end = env.now
+        times[i] = (start, end)
+        finished.append(i)
+        ev = watched.pop(i, None)
         if ev is not None:
             ev.succeed()
         events.append(TraceEvent(gpu=gpu, lane=lane, action=str(a), kind=a.kind, stage=a.stage, mb=a.mb, it=a.it,
-                                 start_s=start, end_s=env.now, bytes=n_bytes))
+                                 start_s=start, end_s=end, bytes=n_bytes))
         if steady is not None:
-            steady.finished(a, lane, env.now)
+            steady.finished(a, lane, end)
 
 
 def _cost_of(inp: EngineInputs, net: FlowNetwork | None, a: Action) -> tuple:
