@@ -84,7 +84,7 @@ class FlowNetwork:
         self._rates = IncrementalRates(Links.of(self.capacity_bytes_per_s, self.duplex_pairs, duplex_factor))
         self._known_paths: set[tuple[str, ...]] = set()
         self._known_path_sets: set[tuple[tuple[str, ...], ...]] = set()
-        self._started_since: list[_LiveFlow] = []
+        self._tiny_started: list[_LiveFlow] = []  # started since the last completion check, (next to) empty
         self._crossings_of: dict[tuple[tuple[str, ...], ...], tuple[tuple[str, int], ...]] = {}
 
     @property
@@ -193,10 +193,13 @@ class FlowNetwork:
                 else:
                     n_active_on[resource] = count
                     busy_since_s[resource] = now_s
+            if flow.share_bytes <= _DONE_BYTES:
+                self._tiny_started.append(flow)
         self._next_seq = seq
-        self._started_since.extend(flows)
         self._rates.start_all(flows)
-        self._request_settle()
+        if not self._settle_pending:  # (see _request_settle)
+            self._settle_pending = True
+            self.env.timeout(0).callbacks.append(self._settle)  # type: ignore[union-attr]
 
     def _crossings(self, paths: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, int], ...]:
         """(resource, how many of `paths` cross it), for a bundle's active-flow counts."""
@@ -234,11 +237,12 @@ class FlowNetwork:
         """Complete the flows (shares) done at env.now, in start order; how many shares."""
         now_s = self.env.now
         # Started since the last check, so not rated yet: done at once only if (next to) empty.
-        finished = [flow for flow in self._started_since if flow.share_bytes <= _DONE_BYTES]
-        self._started_since = []
+        finished = self._tiny_started
+        if finished:
+            self._tiny_started = []
         live = self._flows
         if live and min(map(_done_from_of, live.values())) <= now_s:  # the scan in C: usually none is done
-            finished += [flow for flow in live.values() if flow.done_from_s <= now_s]
+            finished = finished + [flow for flow in live.values() if flow.done_from_s <= now_s]
         if not finished:
             return 0
         if len(finished) > 1:
