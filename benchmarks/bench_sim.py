@@ -14,7 +14,7 @@ import time
 
 import simpy
 
-from rpsim.ir.deps import _build_dependency_graph
+from rpsim.ir.deps import _build_dependency_facts
 from rpsim.planner import PlanRequest, make_plan
 from rpsim.scenario import make_scenario
 from rpsim.sim import engine
@@ -63,10 +63,10 @@ def main() -> None:
     sim_s, sim_cpu, result = timed(lambda: simulate(plan, sc), args.repeat)
     print(f"  simulate (engine, memory, metrics):  {sim_s:.2f} s wall, {sim_cpu:.2f} s CPU "
           f"(target < 0.5 s)")
-    graph_s, _, graph = timed(lambda: _build_dependency_graph(plan), args.repeat)  # uncached: its cost
+    graph_s, _, graph = timed(lambda: _build_dependency_facts(plan), args.repeat)  # uncached: its cost
     inputs = EngineInputs(plan, graph, cost_context(plan, sc), build_topology(sc.server, sc.profile))
     engine_s, _, _ = timed(lambda: run_engine(inputs), args.repeat)
-    print(f"    dependency graph (built in make_plan) {graph_s:.2f} s ({graph.number_of_edges()} edges); "
+    print(f"    dependency graph (built in make_plan) {graph_s:.2f} s ({len(graph.edges)} edges); "
           f"engine {engine_s:.2f} s, memory and metrics the rest")
     original, engine.simpy.Environment = engine.simpy.Environment, CountingEnvironment  # type: ignore[misc]
     try:

@@ -14,17 +14,20 @@ from rpsim.specs import TrainingSpec
 
 def test_make_plan_and_simulate_build_the_graph_once(monkeypatch):
     built = []
-    build = deps._build_dependency_graph
+    build = deps._build_dependency_facts
 
     def counting(plan):
         built.append(plan)
         return build(plan)
 
-    monkeypatch.setattr(deps, "_build_dependency_graph", counting)
+    monkeypatch.setattr(deps, "_build_dependency_facts", counting)
     sc = make_scenario("qwen3-1.7b", "4090x4", TrainingSpec(global_batch=16))
     plan = make_plan(sc, PlanRequest("1f1b"))
     simulate(plan, sc)
     assert built == [plan]
+    assert "_dependency_graph" not in plan.__dict__  # the networkx form is made only when asked for
+    graph = deps.dependency_graph(plan)
+    assert built == [plan] and graph.graph["facts"] is deps.dependency_facts(plan)
 
 
 def test_a_new_plan_object_gets_its_own_graph():

@@ -87,17 +87,24 @@ _COMPUTE = frozenset(COMPUTE_KINDS)
 
 
 @dataclass(frozen=True)
-class WaitLists:
-    """The graph by node id, as the engine walks it: hashing (gpu, Action) nodes (Action.__hash__ is
-    Python) several times per edge and action was a fifth of a simulation.
-    `nodes[i]` is node i; `lanes[k]` the ids of the k-th lane of sorted(plan.lanes); `waits[i]` the ids
-    node i waits on across lanes (its predecessors by non-lane edges, in the graph's predecessor order);
-    `hops[i]` those of them whose edge carries hop=True."""
+class DependencyFacts:
+    """The dependency graph by node id, as the engine and the checks walk it, and what its build found
+    out; the networkx graph (`dependency_graph`) is made from it only for callers that ask for one.
+    Hashing (gpu, Action) nodes (Action.__hash__ is Python) several times per edge and action, writing
+    networkx's dicts and reading them back, was a fifth of a simulation and a third of the graph's build.
+
+    `nodes[i]` is node i (the graph's node order); `lanes[k]` the ids of the k-th lane of
+    sorted(plan.lanes); `waits[i]` the ids node i waits on across lanes (its predecessors by non-lane
+    edges, in the graph's predecessor order); `hops[i]` those of them whose edge carries hop=True.
+    `acyclic`: whether the graph has no cycle; `hop_edges`: its hop=True edges, in edge order."""
 
     nodes: list[Node]
     lanes: list[list[int]]
     waits: list[tuple[int, ...]]
     hops: list[tuple[int, ...]]
+    acyclic: bool
+    hop_edges: list[tuple[Node, Node]]
+    edges: dict[tuple[int, int], dict[str, Any]]  # (u id, v id) -> attributes, in insertion order
 
 
 class _Edges:
@@ -124,21 +131,9 @@ class _Edges:
         else:
             d.update(why="data", hop=hop)
 
-    def into(self, g: nx.DiGraph, nodes: list[Node]) -> bool:
-        """Write the nodes and edges into the empty graph `g` through the dicts networkx documents for
-        subclasses (G._node, G._succ, G._pred: node -> neighbour -> attributes), in the order add_node and
-        add_edge would give: their checks, and hashing each node several times per edge, were half of
-        building a 10^5-edge graph. Returns whether the graph is acyclic (Kahn's algorithm on the ids, in
-        the same pass: networkx's test hashed every node again, 1/4 of make_plan on a 64-GPU plan)."""
-        n = len(nodes)
-        succ: list[dict] = [{} for _ in range(n)]
-        pred: list[dict] = [{} for _ in range(n)]
-        for (u, v), d in self.attrs.items():
-            succ[u][nodes[v]] = d
-            pred[v][nodes[u]] = d
-        g._node.update(zip(nodes, ({} for _ in range(n))))
-        g._succ.update(zip(nodes, succ))
-        g._pred.update(zip(nodes, pred))
+    def acyclic(self, n: int) -> bool:
+        """Whether the edges over `n` node ids form no cycle (Kahn's algorithm on the ids: networkx's test
+        hashed every node again, 1/4 of make_plan on a 64-GPU plan)."""
         out_ids: list[list[int]] = [[] for _ in range(n)]
         indegree = [0] * n
         for u, v in self.attrs:
@@ -176,22 +171,58 @@ class _Edges:
         return [(nodes[u], nodes[v]) for u, v in hops]
 
 
+def dependency_facts(plan: Plan) -> DependencyFacts:
+    """The plan's dependency graph by node id, built once per Plan object and shared by every caller
+    (check_plan builds it, simulate reuses it): a Plan is frozen, so it cannot go stale."""
+    facts = plan.__dict__.get(_FACTS_KEY)
+    if facts is None:
+        facts = _build_dependency_facts(plan)
+        object.__setattr__(plan, _FACTS_KEY, facts)  # a cache, not a field: equality and replace() ignore it
+    return facts  # type: ignore[no-any-return]
+
+
 def dependency_graph(plan: Plan) -> nx.DiGraph:
-    """The plan's dependency graph, built once per Plan object and shared by every caller (check_plan
-    builds it, simulate and the list timer reuse it): a Plan is frozen, so its graph cannot go stale.
-    Callers must not modify the graph. Its `graph` dict holds what the build found out on the way:
-    "acyclic" (bool) and "hop_edges" (direct cross-GPU data edges, in edge order)."""
+    """The plan's dependency graph as networkx, made from `dependency_facts` once per Plan object on the
+    first call (the checks and the engine do not need it). Callers must not modify it. Its `graph` dict
+    holds what the build found out: "acyclic" (bool), "hop_edges" (direct cross-GPU data edges, in edge
+    order) and "facts" (the DependencyFacts)."""
     graph = plan.__dict__.get(_CACHE_KEY)
     if graph is None:
-        graph = _build_dependency_graph(plan)
-        object.__setattr__(plan, _CACHE_KEY, graph)  # a cache, not a field: equality and replace() ignore it
+        graph = _networkx_graph(dependency_facts(plan))
+        object.__setattr__(plan, _CACHE_KEY, graph)
     return graph
 
 
 _CACHE_KEY = "_dependency_graph"
+_FACTS_KEY = "_dependency_facts"
 
 
 def _build_dependency_graph(plan: Plan) -> nx.DiGraph:
+    """A new networkx graph of the plan (uncached: what building one costs)."""
+    return _networkx_graph(_build_dependency_facts(plan))
+
+
+def _networkx_graph(facts: DependencyFacts) -> nx.DiGraph:
+    """Write the nodes and edges into a new graph through the dicts networkx documents for subclasses
+    (G._node, G._succ, G._pred: node -> neighbour -> attributes), in the order add_node and add_edge would
+    give: their checks, and hashing each node several times per edge, were half of building a 10^5-edge
+    graph."""
+    g = nx.DiGraph()
+    nodes = facts.nodes
+    n = len(nodes)
+    succ: list[dict] = [{} for _ in range(n)]
+    pred: list[dict] = [{} for _ in range(n)]
+    for (u, v), d in facts.edges.items():
+        succ[u][nodes[v]] = d
+        pred[v][nodes[u]] = d
+    g._node.update(zip(nodes, ({} for _ in range(n))))
+    g._succ.update(zip(nodes, succ))
+    g._pred.update(zip(nodes, pred))
+    g.graph.update(acyclic=facts.acyclic, hop_edges=facts.hop_edges, facts=facts)
+    return g
+
+
+def _build_dependency_facts(plan: Plan) -> DependencyFacts:
     idx = _Index(plan)
     edges = _Edges()
     # The lane edges come first and are new (a repeated pair keeps its first place, as add() would).
@@ -207,11 +238,9 @@ def _build_dependency_graph(plan: Plan) -> nx.DiGraph:
             raise PlanError(f"extra edge {tail[1]} (gpu {tail[0]}) -> {head[1]} (gpu {head[0]}) names an action "
                             f"no lane runs")
         edges.add(iu, iv, "explicit")
-    g = nx.DiGraph()
-    g.graph["acyclic"] = edges.into(g, idx.nodes)
-    g.graph["hop_edges"] = edges.hop_edges(idx.nodes)
-    g.graph["waits"] = WaitLists(idx.nodes, idx.lanes, *edges.waits(len(idx.nodes)))
-    return g
+    n = len(idx.nodes)
+    return DependencyFacts(idx.nodes, idx.lanes, *edges.waits(n), edges.acyclic(n), edges.hop_edges(idx.nodes),
+                           edges.attrs)
 
 
 def _data_edges(plan: Plan, idx: _Index, edges: _Edges) -> None:
@@ -346,14 +375,11 @@ def _window_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], edges: _E
                     edges.add(out, idx.id_of(gpu, late), "window")
 
 
-def check_acyclic(plan: Plan, g: nx.DiGraph) -> None:
-    acyclic = g.graph.get("acyclic")  # dependency_graph found it out while building
-    if acyclic is None:
-        acyclic = nx.is_directed_acyclic_graph(g)
-    if acyclic:
+def check_acyclic(plan: Plan) -> None:
+    if dependency_facts(plan).acyclic:  # found out while building
         return
     try:
-        cycle = nx.find_cycle(g)
+        cycle = nx.find_cycle(dependency_graph(plan))
     except nx.NetworkXNoCycle:
         return
     nodes = [u for u, _v, *_ in cycle]

@@ -98,7 +98,7 @@ class Plan:
 
     def __getstate__(self) -> dict[str, Any]:
         # What rpsim.ir.deps and rpsim.ir.jobs cache on a plan is rebuilt on demand, not shipped to workers.
-        return {k: v for k, v in self.__dict__.items() if k not in ("_dependency_graph", "_jobs")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_dependency_graph", "_dependency_facts", "_jobs")}
 
     def items(self) -> Iterator[tuple[LaneId, int, Action]]:
         for lane_id in sorted(self.lanes):

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-import networkx as nx
-
 from rpsim.errors import PlanError
 from rpsim.ir.action import COMPUTE_KINDS, Action
-from rpsim.ir.deps import check_acyclic, dependency_graph
+from rpsim.ir.deps import DependencyFacts, check_acyclic, dependency_facts
 from rpsim.ir.grid import format_lanes
 from rpsim.ir.jobs import jobs_of
 from rpsim.ir.plan import CPU, LANES, Plan
@@ -24,18 +22,19 @@ def fail(plan: Plan, message: str, where: tuple[int, Action] | None = None, gpus
     raise PlanError(f"{message}\n{format_lanes(plan, shown, where)}")
 
 
-def check_plan(plan: Plan) -> nx.DiGraph:
-    """Run every check; returns the dependency graph so callers need not derive it twice."""
+def check_plan(plan: Plan) -> DependencyFacts:
+    """Run every check; returns the dependency graph by node id (rpsim.ir.deps.dependency_facts, cached on
+    the plan: callers need not derive it twice; dependency_graph(plan) makes the networkx graph from it)."""
     _check_lanes(plan)
     _check_complete(plan)
     _check_split_backward(plan)
-    graph = dependency_graph(plan)
+    facts = dependency_facts(plan)
     if plan.level == "pcie":
-        _check_data_available(plan, graph)
+        _check_data_available(plan, facts)
         _check_weights(plan)
         _check_steps(plan)
-    check_acyclic(plan, graph)
-    return graph
+    check_acyclic(plan)
+    return facts
 
 
 def _check_lanes(plan: Plan) -> None:
@@ -135,10 +134,8 @@ def _check_split_backward(plan: Plan) -> None:
             fail(plan, f"gpu {gpu}: {w} runs before its I", (gpu, w))
 
 
-def _check_data_available(plan: Plan, graph: nx.DiGraph) -> None:
-    hops = graph.graph.get("hop_edges")  # found by rpsim.ir.deps while building, in edge order
-    if hops is None:
-        hops = [(u, v) for u, v, data in graph.edges(data=True) if data.get("hop")]
+def _check_data_available(plan: Plan, facts: DependencyFacts) -> None:
+    hops = facts.hop_edges  # found by rpsim.ir.deps while building, in edge order
     if hops:
         u, v = hops[0]
         fail(plan, f"gpu {v[0]}: {v[1]} reads data that {u[1]} produced on gpu {u[0]}, and no transfer "

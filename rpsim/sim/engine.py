@@ -15,7 +15,7 @@ import simpy
 
 from rpsim.ir import Action, Plan
 from rpsim.ir.action import MOVING_KINDS
-from rpsim.ir.deps import WaitLists
+from rpsim.ir.deps import DependencyFacts
 from rpsim.sim.action_costs import CostContext, action_issue_s, duration_s, host_step_bytes, transfer_bytes
 from rpsim.sim.host_issue import INTERPRETER
 from rpsim.sim.network import FlowNetwork
@@ -33,7 +33,7 @@ ISSUE_PRIORITY = 0  # alone on its resource: the class only keeps the rates rule
 @dataclass(frozen=True)
 class EngineInputs:
     plan: Plan
-    graph: nx.DiGraph
+    graph: DependencyFacts | nx.DiGraph  # rpsim.ir.deps.dependency_facts(plan), or any graph of its nodes
     costs: CostContext
     topology: Topology | None  # None below the pcie level: no transfers exist
     hop_s: float = 0.0
@@ -88,7 +88,7 @@ class _Run:
     env: simpy.Environment
     inp: EngineInputs
     net: FlowNetwork | None
-    ids: WaitLists
+    ids: DependencyFacts
     watched: dict[int, simpy.Event]  # node id -> its completion event, for the actions waited on
     times: list[tuple[float, float] | None]  # node id -> (start_s, end_s) once finished
     finished: list[int]
@@ -97,9 +97,11 @@ class _Run:
     steady: SteadyWatch | None
 
 
-def _wait_lists(plan: Plan, graph: nx.DiGraph) -> WaitLists:
+def _wait_lists(plan: Plan, graph: DependencyFacts | nx.DiGraph) -> DependencyFacts:
     """The graph by node id (rpsim.ir.deps records it while building; derived here for other graphs)."""
-    known = graph.graph.get("waits")
+    if isinstance(graph, DependencyFacts):
+        return graph
+    known = graph.graph.get("facts")
     if known is not None:
         return known  # type: ignore[no-any-return]
     nodes: list[Node] = []
@@ -117,7 +119,7 @@ def _wait_lists(plan: Plan, graph: nx.DiGraph) -> WaitLists:
     waits = [tuple(id_of[p] for p, edge in pred[node].items() if edge.get("why") != "lane") for node in nodes]
     hops = [tuple(id_of[p] for p, edge in pred[node].items() if edge.get("why") != "lane" and edge.get("hop"))
             for node in nodes]
-    return WaitLists(nodes, lanes, waits, hops)
+    return DependencyFacts(nodes, lanes, waits, hops, True, [], {})
 
 
 def _event_order(e: TraceEvent) -> tuple:

@@ -6,7 +6,7 @@ from typing import Any
 
 from rpsim.costs.cpu_optimizer import cpu_optimizer_rates
 from rpsim.ir import CPU, Plan
-from rpsim.ir.deps import dependency_graph
+from rpsim.ir.deps import dependency_facts
 from rpsim.metrics import summarize
 from rpsim.scenario import Scenario
 from rpsim.sim.action_costs import CostContext, gpu_step_s_per_param
@@ -35,7 +35,7 @@ def cost_context(plan: Plan, sc: Scenario) -> CostContext:
 def simulate(plan: Plan, sc: Scenario, stop_at_steady: bool = True) -> SimResult:
     """`stop_at_steady`: an async plan's run stops once its iteration time converged (rpsim.sim.steady);
     the result's plan then holds the iterations simulated, and metrics say how many of how many."""
-    graph = dependency_graph(plan)
+    graph = dependency_facts(plan)
     ctx = cost_context(plan, sc)
     topo = build_topology(sc.server, sc.profile) if plan.level == "pcie" else None
     hop_s = hop_delay(plan.level, sc).seconds
