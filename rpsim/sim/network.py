@@ -43,6 +43,7 @@ class _LiveFlow:
     since_s: list[float]  # per share: when its rate last changed (or the flow started)
     finish: list[float]  # per share, projected: since_s + left_bytes / rate (inf while starved)
     done_from: list[float]  # per share: from then on, what the clock projects is within rounding of 0
+    crossings: tuple[tuple[str, int], ...] = ()  # (resource, how many shares cross it), while all go on
     rates: tuple[float, ...] = ()  # per share, once rated
     finish_s: float = math.inf  # the earliest share's
     done_from_s: float = math.inf  # the earliest share's
@@ -186,7 +187,8 @@ class FlowNetwork:
             flow.seq = seq
             seq += 1
             live[flow.flow_id] = flow
-            for resource, count in self._crossings(flow.paths):
+            flow.crossings = crossings = self._crossings(flow.paths)
+            for resource, count in crossings:
                 n = n_active_on.get(resource)
                 if n:
                     n_active_on[resource] = n + count
@@ -248,27 +250,31 @@ class FlowNetwork:
         if len(finished) > 1:
             finished.sort(key=_start_order)
         ended, n_shares = [], 0
-        completed_bytes, n_active_on = self._completed_bytes, self._n_active_on
+        completed_bytes, n_active_on, busy_since_s = self._completed_bytes, self._n_active_on, self._busy_since_s
         for flow in finished:
-            k = len(flow.paths)
-            if flow.share_bytes <= _DONE_BYTES:
-                keep = []
+            share_bytes = flow.share_bytes
+            if share_bytes <= _DONE_BYTES or max(flow.done_from) <= now_s:  # every share is done
+                keep = None
+                leaving = flow.paths
+                crossings = flow.crossings
             else:
                 keep = [i for i, t in enumerate(flow.done_from) if t > now_s]
-            leaving = flow.paths if not keep else tuple([path for i, path in enumerate(flow.paths) if i not in keep])
+                leaving = tuple([path for i, path in enumerate(flow.paths) if i not in keep])
+                crossings = self._crossings(leaving)
             for path in leaving:
-                completed_bytes[path] = completed_bytes.get(path, 0.0) + flow.share_bytes
-            for resource, count in self._crossings(leaving):
+                completed_bytes[path] = completed_bytes.get(path, 0.0) + share_bytes
+            for resource, count in crossings:
                 n = n_active_on[resource] - count
                 if n:
                     n_active_on[resource] = n
                 else:
                     del n_active_on[resource]
-                    self.busy_s[resource] += now_s - self._busy_since_s.pop(resource)
-            n_shares += k - len(keep)
+                    self.busy_s[resource] += now_s - busy_since_s.pop(resource)
+            n_shares += len(leaving)
             if keep:  # the other shares go on: they keep the flow's place in start order
                 self._rates.drop_shares(flow, keep)
                 flow.paths = tuple([flow.paths[i] for i in keep])
+                flow.crossings = self._crossings(flow.paths)
                 flow.left_bytes = [flow.left_bytes[i] for i in keep]
                 flow.since_s = [flow.since_s[i] for i in keep]
                 flow.finish = [flow.finish[i] for i in keep]
