@@ -131,6 +131,7 @@ def _lane(run: _Run, gpu: int, lane: str, actions: tuple[Action, ...], lane_ids:
     all_waits, all_hops = run.ids.waits, run.ids.hops
     finished, events = run.finished, run.events
     hop_s = inp.hop_s
+    routes: dict[tuple[str, int | None], tuple] = {}  # this lane's transfers by (kind, peer)
     for i, a in zip(lane_ids, actions):
         deps = all_waits[i]
         if deps:
@@ -159,7 +160,13 @@ def _lane(run: _Run, gpu: int, lane: str, actions: tuple[Action, ...], lane_ids:
         n_bytes = 0.0
         if how[0] == "move":
             n_bytes = how[1]
-            yield _transfer(env, inp.topology, net, gpu, a, n_bytes)  # type: ignore[arg-type]
+            route = routes.get((a.kind, a.peer))
+            if route is None:
+                route = routes[(a.kind, a.peer)] = _route(inp.topology, gpu, a)  # type: ignore[arg-type]
+            paths, n_paths, priority, latency_s = route
+            done = env.event()
+            net.start_flows(paths, n_bytes / n_paths, priority, latency_s, done.succeed)  # type: ignore[union-attr]
+            yield done
         elif how[0] == "host_step":
             # The host optimizer: its phases stream the layer's state through DRAM beside the DMA copies.
             for share, paths in how[1]:
@@ -239,14 +246,10 @@ def _all_of(env: simpy.Environment, events: list[simpy.Event]) -> simpy.Event:
     return joined
 
 
-def _transfer(env: simpy.Environment, topo: Topology, net: FlowNetwork, gpu: int, a: Action,
-              n_bytes: float) -> simpy.Event:
-    """The event that succeeds when transfer `a` has moved its bytes."""
-    priority = TRANSFER_PRIORITY[a.kind]
+def _route(topo: Topology, gpu: int, a: Action) -> tuple[tuple[tuple[str, ...], ...], int, int, float]:
+    """(paths, how many shares the bytes split into, priority, latency) of transfer `a` on `gpu`: a SEND
+    takes its one P2P path; host buffers are interleaved over sockets, one flow per socket."""
     paths = topo.paths_of(gpu, a.kind, a.peer)
-    done = env.event()
     if a.kind == "SEND":
-        net.start_flows(paths[:1], n_bytes, priority, topo.latency_s, done.succeed)
-    else:  # host buffers interleaved over sockets: one flow per socket
-        net.start_flows(paths, n_bytes / len(paths), priority, topo.latency_s, done.succeed)
-    return done
+        paths = paths[:1]
+    return paths, len(paths), TRANSFER_PRIORITY[a.kind], topo.latency_s
