@@ -150,7 +150,7 @@ def _lane(run: _Run, gpu: int, lane: str, actions: tuple[Action, ...], lane_ids:
                     ready = max(times[p][1] + hop_s for p in hops)  # type: ignore[index]
                     if ready > env.now:
                         yield env.timeout(ready - env.now)
-        start = env.now
+        start = env._now  # noqa: SLF001 (env.now is a property: a Python call per read)
         # Durations, bytes and host issue times depend on these fields only; microbatches and iterations
         # repeat them.
         shape = (a.kind, a.stage, a.phase, a.chunk)
@@ -179,7 +179,7 @@ def _lane(run: _Run, gpu: int, lane: str, actions: tuple[Action, ...], lane_ids:
                 yield _issued(env, net, d, *issue)  # type: ignore[arg-type]
             elif d > 0:
                 yield env.timeout(d)
-        end = env.now
+        end = env._now  # noqa: SLF001
         times[i] = (start, end)
         finished.append(i)
         ev = watched.pop(i, None)

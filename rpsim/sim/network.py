@@ -179,7 +179,7 @@ class FlowNetwork:
             self._busy_since_s[resource] = now_s
 
     def _start_all(self, flows: list[_LiveFlow]) -> None:
-        now_s = self.env.now
+        now_s = self.env._now  # noqa: SLF001 (the property costs a Python call; this runs per event)
         n_active_on, busy_since_s, live = self._n_active_on, self._busy_since_s, self._flows
         seq = self._next_seq
         for flow in flows:
@@ -223,11 +223,13 @@ class FlowNetwork:
 
     def _settle(self, _event: simpy.Event) -> None:
         self._settle_pending = False
-        self._complete_finished()
+        live = self._flows
+        if self._tiny_started or (live and min(map(_done_from_of, live.values())) <= self.env._now):  # noqa: SLF001
+            self._complete_finished()  # (the same test first, inline: usually no flow is done)
         self._reallocate()
 
     def _on_wake(self, event: simpy.Event) -> None:
-        if event.value != self._generation:
+        if event._value != self._generation:  # noqa: SLF001 (.value checks the event was triggered)
             return  # rates changed after this wake-up was scheduled
         self._wake_s = math.inf
         if self._complete_finished():
@@ -237,7 +239,7 @@ class FlowNetwork:
 
     def _complete_finished(self) -> int:
         """Complete the flows (shares) done at env.now, in start order; how many shares."""
-        now_s = self.env.now
+        now_s = self.env._now  # noqa: SLF001
         # Started since the last check, so not rated yet: done at once only if (next to) empty.
         finished = self._tiny_started
         if finished:
@@ -295,7 +297,7 @@ class FlowNetwork:
     def _reallocate(self) -> None:
         if not self._flows:
             return  # what the tracker marked stale has no flow left: its next settle finds nothing there
-        now_s = self.env.now
+        now_s = self.env._now  # noqa: SLF001
         for flow, rates in self._rates.settle():
             old_rates = flow.rates  # type: ignore[attr-defined]
             left, since, finish, done_from = flow.left_bytes, flow.since_s, flow.finish, flow.done_from  # type: ignore[attr-defined]
@@ -331,7 +333,7 @@ class FlowNetwork:
             return  # every flow starved (positive capacities rule it out), or that wake-up is pending
         self._generation += 1
         self._wake_s = finish_s
-        now_s = self.env.now
+        now_s = self.env._now  # noqa: SLF001
         self.env.timeout(max(finish_s - now_s, 0.0), value=self._generation).callbacks.append(self._on_wake)
 
     def _check_transfer(self, path: tuple[str, ...], n_bytes: float, latency_s: float) -> None:
