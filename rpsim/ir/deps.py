@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,8 +101,8 @@ class DependencyFacts:
 
     nodes: list[Node]
     lanes: list[list[int]]
-    waits: list[tuple[int, ...]]
-    hops: list[tuple[int, ...]]
+    waits: Sequence[Sequence[int]]
+    hops: Sequence[Sequence[int]]
     acyclic: bool
     hop_edges: list[tuple[Node, Node]]
     edges: dict[tuple[int, int], dict[str, Any]]  # (u id, v id) -> attributes, in insertion order
@@ -150,17 +151,23 @@ class _Edges:
                     ready.append(v)
         return done == n
 
-    def waits(self, n: int) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    def waits(self, n: int) -> tuple[list[list[int]], list[list[int]] | list[tuple[()]]]:
         """Per node id: the ids it waits on across lanes (its non-lane predecessors, in predecessor order),
         and those of them whose edge carries hop=True."""
         waits: list[list[int]] = [[] for _ in range(n)]
+        attrs = self.attrs
+        if not self.any_hop:
+            for (u, v), d in attrs.items():
+                if d["why"] != "lane":
+                    waits[v].append(u)
+            return waits, [()] * n
         hops: list[list[int]] = [[] for _ in range(n)]
-        for (u, v), d in self.attrs.items():
+        for (u, v), d in attrs.items():
             if d["why"] != "lane":
                 waits[v].append(u)
                 if d.get("hop"):
                     hops[v].append(u)
-        return [tuple(w) for w in waits], [tuple(h) for h in hops]
+        return waits, hops
 
     def hop_edges(self, nodes: list[Node]) -> list[tuple[Node, Node]]:
         """The edges with hop=True, in the graph's edge order (by source node, then insertion)."""
