@@ -310,7 +310,10 @@ class FlowNetwork:
                 left_bytes = left[i]
                 elapsed_s = now_s - since[i]
                 if elapsed_s > 0:  # (re-rated at its start instant: nothing moved)
-                    left[i] = left_bytes = max(left_bytes - old_rate * elapsed_s, 0.0)
+                    left_bytes -= old_rate * elapsed_s
+                    if left_bytes < 0.0:  # max(left_bytes, 0.0) without the builtin call
+                        left_bytes = 0.0
+                    left[i] = left_bytes
                 since[i] = now_s
                 if rate > 0:
                     finish[i] = now_s + left_bytes / rate
