@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rpsim.costs.cpu_optimizer import cpu_optimizer_rates
+from rpsim.gc_pause import gc_paused
 from rpsim.ir import CPU, Plan
 from rpsim.ir.deps import dependency_facts
 from rpsim.metrics import summarize
@@ -34,7 +35,15 @@ def cost_context(plan: Plan, sc: Scenario) -> CostContext:
 
 def simulate(plan: Plan, sc: Scenario, stop_at_steady: bool = True) -> SimResult:
     """`stop_at_steady`: an async plan's run stops once its iteration time converged (rpsim.sim.steady);
-    the result's plan then holds the iterations simulated, and metrics say how many of how many."""
+    the result's plan then holds the iterations simulated, and metrics say how many of how many.
+    The cyclic garbage collector is paused meanwhile (rpsim.gc_pause: a run allocates ~10^5-10^6
+    long-lived acyclic objects, which every full collection rescanned; no figure depends on it), as
+    `rpsim` commands pause it for their whole run: library callers (experiments, benchmarks) get the same."""
+    with gc_paused():
+        return _simulate(plan, sc, stop_at_steady)
+
+
+def _simulate(plan: Plan, sc: Scenario, stop_at_steady: bool) -> SimResult:
     graph = dependency_facts(plan)
     ctx = cost_context(plan, sc)
     topo = build_topology(sc.server, sc.profile) if plan.level == "pcie" else None
