@@ -44,6 +44,8 @@ LOOSE_MARGIN = 1e-9
 # A running load within this fraction of the margin is re-summed exactly: running sums drift by float
 # rounding (~1e-16 per update, relative to the largest term), so far less than this over any run.
 RESUM_BAND = 1e-6
+# Below this many active flows a Python loop beats map/compress scans (measured: 0.8 vs 3.5 us at 2 flows).
+SMALL_MIX = 24
 
 
 class Bundle(Protocol):
@@ -208,15 +210,22 @@ class IncrementalRates:
         """Adopt the full solution `rates` of the active flows (in start order), with the loads it puts on
         the summed resources. A loose resource it brings near capacity turns tight (tight is always exact;
         no rate may stay bound by a loose resource, since settles do not re-solve through one)."""
-        old_rates = self._rate
-        differs = list(map(ne, map(old_rates.get, self._active), rates))  # in C: most rates repeat
-        ids = list(compress(self._active, differs))
-        if ids:
-            new_rates = list(compress(rates, differs))
-            old_rates.update(zip(ids, new_rates))
-            updates = list(zip(map(self._active.__getitem__, ids), new_rates))
-        else:
+        old_rates, active = self._rate, self._active
+        if len(active) < SMALL_MIX:  # a plain loop: the C idiom below costs ~3 us to set up
             updates = []
+            for (flow_id, flow), new in zip(active.items(), rates):
+                if old_rates.get(flow_id) != new:
+                    old_rates[flow_id] = new
+                    updates.append((flow, new))
+        else:
+            differs = list(map(ne, map(old_rates.get, active), rates))  # in C: most rates repeat
+            ids = list(compress(active, differs))
+            if ids:
+                new_rates = list(compress(rates, differs))
+                old_rates.update(zip(ids, new_rates))
+                updates = list(zip(map(active.__getitem__, ids), new_rates))
+            else:
+                updates = []
         self._load.update(loads)  # resources no active flow crosses were zeroed by their last end
         if near:
             self._loose.difference_update(near)
