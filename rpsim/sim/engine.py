@@ -185,8 +185,7 @@ def _lane(run: _Run, gpu: int, lane: str, actions: tuple[Action, ...], lane_ids:
         ev = watched.pop(i, None)
         if ev is not None:
             ev.succeed()
-        events.append(TraceEvent(gpu=gpu, lane=lane, action=str(a), kind=a.kind, stage=a.stage, mb=a.mb, it=a.it,
-                                 start_s=start, end_s=end, bytes=n_bytes))
+        events.append(TraceEvent(gpu, lane, str(a), a.kind, a.stage, a.mb, a.it, start, end, n_bytes))
         if steady is not None:
             steady.finished(a, lane, end)
 
