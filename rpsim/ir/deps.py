@@ -23,15 +23,16 @@ import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from rpsim.errors import PlanError
 from rpsim.ir.action import COMPUTE_KINDS, WEIGHT_GRAD_KINDS, Action
 from rpsim.ir.dataflow import EITHER_BACKWARD, inputs_of, uses_split_backward
 from rpsim.ir.jobs import Job, jobs_of, stages_are_resident
 from rpsim.ir.plan import CPU, Plan
+
+if TYPE_CHECKING:
+    import networkx as nx  # imported where a networkx graph is made: `rpsim compare` never needs one
 
 DEPS_VERSION = 1
 Node = tuple[int, Action]
@@ -214,6 +215,8 @@ def _networkx_graph(facts: DependencyFacts) -> nx.DiGraph:
     (G._node, G._succ, G._pred: node -> neighbour -> attributes), in the order add_node and add_edge would
     give: their checks, and hashing each node several times per edge, were half of building a 10^5-edge
     graph."""
+    import networkx as nx
+
     g = nx.DiGraph()
     nodes = facts.nodes
     n = len(nodes)
@@ -385,6 +388,8 @@ def _window_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], edges: _E
 def check_acyclic(plan: Plan) -> None:
     if dependency_facts(plan).acyclic:  # found out while building
         return
+    import networkx as nx
+
     try:
         cycle = nx.find_cycle(dependency_graph(plan))
     except nx.NetworkXNoCycle:

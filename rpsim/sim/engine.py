@@ -9,8 +9,8 @@ order (lanes sorted by (gpu, name)) and so deterministic.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import simpy
 
 from rpsim.ir import Action, Plan
@@ -22,6 +22,9 @@ from rpsim.sim.network import FlowNetwork
 from rpsim.sim.steady import SteadyWatch
 from rpsim.sim.topology import TRANSFER_PRIORITY, Topology
 from rpsim.sim.trace import Trace, TraceEvent
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 Node = tuple[int, Action]
 # The memory controller serves the CPU's loads and the DMA engines' requests without RoundPipe's
