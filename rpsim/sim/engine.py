@@ -36,7 +36,7 @@ ISSUE_PRIORITY = 0  # alone on its resource: the class only keeps the rates rule
 @dataclass(frozen=True)
 class EngineInputs:
     plan: Plan
-    graph: DependencyFacts | nx.DiGraph  # rpsim.ir.deps.dependency_facts(plan), or any graph of its nodes
+    graph: DependencyFacts | nx.DiGraph  # rpsim.ir.deps.dependency_facts(plan), or dependency_graph(plan)
     costs: CostContext
     topology: Topology | None  # None below the pcie level: no transfers exist
     hop_s: float = 0.0
@@ -57,7 +57,7 @@ def run_engine(inp: EngineInputs) -> EngineRun:
     if inp.topology is not None:
         t = inp.topology
         net = FlowNetwork(env, t.capacity_bytes_per_s, t.duplex_pairs, t.duplex_factor)
-    ids = _wait_lists(inp.plan, inp.graph)
+    ids = _wait_lists(inp.graph)
     # Completion events exist only for actions another lane waits on (created by the first waiter);
     # an action's own lane needs none. Unwatched events had no effect but cost a queue step each.
     watched: dict[int, simpy.Event] = {}
@@ -100,29 +100,15 @@ class _Run:
     steady: SteadyWatch | None
 
 
-def _wait_lists(plan: Plan, graph: DependencyFacts | nx.DiGraph) -> DependencyFacts:
-    """The graph by node id (rpsim.ir.deps records it while building; derived here for other graphs)."""
+def _wait_lists(graph: DependencyFacts | nx.DiGraph) -> DependencyFacts:
+    """The graph by node id: rpsim.ir.deps records it while building, and its networkx graphs carry it."""
     if isinstance(graph, DependencyFacts):
         return graph
-    known = graph.graph.get("facts")
-    if known is not None:
-        return known  # type: ignore[no-any-return]
-    nodes: list[Node] = []
-    lanes: list[list[int]] = []
-    id_of: dict[Node, int] = {}
-    for (gpu, _lane), actions in sorted(plan.lanes.items()):
-        lane = []
-        for a in actions:
-            i = id_of.setdefault((gpu, a), len(nodes))
-            if i == len(nodes):
-                nodes.append((gpu, a))
-            lane.append(i)
-        lanes.append(lane)
-    pred = graph._pred  # noqa: SLF001 (node -> {predecessor: edge attributes}; the view costs 3x)
-    waits = [tuple(id_of[p] for p, edge in pred[node].items() if edge.get("why") != "lane") for node in nodes]
-    hops = [tuple(id_of[p] for p, edge in pred[node].items() if edge.get("why") != "lane" and edge.get("hop"))
-            for node in nodes]
-    return DependencyFacts(nodes, lanes, waits, hops, True, [], {})
+    facts = graph.graph.get("facts")
+    if facts is None:
+        raise TypeError("EngineInputs.graph must be rpsim.ir.deps.dependency_facts(plan) or a graph made by "
+                        "rpsim.ir.deps (it carries them)")
+    return facts  # type: ignore[no-any-return]
 
 
 def _event_order(e: TraceEvent) -> tuple:
