@@ -7,7 +7,8 @@ It replays the committed plans of experiments/data/e03 with rpexec's run_plan, a
 (bf16, blocks of the plan's iterations), and records per run:
 - the allocated bytes on each GPU before the run (after reset_peak_memory_stats: what earlier runs of the
   same process left allocated counts in e03's measured peak), the run's max_memory_allocated, and what is
-  still allocated after it (after gc.collect, then after freeing cuBLAS's per-(handle, stream) workspaces);
+  still allocated after it (what the next run of e03 started with); at the "clear" steps, what all earlier
+  runs left: in all, after gc.collect, and after freeing cuBLAS's per-(handle, stream) workspaces;
 - for every action, on its lane's host thread: perf_counter and torch.cuda.memory_allocated before and
   after the handler (host issue time: the caching allocator counts a tensor when the host allocates it and
   uncounts it when the host drops it, not when the GPU uses it);
@@ -16,11 +17,13 @@ It replays the committed plans of experiments/data/e03 with rpexec's run_plan, a
   each host thread was running at that moment (the snapshot itself is not kept: it is large).
 
 Runs, in this order, in one process:
-  1. llama-2.8b roundpipe-sync on 1 GPU, 2 blocks, with history; then cuBLAS's workspaces are freed;
+  1. llama-1.8b roundpipe-sync on 1 GPU, 1 block, with history (its host pools' warm-up alone takes
+     20 s); then cuBLAS's workspaces are freed;
   2. llama-0.7b on 1 GPU: gpipe, 1f1b, interleaved, roundpipe-sync, roundpipe; on 2 GPUs: gpipe, 1f1b,
-     interleaved, 1 block each, no history: e03's order before its 2-GPU roundpipe-sync run (e03 also ran
-     `rpexec profile` first), so that run starts with what they left allocated, as in e03;
-  3. llama-0.7b roundpipe-sync on 2 GPUs, 4 blocks as in e03, with history.
+     interleaved, 1 block each, no history: e03's order before its 2-GPU roundpipe-sync run, so that run
+     starts with what they left allocated, as in e03 (whose runs shared one process);
+  3. llama-0.7b roundpipe-sync on 2 GPUs, 4 blocks as in e03, with history; cuBLAS workspaces freed;
+  4. llama-2.8b roundpipe-sync on 1 GPU, 1 block, with history, if time is left (26 s of warm-up).
 Each run writes $OUT/<run>.json (with its GPU-timed trace) as soon as it ends, and summary.json; a run is
 not started once its share of --budget-s has passed."""
 from __future__ import annotations
@@ -40,12 +43,13 @@ sys.path.insert(0, str(ROOT))
 
 E03 = ROOT / "experiments" / "data" / "e03"
 # (run, blocks, with history, start it only before this fraction of --budget-s has passed)
-SEQUENCE = [("llama-2.8b-roundpipe-sync-1gpu", 2, True, 0.40), ("clear", 0, False, 1.0),
-            ("llama-0.7b-gpipe-1gpu", 1, False, 0.70), ("llama-0.7b-1f1b-1gpu", 1, False, 0.70),
-            ("llama-0.7b-interleaved-1gpu", 1, False, 0.70), ("llama-0.7b-roundpipe-sync-1gpu", 1, False, 0.70),
-            ("llama-0.7b-roundpipe-1gpu", 1, False, 0.70), ("llama-0.7b-gpipe-2gpu", 1, False, 0.75),
-            ("llama-0.7b-1f1b-2gpu", 1, False, 0.75), ("llama-0.7b-interleaved-2gpu", 1, False, 0.75),
-            ("llama-0.7b-roundpipe-sync-2gpu", 4, True, 0.92), ("clear", 0, False, 1.0)]
+SEQUENCE = [("llama-1.8b-roundpipe-sync-1gpu", 1, True, 0.30), ("clear", 0, False, 1.0),
+            ("llama-0.7b-gpipe-1gpu", 1, False, 0.55), ("llama-0.7b-1f1b-1gpu", 1, False, 0.55),
+            ("llama-0.7b-interleaved-1gpu", 1, False, 0.55), ("llama-0.7b-roundpipe-sync-1gpu", 1, False, 0.55),
+            ("llama-0.7b-roundpipe-1gpu", 1, False, 0.55), ("llama-0.7b-gpipe-2gpu", 1, False, 0.6),
+            ("llama-0.7b-1f1b-2gpu", 1, False, 0.6), ("llama-0.7b-interleaved-2gpu", 1, False, 0.6),
+            ("llama-0.7b-roundpipe-sync-2gpu", 4, True, 0.75), ("clear", 0, False, 1.0),
+            ("llama-2.8b-roundpipe-sync-1gpu", 1, True, 0.62)]
 GiB = 2**30
 
 
@@ -157,8 +161,7 @@ def run_one(name: str, blocks: int, history: bool, log: ActionLog, devices: dict
     from rpsim.ir.planio import load_plan
     plan = load_plan(E03 / f"{name}-plan.json")
     n = torch.cuda.device_count()
-    gc.collect()
-    for d in range(n):
+    for d in range(n):  # as e03 --measure: no gc.collect() between runs
         torch.cuda.reset_peak_memory_stats(d)
     baseline = [float(torch.cuda.memory_allocated(d)) for d in range(n)]
     if history:
@@ -176,8 +179,7 @@ def run_one(name: str, blocks: int, history: bool, log: ActionLog, devices: dict
     if history:
         torch.cuda.memory._record_memory_history(enabled=None)
     del result
-    gc.collect()
-    after = [float(torch.cuda.memory_allocated(d)) for d in range(n)]
+    after = [float(torch.cuda.memory_allocated(d)) for d in range(n)]  # what e03's next run started with
     measured = json.loads((E03 / f"{name}-trace.json").read_text())["meta"]["peak_gpu_mem_bytes"]
     rec = {"run": name, "blocks": blocks, "wall_s": wall, "baseline_gib": [b / GiB for b in baseline],
            "peak_gib": [p / GiB for p in peaks], "peak_minus_baseline_gib": [(p - b) / GiB for p, b in zip(peaks, baseline)],
@@ -194,18 +196,23 @@ def run_one(name: str, blocks: int, history: bool, log: ActionLog, devices: dict
     return rec
 
 
-def clear_workspaces(out: Path) -> dict:
+def clear_workspaces(out: Path, step: int) -> dict:
+    """What the runs so far left allocated: in all, after gc.collect() (what only reference cycles
+    held), and after freeing cuBLAS's workspaces (one per handle and stream that ran a GEMM)."""
     import torch
     n = torch.cuda.device_count()
+
+    def allocated() -> list[float]:
+        return [float(torch.cuda.memory_allocated(d)) / GiB for d in range(n)]
+    rec: dict = {"step": step, "left_allocated_gib": allocated()}
     gc.collect()
-    before = [float(torch.cuda.memory_allocated(d)) for d in range(n)]
+    rec["after_gc_collect_gib"] = allocated()
     clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
     if clear is not None:
         clear()
-    after = [float(torch.cuda.memory_allocated(d)) for d in range(n)]
-    rec = {"allocated_before_clear_gib": [b / GiB for b in before], "allocated_after_clear_gib": [a / GiB for a in after],
-           "cleared": clear is not None}
-    write_json(out / "clear-cublas-workspaces.json", rec)
+    rec["after_clearing_cublas_workspaces_gib"] = allocated()
+    rec["cleared"] = clear is not None
+    write_json(out / f"clear-{step}.json", rec)
     return rec
 
 
@@ -227,14 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     log.install()
     devices = capture_devices()
     summary = []
-    for name, blocks, history, start_before in SEQUENCE:
+    for step, (name, blocks, history, start_before) in enumerate(SEQUENCE):
         if a.skip_sequence and not history and name != "clear":
             continue
         if time.perf_counter() - started > start_before * a.budget_s:
             summary.append({"run": name, "skipped": "over --budget-s"})
             continue
         if name == "clear":
-            summary.append(clear_workspaces(out))
+            summary.append(clear_workspaces(out, step))
             continue
         if torch.cuda.device_count() < int(name.rsplit("-", 1)[1].removesuffix("gpu")):
             summary.append({"run": name, "skipped": "not enough GPUs"})
