@@ -12,7 +12,7 @@ It replays the committed plans of experiments/data/e03 with rpexec's run_plan, a
 - for every action, on its lane's host thread: perf_counter and torch.cuda.memory_allocated before and
   after the handler (host issue time: the caching allocator counts a tensor when the host allocates it and
   uncounts it when the host drops it, not when the GPU uses it);
-- with torch.cuda.memory._record_memory_history on the runs named in --history: the live blocks at each
+- with torch.cuda.memory._record_memory_history, on the runs marked so below: the live blocks at each
   GPU's allocated peak, grouped by the allocating Python frame, stream (lane) and size, with the actions
   each host thread was running at that moment (the snapshot itself is not kept: it is large).
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from rpsim.ir import CPU, Action, Plan
-from rpsim.ir.action import COMPUTE_KINDS, INPUT_GRAD_KINDS
+from rpsim.ir.action import COMPUTE_KINDS, INPUT_GRAD_KINDS, WEIGHT_GRAD_KINDS
 from rpsim.ir.jobs import jobs_of, residency
 from rpsim.sim.action_costs import CostContext, boundary_bytes, saved_inside_bytes, transfer_bytes
 from rpsim.sim.trace import Trace
@@ -50,9 +50,10 @@ def memory_timeline(plan: Plan, trace: Trace, ctx: CostContext, timed: Timed | N
     deltas: dict[int, list[tuple[float, float]]] = defaultdict(list)
     resident = residency(plan) == "resident" and plan.level == "pcie"
     _model_states(plan, ctx, resident, deltas)
+    makes_grads: frozenset[tuple] = frozenset()
     if plan.level == "pcie" and not resident:
-        _streamed_buffers(plan, ctx, timed, deltas)
-    _activations(plan, ctx, timed, deltas)
+        makes_grads = _streamed_buffers(plan, ctx, timed, deltas)
+    _activations(plan, ctx, timed, deltas, makes_grads)
     steps = {}
     for device, items in deltas.items():
         items.sort()  # by (time, delta): frees before allocations at the same instant
@@ -76,19 +77,28 @@ def _model_states(plan: Plan, ctx: CostContext, resident: bool, deltas: dict) ->
         deltas[CPU].append((0.0, sum(x.weight_bytes + x.grad_bytes + x.optim_bytes for x in layers)))
 
 
-def _streamed_buffers(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> None:
-    """A layer's weights live from its LOAD's start to its job's FREE's end; its gradient from the job's
-    first backward start to its OFFLOAD's end. Walks the timed transfers once, matching them to jobs by
-    fields (not one Action built per job and layer)."""
+def _streamed_buffers(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> frozenset[tuple]:
+    """A layer's weights live from its LOAD's start to its job's FREE's end; its gradient from the moment
+    the job's first weight-gradient action computes it to its OFFLOAD's end. A B or FB computes each
+    layer's gradient as its backward walk reaches the layer (autograd allocates .grad then), so the job's
+    gradients are counted from that action's end, and the action's own working set carries the ones it
+    has made before its peak (_shape); a W's from its start. Returns those B and FB actions, keyed
+    (gpu, kind, stage, mb, it). Walks the timed transfers once, matching them to jobs by fields (not one
+    Action built per job and layer)."""
     layers = ctx.costs.layers
-    jobs: dict[tuple, tuple[int, int, float | None]] = {}  # (gpu, phase, stage, mb, it) -> lo, hi, bwd start
+    jobs: dict[tuple, tuple[int, int, float | None]] = {}  # (gpu, phase, stage, mb, it) -> lo, hi, grads from
+    makes_grads = set()
     for gpu in range(plan.n_gpus):
         for job in jobs_of(plan, gpu):
             lo, hi = plan.partition.ranges(job.phase)[job.stage]
-            first_bwd = next((a for a in job.actions if a.kind != "F"), None)
-            timed_bwd = timed.get((gpu, first_bwd)) if first_bwd is not None else None
-            bwd_start = timed_bwd[0] if timed_bwd is not None else None
-            jobs[(gpu, job.phase, job.stage, job.first_mb, job.it)] = (lo, hi, bwd_start)
+            first = next((a for a in job.actions if a.kind in WEIGHT_GRAD_KINDS), None)
+            timed_first = timed.get((gpu, first)) if first is not None else None
+            grads_from = None
+            if first is not None and timed_first is not None:
+                grads_from = timed_first[0] if first.kind == "W" else timed_first[1]
+                if first.kind != "W":
+                    makes_grads.add((gpu, first.kind, first.stage, first.mb, first.it))
+            jobs[(gpu, job.phase, job.stage, job.first_mb, job.it)] = (lo, hi, grads_from)
     freed = {(gpu, a.phase, a.stage, a.mb, a.it): e
              for (gpu, a), (_s, e) in timed.items() if a.kind == "FREE"}
     for (gpu, a), (s, e) in timed.items():
@@ -104,9 +114,10 @@ def _streamed_buffers(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) 
         else:
             assert span[2] is not None, f"{a} offloads gradients of a job with no backward"
             deltas[gpu] += [(span[2], x.grad_bytes), (e, -x.grad_bytes)]
+    return frozenset(makes_grads)
 
 
-def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> None:
+def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict, makes_grads: frozenset[tuple]) -> None:
     keep_all = plan.recompute == "none"
     last_use: dict[tuple[int, int], float] = defaultdict(float)  # (mb, it) -> end of its last compute
     # Keyed by (gpu, partition phase, stage, mb, it), not by a guessed producer Action: the producer of
@@ -132,13 +143,15 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
             computes.append(item)
         elif kind == "ACT_IN":
             activations.append(item)
-    shapes: dict[tuple[str, int], _Shape] = {}  # the bytes of a (kind, stage): the same every microbatch
+    # The bytes of a (kind, stage, whether it makes its job's gradients): the same every microbatch.
+    shapes: dict[tuple[str, int, bool], _Shape] = {}
     for (gpu, a), (s, e) in computes:
         kind = a.kind
         stage, mb, it = a.stage, a.mb, a.it
-        shape = shapes.get((kind, stage))  # type: ignore[arg-type]
+        grads = bool(makes_grads) and (gpu, kind, stage, mb, it) in makes_grads
+        shape = shapes.get((kind, stage, grads))  # type: ignore[arg-type]
         if shape is None:
-            shape = shapes[(kind, stage)] = _shape(ctx, kind, stage, keep_all)  # type: ignore[index,arg-type]
+            shape = shapes[(kind, stage, grads)] = _shape(ctx, kind, stage, keep_all, grads)  # type: ignore[index,arg-type]
         d = deltas[gpu]
         if kind == "F":
             if keep_all:
@@ -152,7 +165,9 @@ def _activations(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> No
         else:
             d += [(s, shape.work), (e, -shape.work)]
             if kind != "W":  # W computes weight gradients only; its stage's I produced the input gradient
-                d += [(s, shape.out), (moved.get((gpu, "B", stage, mb, it), e), -shape.out)]
+                # The input gradient is the backward walk's last product (the bottom layer's): from the
+                # end of the action, when its working set is gone, until moved.
+                d += [(e, shape.out), (max(e, moved.get((gpu, "B", stage, mb, it), e)), -shape.out)]
             if kind == "I":
                 w_end = ends[(gpu, "W", stage, mb, it, None, None, None)]
                 d += [(e, shape.keep), (w_end, -shape.keep)]
@@ -181,7 +196,7 @@ class _Shape:
     keep: float
 
 
-def _shape(ctx: CostContext, kind: str, stage: int, keep_all: bool) -> _Shape:
+def _shape(ctx: CostContext, kind: str, stage: int, keep_all: bool, makes_grads: bool = False) -> _Shape:
     layers = ctx.costs.layers
     lo, hi = ctx.plan.partition.ranges("F" if kind == "F" else "B")[stage]
     span = layers[lo:hi]
@@ -202,14 +217,41 @@ def _shape(ctx: CostContext, kind: str, stage: int, keep_all: bool) -> _Shape:
     # the recompute), or one layer at a time from saved inputs (layer grain: rpexec
     # handlers._backward_per_layer; the roundpipe library's run_backward, recompute_grain="layer").
     whole_stage = not keep_all and (kind == "FB" or (kind in ("B", "I") and ctx.plan.recompute != "layer"))
-    if keep_all:  # the saved activations are held since F; the largest transient on top
-        work = max(x.activation_bytes for x in span)
-    elif whole_stage:
-        work = all_bytes + max(x.backward_extra_bytes for x in span)
-    else:
-        work = max(x.activation_bytes + x.backward_extra_bytes for x in span)
+    grain = "kept" if keep_all else "stage" if whole_stage else "layer"
+    work = backward_peak_bytes([x.activation_bytes for x in span], [x.backward_extra_bytes for x in span],
+                               [x.grad_bytes for x in span] if makes_grads else [0.0] * len(span), grain)
     held = held_for_w(ctx, lo, hi, all_bytes) if kind == "I" else 0.0
     return _Shape(work, boundary_bytes(ctx, lo), held)
+
+
+def backward_peak_bytes(saved: list[float], extra: list[float], grads: list[float], grain: str) -> float:
+    """The most a backward over a stage's layers (bottom first in the lists) holds at once beyond what it
+    keeps for later, walking the layers from the top as autograd does. At layer j it holds its saved
+    activations and its backward's transient (extra[j]), with the gradients of the layers above already
+    made (`grads`: zeros when the job's gradients exist already, from an earlier microbatch):
+    - "stage": a whole-stage recompute (and FB) saved every layer's activations; layer j's backward frees
+      its own, so the layers j and below are still held: with the head on top the peak is the head's
+      loss backward over every saved activation, not that plus a layer's transient;
+    - "layer": one layer recomputed at a time from its saved input: layer j's alone;
+    - "kept": recompute none: the forward's saved activations are counted until the backward ends (F's
+      work), the largest layer's on top as the transient; the gradients made before layer j add only what
+      they exceed the activations the layers above have already freed."""
+    best = 0.0
+    saved_below = sum(saved)
+    grads_above = saved_above = 0.0
+    top = max(saved, default=0.0)
+    for j in range(len(saved) - 1, -1, -1):
+        if grain == "stage":
+            level = saved_below + extra[j] + grads_above
+        elif grain == "layer":
+            level = saved[j] + extra[j] + grads_above
+        else:
+            level = top + max(0.0, grads_above - saved_above)
+        best = max(best, level)
+        saved_below -= saved[j]
+        saved_above += saved[j]
+        grads_above += grads[j]
+    return best
 
 
 def held_for_w(ctx: CostContext, lo: int, hi: int, stage_activation_bytes: float) -> float:
