@@ -29,7 +29,7 @@ TOLERANCE = 0.10
 #   what earlier runs left allocated. In the 0.7B group the measured-minus-predicted residual grows by
 #   0.03-0.06 GiB per earlier run on the same GPU, for fixed placements too: 0.07, 0.13, 0.16 GiB on one
 #   GPU (gpipe, 1f1b, interleaved), 0.44-0.53 on GPU 0 and 0.00, 0.13, 0.19 on GPU 1 of the 2-GPU runs
-#   that followed, consistent with torch's cuBLAS workspace (32 MiB on sm90) kept per (thread handle,
+#   that followed, consistent with torch's cuBLAS workspace (tens of MiB) kept per (thread handle,
 #   CUDA stream) that ran a GEMM, two per run and GPU here (the compute lane's thread and autograd's),
 #   never freed until torch._C._cuda_clearCublasWorkspaces(); this run is GPU 0's ninth.
 #   benchmarks/memory_timeline_probe.py measures what earlier runs leave (GPU only).
