@@ -220,3 +220,38 @@ def test_what_w_needs_stays_from_its_i_until_w_ends(recompute):
     grads = 0.0 if recompute == "none" else sum(x.input_bytes for x in layers[1:n])
     assert level[2.0] == pytest.approx(sum(x.activation_bytes for x in layers) + grads, rel=1e-12)
     assert level[6.0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_streamed_jobs_gradients_appear_as_its_first_backward_makes_them():
+    """A job of two microbatches on a stateless GPU (RoundPipe-sync, stage 2 = layers 5-6), timed by hand:
+    LOADs [0, 1] and [1, 2], backwards [3, 4] and [5, 6], FREE [6, 6.1], OFFLOADs [6.5, 7] and [7, 7.5].
+    The first backward walks from layer 6 (all activations, its transient) to layer 5 (its activations,
+    its transient, layer 6's gradient just made); the gradients then stay until downloaded, and the
+    second backward runs on top of them."""
+    sc = _tiny(2, 2)
+    plan = make_plan(sc, PlanRequest("roundpipe-sync", fidelity="pcie"))
+    b0, b1 = Action("B", 2, 0, 0), Action("B", 2, 1, 0)
+    assert plan.partition.bwd[2] == (5, 7) and (b0, b1) == tuple(plan.lane(0, "compute")[3:5])
+    x5, x6 = sc.costs.layers[5:7]
+
+    def ev(a: Action, lane: str, s: float, e: float) -> TraceEvent:
+        return TraceEvent(gpu=0, lane=lane, action=str(a), kind=a.kind, stage=a.stage, mb=a.mb, it=a.it,
+                          start_s=s, end_s=e)
+
+    load = [Action("LOAD", 2, 0, 0, "B", chunk=c) for c in (5, 6)]
+    offload = [Action("OFFLOAD", 2, 0, 0, "B", chunk=c) for c in (5, 6)]
+    trace = Trace((ev(load[0], "param_h2d", 0, 1), ev(load[1], "param_h2d", 1, 2), ev(b0, "compute", 3, 4),
+                   ev(b1, "compute", 5, 6), ev(Action("FREE", 2, 0, 0, "B"), "compute", 6, 6.1),
+                   ev(offload[0], "grad_d2h", 6.5, 7), ev(offload[1], "grad_d2h", 7, 7.5)))
+    mem = memory_timeline(plan, trace, cost_context(plan, sc))
+    weights, grads = x5.weight_bytes + x6.weight_bytes, x5.grad_bytes + x6.grad_bytes
+    top = x5.activation_bytes + x6.activation_bytes + x6.backward_extra_bytes
+    first = max(top, x5.activation_bytes + x5.backward_extra_bytes + x6.grad_bytes)
+    later = max(top, x5.activation_bytes + x5.backward_extra_bytes)
+    assert level_at(mem, 0, 0.5) == pytest.approx(x5.weight_bytes)  # a layer's weights from its LOAD's start
+    assert level_at(mem, 0, 3.5) == pytest.approx(weights + first)
+    assert level_at(mem, 0, 4.5) == pytest.approx(weights + grads)
+    assert level_at(mem, 0, 5.5) == pytest.approx(weights + grads + later)
+    assert level_at(mem, 0, 6.3) == pytest.approx(grads)
+    assert level_at(mem, 0, 7.2) == pytest.approx(x6.grad_bytes)
+    assert level_at(mem, 0, 8.0) == pytest.approx(0.0, abs=1e-6)
