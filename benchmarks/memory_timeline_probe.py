@@ -1,5 +1,5 @@
 """GPU ONLY (2 x H200): what rpexec's measured peak GPU memory is made of, for the e03 runs whose peak
-rpsim misses by more than 10% (issue 14, item 4; tests/test_e03_memory.py UNEXPLAINED):
+rpsim missed by more than 10% in session 4's data (issue 14, item 4; tests/test_e03_memory.py):
 
     python3 benchmarks/memory_timeline_probe.py --out "$OUT"        # about 100 s on 2 x H200
 
