@@ -135,13 +135,15 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
     interp = Interpreter(full, dependency_graph(full), run_ctx, opts.watchdog_s,
                          Fault.parse(opts.fault) if opts.fault else None, stop=opts.stop,
                          blocking_sync=opts.blocking_sync)
-    threads_before = torch.get_num_threads()
-    if opts.optimizer_threads:
-        torch.set_num_threads(opts.optimizer_threads)
-    try:
+    if opts.optimizer_threads is None:  # torch's own threads: the path the GPU tests ran
         interp.run()
-    finally:
-        torch.set_num_threads(threads_before)
+    else:
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(opts.optimizer_threads)
+        try:
+            interp.run()
+        finally:
+            torch.set_num_threads(threads_before)
     events = measured_events(interp, devices)
     peaks = [float(torch.cuda.max_memory_allocated(d.device)) if d.is_cuda else 0.0 for d in devices.values()]
     losses = {k: float(v) for k, v in ctx.losses.items()}
