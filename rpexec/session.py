@@ -2,6 +2,7 @@
 each block of iterations, and collect losses, captured gradients and the measured trace."""
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field, replace
 
@@ -135,6 +136,7 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
     interp = Interpreter(full, dependency_graph(full), run_ctx, opts.watchdog_s,
                          Fault.parse(opts.fault) if opts.fault else None, stop=opts.stop,
                          blocking_sync=opts.blocking_sync)
+    threads_in_run = opts.optimizer_threads or torch.get_num_threads()
     if opts.optimizer_threads is None:  # torch's own threads: the path the GPU tests ran
         interp.run()
     else:
@@ -153,6 +155,7 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
                    "gpu_name": gpu_names[0] if gpu_names else "cpu",
                    "model": model.name, "n_gpus": plan.n_gpus, "peak_gpu_mem_bytes": peaks,
                    "server": str(plan.setup.get("server", "")), "warmup_s": warm,
+                   "host_cores": os.cpu_count() or 1, "optimizer_threads": threads_in_run,
                    "steady_iterations": steady_iterations(plan, opts.blocks * plan.n_iters, bool(warm))})
     pools = {"gradients": host.grad_pool.allocated_bytes, "activations": ctx.act_pool.allocated_bytes}
     return RunResult(losses, host.captured, trace, host.load_log, peaks, pools)
