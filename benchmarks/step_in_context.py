@@ -172,9 +172,12 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.layer_rates:
-        rows = layer_step_rates(torch.bfloat16, "cuda", reps=3)
-        for row in rows:
-            print(json.dumps(row), flush=True)
+        rows = []
+        for threads in [int(x) for x in a.threads.split(",") if x] or [torch.get_num_threads()]:
+            torch.set_num_threads(threads)
+            for row in layer_step_rates(torch.bfloat16, "cuda", reps=3):
+                rows.append({"threads": threads, **row})
+                print(json.dumps(rows[-1]), flush=True)
         (out / "layer_step_rates.json").write_text(json.dumps(rows, indent=1))
         return
     n_gpus = torch.cuda.device_count()

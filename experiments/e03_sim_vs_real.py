@@ -52,12 +52,8 @@ def training():
 
 def measure(gpu_counts: list[int], out: Path, device: str = "cuda", mem_cap_gib: float | None = None,
             sizes: tuple[str, ...] = tuple(SIZES), schedules: tuple[str, ...] = SCHEDULES,
-            optimizer_threads_flag: str | None = None) -> None:
-    import os
-
+            optimizer_threads: str = "auto") -> None:
     import torch
-
-    from rpexec.cli import optimizer_threads
 
     from rpexec.profile import make_profile
     from rpexec.session import RunOptions, run_plan
@@ -86,9 +82,8 @@ def measure(gpu_counts: list[int], out: Path, device: str = "cuda", mem_cap_gib:
                     torch.cuda.reset_peak_memory_stats(d)
                 stem = out / f"{name}-{schedule}-{g}gpu"
                 try:
-                    threads = optimizer_threads(optimizer_threads_flag, plan, os.cpu_count() or 1)
                     result = run_plan(plan, sc.model, SEQ, t.mb_size, RunOptions(device=device, dtype=dtype, blocks=blocks,
-                                                                                 optimizer_threads=threads))
+                                                                                 optimizer_threads=optimizer_threads))
                 except Exception as e:  # noqa: BLE001 - one failed run must not lose the others
                     print(f"FAILED {stem.name}: {type(e).__name__}: {e}", flush=True)
                     continue
@@ -339,8 +334,8 @@ def main() -> None:
     p.add_argument("--mem-cap-gib", type=float, default=None, help="cap each GPU's memory (e.g. 24)")
     p.add_argument("--sizes", default=",".join(SIZES), help=f"model sizes to measure, of {', '.join(SIZES)} (default: all)")
     p.add_argument("--schedules", default=",".join(SCHEDULES), help="schedules to measure (default: all)")
-    p.add_argument("--optimizer-threads", default=None,
-                   help="the runs' host STEP threads, as rpexec run --optimizer-threads (N or auto; default: torch's own)")
+    p.add_argument("--optimizer-threads", default="auto",
+                   help="the runs' host STEP threads, as rpexec run --optimizer-threads (auto, all or N; default auto)")
     p.add_argument("--predict-from", default="profile", choices=SOURCES,
                    help="profile: each size's rpexec profile; machine: the rpexec calibrate machine file "
                         "(experiments/data/machines); preset: the built-in h200 presets only (default: profile)")
@@ -356,7 +351,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         measure([int(x) for x in a.gpus.split(",")], out, mem_cap_gib=a.mem_cap_gib,
                 sizes=tuple(a.sizes.split(",")), schedules=tuple(a.schedules.split(",")),
-                optimizer_threads_flag=a.optimizer_threads)
+                optimizer_threads=a.optimizer_threads)
         return
     rows, by_class = compare(a.predict_from)
     if not rows:

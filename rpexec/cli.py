@@ -49,11 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--watchdog-s", type=float, default=300.0,
                    help="seconds an action may wait on its dependencies before the run fails naming it "
                         "(default %(default)s)")
-    r.add_argument("--optimizer-threads", default=None, metavar="N|auto",
-                   help="threads of the host optimizer's STEP (torch intra-op): N, or auto = this machine's cores "
-                        "less one per other lane thread of the plan, so that lanes busy issuing or waiting do "
-                        "not stall its parallel regions (benchmarks/notes-rpexec.md, session 6); default: "
-                        "torch's own (all cores)")
+    r.add_argument("--optimizer-threads", default="auto", metavar="auto|all|N",
+                   help="threads of the host optimizer's STEP (torch intra-op): auto = with the asynchronous "
+                        "optimizer on a GPU, this machine's cores less one per other lane thread of the plan, so "
+                        "that lanes busy issuing or waiting do not stall its parallel regions, else torch's own "
+                        "(rpexec/step_threads.py); all = torch's own, one per core; or N (default %(default)s)")
     r.add_argument("--inject-fault", default=None,
                    help="testing aid: GPU:LANE:ACTION:raise|hang|oom makes that action fail (default: none)")
     r.add_argument("--force", action="store_true", default=False,
@@ -237,26 +237,11 @@ def check_run_flags(args: argparse.Namespace, plan) -> None:
                             f"{', '.join(f'{g}:{n}' for g, n in plan.lanes)}")
 
 
-def optimizer_threads(flag: str | None, plan, cores: int) -> int | None:
-    """--optimizer-threads: None (torch's default), N in 1..cores, or auto (cores less one per lane thread
-    other than the optimizer's own, at least 1)."""
-    if flag is None:
-        return None
-    if flag == "auto":
-        return max(1, cores - (len(plan.lanes) - 1))
-    try:
-        n = int(flag)
-    except ValueError:
-        n = 0
-    if not 1 <= n <= cores:
-        raise SpecError(f"--optimizer-threads {flag}: valid: an integer 1..{cores} (this machine's cores) or auto")
-    return n
-
-
 def run(args: argparse.Namespace) -> int:
     from rpexec.checks import check_machine, model_and_shape
     from rpexec.fits import check_machine_memory
     from rpexec.session import RunOptions, run_plan
+    from rpexec.step_threads import step_threads
     from rpsim.ir.planio import load_plan
     from rpsim.report.files import write_json_atomic
     plan = load_plan(args.plan)
@@ -267,12 +252,14 @@ def run(args: argparse.Namespace) -> int:
     if iters < 1 or iters % plan.n_iters:
         raise SpecError(f"--iters {iters}: must be a positive multiple of the plan's {plan.n_iters} iteration(s)")
     check_run_flags(args, plan)
-    threads = optimizer_threads(args.optimizer_threads, plan, os.cpu_count() or 1)
+    import torch
+    step_threads(args.optimizer_threads, len(plan.lanes), os.cpu_count() or 1, torch.get_num_threads(),
+                 args.device, plan.optimizer == "async")  # checked before any work
     if not args.force:
         check_machine_memory(plan, args.device)
     opts = RunOptions(device=args.device, dtype=dtype, blocks=iters // plan.n_iters, seed=args.seed, lr=args.lr,
                       capture_grads=args.check_grads, watchdog_s=args.watchdog_s, fault=args.inject_fault,
-                      stop=threading.Event(), optimizer_threads=threads)
+                      stop=threading.Event(), optimizer_threads=args.optimizer_threads)
     # Ctrl-C sets an event the interpreter polls rather than raising KeyboardInterrupt wherever the main
     # thread happens to be: with lane threads alive that sometimes ended the process by SIGINT (exit -2)
     # after the interruption had been reported (seen under load in tests/test_rpexec_cpu.py).

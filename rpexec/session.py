@@ -14,6 +14,7 @@ from rpexec.errors import DTYPE_NAMES
 from rpexec.handlers import Context
 from rpexec.hostparams import HostParams, make_adamw
 from rpexec.measure import measured_events
+from rpexec.step_threads import step_threads
 from rpexec.model import build_layers, skeleton_layers
 from rpexec.runtime import Fault, Interpreter
 from rpexec.warmup import presize_pools, warm_host_state
@@ -41,10 +42,9 @@ class RunOptions:
     stop: threading.Event | None = None  # set from outside (Ctrl-C) to stop every lane
     blocking_sync: bool = False  # True: host waits sleep instead of spinning (benchmarks/ab_blocking_sync.py)
     warmup: bool = True  # allocate and touch host state before iteration 0 (rpexec.warmup)
-    # Intra-op threads while the plan runs (None: torch's default, every core). The host STEP's parallel
-    # regions wait for their slowest thread; with a thread per core, a lane thread busy on one core
-    # stalls every region (benchmarks/notes-rpexec.md, session 6). Opt-in until measured on a GPU host.
-    optimizer_threads: int | None = None
+    # Intra-op threads while the plan runs: "auto" (a core left to each other lane thread), "all"
+    # (torch's own) or a count (rpexec.step_threads).
+    optimizer_threads: int | str = "auto"
 
 
 @dataclass
@@ -136,16 +136,14 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
     interp = Interpreter(full, dependency_graph(full), run_ctx, opts.watchdog_s,
                          Fault.parse(opts.fault) if opts.fault else None, stop=opts.stop,
                          blocking_sync=opts.blocking_sync)
-    threads_in_run = opts.optimizer_threads or torch.get_num_threads()
-    if opts.optimizer_threads is None:  # torch's own threads: the path the GPU tests ran
+    threads_before = torch.get_num_threads()
+    threads_in_run = step_threads(opts.optimizer_threads, len(plan.lanes), os.cpu_count() or 1, threads_before,
+                                  opts.device, plan.optimizer == "async")
+    torch.set_num_threads(threads_in_run)
+    try:
         interp.run()
-    else:
-        threads_before = torch.get_num_threads()
-        torch.set_num_threads(opts.optimizer_threads)
-        try:
-            interp.run()
-        finally:
-            torch.set_num_threads(threads_before)
+    finally:
+        torch.set_num_threads(threads_before)
     events = measured_events(interp, devices)
     peaks = [float(torch.cuda.max_memory_allocated(d.device)) if d.is_cuda else 0.0 for d in devices.values()]
     losses = {k: float(v) for k, v in ctx.losses.items()}

@@ -34,7 +34,10 @@ TOLERANCE = 0.10
 # layer, so a streamed job's first backward peaks (its top layer, or the head's loss backward) before its
 # gradients exist (rpsim.sim.memory.backward_peak_bytes): the rules now give 11.84 and 4.88.
 UNEXPLAINED: set[str] = set()
-UNEXPLAINED_ON_MEASURED_TIMING = UNEXPLAINED
+# Session 7 re-measured async RoundPipe with the STEP on fewer threads (rpexec.step_threads): on its own
+# timing the 2.8B one-GPU run's rules give 36.72 GiB against 33.26 measured (+10.4%; 1.8B 19.45 against
+# 19.18, 0.7B 8.48 against 8.38). Where the extra 3.5 GiB comes from is not yet examined.
+UNEXPLAINED_ON_MEASURED_TIMING = UNEXPLAINED | {"llama-2.8b-roundpipe-1gpu"}
 UNEXPLAINED_MARK = pytest.mark.xfail(strict=True, reason="memory the rules do not place (see UNEXPLAINED)")
 
 
@@ -76,7 +79,11 @@ def test_memory_rules_on_the_measured_timing_give_the_measured_peak(plan_path):
 # at 22.17 GiB (27.54 before) and the 2.8B one at 38.25 (46.12), while rpsim, whose STEP is 11-14% slower
 # than these runs, predicts 27.48 and 47.57. The rules on the measured timing give the measured peaks
 # (the test above), so the miss is the timing's.
-GROWING_BACKLOG = {"llama-0.7b-roundpipe-1gpu", "llama-1.8b-roundpipe-1gpu", "llama-2.8b-roundpipe-1gpu"}
+# Session 7's runs leave the STEP a core per lane (rpexec.step_threads), so it falls behind less again:
+# measured peaks 19.18 (1.8B) and 33.26 GiB (2.8B). The same 1.8B plan and code measured 27.41, 25.91
+# and 19.18 GiB in three calls of one session (the first on a cold host, the last after touching 200 GiB
+# of host memory): this peak is a race between the STEP and the backward, not a property of the plan.
+GROWING_BACKLOG = {"llama-1.8b-roundpipe-1gpu", "llama-2.8b-roundpipe-1gpu"}
 
 
 @pytest.mark.skipif(not PLANS, reason="experiments/data/e03 holds no runs")
