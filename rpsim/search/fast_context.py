@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from rpsim.costs.cpu_optimizer import CpuOptimizerRates, cpu_optimizer_rates
 from rpsim.scenario import Scenario
 from rpsim.sim.action_costs import gpu_step_s_per_param
+from rpsim.sim.memory import backward_peak_bytes
 from rpsim.sim.topology import build_topology
 
 
@@ -110,11 +111,11 @@ class FastContext:
         return max(self.fwd_work[a:b])
 
     def backward_work(self, a: int, b: int, one_layer_at_a_time: bool) -> float:
-        """rpsim.sim.memory's backward working set: the stage's activations and its largest transient,
-        or (layer grain) the largest one layer's activations and transient."""
-        if one_layer_at_a_time:
-            return max(x + y for x, y in zip(self.act_max[a:b], self.bwd_extra[a:b], strict=True))
-        return self.act(a, b) + max(self.bwd_extra[a:b])
+        """rpsim.sim.memory's backward working set, beside gradients counted in full by the caller: the
+        walk from the top layer down (backward_peak_bytes), each layer's transient over the saved
+        activations of the layers not yet walked (stage grain), or over its own alone (layer grain)."""
+        return backward_peak_bytes(list(self.act_max[a:b]), list(self.bwd_extra[a:b]), [0.0] * (b - a),
+                                   "layer" if one_layer_at_a_time else "stage")
 
 
 def context_of(sc: Scenario) -> FastContext:
