@@ -70,13 +70,13 @@ class FlowNetwork:
         self.duplex_pairs = tuple(duplex_pairs)
         self.duplex_factor = duplex_factor
         _check_network(self.capacity_bytes_per_s, self.duplex_pairs, duplex_factor)
-        self.busy_s: dict[str, float] = dict.fromkeys(self.capacity_bytes_per_s, 0.0)  # >= 1 active flow
+        # When flows (shares) started, left, and metrics were synced: busy_s replays it on read, so that no
+        # per-resource count moves per event (one append instead; the same float sums as counting live).
+        self._busy_log: list[tuple[float, tuple[tuple[str, int], ...] | None, int]] = []
         self._completed_bytes: dict[tuple[str, ...], float] = {}  # bytes of the finished flows, per path
         self._synced_s = env.now  # bytes_through counts the active flows' bytes up to here
         self.n_completed = 0
         self._flows: dict[int, _LiveFlow] = {}  # insertion order = start order
-        self._n_active_on: dict[str, int] = {}  # resources with no active flow are absent
-        self._busy_since_s: dict[str, float] = {}  # for each resource in _n_active_on
         self._next_flow_id = 0
         self._next_seq = 0
         self._generation = 0
@@ -102,6 +102,36 @@ class FlowNetwork:
                 for resource in path:
                     through[resource] += moved_bytes
         return through
+
+    @property
+    def busy_s(self) -> dict[str, float]:
+        """Time each resource carried at least one active flow, up to the last `sync_metrics` (replayed from
+        the start/leave log in event order: the same additions as counting flows per event would make)."""
+        busy_s = dict.fromkeys(self.capacity_bytes_per_s, 0.0)
+        n_active_on: dict[str, int] = {}  # resources with no active flow are absent
+        busy_since_s: dict[str, float] = {}  # for each resource in n_active_on
+        for now_s, crossings, sign in self._busy_log:
+            if crossings is None:  # a sync
+                for resource, since_s in busy_since_s.items():
+                    busy_s[resource] += now_s - since_s
+                    busy_since_s[resource] = now_s
+            elif sign > 0:
+                for resource, count in crossings:
+                    n = n_active_on.get(resource)
+                    if n:
+                        n_active_on[resource] = n + count
+                    else:
+                        n_active_on[resource] = count
+                        busy_since_s[resource] = now_s
+            else:
+                for resource, count in crossings:
+                    n = n_active_on[resource] - count
+                    if n:
+                        n_active_on[resource] = n
+                    else:
+                        del n_active_on[resource]
+                        busy_s[resource] += now_s - busy_since_s.pop(resource)
+        return busy_s
 
     @property
     def active_flows(self) -> int:
@@ -134,7 +164,7 @@ class FlowNetwork:
         for path, event in zip(tuples, events):
             self._check_transfer(path, n_bytes, latency_s)
         flows = [self._new_flow((path,), n_bytes, priority, event.succeed) for path, event in zip(tuples, events)]
-        self.env.timeout(latency_s).callbacks.append(lambda _event: self._start_all(flows))  # type: ignore[union-attr]
+        self.env.timeout(latency_s).callbacks.append(lambda _event: self._start_after_latency(flows))  # type: ignore[union-attr]
         return events
 
     def start_flows(self, paths: Sequence[tuple[str, ...]], n_bytes: float, priority: int, latency_s: float,
@@ -158,9 +188,21 @@ class FlowNetwork:
             return
         flows = [self._new_flow(tuple(paths), n_bytes, priority, done)]
         if latency_s > 0:
-            self.env.timeout(latency_s).callbacks.append(lambda _event: self._start_all(flows))  # type: ignore[union-attr]
+            self.env.timeout(latency_s).callbacks.append(lambda _event: self._start_after_latency(flows))  # type: ignore[union-attr]
         else:
             self._start_all(flows)
+
+    def _start_after_latency(self, flows: list[_LiveFlow]) -> None:
+        """Start `flows` from their latency timer's callback (the timer's only one). When no settle is pending
+        and no other event is queued for this instant, the settle `_start_all` would request is the very next
+        event: run it here instead (the same computation at the same point of the event order, and the
+        same floats, one SimPy event fewer)."""
+        queue = self.env._queue  # noqa: SLF001 (SimPy's heap of (time, priority, id, event))
+        if self._settle_pending or (queue and queue[0][0] <= self.env._now):  # noqa: SLF001
+            self._start_all(flows)
+        else:
+            self._start_all(flows, settle=False)
+            self._settle(None)
 
     def _new_flow(self, paths: tuple[tuple[str, ...], ...], n_bytes: float, priority: int,
                   done: Callable[[], None]) -> _LiveFlow:
@@ -173,14 +215,13 @@ class FlowNetwork:
 
     def sync_metrics(self) -> None:
         """Bring `bytes_through` and `busy_s` up to env.now (they otherwise move only when a flow ends)."""
-        now_s = self._synced_s = self.env.now
-        for resource, since_s in self._busy_since_s.items():
-            self.busy_s[resource] += now_s - since_s
-            self._busy_since_s[resource] = now_s
+        self._synced_s = self.env.now
+        self._busy_log.append((self._synced_s, None, 0))
 
-    def _start_all(self, flows: list[_LiveFlow]) -> None:
+    def _start_all(self, flows: list[_LiveFlow], settle: bool = True) -> None:
+        """Start `flows` now; `settle`: request the settle that rates them (else the caller runs it)."""
         now_s = self.env._now  # noqa: SLF001 (the property costs a Python call; this runs per event)
-        n_active_on, busy_since_s, live = self._n_active_on, self._busy_since_s, self._flows
+        live, busy_log = self._flows, self._busy_log
         seq = self._next_seq
         for flow in flows:
             flow.since_s = [now_s] * len(flow.paths)
@@ -188,18 +229,12 @@ class FlowNetwork:
             seq += 1
             live[flow.flow_id] = flow
             flow.crossings = crossings = self._crossings(flow.paths)
-            for resource, count in crossings:
-                n = n_active_on.get(resource)
-                if n:
-                    n_active_on[resource] = n + count
-                else:
-                    n_active_on[resource] = count
-                    busy_since_s[resource] = now_s
+            busy_log.append((now_s, crossings, 1))
             if flow.share_bytes <= _DONE_BYTES:
                 self._tiny_started.append(flow)
         self._next_seq = seq
         self._rates.start_all(flows)
-        if not self._settle_pending:  # (see _request_settle)
+        if settle and not self._settle_pending:  # (see _request_settle)
             self._settle_pending = True
             self.env.timeout(0).callbacks.append(self._settle)  # type: ignore[union-attr]
 
@@ -221,7 +256,7 @@ class FlowNetwork:
             self._settle_pending = True
             self.env.timeout(0).callbacks.append(self._settle)
 
-    def _settle(self, _event: simpy.Event) -> None:
+    def _settle(self, _event: simpy.Event | None) -> None:
         self._settle_pending = False
         live = self._flows
         if self._tiny_started or (live and min(map(_done_from_of, live.values())) <= self.env._now):  # noqa: SLF001
@@ -252,7 +287,7 @@ class FlowNetwork:
         if len(finished) > 1:
             finished.sort(key=_start_order)
         ended, n_shares = [], 0
-        completed_bytes, n_active_on, busy_since_s = self._completed_bytes, self._n_active_on, self._busy_since_s
+        completed_bytes, busy_log = self._completed_bytes, self._busy_log
         for flow in finished:
             share_bytes = flow.share_bytes
             if share_bytes <= _DONE_BYTES or max(flow.done_from) <= now_s:  # every share is done
@@ -265,13 +300,7 @@ class FlowNetwork:
                 crossings = self._crossings(leaving)
             for path in leaving:
                 completed_bytes[path] = completed_bytes.get(path, 0.0) + share_bytes
-            for resource, count in crossings:
-                n = n_active_on[resource] - count
-                if n:
-                    n_active_on[resource] = n
-                else:
-                    del n_active_on[resource]
-                    self.busy_s[resource] += now_s - busy_since_s.pop(resource)
+            busy_log.append((now_s, crossings, -1))
             n_shares += len(leaving)
             if keep:  # the other shares go on: they keep the flow's place in start order
                 self._rates.drop_shares(flow, keep)
