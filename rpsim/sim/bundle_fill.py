@@ -27,12 +27,15 @@ class BundleKind:
     share_tracked: tuple[tuple[str, ...], ...]
     share_summed: tuple[tuple[str, ...], ...]
     tracked: tuple[str, ...]
+    summed_pairs: tuple[tuple[str, int], ...]  # (summed resource, share) of every share, share by share
 
     @classmethod
     def of(cls, paths: tuple[tuple[str, ...], ...], priority: int, tracked: set[str], summed: set[str]) -> BundleKind:
         share_tracked = tuple(tuple(r for r in path if r in tracked) for path in paths)
-        return cls(paths, priority, share_tracked, tuple(tuple(r for r in path if r in summed) for path in paths),
-                   tuple(dict.fromkeys(r for path in share_tracked for r in path)))
+        share_summed = tuple(tuple(r for r in path if r in summed) for path in paths)
+        return cls(paths, priority, share_tracked, share_summed,
+                   tuple(dict.fromkeys(r for path in share_tracked for r in path)),
+                   tuple((r, i) for i, share in enumerate(share_summed) for r in share))
 
 
 def fill_bundles(kinds: Sequence[BundleKind], counts: Sequence[int], links: Links) -> list[tuple[float, ...]]:

@@ -92,6 +92,7 @@ class IncrementalRates:
         self._kind_of: dict[tuple[tuple[tuple[str, ...], ...], int], int] = {}
         self._kind: dict[Hashable, int] = {}  # active flow -> its kind, in start order
         self._kinds: list[BundleKind] = []
+        self._stale_keys: list[dict[str, None]] = []  # per kind: its tracked resources, for one dict.update
 
     def __len__(self) -> int:
         return len(self._seq)
@@ -107,6 +108,7 @@ class IncrementalRates:
         if kind is None:
             kind = self._kind_of[(paths, priority)] = len(self._kinds)
             self._kinds.append(BundleKind.of(paths, priority, self._tracked, self._summed))
+            self._stale_keys.append(dict.fromkeys(self._kinds[-1].tracked))
         return kind
 
     def start_all(self, flows: Iterable[Bundle]) -> None:
@@ -131,18 +133,33 @@ class IncrementalRates:
                         on_summed[resource] = None
                 else:
                     crossing[flow_id] = flow
-                stale[resource] = None
+            stale.update(self._stale_keys[kind])  # (in C: the same keys in the same order as one by one)
         self._next_seq = next_seq
 
     def end_all(self, flows: Iterable[Bundle]) -> None:
         """`end` each flow in order."""
-        seq, active, kinds, rates = self._seq, self._active, self._kind, self._rate
+        seq, active, kinds, rates, load, on = self._seq, self._active, self._kind, self._rate, self._load, self._on
+        summed, on_summed, stale = self._summed, self._on_summed, self._stale
         for flow in flows:
             flow_id = flow.flow_id
             del seq[flow_id]
             del active[flow_id]
-            kind = self._kinds[kinds.pop(flow_id)]
-            self._unload(flow_id, kind, range(len(kind.paths)), rates.pop(flow_id, None), kind.tracked)
+            k = kinds.pop(flow_id)
+            kind = self._kinds[k]
+            # _unload of every share, flattened: the same subtractions in the same order
+            share_rates = rates.pop(flow_id, None)
+            if share_rates is not None:
+                for resource, share in kind.summed_pairs:
+                    load[resource] -= share_rates[share]
+            for resource in kind.tracked:
+                crossing = on[resource]
+                del crossing[flow_id]
+                if not crossing:
+                    del on[resource]
+                    if resource in summed:
+                        load[resource] = 0.0  # exact again: no drift survives an idle resource
+                        del on_summed[resource]
+            stale.update(self._stale_keys[k])
 
     def drop_shares(self, flow: Bundle, keep: list[int]) -> None:
         """Flow `flow` goes on with only its shares `keep` (indices, ascending, not all): the others
