@@ -10,6 +10,9 @@ import heapq
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import reduce
+from itertools import repeat
+from operator import sub
 from typing import Protocol
 
 from rpsim.errors import SpecError, choices_message
@@ -275,11 +278,8 @@ def _freeze(paths: Sequence[tuple[str, ...]], counts: Sequence[int], crossing: l
         for resource in paths[group]:
             if count == 1:
                 left_bytes_per_s[resource] -= share_bytes_per_s
-            else:
-                left = left_bytes_per_s[resource]
-                for _ in range(count):  # once per flow, as the flows would: k * share rounds differently
-                    left -= share_bytes_per_s
-                left_bytes_per_s[resource] = left
+            else:  # once per flow, as the flows would (k * share rounds differently); the loop in C
+                left_bytes_per_s[resource] = reduce(sub, repeat(share_bytes_per_s, count), left_bytes_per_s[resource])
             touched[resource] = None
             n = n_crossing[resource] - count
             if n:
