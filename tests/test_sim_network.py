@@ -212,3 +212,53 @@ def test_flows_on_an_unlimited_resource_finish_when_they_start():
     assert finish_s == [0.5, 0.5, 1.0]
     assert net.bytes_through == {"free": 20 * GB, "link": 10 * GB}
     assert net.busy_s == {"free": 1.0, "link": 1.0}
+
+
+class _AlwaysDeferredNetwork(FlowNetwork):
+    """The settle after a latency timer always as its own zero-delay event (the behaviour before it ran
+    inline when nothing else is queued at that instant)."""
+
+    def _start_after_latency(self, flows):
+        self._start_all(flows)
+
+
+def _timed_run(network_class, capacity, transfers):
+    """Each (wait_s, paths, n_bytes, priority, latency_s) starts after wait_s; (finish times, settle instants)."""
+    env = simpy.Environment()
+    net = network_class(env, capacity)
+    settles: list[float] = []
+    settle = net._rates.settle
+
+    def counted():
+        settles.append(env.now)
+        return settle()
+
+    net._rates.settle = counted
+    finish_s: dict[int, float] = {}
+
+    def lane(i, wait_s, paths, n_bytes, priority, latency_s):
+        yield env.timeout(wait_s)
+        done = env.event()
+        net.start_flows(paths, n_bytes, priority, latency_s, done.succeed)
+        yield done
+        finish_s[i] = env.now
+
+    for i, transfer in enumerate(transfers):
+        env.process(lane(i, *transfer))
+    env.run()
+    return [finish_s[i] for i in range(len(transfers))], settles
+
+
+_PATHS = [(("a",),), (("a", "b"),), (("b",),), (("a",), ("b",)), (("c", "b"),)]
+
+
+@given(st.lists(st.tuples(st.sampled_from([0.0, 0.5, 1.0]), st.sampled_from(_PATHS),
+                          st.sampled_from([1 * GB, 2 * GB, 3 * GB]), st.integers(0, 1),
+                          st.sampled_from([0.0, 0.25, 0.5])), min_size=1, max_size=12))
+def test_settling_inline_after_a_latency_gives_the_deferred_settles_floats_once_per_instant(transfers):
+    capacity = {"a": 10 * GB, "b": 4 * GB, "c": 8 * GB}
+    inline, inline_settles = _timed_run(FlowNetwork, capacity, transfers)
+    deferred, deferred_settles = _timed_run(_AlwaysDeferredNetwork, capacity, transfers)
+    assert inline == deferred  # the same floats: the inline settle runs where the deferred one would
+    assert inline_settles == deferred_settles
+    assert len(set(inline_settles)) == len(inline_settles)  # one settle per instant with starts or ends
