@@ -11,7 +11,7 @@ import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import reduce
-from itertools import repeat
+from itertools import chain, repeat
 from operator import sub
 from typing import Protocol
 
@@ -162,14 +162,12 @@ def _effective_capacities(paths: Iterable[tuple[str, ...]], links: Links) -> dic
     A resource in several busy pairs is slowed by the product of their factors.
     """
     capacity_bytes_per_s = links.capacity_bytes_per_s
-    capacities: dict[str, float] = {}
-    for path in paths:
-        for resource in path:
-            if resource not in capacities:
-                capacity = capacity_bytes_per_s.get(resource)
-                if capacity is None:
-                    raise SpecError(choices_message("resource", resource, capacity_bytes_per_s))
-                capacities[resource] = capacity
+    resources = dict.fromkeys(chain.from_iterable(paths))  # in first-seen order; the scans in C
+    try:
+        capacities = dict(zip(resources, map(capacity_bytes_per_s.__getitem__, resources)))
+    except KeyError:
+        unknown = next(r for r in resources if r not in capacity_bytes_per_s)
+        raise SpecError(choices_message("resource", unknown, capacity_bytes_per_s)) from None
     partners = links.partners
     for resource in capacities:
         for other, factor in partners.get(resource, ()):
