@@ -112,8 +112,11 @@ def compare(old_path: str, new_path: str, tolerance: float) -> int:
             s1, e1 = b["times"][key]
             rel = max(abs(s0 - s1), abs(e0 - e1)) / span
             worst_time = max(worst_time, (rel, f"{label} {key}: {s0!r},{e0!r} vs {s1!r},{e1!r}"))
-    print(f"cases: {len(old)}; worst relative metric difference {worst_metric[0]:.3g} ({worst_metric[1]})")
-    print(f"worst action-time difference / makespan {worst_time[0]:.3g} ({worst_time[1]})")
+    def where(worst: tuple[float, str]) -> str:
+        return worst[1] if worst[0] else "all identical"
+
+    print(f"cases: {len(old)}; worst relative metric difference {worst_metric[0]:.3g} ({where(worst_metric)})")
+    print(f"worst action-time difference / makespan {worst_time[0]:.3g} ({where(worst_time)})")
     for problem in problems:
         print(problem)
     return 1 if problems or worst_metric[0] > tolerance or worst_time[0] > tolerance else 0

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from itertools import compress
 from operator import gt, ne
 from typing import Protocol
@@ -138,8 +138,7 @@ class IncrementalRates:
 
     def end_all(self, flows: Iterable[Bundle]) -> None:
         """`end` each flow in order."""
-        seq, active, kinds, rates, load, on = self._seq, self._active, self._kind, self._rate, self._load, self._on
-        summed, on_summed, stale = self._summed, self._on_summed, self._stale
+        seq, active, kinds, rates, load, stale = self._seq, self._active, self._kind, self._rate, self._load, self._stale
         for flow in flows:
             flow_id = flow.flow_id
             del seq[flow_id]
@@ -151,14 +150,7 @@ class IncrementalRates:
             if share_rates is not None:
                 for resource, share in kind.summed_pairs:
                     load[resource] -= share_rates[share]
-            for resource in kind.tracked:
-                crossing = on[resource]
-                del crossing[flow_id]
-                if not crossing:
-                    del on[resource]
-                    if resource in summed:
-                        load[resource] = 0.0  # exact again: no drift survives an idle resource
-                        del on_summed[resource]
+            self._leave(flow_id, kind.tracked)
             stale.update(self._stale_keys[k])
 
     def drop_shares(self, flow: Bundle, keep: list[int]) -> None:
@@ -179,14 +171,20 @@ class IncrementalRates:
                 self._stale.update(dict.fromkeys(old.share_tracked[i]))
 
     def _unload(self, flow_id: Hashable, kind: BundleKind, shares: Iterable[int], rates: tuple[float, ...] | None,
-                leaving: Iterable[str]) -> None:
+                leaving: Sequence[str]) -> None:
         """Take shares `shares` of a flow off the running loads, and the flow off the resources `leaving`."""
-        load, on, stale, summed = self._load, self._on, self._stale, self._summed
+        load = self._load
         if rates is not None:
             for i in shares:
                 rate = rates[i]
                 for resource in kind.share_summed[i]:
                     load[resource] -= rate
+        self._leave(flow_id, leaving)
+        self._stale.update(dict.fromkeys(leaving))
+
+    def _leave(self, flow_id: Hashable, leaving: Iterable[str]) -> None:
+        """The flow off the crossing lists of `leaving`; a summed resource left idle restarts at load 0."""
+        load, on, summed, on_summed = self._load, self._on, self._summed, self._on_summed
         for resource in leaving:
             crossing = on[resource]
             del crossing[flow_id]
@@ -194,8 +192,7 @@ class IncrementalRates:
                 del on[resource]
                 if resource in summed:
                     load[resource] = 0.0  # exact again: no drift survives an idle resource
-                    del self._on_summed[resource]
-            stale[resource] = None
+                    del on_summed[resource]
 
     def settle(self) -> list[tuple[Bundle, tuple[float, ...]]]:
         """(flow, share rates) for every active flow whose rates changed since the last settle (new flows
