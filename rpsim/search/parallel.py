@@ -4,6 +4,7 @@ input order (so the search's outcome does not depend on where or in which order 
 `progress(weight)` as each task completes. dask.distributed is imported only by the Dask runner."""
 from __future__ import annotations
 
+import concurrent.futures.process
 import gc
 import os
 import signal
@@ -105,6 +106,14 @@ class PoolRunner:
         manager = getattr(self.pool, "_executor_manager_thread", None)
         if manager is not None:
             manager.join(ABORT_GRACE_S)
+            if not manager.is_alive():
+                # The ended thread stays registered for that exit hook (keyed by the thread object, which
+                # the executor still holds), and on CPython 3.11 the hook then wrote to the closed pipe
+                # anyway ("OSError: [Errno 9] Bad file descriptor" after `rpsim: interrupted`, seen once in
+                # CI): nothing is left to wake, so unregister it.
+                registered = getattr(concurrent.futures.process, "_threads_wakeups", None)
+                if registered is not None:
+                    registered.pop(manager, None)
 
 
 class DaskRunner:
