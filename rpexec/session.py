@@ -14,9 +14,9 @@ from rpexec.errors import DTYPE_NAMES
 from rpexec.handlers import Context
 from rpexec.hostparams import HostParams, make_adamw
 from rpexec.measure import measured_events
-from rpexec.step_threads import step_threads
 from rpexec.model import build_layers, skeleton_layers
 from rpexec.runtime import Fault, Interpreter
+from rpexec.step_threads import step_threads
 from rpexec.warmup import presize_pools, warm_host_state
 from rpsim.ir import Plan
 from rpsim.ir.deps import dependency_graph

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from rpsim.costs.cpu_optimizer import CpuOptimizerRates, cpu_optimizer_rates
 from rpsim.scenario import Scenario
 from rpsim.sim.action_costs import gpu_step_s_per_param
-from rpsim.sim.memory import backward_peak_bytes
 from rpsim.sim.topology import build_topology
 
 
@@ -89,6 +88,8 @@ class FastContext:
     act: Prefix  # activations saved for backward without recomputation, per microbatch
     act_max: tuple[float, ...]  # per layer, for working-set maxima over a range
     bwd_extra: tuple[float, ...]  # per layer: gradients its backward holds beyond the saved activations
+    stage_walk: tuple[float, ...]  # per layer j: act(0, j + 1) + bwd_extra[j] (backward_work, stage grain)
+    layer_walk: tuple[float, ...]  # per layer j: act_max[j] + bwd_extra[j] (backward_work, layer grain)
     fwd_work: tuple[float, ...]  # per layer: the most a forward without grad holds at once
     inp: tuple[float, ...]  # the activation entering each pipeline layer, per microbatch
     inp_sum: Prefix
@@ -111,11 +112,13 @@ class FastContext:
         return max(self.fwd_work[a:b])
 
     def backward_work(self, a: int, b: int, one_layer_at_a_time: bool) -> float:
-        """rpsim.sim.memory's backward working set, beside gradients counted in full by the caller: the
-        walk from the top layer down (backward_peak_bytes), each layer's transient over the saved
-        activations of the layers not yet walked (stage grain), or over its own alone (layer grain)."""
-        return backward_peak_bytes(list(self.act_max[a:b]), list(self.bwd_extra[a:b]), [0.0] * (b - a),
-                                   "layer" if one_layer_at_a_time else "stage")
+        """rpsim.sim.memory.backward_peak_bytes with no gradients made (the caller counts them in full):
+        the walk from the top layer down, each layer's transient over the saved activations of the layers
+        not yet walked (stage grain: layers a..j, act(a, j + 1) + extra[j]), or over its own alone (layer
+        grain). Both from per-layer tables, one max in C per call: it runs per slot of every candidate."""
+        if one_layer_at_a_time:
+            return max(self.layer_walk[a:b])
+        return max(self.stage_walk[a:b]) - self.act.p[a]
 
 
 def context_of(sc: Scenario) -> FastContext:
@@ -130,6 +133,9 @@ def context_of(sc: Scenario) -> FastContext:
         optim=Prefix([x.optim_bytes for x in layers]), act=Prefix([x.activation_bytes for x in layers]),
         act_max=tuple(x.activation_bytes for x in layers),
         bwd_extra=tuple(x.backward_extra_bytes for x in layers),
+        stage_walk=tuple(saved_up_to + x.backward_extra_bytes for saved_up_to, x in
+                         zip(itertools.accumulate(float(x.activation_bytes) for x in layers), layers)),
+        layer_walk=tuple(x.activation_bytes + x.backward_extra_bytes for x in layers),
         fwd_work=tuple(x.forward_transient_bytes for x in layers), inp=inp, inp_sum=Prefix(inp),
         params=Prefix([x.trainable_params for x in layers]), n_layers=len(layers), links=links_of(sc),
         cpu=cpu,

@@ -19,6 +19,7 @@ from operator import attrgetter
 import simpy
 
 from rpsim.errors import SpecError, choices_message
+from rpsim.sim.busy_log import BusyLogEntry, busy_s_from_log
 from rpsim.sim.incremental_sharing import IncrementalRates
 from rpsim.sim.sharing import DuplexPair, Links
 
@@ -72,7 +73,7 @@ class FlowNetwork:
         _check_network(self.capacity_bytes_per_s, self.duplex_pairs, duplex_factor)
         # When flows (shares) started, left, and metrics were synced: busy_s replays it on read, so that no
         # per-resource count moves per event (one append instead; the same float sums as counting live).
-        self._busy_log: list[tuple[float, tuple[tuple[str, int], ...] | None, int]] = []
+        self._busy_log: list[BusyLogEntry] = []
         self._completed_bytes: dict[tuple[str, ...], float] = {}  # bytes of the finished flows, per path
         self._synced_s = env.now  # bytes_through counts the active flows' bytes up to here
         self.n_completed = 0
@@ -105,33 +106,8 @@ class FlowNetwork:
 
     @property
     def busy_s(self) -> dict[str, float]:
-        """Time each resource carried at least one active flow, up to the last `sync_metrics` (replayed from
-        the start/leave log in event order: the same additions as counting flows per event would make)."""
-        busy_s = dict.fromkeys(self.capacity_bytes_per_s, 0.0)
-        n_active_on: dict[str, int] = {}  # resources with no active flow are absent
-        busy_since_s: dict[str, float] = {}  # for each resource in n_active_on
-        for now_s, crossings, sign in self._busy_log:
-            if crossings is None:  # a sync
-                for resource, since_s in busy_since_s.items():
-                    busy_s[resource] += now_s - since_s
-                    busy_since_s[resource] = now_s
-            elif sign > 0:
-                for resource, count in crossings:
-                    n = n_active_on.get(resource)
-                    if n:
-                        n_active_on[resource] = n + count
-                    else:
-                        n_active_on[resource] = count
-                        busy_since_s[resource] = now_s
-            else:
-                for resource, count in crossings:
-                    n = n_active_on[resource] - count
-                    if n:
-                        n_active_on[resource] = n
-                    else:
-                        del n_active_on[resource]
-                        busy_s[resource] += now_s - busy_since_s.pop(resource)
-        return busy_s
+        """Time each resource carried at least one active flow, up to the last `sync_metrics`."""
+        return busy_s_from_log(self.capacity_bytes_per_s, self._busy_log)
 
     @property
     def active_flows(self) -> int:
