@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from rpsim.errors import SpecError
 from rpsim.gc_pause import gc_paused
 from rpsim.ir import Action, Partition, Plan
+from rpsim.ir.deps import GRAD_FENCES
 from rpsim.ir.validate import check_plan
 from rpsim.partition import (
     LayerTimes,
@@ -28,7 +29,6 @@ from rpsim.sim.steady import FIRST_SPAN
 
 __all__ = ["FIXED_PARTITIONERS", "ROUNDPIPE_PARTITIONERS", "PlanRequest", "check_counts", "make_plan",
            "roundpipe_library_request"]
-GRAD_FENCES = ("offload", "backward")
 ROUNDPIPE_MEMORY_FRACTION = 0.6  # the roundpipe library's default memory limit: 0.6 x GPU memory
 
 
@@ -55,11 +55,12 @@ class PlanRequest:
     n_iters: int | None = None
     weights: str = "auto"
     # What waits for a layer's previous CPU step before its gradient is produced again (rpsim.ir.deps):
-    # "offload" (rpexec: the download waits for the previous STEP; the GPU keeps computing and holds the
-    # gradient) or "backward" (the roundpipe library: downloads never wait, a backward job starts only
-    # after its layers' previous gradient copy, LayerAttribute.backward_fence; no gradient waits on the
-    # GPU for the optimizer).
-    grad_fence: str = "offload"
+    # "none" (rpexec's default: each download takes a host buffer of its own, so nothing waits and the
+    # backlog behind the optimizer sits in host memory); "offload" (rpexec before session 8: the
+    # download waits for the previous STEP, and the GPU holds the gradient meanwhile, so its peak
+    # follows the host optimizer's timing); or "backward" (the roundpipe library: downloads never wait,
+    # a backward job starts only after its layers' previous gradient copy, LayerAttribute.backward_fence).
+    grad_fence: str = "none"
     defer_w: bool = False  # RoundPipe: split backward, W passes after each job's I passes
 
 
@@ -158,7 +159,7 @@ def lower_checked(sc: Scenario, req: PlanRequest, plan: Plan) -> Plan:
     plan = replace(plan, setup=sc.to_setup())
     if req.grad_fence not in GRAD_FENCES:
         raise SpecError(f"grad_fence {req.grad_fence!r} unknown; valid choices: {', '.join(GRAD_FENCES)}")
-    if req.grad_fence != "offload":
+    if req.grad_fence != "offload":  # a plan without the option is fenced at the download (rpsim.ir.deps)
         plan = replace(plan, options={**plan.options, "grad_fence": req.grad_fence})
     lowered = lower(plan, req.fidelity, LoweringContext(sc.costs, sc.server, req.weights))
     check_plan(lowered)

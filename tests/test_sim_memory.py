@@ -32,6 +32,33 @@ def level_at(mem: MemoryTimeline, device: int, t: float) -> float:
     return steps[i - 1][1] if i else 0.0
 
 
+def test_unfenced_gradients_leave_the_gpu_whatever_the_host_optimizer_rate():
+    """grad_fence="none" (rpexec's default since session 8): downloads wait for no STEP, so the GPU
+    peak does not follow the host optimizer's rate, while "offload" (one host buffer per layer, reused)
+    keeps gradients on the GPU while the optimizer falls behind. The plan file keeps the fence, so the
+    rule that timed a plan is the one rpexec follows; an unknown fence is refused, naming its path."""
+    from rpsim.ir.deps import dependency_graph
+    from rpsim.ir.planio import plan_from_json, plan_to_json
+    sc = _tiny(2, 4)
+    peaks = {}
+    for rate in (1e6, 1e12):
+        cpu = replace(sc, server=replace(sc.server, host=replace(sc.server.host, adam_params_per_s=rate)))
+        for f in ("offload", "none"):
+            plan = make_plan(cpu, PlanRequest("roundpipe", fidelity="pcie", grad_fence=f))
+            peaks[(f, rate)] = max(simulate(plan, cpu).metrics["peak_gpu_allocated_bytes"])
+    unfenced = make_plan(sc, PlanRequest("roundpipe", fidelity="pcie"))
+    assert unfenced.options["grad_fence"] == "none"
+    assert plan_from_json(plan_to_json(unfenced)).options["grad_fence"] == "none"
+    bad = plan_to_json(unfenced)
+    bad["options"]["grad_fence"] = "later"
+    with pytest.raises(PlanError, match=r"\$\.options\.grad_fence: 'later' unknown; valid choices: none, offload"):
+        plan_from_json(bad)
+    assert not any(u[1].kind == "STEP" and v[1].kind == "OFFLOAD" and v[1].it > u[1].it
+                   for u, v in dependency_graph(unfenced).edges)
+    assert peaks[("none", 1e6)] == pytest.approx(peaks[("none", 1e12)], rel=1e-9)
+    assert peaks[("offload", 1e6)] > 1.2 * peaks[("none", 1e6)]
+
+
 @pytest.mark.parametrize("recompute", ["stage", "none"])
 def test_1f1b_peak_gpu_memory_is_at_most_gpipes(recompute):
     # 8 microbatches over 4 stages: GPipe keeps all 8 microbatches' activations, 1F1B at most 4 - s.
@@ -193,7 +220,7 @@ def test_library_grad_fence_moves_the_wait_from_the_download_to_the_backward():
     assert {v for _u, v in fenced} == first_backward
     peaks = {f: max(simulate(p, slow_cpu).metrics["peak_gpu_allocated_bytes"]) for f, p in plans.items()}
     assert peaks["backward"] < peaks["offload"]
-    with pytest.raises(Exception, match="grad_fence 'x' unknown; valid choices: offload, backward"):
+    with pytest.raises(Exception, match="grad_fence 'x' unknown; valid choices: none, offload, backward"):
         make_plan(sc, PlanRequest("roundpipe", grad_fence="x"))
 
 

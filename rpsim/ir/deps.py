@@ -7,10 +7,13 @@ Edges (attribute `why`):
            consumer); a direct cross-GPU data edge carries hop=True (the `hop` fidelity's fixed delay).
 - weights: a job's LOADs before its first compute; a job's OFFLOADs after its last; CPU STEPs after
            every OFFLOAD of their layer and iteration; LOADs of iteration i after STEP i-1 (sync) or
-           i-2 (async, staleness 1); the next OFFLOAD of a layer after its STEP (gradient buffer reuse),
-           or, with plan option grad_fence="backward" (the roundpipe library, attribute.py
-           LayerAttribute.backward_fence: a backward job waits for the previous iteration's gradient
-           copy, made when that step starts), the first compute of a backward job after STEP i-2.
+           i-2 (async, staleness 1); then, by plan option grad_fence: absent or "offload", the next
+           OFFLOAD of a layer after its STEP (one host gradient buffer per layer, reused); "backward"
+           (the roundpipe library, attribute.py LayerAttribute.backward_fence: a backward job waits for
+           the previous iteration's gradient copy, made when that step starts), the first compute of a
+           backward job after STEP i-2; "none", nothing more (every download takes a host buffer of its
+           own until its STEP has summed it, so a gradient waits for the optimizer in host memory, not
+           on the GPU; the LOADs' wait for STEP i-2 bounds the backlog to two iterations per layer).
            Plans without STEPs: forwards of iteration i wait for the backward of i-1 (sync) or i-2.
 - window:  memory windows of stateless-GPU plans: LOADs of a GPU's job k after the FREE of its job k-2
            (one stage prefetched); ACT_IN of microbatch k+2 of a job after compute k; compute k+2
@@ -35,6 +38,9 @@ if TYPE_CHECKING:
     import networkx as nx  # imported where a networkx graph is made: `rpsim compare` never needs one
 
 DEPS_VERSION = 1
+# Plan option grad_fence (see the module doc); a plan without it is fenced at the download ("offload"),
+# the rule's meaning before the option existed, so older plan files keep their dependencies.
+GRAD_FENCES = ("none", "offload", "backward")
 Node = tuple[int, Action]
 Key = tuple[Any, ...]  # (gpu, kind, stage, mb, it, phase, chunk, peer)
 
@@ -309,7 +315,7 @@ def _weight_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], edges: _E
     has_steps = any(lane == "optimizer" or any(a.kind == "STEP" for a in acts)
                     for (_, lane), acts in plan.lanes.items())
     offloads_of: dict[tuple[int, int], list[int]] = defaultdict(list)
-    fence_backward = plan.options.get("grad_fence") == "backward"
+    fence = plan.options.get("grad_fence", "offload")
     for gpu, gpu_jobs in jobs.items():
         for job in gpu_jobs:
             a, b = plan.partition.ranges(job.phase)[job.stage]
@@ -325,14 +331,14 @@ def _weight_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], edges: _E
                 if off is not None:
                     edges.add(idx.id_of(gpu, job.actions[-1]), off, "weights")
                     offloads_of[(layer, job.it)].append(off)
-                    if fence_backward:
+                    if fence == "backward":
                         # The library's backward job waits for its layers' gradient copy of the previous
                         # iteration, which its optimizer thread makes at the start of that step, once the
                         # step before it is done: approximated by the end of STEP(it - 2).
                         prev = idx.steps.get((layer, job.it - 2))
                         if prev is not None:
                             edges.add(prev, idx.id_of(gpu, job.actions[0]), "weights")
-                    else:  # the download reuses the host buffer the previous STEP reads
+                    elif fence == "offload":  # the download reuses the host buffer the previous STEP reads
                         prev = idx.steps.get((layer, job.it - 1))
                         if prev is not None:
                             edges.add(prev, off, "weights")
