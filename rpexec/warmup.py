@@ -107,16 +107,22 @@ def predicted_pool_demand(plan: Plan, host: HostParams, act_shape: tuple[int, ..
     return grads, acts
 
 
+POOL_SHARE_OF_AVAILABLE = 0.8
+
+
 def presize_pools(plan: Plan, host: HostParams, act_pool: BufferPool, act_shape: tuple[int, ...],
                   dtype: torch.dtype) -> float:
-    """Allocate the predicted peak of both host pools up front (rpsim's prediction), at most half the
-    host memory still available (a prediction that overestimates must not take the machine's memory;
-    the pools grow on demand beyond it); seconds taken."""
+    """Allocate the predicted peak of both host pools up front (rpsim's prediction), leaving a fifth of
+    the host memory still available to the rest of the machine (a prediction that overestimates must not
+    take all of it; the pools grow on demand beyond it); seconds taken. Half, as before session 8, could
+    not hold the 8B RoundPipe plan's 86 GiB of predicted gradient staging beside its 128 GB of model
+    states on a 251 GiB host; its iterations 1-2 grew the pool mid-run, and their downloads took 4x as
+    long (benchmarks/notes-rpexec.md, Session 8)."""
     t = time.perf_counter()
     grads, acts = predicted_pool_demand(plan, host, act_shape, dtype)
     demand = {k: n * _numel(k[0]) * torch.empty((), dtype=k[1]).element_size()
               for counts in (grads, acts) for k, n in counts.items()}
-    scale = min(1.0, 0.5 * available_host_bytes() / max(1, sum(demand.values())))
+    scale = min(1.0, POOL_SHARE_OF_AVAILABLE * available_host_bytes() / max(1, sum(demand.values())))
     host.grad_pool.reserve({k: int(n * scale) for k, n in grads.items()})
     act_pool.reserve({k: int(n * scale) for k, n in acts.items()})
     return time.perf_counter() - t

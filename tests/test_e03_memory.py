@@ -34,10 +34,6 @@ TOLERANCE = 0.10
 # layer, so a streamed job's first backward peaks (its top layer, or the head's loss backward) before its
 # gradients exist (rpsim.sim.memory.backward_peak_bytes): the rules now give 11.84 and 4.88.
 UNEXPLAINED: set[str] = set()
-# Session 7 re-measured async RoundPipe with the STEP on fewer threads (rpexec.step_threads): on its own
-# timing the 2.8B one-GPU run's rules give 36.72 GiB against 33.26 measured (+10.4%; 1.8B 19.45 against
-# 19.18, 0.7B 8.48 against 8.38). Where the extra 3.5 GiB comes from is not yet examined.
-UNEXPLAINED_ON_MEASURED_TIMING = UNEXPLAINED | {"llama-2.8b-roundpipe-1gpu"}
 UNEXPLAINED_MARK = pytest.mark.xfail(strict=True, reason="memory the rules do not place (see UNEXPLAINED)")
 
 
@@ -56,7 +52,7 @@ def _id(p: Path) -> str:
 
 @pytest.mark.skipif(not PLANS, reason="experiments/data/e03 holds no runs")
 @pytest.mark.parametrize("plan_path", [pytest.param(p, marks=UNEXPLAINED_MARK)
-                                       if _id(p) in UNEXPLAINED_ON_MEASURED_TIMING else p for p in PLANS], ids=_id)
+                                       if _id(p) in UNEXPLAINED else p for p in PLANS], ids=_id)
 def test_memory_rules_on_the_measured_timing_give_the_measured_peak(plan_path):
     """The rules alone, timed by the measured trace itself: the run's peak (the largest over its GPUs)
     within 10%. (GPU 0 of the 2-GPU RoundPipe runs measured 0.4-1.4 GiB above the rules while GPU 1
@@ -68,28 +64,17 @@ def test_memory_rules_on_the_measured_timing_give_the_measured_peak(plan_path):
     assert predicted == pytest.approx(max(trace.meta["peak_gpu_mem_bytes"]), rel=TOLERANCE)
 
 
-# The async 2.8B run on 2 GPUs, measured on an earlier lease, peaked at the end of its run with 14.4 GiB of
-# weights and gradients on GPU 0 (23.6 GiB in all, -14.5%); re-measured with the current rpexec in one lease
-# with the other async runs (session 5) it peaks at 20.82 GiB against 20.18 predicted.
-# With the host-issue timing model (main, e708be6) the async 0.7B run on one GPU predicts 9.2 GiB against
-# 11.3: its gradient backlog depends on how far the host optimizer falls behind (11.5 GiB with the
-# optimizer at its measured in-run rate, docs/memory.md).
-# Async RoundPipe on one GPU keeps the gradients its host STEPs have not yet summed, so its peak follows
-# how far the optimizer falls behind: with session 6's faster STEP (rpexec.step_loops) the 1.8B run peaks
-# at 22.17 GiB (27.54 before) and the 2.8B one at 38.25 (46.12), while rpsim, whose STEP is 11-14% slower
-# than these runs, predicts 27.48 and 47.57. The rules on the measured timing give the measured peaks
-# (the test above), so the miss is the timing's.
-# Session 7's runs leave the STEP a core per lane (rpexec.step_threads), so it falls behind less again:
-# measured peaks 19.18 (1.8B) and 33.26 GiB (2.8B). The same 1.8B plan and code measured 27.41, 25.91
-# and 19.18 GiB in three calls of one session (the first on a cold host, the last after touching 200 GiB
-# of host memory): this peak is a race between the STEP and the backward, not a property of the plan.
-GROWING_BACKLOG = {"llama-1.8b-roundpipe-1gpu", "llama-2.8b-roundpipe-1gpu"}
+# Until session 7 a gradient download waited for its layer's previous STEP (grad_fence "offload"), so
+# async RoundPipe on one GPU held the gradients its host optimizer had not summed yet, and its peak was a
+# race with the STEP: the same 1.8B plan measured 27.41, 25.91 and 19.18 GiB in three calls of one session
+# (experiments/data/e03-download-fence-2026-11-30 keeps those runs: 0.7B 8.38, 1.8B 19.18, 2.8B 33.26 GiB,
+# predicted 11.23, 27.06, 46.21). Since session 8 downloads wait for no STEP (grad_fence "none"; the
+# backlog sits in host memory), and the re-measured runs peak at 3.38, 5.04 and 12.12 GiB against 3.34,
+# 4.88 and 11.84 predicted: the peak no longer follows the host's timing.
 
 
 @pytest.mark.skipif(not PLANS, reason="experiments/data/e03 holds no runs")
 @pytest.mark.parametrize("plan_path", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="the gradient backlog follows the host STEP's timing (see GROWING_BACKLOG)"))
-    if _id(p) in GROWING_BACKLOG else
     pytest.param(p, marks=UNEXPLAINED_MARK) if _id(p) in UNEXPLAINED else p for p in PLANS], ids=_id)
 def test_predicted_peak_within_10_percent_of_measured(plan_path):
     plan, sc, trace = _run(plan_path)

@@ -73,13 +73,16 @@ def _model_states(plan: Plan, ctx: CostContext, resident: bool, deltas: dict) ->
             total = sum(x.weight_bytes + x.grad_bytes + x.optim_bytes
                         for s in stages for x in layers[slice(*plan.partition.fwd[s])])  # type: ignore[index]
             deltas[gpu].append((0.0, total))
-    else:  # fp16 weights and gradient buffers pinned, fp32 master + Adam state, all in host memory
-        deltas[CPU].append((0.0, sum(x.weight_bytes + x.grad_bytes + x.optim_bytes for x in layers)))
+    else:  # fp32 master + Adam state and two compute-dtype versions of the weights, which the LOADs of
+        # consecutive iterations read (rpexec.hostparams); the gradient staging is counted per download
+        # (_streamed_buffers)
+        deltas[CPU].append((0.0, sum(2 * x.weight_bytes + x.optim_bytes for x in layers)))
 
 
 def _streamed_buffers(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> frozenset[tuple]:
     """A layer's weights live from its LOAD's start to its job's FREE's end; its gradient from the moment
-    the job's first weight-gradient action computes it to its OFFLOAD's end. A B or FB computes each
+    the job's first weight-gradient action computes it to its OFFLOAD's end, and in host memory from the
+    OFFLOAD's start to its STEP's end. A B or FB computes each
     layer's gradient as its backward walk reaches the layer (autograd allocates .grad then), so the job's
     gradients are counted from that action's end, and the action's own working set carries the ones it
     has made before its peak (_shape); a W's from its start. Returns those B and FB actions, keyed
@@ -101,6 +104,8 @@ def _streamed_buffers(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) 
             jobs[(gpu, job.phase, job.stage, job.first_mb, job.it)] = (lo, hi, grads_from)
     freed = {(gpu, a.phase, a.stage, a.mb, a.it): e
              for (gpu, a), (_s, e) in timed.items() if a.kind == "FREE"}
+    stepped = {(a.chunk, a.it): e for (gpu, a), (_s, e) in timed.items() if a.kind == "STEP"}
+    run_end = max((e for _s, e in timed.values()), default=0.0)
     for (gpu, a), (s, e) in timed.items():
         if a.kind not in ("LOAD", "OFFLOAD"):
             continue
@@ -114,6 +119,9 @@ def _streamed_buffers(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) 
         else:
             assert span[2] is not None, f"{a} offloads gradients of a job with no backward"
             deltas[gpu] += [(span[2], x.grad_bytes), (e, -x.grad_bytes)]
+            # its host staging buffer: from the download's start until the STEP that sums it has ended
+            # (rpexec.hostparams.grad_buffer; a pool that never shrinks, so its peak is what it holds)
+            deltas[CPU] += [(s, x.grad_bytes), (stepped.get((a.chunk, a.it), run_end), -x.grad_bytes)]
     return frozenset(makes_grads)
 
 
