@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from rpsim.errors import PlanError
-from rpsim.ir import Action
+from rpsim.ir import CPU, Action
 from rpsim.ir.validate import check_plan
 from rpsim.planner import PlanRequest, make_plan
 from rpsim.scenario import Scenario, make_scenario
@@ -116,6 +116,27 @@ def test_every_buffer_is_freed_by_the_end(schedule):
         assert result.memory.peak_bytes(gpu) > states  # something was allocated and freed
         assert result.metrics["peak_gpu_mem_bytes"][gpu] == pytest.approx(
             result.memory.peak_bytes(gpu) * ALLOCATOR_OVERHEAD)
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_host_holds_two_trainable_weight_versions_and_each_download_until_its_step(mode):
+    """Streamed plans' host memory (rpexec.hostparams): fp32 master and Adam state, the compute-dtype
+    weights plus a second version of what the optimizer updates (frozen LoRA base weights need one),
+    always; each gradient download's staging buffer from its start until the STEP that sums it ends. So
+    the run ends at exactly the states, and with an optimizer slower than the GPUs the unfenced plan's
+    backlog shows in host memory, not on the GPU."""
+    from rpsim.costs.layer_costs import WEIGHT_BYTES_PER_PARAM
+    sc = make_scenario(TINY, "4090x2", TrainingSpec(seq_len=128, global_batch=8, mb_size=2, mode=mode))
+    slow = replace(sc, server=replace(sc.server, host=replace(sc.server.host, adam_params_per_s=1e6)))
+    states = sum(x.weight_bytes + x.trainable_params * WEIGHT_BYTES_PER_PARAM + x.optim_bytes
+                 for x in sc.costs.layers)
+    runs = {f: simulate(make_plan(slow, PlanRequest("roundpipe", fidelity="pcie", grad_fence=f)), slow)
+            for f in ("offload", "none")}
+    for result in runs.values():
+        assert result.memory.steps[CPU][-1][1] == pytest.approx(states, rel=1e-12)
+    staged = {f: r.memory.peak_bytes(CPU) - states for f, r in runs.items()}
+    assert staged["none"] > staged["offload"] > 0
+    assert max(runs["none"].metrics["peak_gpu_allocated_bytes"]) < max(runs["offload"].metrics["peak_gpu_allocated_bytes"])
 
 
 def test_fused_stage_upload_and_output_live_until_used_and_moved():

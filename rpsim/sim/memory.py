@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from rpsim.ir import CPU, Action, Plan
 from rpsim.ir.action import COMPUTE_KINDS, INPUT_GRAD_KINDS, WEIGHT_GRAD_KINDS
+from rpsim.costs.layer_costs import WEIGHT_BYTES_PER_PARAM
 from rpsim.ir.jobs import jobs_of, residency
 from rpsim.sim.action_costs import CostContext, boundary_bytes, saved_inside_bytes, transfer_bytes
 from rpsim.sim.trace import Trace
@@ -73,10 +74,11 @@ def _model_states(plan: Plan, ctx: CostContext, resident: bool, deltas: dict) ->
             total = sum(x.weight_bytes + x.grad_bytes + x.optim_bytes
                         for s in stages for x in layers[slice(*plan.partition.fwd[s])])  # type: ignore[index]
             deltas[gpu].append((0.0, total))
-    else:  # fp32 master + Adam state and two compute-dtype versions of the weights, which the LOADs of
-        # consecutive iterations read (rpexec.hostparams); the gradient staging is counted per download
-        # (_streamed_buffers)
-        deltas[CPU].append((0.0, sum(2 * x.weight_bytes + x.optim_bytes for x in layers)))
+    else:  # fp32 master + Adam state, and the compute-dtype weights in two versions where the optimizer
+        # updates them (the LOADs of consecutive iterations read different ones, rpexec.hostparams; frozen
+        # LoRA base weights need one); the gradient staging is counted per download (_streamed_buffers)
+        deltas[CPU].append((0.0, sum(x.weight_bytes + x.trainable_params * WEIGHT_BYTES_PER_PARAM + x.optim_bytes
+                                     for x in layers)))
 
 
 def _streamed_buffers(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) -> frozenset[tuple]:
