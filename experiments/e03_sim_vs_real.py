@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rpsim.ir.deps import GRAD_FENCES  # noqa: E402 - after the path insert above
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -52,11 +54,13 @@ def training():
 
 def measure(gpu_counts: list[int], out: Path, device: str = "cuda", mem_cap_gib: float | None = None,
             sizes: tuple[str, ...] = tuple(SIZES), schedules: tuple[str, ...] = SCHEDULES,
-            optimizer_threads: str = "auto") -> None:
+            optimizer_threads: str = "auto", grad_fence: str | None = None) -> None:
     import torch
 
     from rpexec.profile import make_profile
     from rpexec.session import RunOptions, run_plan
+    from dataclasses import replace
+
     from rpsim.ir.planio import save_plan
     from rpsim.planner import PlanRequest, make_plan
     from rpsim.report.files import write_json_atomic
@@ -76,7 +80,8 @@ def measure(gpu_counts: list[int], out: Path, device: str = "cuda", mem_cap_gib:
         for g in gpu_counts:
             sc = make_scenario(model(name), f"h200x{g}", t, str(prof_path), gpu_memory_bytes=cap)
             for schedule in schedules:
-                plan = make_plan(sc, PlanRequest(schedule, n_iters=4 if schedule == "roundpipe" else 1))
+                req = PlanRequest(schedule, n_iters=4 if schedule == "roundpipe" else 1)
+                plan = make_plan(sc, replace(req, grad_fence=grad_fence) if grad_fence else req)
                 blocks = 1 if schedule == "roundpipe" else 4
                 for d in range(torch.cuda.device_count()):
                     torch.cuda.reset_peak_memory_stats(d)
@@ -119,19 +124,21 @@ SOURCE_LABELS = {"profile": "from rpexec profile", "machine": "from the calibrat
 MACHINES = ROOT / "experiments" / "data" / "machines"
 
 
-def prediction_setup(setup: dict, n_gpus: int, source: str) -> dict:
+def prediction_setup(setup: dict, n_gpus: int, source: str, data: Path = DATA, machine: Path | None = None) -> dict:
+    """`data`: the folder of measured runs and their profiles; `machine`: the machine file (default: the
+    calibrated h200xN of experiments/data/machines for an N-GPU run)."""
     setup = dict(setup)
     if source == "profile":  # the size's own profile (plans made from the presets name none)
-        setup["profile"] = str(DATA / (Path(setup["profile"]).name if setup.get("profile")
+        setup["profile"] = str(data / (Path(setup["profile"]).name if setup.get("profile")
                                        else f"{setup['model']['name']}-profile.json"))
     else:
         setup["profile"] = None
         if source == "machine":
-            setup["server"] = str(MACHINES / f"h200x{n_gpus}.toml")
+            setup["server"] = str(machine or MACHINES / f"h200x{n_gpus}.toml")
     return setup
 
 
-def compare(source: str = "profile") -> tuple[list[dict], list[dict]]:
+def compare(source: str = "profile", data: Path = DATA, machine: Path | None = None) -> tuple[list[dict], list[dict]]:
     """The issue's per-run rows, and per run and action class the mean duration predicted and measured
     (measured: iterations after the first, which pays first-touch costs), which says where a miss comes
     from."""
@@ -141,9 +148,9 @@ def compare(source: str = "profile") -> tuple[list[dict], list[dict]]:
     from rpsim.sim.trace import load_trace
     from rpsim.validate_run import CLASSES, measured_metrics, steady_iteration_s
     rows, by_class = [], []
-    for plan_path in sorted(DATA.glob("*-plan.json")):
+    for plan_path in sorted(data.glob("*-plan.json")):
         plan = load_plan(plan_path)
-        sc = scenario_from_setup(prediction_setup(plan.setup, plan.n_gpus, source))
+        sc = scenario_from_setup(prediction_setup(plan.setup, plan.n_gpus, source, data, machine))
         trace = load_trace(str(plan_path).replace("-plan.json", "-trace.json"))
         sim = simulate(plan, sc, stop_at_steady=False)  # compared with a measured run of every iteration
         pred = steady_prediction(plan, sc).metrics if plan.optimizer == "async" else sim.metrics
@@ -256,7 +263,9 @@ def _block_iteration_s(trace) -> float:
     return steady_iteration_s(trace, skip=0)
 
 
-def report(rows: list[dict], by_class: list[dict], source: str = "profile", figure_path: Path | None = None) -> None:
+def report(rows: list[dict], by_class: list[dict], source: str = "profile", figure_path: Path | None = None,
+           library: bool = True) -> None:
+    """`library`: also predict the roundpipe library's benchmark runs (measured on the 2x H200 host)."""
     OUT.mkdir(parents=True, exist_ok=True)
     for name, table in (("results.csv", rows), ("by_class.csv", by_class)):
         with open(OUT / name, "w", newline="") as f:
@@ -288,7 +297,7 @@ def report(rows: list[dict], by_class: list[dict], source: str = "profile", figu
             if ratios:
                 print(f"  {kind:8s} {label:7s} {statistics.median(ratios):5.2f}  "
                       f"(range {min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} runs)")
-    libs = predict_library(source)
+    libs = predict_library(source) if library else []
     if libs:
         with open(OUT / "library.csv", "w", newline="") as f:
             w = csv.DictWriter(f, list(libs[0]))
@@ -320,7 +329,8 @@ def figure(rows: list[dict], path: Path | None = None, source: str = "profile") 
         ax.set(xlabel="measured iteration (s)", ylabel="predicted iteration (s)", xlim=(0, lim), ylim=(0, lim))
         ax.set_aspect("equal")
         # three short lines: one column is ~3.3 in wide, and a clipped title loses its first words
-        fig.suptitle(f"e03: rpsim against rpexec on H200 SXM\n({SOURCE_LABELS[source]}),\n1 and 2 GPUs")
+        counts = " and ".join(str(g) for g in sorted({r["gpus"] for r in rows}))
+        fig.suptitle(f"e03: rpsim against rpexec on H200 SXM\n({SOURCE_LABELS[source]}),\n{counts} GPUs")
         fig.legend(loc="outside lower center", ncol=2)
         fig.savefig(path or OUT / "predicted_vs_measured.png")
     return fig
@@ -336,9 +346,15 @@ def main() -> None:
     p.add_argument("--schedules", default=",".join(SCHEDULES), help="schedules to measure (default: all)")
     p.add_argument("--optimizer-threads", default="auto",
                    help="the runs' host STEP threads, as rpexec run --optimizer-threads (auto, all or N; default auto)")
+    p.add_argument("--grad-fence", default=None, choices=GRAD_FENCES,
+                   help="with --measure: the plans' gradient fence (rpsim.ir.deps; default: the planner's)")
     p.add_argument("--predict-from", default="profile", choices=SOURCES,
                    help="profile: each size's rpexec profile; machine: the rpexec calibrate machine file "
                         "(experiments/data/machines); preset: the built-in h200 presets only (default: profile)")
+    p.add_argument("--data", default=str(DATA),
+                   help="the measured runs to compare with (default: experiments/data/e03, 2x H200)")
+    p.add_argument("--machine", default=None,
+                   help="with --predict-from machine: the machine file (default: experiments/data/machines/h200xN.toml)")
     p.add_argument("--figure", default=None, help="where to write the figure (default: "
                                                    "experiments/out/e03/predicted_vs_measured.png)")
     p.add_argument("--cpu-rates-only", action="store_true",
@@ -351,12 +367,13 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         measure([int(x) for x in a.gpus.split(",")], out, mem_cap_gib=a.mem_cap_gib,
                 sizes=tuple(a.sizes.split(",")), schedules=tuple(a.schedules.split(",")),
-                optimizer_threads=a.optimizer_threads)
+                optimizer_threads=a.optimizer_threads, grad_fence=a.grad_fence)
         return
-    rows, by_class = compare(a.predict_from)
+    data = Path(a.data)
+    rows, by_class = compare(a.predict_from, data, Path(a.machine) if a.machine else None)
     if not rows:
-        sys.exit(f"no measured data under {DATA}; run with --measure on a GPU machine first")
-    report(rows, by_class, a.predict_from, Path(a.figure) if a.figure else None)
+        sys.exit(f"no measured data under {data}; run with --measure on a GPU machine first")
+    report(rows, by_class, a.predict_from, Path(a.figure) if a.figure else None, library=data.resolve() == DATA.resolve())
 
 
 if __name__ == "__main__":
