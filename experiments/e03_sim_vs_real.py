@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rpsim.ir.deps import GRAD_FENCES  # noqa: E402 - after the path insert above
+from rpsim.ir.deps import GRAD_FENCES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -55,12 +55,12 @@ def training():
 def measure(gpu_counts: list[int], out: Path, device: str = "cuda", mem_cap_gib: float | None = None,
             sizes: tuple[str, ...] = tuple(SIZES), schedules: tuple[str, ...] = SCHEDULES,
             optimizer_threads: str = "auto", grad_fence: str | None = None) -> None:
+    from dataclasses import replace
+
     import torch
 
     from rpexec.profile import make_profile
     from rpexec.session import RunOptions, run_plan
-    from dataclasses import replace
-
     from rpsim.ir.planio import save_plan
     from rpsim.planner import PlanRequest, make_plan
     from rpsim.report.files import write_json_atomic
@@ -89,7 +89,7 @@ def measure(gpu_counts: list[int], out: Path, device: str = "cuda", mem_cap_gib:
                 try:
                     result = run_plan(plan, sc.model, SEQ, t.mb_size, RunOptions(device=device, dtype=dtype, blocks=blocks,
                                                                                  optimizer_threads=optimizer_threads))
-                except Exception as e:  # noqa: BLE001 - one failed run must not lose the others
+                except Exception as e:
                     print(f"FAILED {stem.name}: {type(e).__name__}: {e}", flush=True)
                     continue
                 save_plan(plan, f"{stem}-plan.json")

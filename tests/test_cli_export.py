@@ -28,6 +28,21 @@ def test_roundpipe_qwen3_32b_on_eight_4090s_exports_a_valid_plan(run_cli, tmp_pa
     assert plan.setup["server"] == "4090x8" and plan.setup["model"]["n_layers"] == 64
 
 
+@pytest.mark.parametrize("fence", [None, "offload", "backward"])
+def test_export_writes_the_gradient_fence_its_plan_was_timed_with(run_cli, tmp_path, fence):
+    """--grad-fence picks the dependency rule a download follows (rpsim.ir.deps); the plan file carries
+    it, so rpexec replays the rule rpsim timed. The default, none, is written too: a file without the
+    option means the download fence of plans written before it existed."""
+    out = tmp_path / "p.json"
+    flags = ["--grad-fence", fence] if fence else []
+    code, _, err = run_cli("export", "--model", "qwen3-1.7b", "--gpus", "4090x4", "--schedule", "roundpipe",
+                           "-o", str(out), *flags)
+    assert code == 0, err
+    written = json.loads(out.read_text())["options"].get("grad_fence")
+    assert written == {None: "none", "offload": None, "backward": "backward"}[fence]
+    assert load_plan(out).options.get("grad_fence", "offload") == (fence or "none")
+
+
 def _torch_load(path, n_gpus: int, n_stages: int, n_mb: int):
     """As in test_torch_csv: torch's runtime for one rank loads the CSV, validates it and adds send/recv."""
     from torch.distributed.pipelining import schedules as ts

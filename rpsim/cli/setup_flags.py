@@ -7,6 +7,7 @@ import argparse
 from rpsim.catalog import GPUS_GRAMMAR, load_model
 from rpsim.catalog.models import OVERRIDABLE, override_model
 from rpsim.errors import SpecError
+from rpsim.ir.deps import GRAD_FENCES
 from rpsim.partition.counts import GRAMMAR
 from rpsim.passes import LEVELS
 from rpsim.passes.lower import WEIGHT_POLICIES
@@ -125,6 +126,12 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--g0-rule", default="paper", choices=G0_RULES,
                    help="RoundPipe: the next round starts at g0 + S (paper) or on the earliest-free GPU "
                         "(default %(default)s)")
+    p.add_argument("--grad-fence", default="none", choices=GRAD_FENCES,
+                   help="what a layer's gradient waits for before its next download: none (each download takes "
+                        "its own host buffer; the backlog behind the host optimizer sits in host memory), offload "
+                        "(the layer's previous CPU step: one host buffer per layer, the backlog stays on the GPU), "
+                        "backward (the roundpipe library: a backward job waits for its layers' previous "
+                        "gradient copy) (default %(default)s)")
     p.add_argument("--weights", default="auto", choices=WEIGHT_POLICIES,
                    help="fixed-placement baselines: keep weights resident on their GPU, stream them from "
                         "host memory, or decide by memory (default %(default)s)")
@@ -173,5 +180,5 @@ def plan_request(args: argparse.Namespace, schedule: str) -> PlanRequest:
     partitioner = args.partitioner if args.partitioner in traits.partitioners else None
     return PlanRequest(schedule=schedule, fidelity=args.fidelity, partition=partition, partitioner=partitioner,
                        virtual_stages=args.virtual_stages, round_size=args.round_size, g0_rule=args.g0_rule,
-                       n_iters=args.iters, weights=args.weights,
+                       n_iters=args.iters, weights=args.weights, grad_fence=args.grad_fence,
                        defer_w=args.defer_w and traits.deferrable_w)

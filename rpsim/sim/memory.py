@@ -7,9 +7,9 @@ import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 
+from rpsim.costs.layer_costs import WEIGHT_BYTES_PER_PARAM
 from rpsim.ir import CPU, Action, Plan
 from rpsim.ir.action import COMPUTE_KINDS, INPUT_GRAD_KINDS, WEIGHT_GRAD_KINDS
-from rpsim.costs.layer_costs import WEIGHT_BYTES_PER_PARAM
 from rpsim.ir.jobs import jobs_of, residency
 from rpsim.sim.action_costs import CostContext, boundary_bytes, saved_inside_bytes, transfer_bytes
 from rpsim.sim.trace import Trace
