@@ -28,7 +28,7 @@ from rpsim.schedules.traits import FIXED_PARTITIONERS, ROUNDPIPE_PARTITIONERS, S
 from rpsim.sim.steady import FIRST_SPAN
 
 __all__ = ["FIXED_PARTITIONERS", "ROUNDPIPE_PARTITIONERS", "PlanRequest", "check_counts", "make_plan",
-           "roundpipe_library_request"]
+           "make_plan_prefix", "roundpipe_library_request"]
 ROUNDPIPE_MEMORY_FRACTION = 0.6  # the roundpipe library's default memory limit: 0.6 x GPU memory
 
 
@@ -129,11 +129,21 @@ def check_counts(virtual_stages: int | None, n_iters: int | None, round_size: in
 def make_plan(sc: Scenario, req: PlanRequest) -> Plan:
     """The request's plan, built, lowered and checked, with the cyclic garbage collector paused meanwhile
     (rpsim.gc_pause: building allocates ~10^5-10^6 long-lived acyclic objects; no result depends on it)."""
+    return make_plan_prefix(sc, req, None)[0]
+
+
+def make_plan_prefix(sc: Scenario, req: PlanRequest, at_most_iters: int | None) -> tuple[Plan, int]:
+    """(the request's plan built for its first `at_most_iters` iterations only, the iterations its whole
+    plan holds). Every builder and pass places an iteration's actions after the earlier iterations' in
+    each lane, and no action waits on a later iteration's, so the plan of the first k iterations is the
+    whole plan cut to them (rpsim.sim.steady.first_iterations; tests/test_plan_prefix.py): a run that
+    needs only those (rpsim.steady_run) need not pay for building, lowering and checking the rest.
+    None: every iteration (make_plan)."""
     with gc_paused():
-        return _make_plan(sc, req)
+        return _make_plan(sc, req, at_most_iters)
 
 
-def _make_plan(sc: Scenario, req: PlanRequest) -> Plan:
+def _make_plan(sc: Scenario, req: PlanRequest, at_most_iters: int | None) -> tuple[Plan, int]:
     module = get_schedule(req.schedule)
     traits: ScheduleTraits = module.TRAITS
     n = sc.server.n_gpus
@@ -145,13 +155,14 @@ def _make_plan(sc: Scenario, req: PlanRequest) -> Plan:
     roundpipe = traits.asymmetric_partition
     v = traits.virtual_stages.resolve(req.virtual_stages, default_virtual_stages(n, sc.model.n_layers))
     partition = choose_partition(sc, req, roundpipe, n * v, traits.partitioners)
+    planned_iters = req.n_iters or default_iterations(sc, req, traits, partition)
     options = BuildOptions(virtual_stages=v, round_size=req.round_size, g0_rule=req.g0_rule,
-                           n_iters=req.n_iters or default_iterations(sc, req, traits, partition),
+                           n_iters=min(planned_iters, at_most_iters or planned_iters),
                            optimizer=traits.optimizer, recompute=sc.training.recompute,
                            defer_w=req.defer_w)
     if req.g0_rule == "earliest-free":
         options = replace(options, **stage_estimates(sc, partition))
-    return lower_checked(sc, req, module.build(n, partition, sc.training.n_mb, options))
+    return lower_checked(sc, req, module.build(n, partition, sc.training.n_mb, options)), planned_iters
 
 
 def lower_checked(sc: Scenario, req: PlanRequest, plan: Plan) -> Plan:

@@ -8,12 +8,13 @@ order (lanes sorted by (gpu, name)) and so deterministic.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from bisect import bisect_left
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import simpy
 
-from rpsim.ir import Action, Plan
+from rpsim.ir import Action, LaneId, Plan
 from rpsim.ir.action import MOVING_KINDS
 from rpsim.ir.deps import DependencyFacts
 from rpsim.sim.action_costs import CostContext, action_issue_s, duration_s, host_step_bytes, transfer_bytes
@@ -49,6 +50,9 @@ class EngineRun:
     network: FlowNetwork | None
     timed: dict[Node, tuple[float, float]]  # (start_s, end_s) of every action, keyed like the graph
     simulated_iters: int  # the plan's n_iters, or fewer when the run stopped at steady state
+    # Per lane, the latest iteration of its actions finished when the run stopped (-1: none): how far
+    # the run got into iterations it did not keep (rpsim.steady_run: would a longer plan run the same).
+    lane_progress: dict[LaneId, int] = field(default_factory=dict)
 
 
 def run_engine(inp: EngineInputs) -> EngineRun:
@@ -70,18 +74,28 @@ def run_engine(inp: EngineInputs) -> EngineRun:
     for ((gpu, lane), actions), lane_ids in zip(sorted(inp.plan.lanes.items()), ids.lanes):
         env.process(_lane(run, gpu, lane, actions, lane_ids))
     env.run(until=steady.event if steady else None)
+    progress = lane_progress(inp.plan, ids, times)
     nodes = ids.nodes
     timed = {nodes[i]: times[i] for i in finished}  # type: ignore[misc]
     if steady is not None and steady.simulated_iters < inp.plan.n_iters:
         n = steady.simulated_iters  # later iterations' actions that ran meanwhile are dropped
         events = [e for e in events if e.it < n]
         timed = {node: times for node, times in timed.items() if node[1].it < n}
-        return EngineRun(Trace(tuple(sorted(events, key=_event_order))), net, timed, n)
+        return EngineRun(Trace(tuple(sorted(events, key=_event_order))), net, timed, n, progress)
     if len(timed) < len(nodes):
         gpu, a = next(node for i, node in enumerate(nodes) if times[i] is None)
         raise AssertionError(f"simulation stalled at gpu {gpu}: {a} (the plan checks should prevent this)")
     events.sort(key=_event_order)
-    return EngineRun(Trace(tuple(events)), net, timed, inp.plan.n_iters)
+    return EngineRun(Trace(tuple(events)), net, timed, inp.plan.n_iters, progress)
+
+
+def lane_progress(plan: Plan, ids: DependencyFacts, times: list[tuple[float, float] | None]) -> dict[LaneId, int]:
+    """EngineRun.lane_progress. A lane runs its actions one at a time, so the finished ones are a prefix."""
+    out = {}
+    for (lane, actions), lane_ids in zip(sorted(plan.lanes.items()), ids.lanes):
+        n_done = bisect_left(lane_ids, True, key=lambda i: times[i] is None)
+        out[lane] = max((a.it for a in actions[:n_done]), default=-1)
+    return out
 
 
 @dataclass(frozen=True)

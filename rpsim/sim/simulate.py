@@ -1,12 +1,12 @@
 """`simulate(plan, scenario)`: the timed trace of a lowered plan, its memory timeline and its metrics."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rpsim.costs.cpu_optimizer import cpu_optimizer_rates
 from rpsim.gc_pause import gc_paused
-from rpsim.ir import CPU, Plan
+from rpsim.ir import CPU, LaneId, Plan
 from rpsim.ir.deps import dependency_facts
 from rpsim.metrics import summarize
 from rpsim.scenario import Scenario
@@ -25,6 +25,7 @@ class SimResult:
     trace: Trace
     memory: MemoryTimeline
     metrics: dict[str, Any]
+    lane_progress: dict[LaneId, int] = field(default_factory=dict)  # rpsim.sim.engine.EngineRun's
 
 
 def cost_context(plan: Plan, sc: Scenario) -> CostContext:
@@ -33,23 +34,24 @@ def cost_context(plan: Plan, sc: Scenario) -> CostContext:
                           sc.server.host.issue_s if plan.level == "pcie" else None)
 
 
-def simulate(plan: Plan, sc: Scenario, stop_at_steady: bool = True) -> SimResult:
+def simulate(plan: Plan, sc: Scenario, stop_at_steady: bool = True, planned_iters: int | None = None) -> SimResult:
     """`stop_at_steady`: an async plan's run stops once its iteration time converged (rpsim.sim.steady);
     the result's plan then holds the iterations simulated, and metrics say how many of how many.
+    `planned_iters`: the iterations of the request's whole plan when `plan` holds its first ones only
+    (rpsim.steady_run builds those a run needs; metrics report the whole plan's count as planned).
     The cyclic garbage collector is paused meanwhile (rpsim.gc_pause: a run allocates ~10^5-10^6
     long-lived acyclic objects, which every full collection rescanned; no figure depends on it), as
     `rpsim` commands pause it for their whole run: library callers (experiments, benchmarks) get the same."""
     with gc_paused():
-        return _simulate(plan, sc, stop_at_steady)
+        return _simulate(plan, sc, stop_at_steady, planned_iters or plan.n_iters)
 
 
-def _simulate(plan: Plan, sc: Scenario, stop_at_steady: bool) -> SimResult:
+def _simulate(plan: Plan, sc: Scenario, stop_at_steady: bool, planned_iters: int) -> SimResult:
     graph = dependency_facts(plan)
     ctx = cost_context(plan, sc)
     topo = build_topology(sc.server, sc.profile) if plan.level == "pcie" else None
     hop_s = hop_delay(plan.level, sc).seconds
     run = run_engine(EngineInputs(plan, graph, ctx, topo, hop_s, stop_at_steady))
-    planned_iters = plan.n_iters
     plan = first_iterations(plan, run.simulated_iters)
     net = run.network
     trace = Trace(run.trace.events, {"source": "rpsim", "schedule": plan.schedule, "level": plan.level,
@@ -67,4 +69,4 @@ def _simulate(plan: Plan, sc: Scenario, stop_at_steady: bool) -> SimResult:
     # The live tensor bytes alone: what torch.cuda.max_memory_allocated reports for the same run, and what
     # rpexec's measured traces hold as their peak_gpu_mem_bytes.
     metrics["peak_gpu_allocated_bytes"] = allocated
-    return SimResult(plan, trace, mem, metrics)
+    return SimResult(plan, trace, mem, metrics, run.lane_progress)
