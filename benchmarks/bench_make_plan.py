@@ -1,7 +1,9 @@
 """CPU time of make_plan (partition, builder, lowering, checks with the dependency graph) on the plans
 issue 18 names: Qwen3-235B-A22B RoundPipe on 8x RTX 4090 (bench_sim's plan), and Llama-70B RoundPipe
 with 64 microbatches on 2 to 64 H100s; prints figures, asserts nothing. The cyclic GC is paused as
-`rpsim` commands pause it (rpsim.gc_pause); --gc keeps it on. Minimum of --repeat runs.
+`rpsim` commands pause it (rpsim.gc_pause); --gc keeps it on. Minimum of --repeat runs. Each Llama-70B plan is
+timed whole and as a command's first pass builds it (its first rpsim.steady_run.FIRST_BUILD_ITERS iterations,
+rpsim.planner.make_plan_prefix).
 Run: python3 benchmarks/bench_make_plan.py [--repeat 3] [--gpus 2,8,32,64] [--gc]
 """
 from __future__ import annotations
@@ -12,9 +14,10 @@ import gc
 import time
 
 from rpsim.gc_pause import gc_paused
-from rpsim.planner import PlanRequest, make_plan
+from rpsim.planner import PlanRequest, make_plan, make_plan_prefix
 from rpsim.scenario import make_scenario
 from rpsim.specs import TrainingSpec
+from rpsim.steady_run import FIRST_BUILD_ITERS
 
 PARTITION_235B = ",".join(["2"] * 47) + "|" + ",".join(["0"] + ["1"] * 94)
 
@@ -49,8 +52,11 @@ def main() -> None:
            lambda: make_plan(sc, PlanRequest("roundpipe", partition=PARTITION_235B)), args.repeat, not args.gc)
     for n in (int(x) for x in args.gpus.split(",")):
         sc = make_scenario("llama-70b", f"h100x{n}", TrainingSpec(seq_len=2048, global_batch=64, mb_size=1))
+        repeat = 1 if n >= 32 else args.repeat
         report(f"llama-70b RoundPipe h100x{n}, 64 microbatches",
-               lambda sc=sc: make_plan(sc, PlanRequest("roundpipe")), 1 if n >= 32 else args.repeat, not args.gc)
+               lambda sc=sc: make_plan(sc, PlanRequest("roundpipe")), repeat, not args.gc)
+        report(f"  the same, first {FIRST_BUILD_ITERS} iterations (a command's first pass)",
+               lambda sc=sc: make_plan_prefix(sc, PlanRequest("roundpipe"), FIRST_BUILD_ITERS)[0], repeat, not args.gc)
 
 
 if __name__ == "__main__":
