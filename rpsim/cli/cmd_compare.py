@@ -5,7 +5,6 @@ import argparse
 import csv
 import io
 import json
-import sys
 
 from rpsim.cli.setup_flags import (
     add_plan_flags,
@@ -14,7 +13,7 @@ from rpsim.cli.setup_flags import (
     plan_request,
     setup_from_args,
 )
-from rpsim.compare import Row, infeasible_row, rank, run_one, speedup_over_baselines
+from rpsim.compare import Row, compare_rows, rank, speedup_over_baselines
 from rpsim.errors import SpecError
 from rpsim.report.table import format_table
 from rpsim.scenario import Scenario
@@ -34,6 +33,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--format", default="table", choices=["table", "json", "csv"],
                    help="table for people, json or csv for scripts (default %(default)s)")
     p.add_argument("--plot", default=None, help="write a comparison figure: .png, .svg or .pdf (default: none)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="worker processes simulating the schedules, as `rpsim search --jobs` (default: every core; "
+                        "1: in this process)")
     p.set_defaults(func=run, output_flags={"plot": "--plot"})
 
 
@@ -79,22 +81,14 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from rpsim.plot.save import figure_format
         figure_format(args.plot)  # a bad extension fails before any simulation
+    if args.jobs is not None and args.jobs < 1:
+        raise SpecError(f"--jobs must be >= 1, got {args.jobs}")
     names = parse_schedules(args.schedules)
     check_plan_flags(args, names)
     sc = setup_from_args(args)
-    rows = []
-    for name in names:
-        print(f"rpsim: simulating {name} ...", file=sys.stderr)
-        try:
-            rows.append(run_one(sc, plan_request(args, name)))
-        except SpecError as e:
-            if len(names) == 1:
-                raise
-            # The flags were checked for all schedules up front; what is left is this schedule's own
-            # structure not fitting the model or setup (ZB-V on 8 GPUs needs 16 stages; DualPipeV needs
-            # M >= 2N): a row that was not built, as the comparison figure lists them, not an abort.
-            rows.append(Row(infeasible_row(name, sc, f"not built: {e}"), None))
-    rows = rank(rows)
+    # The flags were checked for all schedules up front (check_plan_flags); what is left is a schedule's
+    # own structure not fitting the model or setup: compare_row makes that a row that was not built.
+    rows = rank(compare_rows(sc, [plan_request(args, name) for name in names], args.jobs, bool(args.plot)))
     if args.plot:
         from rpsim.plot.compare_figure import save_compare_figure
         save_compare_figure(rows, sc, args.plot)

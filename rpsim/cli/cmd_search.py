@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
 from rpsim.cli.setup_flags import add_setup_flags, setup_from_args, training_from_args
 from rpsim.errors import Infeasible, SpecError
+from rpsim.process_pool import sigterm_raises_terminated
 from rpsim.report.table import format_table
 from rpsim.scenario import Scenario
 from rpsim.search.options import SearchOptions
@@ -94,14 +94,6 @@ class _Bars:
             bar.close()
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so the search stops its workers as on Ctrl-C (exit 143)."""
-
-
-def _raise_terminated(_signum: int, _frame: Any) -> None:
-    raise Terminated()
-
-
 def run(args: argparse.Namespace) -> int:
     from rpsim.ir.planio import save_plan
     from rpsim.planner import make_plan
@@ -111,11 +103,10 @@ def run(args: argparse.Namespace) -> int:
     sc = setup_from_args(args)
     options = options_from_args(args)
     bars = _Bars()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        result = search(sc, options, bars)
+        with sigterm_raises_terminated():  # the workers stop as on Ctrl-C (rpsim.process_pool)
+            result = search(sc, options, bars)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         bars.close()
     s = result.stage_s
     print(f"rpsim: search evaluated {result.n_fast} plans with the fast estimate in {s['fast']:.1f} s "

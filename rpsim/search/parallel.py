@@ -4,31 +4,22 @@ input order (so the search's outcome does not depend on where or in which order 
 `progress(weight)` as each task completes. dask.distributed is imported only by the Dask runner."""
 from __future__ import annotations
 
-import concurrent.futures.process
 import gc
 import os
-import signal
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
 from rpsim.errors import SpecError
+from rpsim.process_pool import quiet_worker_signals, stop_pool
 from rpsim.scenario import Scenario
 from rpsim.search import tasks
 
 Progress = Callable[[int], None]
-ABORT_GRACE_S = 1.0  # SIGTERM to SIGKILL for a worker that does not stop; the whole stop must take < 2 s
 
 
 def _init_worker(token: str, base: Scenario) -> None:
-    """Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the parent alone decides
-    (it terminates them); a worker's own KeyboardInterrupt only printed tracebacks. SIGTERM ends them."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # A forked worker also inherits `rpsim search`'s SIGTERM handler (rpsim.cli.cmd_search), which raises in
-    # the worker when abort() terminates it: multiprocessing printed that as a traceback. Terminated
-    # workers just stop.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    quiet_worker_signals()
     # A forked worker inherits the collector paused by the `rpsim` command (rpsim.gc_pause); it runs for
     # the whole search, so it collects as usual and pauses per task where plans are built.
     gc.enable()
@@ -85,35 +76,7 @@ class PoolRunner:
         self.pool.shutdown(cancel_futures=True)
 
     def abort(self) -> None:
-        """Ctrl-C or SIGTERM: stop now. shutdown() alone waits for every running task (up to 20 s seen,
-        and a worker outlived its parent after SIGTERM), so the workers are terminated, then killed if
-        they have not gone within ABORT_GRACE_S. The executor exposes no public handle on its workers."""
-        workers = list((self.pool._processes or {}).values())
-        for p in workers:
-            p.terminate()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        deadline = time.monotonic() + ABORT_GRACE_S
-        for p in workers:
-            p.join(max(0.0, deadline - time.monotonic()))
-        for p in workers:
-            if p.is_alive():
-                p.kill()
-                p.join()
-        # With its workers gone the executor's manager thread ends; join it now. Left running, Python's
-        # exit hook (concurrent.futures.process._python_exit) can write to its wake-up pipe while the
-        # thread closes it, printing an "Exception ignored" traceback after `rpsim: terminated` (seen
-        # once under load; CPython 3.12 takes a lock there).
-        manager = getattr(self.pool, "_executor_manager_thread", None)
-        if manager is not None:
-            manager.join(ABORT_GRACE_S)
-            if not manager.is_alive():
-                # The ended thread stays registered for that exit hook (keyed by the thread object, which
-                # the executor still holds), and on CPython 3.11 the hook then wrote to the closed pipe
-                # anyway ("OSError: [Errno 9] Bad file descriptor" after `rpsim: interrupted`, seen once in
-                # CI): nothing is left to wake, so unregister it.
-                registered = getattr(concurrent.futures.process, "_threads_wakeups", None)
-                if registered is not None:
-                    registered.pop(manager, None)
+        stop_pool(self.pool)
 
 
 class DaskRunner:
