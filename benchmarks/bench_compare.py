@@ -7,7 +7,9 @@ Wall time on a shared machine is noisy: the minimum of --repeat runs is the figu
 time is printed beside it. `--dump FILE` writes the JSON rows of a fixed set of scenarios (every
 fidelity, P2P and host-staged servers, 235B RoundPipe) for a before/after identity check:
     python3 benchmarks/bench_compare.py --dump after.json && cmp before.json after.json
-Run: python3 benchmarks/bench_compare.py [--model llama-70b] [--gpus 4090x8] [--repeat 3] [--dump FILE]
+Since session 8 compare simulates its schedules on every core (--jobs): the in-process CPU is then the
+parent's alone; `--jobs 1` times the work in one process.
+Run: python3 benchmarks/bench_compare.py [--model llama-70b] [--gpus 4090x8] [--repeat 3] [--jobs N] [--dump FILE]
 """
 from __future__ import annotations
 
@@ -82,11 +84,13 @@ def main() -> None:
     parser.add_argument("--gpus", default="4090x8")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dump", default=None, help="write DUMP_CASES' JSON rows to this file and stop")
+    parser.add_argument("--jobs", default=None, help="pass --jobs to compare (default: its own, every core); "
+                        "with worker processes the in-process CPU is the parent's alone")
     args = parser.parse_args()
     if args.dump:
         dump(args.dump)
         return
-    argv = ["--model", args.model, "--gpus", args.gpus]
+    argv = ["--model", args.model, "--gpus", args.gpus] + (["--jobs", args.jobs] if args.jobs else [])
     print(f"rpsim compare {' '.join(argv)} (rpsim from {Path(rpsim.__file__).parent})")
     walls, cpus = [], []
     for _ in range(args.repeat):
