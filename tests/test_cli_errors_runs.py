@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -24,32 +21,11 @@ from rpsim.ir.planio import load_plan
 from rpsim.planner import PlanRequest
 from rpsim.scenario import make_scenario
 from rpsim.specs import TrainingSpec
+from tests.pool_signal_helpers import signal_when_busy
 from tests.rpexec_helpers import TINY, export, write_config
 from tests.test_cli_errors import call
 
-ROOT = Path(__file__).resolve().parents[1]
 GiB = 2**30
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid and fields[0] != "Z":
-                kids.append(int(entry))
-    return kids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -58,27 +34,12 @@ def test_search_stops_every_worker_on_a_signal(tmp_path, signum, code):
     export_file.write_text("an earlier export\n")
     cmd = [sys.executable, "-m", "rpsim", "search", "--model", "qwen3-1.7b", "--gpus", "4090x4",
            "--budget", "100000", "--jobs", "2", "--export", str(export_file)]
-    # As a search started from a terminal: a suite run as a background job (`cmd &` in a script) has
-    # SIGINT ignored, which its children inherit and Python then keeps ignoring.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509 - one disposition, no locks
-    deadline = time.monotonic() + 60
-    while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:  # the pool's workers are up
-        time.sleep(0.1)
-    workers = _children(proc.pid)
-    assert len(workers) >= 2, "the search never started its workers"
-    time.sleep(1.0)  # let them take tasks
-    sent = time.monotonic()
-    proc.send_signal(signum)
-    while any(_alive(w) for w in workers) and time.monotonic() - sent < 10:
-        time.sleep(0.02)
-    stopped_s = time.monotonic() - sent
-    _, err = proc.communicate(timeout=30)
-    assert not any(_alive(w) for w in workers)
-    assert stopped_s < 2.0, f"workers took {stopped_s:.2f} s to stop"
-    assert proc.returncode == code
-    assert b"Traceback" not in err
+    stopped = signal_when_busy(cmd, signum)
+    assert stopped.n_workers >= 2, "the search never started its workers"
+    assert stopped.workers_left == 0
+    assert stopped.stop_s < 2.0, f"workers took {stopped.stop_s:.2f} s to stop"
+    assert stopped.returncode == code
+    assert b"Traceback" not in stopped.err
     assert export_file.read_text() == "an earlier export\n"
 
 
