@@ -148,12 +148,12 @@ def test_e03_figure_is_one_column_wide(tmp_path):
     from experiments import e03_sim_vs_real as e03
     from rpsim.plot.style import COLUMN_IN
     rng = random.Random(3)
-    rows = [{"schedule": s, "measured_s": m, "predicted_s": m * rng.uniform(0.6, 1.0)}
-            for s in e03.SCHEDULES for m in (rng.uniform(1, 6) for _ in range(4))]
+    rows = [{"schedule": s, "gpus": 1 + k % 2, "measured_s": m, "predicted_s": m * rng.uniform(0.6, 1.0)}
+            for s in e03.SCHEDULES for k, m in enumerate(rng.uniform(1, 6) for _ in range(4))]
     fig = e03.figure(rows, tmp_path / "e03.png")
     assert (tmp_path / "e03.png").stat().st_size > 10_000
     assert fig.get_figwidth() == pytest.approx(COLUMN_IN)
-    assert "H200" in fig.get_suptitle()
+    assert "H200" in fig.get_suptitle() and "1 and 2 GPUs" in fig.get_suptitle()
     assert_texts_inside(fig)
     assert_no_text_overlap(fig)
     assert_paper_fonts(fig)
