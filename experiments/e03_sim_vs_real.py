@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rpsim.ir.deps import GRAD_FENCES
+from rpsim.ir.weight_deps import GRAD_FENCES, grad_fence_of
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -200,7 +200,7 @@ def request_of(plan):
         round_size = sizes[0]
     return PlanRequest(plan.schedule, partition=partition_to_spec(plan.partition), round_size=round_size,
                        g0_rule=plan.options.get("g0_rule", "paper"),
-                       grad_fence=plan.options.get("grad_fence", "offload"),
+                       grad_fence=grad_fence_of(plan.options),
                        defer_w=bool(plan.options.get("defer_w", False)))
 
 
@@ -347,7 +347,7 @@ def main() -> None:
     p.add_argument("--optimizer-threads", default="auto",
                    help="the runs' host STEP threads, as rpexec run --optimizer-threads (auto, all or N; default auto)")
     p.add_argument("--grad-fence", default=None, choices=GRAD_FENCES,
-                   help="with --measure: the plans' gradient fence (rpsim.ir.deps; default: the planner's)")
+                   help="with --measure: the plans' gradient fence (rpsim.ir.weight_deps; default: the planner's)")
     p.add_argument("--predict-from", default="profile", choices=SOURCES,
                    help="profile: each size's rpexec profile; machine: the rpexec calibrate machine file "
                         "(experiments/data/machines); preset: the built-in h200 presets only (default: profile)")

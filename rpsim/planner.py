@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 from rpsim.errors import SpecError
 from rpsim.gc_pause import gc_paused
 from rpsim.ir import Action, Partition, Plan
-from rpsim.ir.deps import GRAD_FENCES
 from rpsim.ir.validate import check_plan
+from rpsim.ir.weight_deps import GRAD_FENCES, UNSET_GRAD_FENCE
 from rpsim.partition import (
     LayerTimes,
     balanced_counts,
@@ -170,7 +170,7 @@ def lower_checked(sc: Scenario, req: PlanRequest, plan: Plan) -> Plan:
     plan = replace(plan, setup=sc.to_setup())
     if req.grad_fence not in GRAD_FENCES:
         raise SpecError(f"grad_fence {req.grad_fence!r} unknown; valid choices: {', '.join(GRAD_FENCES)}")
-    if req.grad_fence != "offload":  # a plan without the option is fenced at the download (rpsim.ir.deps)
+    if req.grad_fence != UNSET_GRAD_FENCE:  # what a plan without the option means (rpsim.ir.weight_deps)
         plan = replace(plan, options={**plan.options, "grad_fence": req.grad_fence})
     lowered = lower(plan, req.fidelity, LoweringContext(sc.costs, sc.server, req.weights))
     check_plan(lowered)

@@ -7,7 +7,7 @@ import argparse
 from rpsim.catalog import GPUS_GRAMMAR, load_model
 from rpsim.catalog.models import OVERRIDABLE, override_model
 from rpsim.errors import SpecError
-from rpsim.ir.deps import GRAD_FENCES
+from rpsim.ir.weight_deps import GRAD_FENCES
 from rpsim.partition.counts import GRAMMAR
 from rpsim.passes import LEVELS
 from rpsim.passes.lower import WEIGHT_POLICIES

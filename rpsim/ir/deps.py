@@ -5,7 +5,7 @@ Edges (attribute `why`):
 - data:    a compute action's inputs (dataflow.inputs_of), routed through the plan's transfers when it
            has them (producer -> ACT_OUT -> ACT_IN -> consumer, or producer -> SEND -> RECV ->
            consumer); a direct cross-GPU data edge carries hop=True (the `hop` fidelity's fixed delay).
-- weights: a job's LOADs before its first compute; a job's OFFLOADs after its last; CPU STEPs after
+- weights (rpsim.ir.weight_deps): a job's LOADs before its first compute; a job's OFFLOADs after its last; CPU STEPs after
            every OFFLOAD of their layer and iteration; LOADs of iteration i after STEP i-1 (sync) or
            i-2 (async, staleness 1); then, by plan option grad_fence: absent or "offload", the next
            OFFLOAD of a layer after its STEP (one host gradient buffer per layer, reused); "backward"
@@ -23,24 +23,21 @@ Version 1 of this rule is what plan.json's `deps_version` names.
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rpsim.errors import PlanError
-from rpsim.ir.action import COMPUTE_KINDS, WEIGHT_GRAD_KINDS, Action
+from rpsim.ir.action import COMPUTE_KINDS, Action
 from rpsim.ir.dataflow import EITHER_BACKWARD, inputs_of, uses_split_backward
 from rpsim.ir.jobs import Job, jobs_of, stages_are_resident
 from rpsim.ir.plan import CPU, Plan
+from rpsim.ir.weight_deps import weight_edges
 
 if TYPE_CHECKING:
     import networkx as nx  # imported where a networkx graph is made: `rpsim compare` never needs one
 
 DEPS_VERSION = 1
-# Plan option grad_fence (see the module doc); a plan without it is fenced at the download ("offload"),
-# the rule's meaning before the option existed, so older plan files keep their dependencies.
-GRAD_FENCES = ("none", "offload", "backward")
 Node = tuple[int, Action]
 Key = tuple[Any, ...]  # (gpu, kind, stage, mb, it, phase, chunk, peer)
 
@@ -245,7 +242,7 @@ def _build_dependency_facts(plan: Plan) -> DependencyFacts:
     edges.attrs = {(u, v): {"why": "lane"} for lane in idx.lanes for u, v in itertools.pairwise(lane)}
     _data_edges(plan, idx, edges)
     jobs = {gpu: jobs_of(plan, gpu) for gpu in range(plan.n_gpus)}
-    _weight_edges(plan, idx, jobs, edges)
+    weight_edges(plan, idx, jobs, edges)
     if not stages_are_resident(plan):
         _window_edges(plan, idx, jobs, edges)
     for tail, head in plan.extra_edges:
@@ -308,65 +305,6 @@ def _route(idx: _Index, edges: _Edges, prod: int, cons: int) -> None:
         edges.add(inn, cons, "data")
     else:
         edges.add_data(prod, cons, hop=src != dst)
-
-
-def _weight_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], edges: _Edges) -> None:
-    lag = 1 if plan.optimizer == "sync" else 2
-    has_steps = any(lane == "optimizer" or any(a.kind == "STEP" for a in acts)
-                    for (_, lane), acts in plan.lanes.items())
-    offloads_of: dict[tuple[int, int], list[int]] = defaultdict(list)
-    fence = plan.options.get("grad_fence", "offload")
-    for gpu, gpu_jobs in jobs.items():
-        for job in gpu_jobs:
-            a, b = plan.partition.ranges(job.phase)[job.stage]
-            key = (job.stage, job.first_mb, job.it, job.phase)
-            for layer in range(a, b):
-                load = idx.find(gpu, "LOAD", *key, chunk=layer)
-                if load is not None:
-                    edges.add(load, idx.id_of(gpu, job.actions[0]), "weights")
-                    step = idx.steps.get((layer, job.it - lag))
-                    if step is not None:
-                        edges.add(step, load, "weights")
-                off = idx.find(gpu, "OFFLOAD", *key, chunk=layer)
-                if off is not None:
-                    edges.add(idx.id_of(gpu, job.actions[-1]), off, "weights")
-                    offloads_of[(layer, job.it)].append(off)
-                    if fence == "backward":
-                        # The library's backward job waits for its layers' gradient copy of the previous
-                        # iteration, which its optimizer thread makes at the start of that step, once the
-                        # step before it is done: approximated by the end of STEP(it - 2).
-                        prev = idx.steps.get((layer, job.it - 2))
-                        if prev is not None:
-                            edges.add(prev, idx.id_of(gpu, job.actions[0]), "weights")
-                    elif fence == "offload":  # the download reuses the host buffer the previous STEP reads
-                        prev = idx.steps.get((layer, job.it - 1))
-                        if prev is not None:
-                            edges.add(prev, off, "weights")
-    for (layer, it), nodes in offloads_of.items():
-        step = idx.steps.get((layer, it))
-        for n in nodes:
-            if step is not None:
-                edges.add(n, step, "weights")
-    if not has_steps:
-        _version_edges(plan, idx, jobs, lag, edges)
-
-
-def _version_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], lag: int, edges: _Edges) -> None:
-    """Compute-only plans: the first forward of each job waits for the weights it reads to be updated."""
-    backward_by: dict[tuple[int, int], list[int]] = defaultdict(list)  # (bwd stage, it) -> nodes
-    for gpu, a in plan.compute_actions():
-        if a.kind in WEIGHT_GRAD_KINDS:
-            backward_by[(a.stage, a.it)].append(idx.id_of(gpu, a))  # type: ignore[index]
-    for gpu, gpu_jobs in jobs.items():
-        for job in gpu_jobs:
-            first = job.actions[0]
-            if first.kind not in ("F", "FB") or job.it - lag < 0:
-                continue
-            lo, hi = plan.partition.ranges(first.partition_phase)[first.stage]  # type: ignore[index]
-            for s, (a, b) in enumerate(plan.partition.bwd):
-                if a < hi and lo < b:
-                    for node in backward_by[(s, job.it - lag)]:
-                        edges.add(node, idx.id_of(gpu, first), "weights")
 
 
 def _window_edges(plan: Plan, idx: _Index, jobs: dict[int, list[Job]], edges: _Edges) -> None:

@@ -9,8 +9,9 @@ from typing import Any
 
 from rpsim.errors import PlanError
 from rpsim.ir.action import Action, parse_action
-from rpsim.ir.deps import DEPS_VERSION, GRAD_FENCES
+from rpsim.ir.deps import DEPS_VERSION
 from rpsim.ir.plan import Partition, Plan
+from rpsim.ir.weight_deps import GRAD_FENCES, grad_fence_of
 from rpsim.jsonfile import read_json
 
 FORMAT = "rpsim.plan"
@@ -127,7 +128,7 @@ def plan_from_json(data: Any) -> Plan:
     # Type and range checks here, with the JSON path: a wrong type used to escape as a TypeError or
     # AttributeError deep in validation or the simulator (a traceback instead of exit code 2).
     options = _get(data, "options", dict, "$") if "options" in data else {}
-    if options.get("grad_fence", "offload") not in GRAD_FENCES:  # it picks a dependency rule
+    if grad_fence_of(options) not in GRAD_FENCES:  # it picks a dependency rule
         raise PlanError(f"plan $.options.grad_fence: {options['grad_fence']!r} unknown; "
                         f"valid choices: {', '.join(GRAD_FENCES)}")
     setup = _get(data, "setup", dict, "$") if "setup" in data else {}

@@ -104,10 +104,15 @@ def _streamed_buffers(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) 
                 if first.kind != "W":
                     makes_grads.add((gpu, first.kind, first.stage, first.mb, first.it))
             jobs[(gpu, job.phase, job.stage, job.first_mb, job.it)] = (lo, hi, grads_from)
-    freed = {(gpu, a.phase, a.stage, a.mb, a.it): e
-             for (gpu, a), (_s, e) in timed.items() if a.kind == "FREE"}
-    stepped = {(a.chunk, a.it): e for (gpu, a), (_s, e) in timed.items() if a.kind == "STEP"}
-    run_end = max((e for _s, e in timed.values()), default=0.0)
+    freed: dict[tuple, float] = {}
+    stepped: dict[tuple, float] = {}  # (layer, it) -> end of the STEP that sums its staged gradients
+    run_end = 0.0
+    for (gpu, a), (_s, e) in timed.items():  # one walk for the three
+        run_end = max(run_end, e)
+        if a.kind == "FREE":
+            freed[(gpu, a.phase, a.stage, a.mb, a.it)] = e
+        elif a.kind == "STEP":
+            stepped[(a.chunk, a.it)] = e
     for (gpu, a), (s, e) in timed.items():
         if a.kind not in ("LOAD", "OFFLOAD"):
             continue
