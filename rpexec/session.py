@@ -13,6 +13,7 @@ from rpexec.device import DeviceState
 from rpexec.errors import DTYPE_NAMES
 from rpexec.handlers import Context
 from rpexec.hostparams import HostParams, make_adamw
+from rpexec.kernel_warmup import warm_kernels
 from rpexec.measure import measured_events
 from rpexec.model import build_layers, skeleton_layers
 from rpexec.runtime import Fault, Interpreter
@@ -41,7 +42,7 @@ class RunOptions:
     same_batch: bool = False  # every iteration sees iteration 0's tokens (a training smoke test)
     stop: threading.Event | None = None  # set from outside (Ctrl-C) to stop every lane
     blocking_sync: bool = False  # True: host waits sleep instead of spinning (benchmarks/ab_blocking_sync.py)
-    warmup: bool = True  # allocate and touch host state before iteration 0 (rpexec.warmup)
+    warmup: bool = True  # host state, pools and kernels before iteration 0 (rpexec.warmup, rpexec.kernel_warmup)
     # Intra-op threads while the plan runs: "auto" (a core left to each other lane thread), "all"
     # (torch's own) or a count (rpexec.step_threads).
     optimizer_threads: int | str = "auto"
@@ -126,6 +127,8 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
                   {}, resident, not stages_are_resident(plan), opts.capture_grads, {}, threading.Lock(),
                   BufferPool(pin=opts.device == "cuda"))
     warm = warm_up(plan, host, ctx.act_pool, (mb_size, seq, model.hidden), dtype, not resident) if opts.warmup else {}
+    if opts.warmup:
+        warm["kernels"] = warm_kernels(devices, host, (mb_size, seq))
     # One interpreter for every block: a new one per block synchronised the devices and started fresh
     # lane threads, and each block's first forward and backward then ran 40-110 ms longer on every GPU
     # (per-thread CUDA and cuBLAS set-up, the host issuing into idle devices): e03's 1-iteration plans

@@ -1,5 +1,6 @@
-"""rpexec's warm-up: host state allocated and touched before iteration 0 without changing a single
-number of the run, host pools sized from rpsim's prediction, and the trace's steady-iteration marks."""
+"""rpexec's warm-up: host state allocated and touched and every kind of layer's kernels run once before
+iteration 0 without changing a single number of the run, host pools sized from rpsim's prediction, and
+the trace's steady-iteration marks."""
 from __future__ import annotations
 
 import pytest
@@ -7,13 +8,15 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from rpexec.checks import model_and_shape
+from rpexec.device import DeviceState
 from rpexec.hostparams import HostParams
-from rpexec.model import build_layers
+from rpexec.kernel_warmup import representative_layers, warm_kernels
+from rpexec.model import build_layers, skeleton_layers
 from rpexec.session import RunOptions, run_plan, steady_iterations
 from rpexec.warmup import predicted_pool_demand, warm_host_state
 from rpsim.ir.planio import load_plan
 from rpsim.validate_run import steady_iteration_s
-from tests.rpexec_helpers import TINY, export, write_config
+from tests.rpexec_helpers import TINY, TINY_DEEPSEEK, export, write_config
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +96,62 @@ def test_trace_marks_steady_iterations_and_helper_uses_them(plans):
     model, seq, mb, _ = model_and_shape(plan)
     result = run_plan(plan, model, seq, mb, RunOptions(blocks=1))
     assert result.trace.meta["steady_iterations"] == list(range(1, plan.n_iters))
-    assert set(result.trace.meta["warmup_s"]) == {"host_state", "pools"}
+    assert set(result.trace.meta["warmup_s"]) == {"host_state", "pools", "kernels"}
     ends = [1.0, 3.0, 6.0, 10.0]  # spans 2, 3, 4 s
     events = tuple(TraceEvent(0, "compute", f"0F{i}", "F", 0, 0, i, e - 0.5, e) for i, e in enumerate(ends))
     assert steady_iteration_s(Trace(events, {"steady_iterations": [1, 2, 3]})) == pytest.approx(3.0)
     assert steady_iteration_s(Trace(events, {"steady_iterations": [3]})) == pytest.approx(4.0)
     assert steady_iteration_s(Trace(events, {})) == pytest.approx(3.5)  # unmarked: first two spans out
+
+
+def test_each_kind_of_layer_is_warmed_once(tmp_path):
+    """Embedding, one decoder layer per distinct shape (a dense first layer and the MoE layers after
+    it are two kinds), head; the first of each, in layer order."""
+    for config, picks in ((TINY, [0, 1]), (TINY_DEEPSEEK, [0, 1, 2])):
+        plan = load_plan(export(tmp_path, write_config(tmp_path, config), "gpipe", "4090x2"))
+        layers = build_layers(model_and_shape(plan)[0])
+        assert representative_layers(layers) == picks + [len(layers) - 1]
+
+
+def _host_and_device(plan):
+    model, seq, mb, _ = model_and_shape(plan)
+    host = HostParams(build_layers(model), torch.float32, pin=False, lag=2)
+    dev = DeviceState(0, torch.device("cpu"))
+    dev.skeleton = skeleton_layers(model)
+    return host, dev, (mb, seq)
+
+
+def test_kernel_warm_up_touches_no_model_state(plans):
+    """The warm-up runs on copies: host weight copies and the fp32 masters stay bit-identical and no
+    parameter is left with a gradient."""
+    host, dev, shape = _host_and_device(plans["roundpipe"])
+    before = [{n: t.clone() for n, t in c[0].items()} for c in host.copies]
+    masters = [{n: p.detach().clone() for n, p in layer.named_parameters()} for layer in host.layers]
+    assert warm_kernels({0: dev}, host, shape) > 0
+    for copy, saved in zip(host.copies, before):
+        assert all(torch.equal(copy[0][n], t) for n, t in saved.items())
+    for layer, saved in zip(host.layers, masters):
+        for n, p in layer.named_parameters():
+            assert torch.equal(p.detach(), saved[n]) and p.grad is None
+
+
+def test_kernel_warm_up_errors_reach_the_caller(plans):
+    host, dev, (mb, seq) = _host_and_device(plans["roundpipe"])
+    dev.skeleton = dev.skeleton[:1]  # no decoder or head module: the warm-up's layer lookup fails
+    with pytest.raises(IndexError):
+        warm_kernels({0: dev}, host, (mb, seq))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_kernel_warm_up_on_a_gpu_leaves_no_peak(plans):
+    """On a GPU the warm-up runs on the compute stream and resets the peak counter: the run's peak is
+    the plan's, not the warm-up's."""
+    plan = plans["roundpipe"]
+    model, seq, mb, _ = model_and_shape(plan)
+    host = HostParams(build_layers(model), torch.float16, pin=True, lag=2)
+    gpu = torch.device("cuda", 0)
+    dev = DeviceState(0, gpu, {"compute": torch.cuda.Stream(device=gpu)})
+    dev.skeleton = skeleton_layers(model)
+    warm_kernels({0: dev}, host, (mb, seq))
+    assert torch.cuda.max_memory_allocated(gpu) == torch.cuda.memory_allocated(gpu)
