@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.matmul_rate import matmul_probe
+from rpsim.validate_run import steady_call_s
 
 SHAPE_2_8B = {"n_layers": 26, "hidden": 3072, "n_heads": 24, "n_kv_heads": 8, "head_dim": 128, "mlp_width": 8192,
               "vocab": 32000}
@@ -173,6 +174,12 @@ def run_rpexec(a: argparse.Namespace) -> dict:
             "warmup_s": trace.meta.get("warmup_s"), "steady_iterations": sorted(steady)}
 
 
+# The library warms nothing up before its first call: its first two calls create and first-touch its
+# optimizer state and pinned buffers (8B, session 9: 11.9 and 7.6 s, then 3.5-3.6 s per call), so its rate
+# is rpsim.validate_run.steady_call_s of its call times. Until session 9 only the first call was left out,
+# which put the library's 8B rate 22-28% low.
+
+
 def run_library_system(a: argparse.Namespace) -> dict:
     import torch
 
@@ -181,7 +188,7 @@ def run_library_system(a: argparse.Namespace) -> dict:
     lib_plan = json.loads(Path(a.library_plan).read_text()) if a.library_plan else None
     out = run_library(model_spec(a.size), s["seq"], s["global_batch"], s["n_mb"], a.iters, lib_plan)
     times = out["iteration_times_s"]
-    it_s = sum(times[1:]) / len(times[1:])
+    it_s = steady_call_s(times)
     n = torch.cuda.device_count()
     return {**out, "iteration_s": it_s, "tokens_per_s": s["global_batch"] * s["seq"] / it_s, "wall_s": sum(times),
             "n_gpus": n, "first_iteration_ratio": times[0] / it_s,
@@ -211,7 +218,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--size", default="2.8b", choices=list(SIZES))
     p.add_argument("--mem-cap-gib", type=float, default=24.0)
-    p.add_argument("--iters", type=int, default=4, help="measured iterations (plus one warm-up for the library)")
+    p.add_argument("--iters", type=int, default=4,
+                   help="iterations per system (the library runs one call more; each system's rate leaves out "
+                        "its warm-up: rpexec's iteration 0, the library's first two calls)")
+    p.add_argument("--report", nargs="+", metavar="BENCH_JSON", default=None,
+                   help="print README's benchmark table from saved bench-<size>.json files, the library's rate "
+                        "re-derived from its call times by the current rule, and exit")
     p.add_argument("--systems", default=",".join(SYSTEMS),
                    help=f"comma-separated, in run order (default %(default)s; also {', '.join(OPTIONAL_SYSTEMS)}; "
                         f"SYSTEM@0 runs without the memory cap)")
@@ -252,8 +264,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
+def table_rows(path: Path) -> list[str]:
+    """README's benchmark rows for one saved run: size, system, seconds and tokens per iteration, ratio to
+    the library's own partition, first / steady iteration, peak GPU and host GiB, fraction of the
+    physical limit measured in that run."""
+    d = json.loads(path.read_text())
+    tokens = d["config"]["global_batch"] * d["config"]["seq"]
+    steady = {}
+    for r in d["results"]:
+        if "error" not in r:
+            times = r.get("iteration_times_s")
+            steady[r["system"]] = steady_call_s(times) if r["system"].startswith("roundpipe library") and times \
+                else r["iteration_s"]
+    lib = steady.get("roundpipe library (auto partition)")
+    limit = d.get("physical_limit_tokens_per_s")
+    rows = []
+    for r in d["results"]:
+        if "error" in r:
+            rows.append(f"| {d['size']} | {r['system']} | {r['error']} | | | | | | |")
+            continue
+        it_s = steady[r["system"]]
+        times = r.get("iteration_times_s")
+        first = times[0] / it_s if times else r["first_iteration_ratio"]
+        rows.append(f"| {d['size']} | {r['system']} | {it_s:.3f} | {tokens / it_s:,.0f} | "
+                    f"{(lib / it_s if lib else float('nan')):.2f} | {first:.2f} | "
+                    f"{max(r['peak_gpu_mem_bytes']) / GiB:.1f} | {r['peak_host_mem_bytes'] / GiB:.1f} | "
+                    f"{(tokens / it_s / limit if limit else float('nan')):.0%} |")
+    return rows
+
+
+def print_report(paths: list[str]) -> int:
+    print("| size | system | s / iteration | tokens/s | vs library | 1st / steady | peak GPU GiB | peak host GiB "
+          "| of physical limit |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for path in paths:
+        for row in table_rows(Path(path)):
+            print(row)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    if a.report:
+        return print_report(a.report)
     if a.one:
         one(a)
         return 0

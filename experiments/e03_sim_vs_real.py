@@ -204,34 +204,50 @@ def request_of(plan):
                        defer_w=bool(plan.options.get("defer_w", False)))
 
 
-# The library's measured runs of the benchmark's 2.8B model (8 microbatches of 8 x 2048 tokens, fp16, 24 GiB
-# per GPU, 2 x H200): issue 8's benchmark, and issue 15's (its auto partition) on a later lease.
-LIBRARY_BENCHES = (ROOT / "experiments" / "data" / "rpexec-h200x2" / "bench.json",
-                   ROOT / "experiments" / "data" / "rpexec-bench" / "bench-2.8b.json")
+# The library's measured runs of the benchmark (benchmarks/bench_rpexec.py: 8 microbatches of 2048-token
+# sequences, fp16, 24 GiB per GPU, 2 x H200), per size: the 2.8B model (8 sequences per microbatch) from
+# issue 8's benchmark, issue 15's and session 9's two leases; the Llama-3-8B shape (4 per microbatch) from
+# issue 15's and session 9's. The library computes its loss over full logits (bench's Logits module).
+BENCH = ROOT / "experiments" / "data" / "rpexec-bench"
+LIBRARY_BENCHES = {
+    "llama-2.8b": (64, 8, (ROOT / "experiments" / "data" / "rpexec-h200x2" / "bench.json", BENCH / "bench-2.8b.json",
+                           BENCH / "session9" / "lease1-before-kernel-warmup" / "bench-2.8b.json",
+                           BENCH / "session9" / "lease2" / "with-library" / "bench-2.8b.json")),
+    "llama3-8b": (32, 4, (BENCH / "bench-8b.json", BENCH / "session9" / "lease1-before-kernel-warmup" / "bench-8b.json",
+                          BENCH / "session9" / "lease2" / "with-library" / "bench-8b.json")),
+}
 
 
 def predict_library(source: str = "profile") -> list[dict]:
     """rpsim's prediction of the reference roundpipe library on the benchmark, RoundPipe as the library
-    runs it (rpsim.planner.roundpipe_library_request), from `source` as for the e03 runs (the profile is
-    llama-2.8b's, taken at 4 x 2048 tokens and scaled to 8 x 2048), against each measured library run."""
+    runs it (rpsim.planner.roundpipe_library_request), from `source` as for the e03 runs (each size's
+    profile is e03's, taken at 4 x 2048 tokens and scaled to the benchmark's microbatch), against each
+    measured library run with its own partition."""
     import json
 
     from rpsim.compare import run_one
     from rpsim.planner import roundpipe_library_request
     from rpsim.scenario import make_scenario
     from rpsim.specs import TrainingSpec
-    measured = [r for path in LIBRARY_BENCHES if path.exists() for r in json.loads(path.read_text())["results"]
-                if r["system"].startswith("roundpipe library") and "searched" not in r["system"] and "error" not in r]
-    if not measured:
-        return []
-    t = TrainingSpec(seq_len=2048, global_batch=64, mb_size=8, precision="fp16")
-    setup = prediction_setup({"server": "h200x2", "profile": "llama-2.8b-profile.json",
-                              "model": {"name": "llama-2.8b"}}, 2, source)
-    sc = make_scenario(model("llama-2.8b"), setup["server"], t, setup["profile"], gpu_memory_bytes=24 * 2**30)
-    m = run_one(sc, roundpipe_library_request(t.n_mb)).metrics
-    return [{"system": r["system"], "predicted_tokens_per_s": m["tokens_per_s"],
-             "measured_tokens_per_s": r["tokens_per_s"], "predicted_s": m["iteration_s"],
-             "measured_s": r["iteration_s"]} for r in measured]
+    from rpsim.validate_run import steady_call_s
+    out = []
+    for size, (global_batch, mb_size, paths) in LIBRARY_BENCHES.items():
+        measured = [r for path in paths if path.exists() for r in json.loads(path.read_text())["results"]
+                    if r["system"].startswith("roundpipe library") and "searched" not in r["system"]
+                    and "error" not in r]
+        if not measured:
+            continue
+        t = TrainingSpec(seq_len=2048, global_batch=global_batch, mb_size=mb_size, precision="fp16")
+        setup = prediction_setup({"server": "h200x2", "profile": f"{size}-profile.json", "model": {"name": size}},
+                                 2, source)
+        sc = make_scenario(model(size), setup["server"], t, setup["profile"], gpu_memory_bytes=24 * 2**30)
+        m = run_one(sc, roundpipe_library_request(t.n_mb)).metrics
+        for r in measured:  # steady: the library's warm-up calls left out (issue 8's run kept no call times)
+            measured_s = steady_call_s(r["iteration_times_s"]) if "iteration_times_s" in r else r["iteration_s"]
+            out.append({"size": size, "system": r["system"], "predicted_tokens_per_s": m["tokens_per_s"],
+                        "measured_tokens_per_s": t.tokens_per_iteration / measured_s,
+                        "predicted_s": m["iteration_s"], "measured_s": measured_s})
+    return out
 
 
 TIE = 0.03  # schedules measured within 3% of each other count as tied (the issue's rule)
@@ -305,7 +321,7 @@ def report(rows: list[dict], by_class: list[dict], source: str = "profile", figu
             w.writerows(libs)
     for lib in libs:
         err = lib["predicted_s"] / lib["measured_s"] - 1
-        print(f"{lib['system']} (2.8B benchmark, 2 x H200 at 24 GiB): predicted {lib['predicted_tokens_per_s']:,.0f} "
+        print(f"{lib['system']} ({lib['size']} benchmark, 2 x H200 at 24 GiB): predicted {lib['predicted_tokens_per_s']:,.0f} "
               f"tokens/s ({lib['predicted_s']:.3f} s), measured {lib['measured_tokens_per_s']:,.0f} "
               f"({lib['measured_s']:.3f} s), iteration-time error {100 * err:+.1f}%")
     figure(rows, figure_path, source=source)

@@ -23,6 +23,17 @@ def iteration_ends_s(trace: Trace) -> dict[int, float]:
     return ends
 
 
+UNMARKED_WARMUP_ITERATIONS = 2  # a run that says nothing of its warm-up: its first two iterations are left out
+
+
+def steady_call_s(call_times_s: list[float]) -> float:
+    """Steady seconds per iteration of a system timed call by call (the `roundpipe` library in
+    benchmarks/bench_rpexec.py), which warms nothing up before its first call: the mean after its first
+    two calls, as for a trace without marks (all but the last call if there are fewer)."""
+    tail = call_times_s[min(UNMARKED_WARMUP_ITERATIONS, len(call_times_s) - 1):]
+    return mean(tail)
+
+
 def steady_iteration_s(trace: Trace, skip: int | None = None) -> float:
     """Mean span between consecutive iterations' last events over the steady iterations. skip=None takes
     them from the trace's own marks (meta "steady_iterations", written by rpexec from what it warmed
@@ -34,7 +45,7 @@ def steady_iteration_s(trace: Trace, skip: int | None = None) -> float:
     if marked is not None:
         steady = [i for i in its if i in set(marked) and i - 1 in ends]
     else:
-        steady = its[1 + (1 if skip is None else skip):]
+        steady = its[1 + (UNMARKED_WARMUP_ITERATIONS - 1 if skip is None else skip):]
     spans = [ends[i] - ends[i - 1] for i in steady] or [ends[its[-1]]]
     return mean(spans)
 

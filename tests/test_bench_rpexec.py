@@ -85,3 +85,32 @@ def test_diagnose_script_runs_every_part_on_cpu(tmp_path):
     assert r["run"]["staged_per_step"] > 1  # the tiny plan's rounds: several downloads per STEP
     assert {row["class"] for row in r["classes"]["classes"]} >= {"F", "B", "FB", "OFFLOAD", "STEP"}
     assert r["run"]["gil_wake_late"]["samples"] > 0
+
+
+def test_the_library_rate_leaves_out_its_two_warm_up_calls():
+    from rpsim.validate_run import steady_call_s
+    assert steady_call_s([11.9, 7.6, 3.5, 3.6, 3.4]) == pytest.approx(3.5)
+    assert steady_call_s([9.0, 4.0]) == pytest.approx(4.0)  # too few calls: all but the last
+    assert steady_call_s([5.0]) == pytest.approx(5.0)
+
+
+def test_report_rebuilds_the_readme_rows_from_a_saved_run(tmp_path, capsys):
+    """The saved library rate (first call left out, the rule before session 9) is re-derived from the call
+    times; ratios and the fraction of the physical limit come from the same file."""
+    import json
+    tokens = 32 * 2048
+    run = {"size": "8b", "config": {"global_batch": 32, "seq": 2048}, "physical_limit_tokens_per_s": tokens / 2.0,
+           "results": [
+               {"system": "rpexec:roundpipe", "iteration_s": 4.0, "first_iteration_ratio": 1.25,
+                "peak_gpu_mem_bytes": [10 * GiB, 11 * GiB], "peak_host_mem_bytes": 140 * GiB},
+               {"system": "roundpipe library (auto partition)", "iteration_s": 99.0,
+                "iteration_times_s": [12.0, 8.0, 3.0, 3.5, 3.5], "peak_gpu_mem_bytes": [14 * GiB],
+                "peak_host_mem_bytes": 160 * GiB},
+               {"system": "roundpipe library (searched partition)", "error": "timed out after 400 s"}]}
+    path = tmp_path / "bench-8b.json"
+    path.write_text(json.dumps(run))
+    assert bench.main(["--report", str(path)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[2] == f"| 8b | rpexec:roundpipe | 4.000 | {tokens / 4:,.0f} | 0.83 | 1.25 | 11.0 | 140.0 | 50% |"
+    assert rows[3] == f"| 8b | roundpipe library (auto partition) | 3.333 | {tokens / (10 / 3):,.0f} | 1.00 | 3.60 | 14.0 | 160.0 | 60% |"
+    assert rows[4].startswith("| 8b | roundpipe library (searched partition) | timed out after 400 s |")
