@@ -286,10 +286,10 @@ def table_rows(path: Path) -> list[str]:
         it_s = steady[r["system"]]
         times = r.get("iteration_times_s")
         first = times[0] / it_s if times else r["first_iteration_ratio"]
-        rows.append(f"| {d['size']} | {r['system']} | {it_s:.3f} | {tokens / it_s:,.0f} | "
-                    f"{(lib / it_s if lib else float('nan')):.2f} | {first:.2f} | "
-                    f"{max(r['peak_gpu_mem_bytes']) / GiB:.1f} | {r['peak_host_mem_bytes'] / GiB:.1f} | "
-                    f"{(tokens / it_s / limit if limit else float('nan')):.0%} |")
+        ratio = f"{lib / it_s:.2f}" if lib else "no library run"
+        fraction = f"{tokens / it_s / limit:.0%}" if limit else "not measured"
+        rows.append(f"| {d['size']} | {r['system']} | {it_s:.3f} | {tokens / it_s:,.0f} | {ratio} | {first:.2f} | "
+                    f"{max(r['peak_gpu_mem_bytes']) / GiB:.1f} | {r['peak_host_mem_bytes'] / GiB:.1f} | {fraction} |")
     return rows
 
 
