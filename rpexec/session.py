@@ -128,7 +128,7 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
                   BufferPool(pin=opts.device == "cuda"))
     warm = warm_up(plan, host, ctx.act_pool, (mb_size, seq, model.hidden), dtype, not resident) if opts.warmup else {}
     if opts.warmup:
-        warm["kernels"] = warm_kernels(devices, host, (mb_size, seq))
+        warm["kernels"] = warm_kernels(plan, devices, host, (mb_size, seq), model.hidden)
     # One interpreter for every block: a new one per block synchronised the devices and started fresh
     # lane threads, and each block's first forward and backward then ran 40-110 ms longer on every GPU
     # (per-thread CUDA and cuBLAS set-up, the host issuing into idle devices): e03's 1-iteration plans

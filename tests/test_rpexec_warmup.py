@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from rpexec.checks import model_and_shape
 from rpexec.device import DeviceState
 from rpexec.hostparams import HostParams
-from rpexec.kernel_warmup import representative_layers, warm_kernels
+from rpexec.kernel_warmup import layers_run_on, representative_layers, warm_kernels
 from rpexec.model import build_layers, skeleton_layers
 from rpexec.session import RunOptions, run_plan, steady_iterations
 from rpexec.warmup import predicted_pool_demand, warm_host_state
@@ -118,16 +118,16 @@ def _host_and_device(plan):
     host = HostParams(build_layers(model), torch.float32, pin=False, lag=2)
     dev = DeviceState(0, torch.device("cpu"))
     dev.skeleton = skeleton_layers(model)
-    return host, dev, (mb, seq)
+    return host, dev, (mb, seq), model.hidden
 
 
 def test_kernel_warm_up_touches_no_model_state(plans):
     """The warm-up runs on copies: host weight copies and the fp32 masters stay bit-identical and no
     parameter is left with a gradient."""
-    host, dev, shape = _host_and_device(plans["roundpipe"])
+    host, dev, shape, hidden = _host_and_device(plans["roundpipe"])
     before = [{n: t.clone() for n, t in c[0].items()} for c in host.copies]
     masters = [{n: p.detach().clone() for n, p in layer.named_parameters()} for layer in host.layers]
-    assert warm_kernels({0: dev}, host, shape) > 0
+    assert warm_kernels(plans["roundpipe"], {0: dev}, host, shape, hidden) > 0
     for copy, saved in zip(host.copies, before):
         assert all(torch.equal(copy[0][n], t) for n, t in saved.items())
     for layer, saved in zip(host.layers, masters):
@@ -135,11 +135,39 @@ def test_kernel_warm_up_touches_no_model_state(plans):
             assert torch.equal(p.detach(), saved[n]) and p.grad is None
 
 
+def test_each_gpu_warms_the_layers_it_runs(tmp_path):
+    """RoundPipe's stateless GPUs run every layer; a GPipe GPU only its stage, and one without the
+    embedding starts its warm-up from a hidden state. The run's numbers are the same with and without
+    the warm-up there too."""
+    config = write_config(tmp_path, TINY)
+    gpipe = load_plan(export(tmp_path, config, "gpipe", "4090x2"))
+    first, second = layers_run_on(gpipe, 0), layers_run_on(gpipe, 1)
+    n_layers = TINY["num_hidden_layers"] + 2
+    assert first | second == set(range(n_layers)) and not first & second and 0 in first
+    host, dev, shape, hidden = _host_and_device(gpipe)
+    assert representative_layers(host.layers, second) == [min(second), n_layers - 1]
+    warm_kernels(gpipe, {1: dev}, host, shape, hidden)  # GPU 1's layers: no embedding
+    model, seq, mb, _ = model_and_shape(gpipe)
+    runs = [run_plan(gpipe, model, seq, mb, RunOptions(blocks=2, lr=1e-2, warmup=w)) for w in (True, False)]
+    assert runs[0].losses == runs[1].losses
+
+
 def test_kernel_warm_up_errors_reach_the_caller(plans):
-    host, dev, (mb, seq) = _host_and_device(plans["roundpipe"])
+    host, dev, shape, hidden = _host_and_device(plans["roundpipe"])
     dev.skeleton = dev.skeleton[:1]  # no decoder or head module: the warm-up's layer lookup fails
     with pytest.raises(IndexError):
-        warm_kernels({0: dev}, host, (mb, seq))
+        warm_kernels(plans["roundpipe"], {0: dev}, host, shape, hidden)
+
+
+def test_no_room_for_the_warm_up_skips_it_with_a_warning(plans, monkeypatch):
+    import rpexec.kernel_warmup as kw
+
+    def full(*_args):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+    monkeypatch.setattr(kw, "_warm_device", full)
+    host, dev, shape, hidden = _host_and_device(plans["roundpipe"])
+    with pytest.warns(UserWarning, match="kernel warm-up skipped on GPU 0"):
+        assert warm_kernels(plans["roundpipe"], {0: dev}, host, shape, hidden) >= 0
 
 
 @pytest.mark.gpu
@@ -153,5 +181,5 @@ def test_kernel_warm_up_on_a_gpu_leaves_no_peak(plans):
     gpu = torch.device("cuda", 0)
     dev = DeviceState(0, gpu, {"compute": torch.cuda.Stream(device=gpu)})
     dev.skeleton = skeleton_layers(model)
-    warm_kernels({0: dev}, host, (mb, seq))
+    warm_kernels(plan, {0: dev}, host, (mb, seq), model.hidden)
     assert torch.cuda.max_memory_allocated(gpu) == torch.cuda.memory_allocated(gpu)
