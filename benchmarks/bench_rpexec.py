@@ -294,6 +294,14 @@ def table_rows(path: Path) -> list[str]:
 
 
 def print_report(paths: list[str]) -> int:
+    for path in paths:  # every file readable before any row is printed
+        try:
+            d = json.loads(Path(path).read_text())
+            d["config"], d["results"]  # noqa: B018 - the fields the table needs
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"bench_rpexec: error: --report: {path!r} is not a bench-<size>.json this script wrote "
+                  f"({type(e).__name__}: {e})", file=sys.stderr)
+            return 2
     print("| size | system | s / iteration | tokens/s | vs library | 1st / steady | peak GPU GiB | peak host GiB "
           "| of physical limit |")
     print("|---|---|---|---|---|---|---|---|---|")

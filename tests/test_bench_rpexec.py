@@ -114,3 +114,12 @@ def test_report_rebuilds_the_readme_rows_from_a_saved_run(tmp_path, capsys):
     assert rows[2] == f"| 8b | rpexec:roundpipe | 4.000 | {tokens / 4:,.0f} | 0.83 | 1.25 | 11.0 | 140.0 | 50% |"
     assert rows[3] == f"| 8b | roundpipe library (auto partition) | 3.333 | {tokens / (10 / 3):,.0f} | 1.00 | 3.60 | 14.0 | 160.0 | 60% |"
     assert rows[4].startswith("| 8b | roundpipe library (searched partition) | timed out after 400 s |")
+
+
+def test_report_of_a_file_it_did_not_write_exits_2(tmp_path, capsys):
+    other = tmp_path / "other.json"
+    other.write_text("{}")
+    for path in (tmp_path / "missing.json", other):
+        assert bench.main(["--report", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert "--report" in err and str(path) in err and "Traceback" not in err
