@@ -1,6 +1,8 @@
 """Cost-model formulas against closed forms and published figures."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from rpsim.catalog import load_gpu, load_model
@@ -107,6 +109,47 @@ def test_library_chunked_loss_holds_fp16_chunk_logits_and_their_gradient():
     head = model_costs(model, train, gpu).layers[-1]
     assert head.activation_bytes == (4.0 + 2.0 + 2.0) * t * h + 2.0 * t * h + 2.0 * v * h + 4.0 * 4096 * v
     assert head.activation_bytes / GiB == pytest.approx(3.41, abs=0.01)
+
+
+def test_library_chunked_loss_time_is_its_kernels_placed_where_the_library_runs_them():
+    """hf-fa2 with a 4096-token chunk, priced as roundpipe 0.1.1's ChunkedCompileLinearCrossEntropy runs:
+    Qwen3-1.7B at 13 x 2048 tokens is 6 chunks of 4096 and one of 2048. A forward without grad (F of a
+    recomputed plan) runs each chunk's logits GEMM and its cross-entropy forward (2 B per logit); the
+    recompute runs the same with grad and adds each chunk's backward (4 B per logit, the input- and
+    weight-gradient GEMMs), the split's full-size input gradients (zeros for the other chunks, a
+    concatenation) and from the second chunk on the additions into both accumulated gradients (6 B per
+    element); the autograd backward scales both gradients (4 B per element). Without recompute the
+    forward has grad and does it all; either way forward + backward is the same total."""
+    from rpsim.costs import roofline
+    from rpsim.costs.gemms import Gemm
+    model, gpu = load_model("qwen3-1.7b"), load_gpu("4090")
+    t, h, v, p = 13 * 2048, model.hidden, model.vocab, "fp16-acc16"
+    chunks = [4096] * 6 + [2048]
+    gemms = [Gemm("lm_head", c, v, h) for c in chunks]
+
+    def spec(recompute: str) -> TrainingSpec:
+        return TrainingSpec(seq_len=2048, global_batch=13, mb_size=13, precision=p, recompute=recompute,
+                            layer_impl="hf-fa2", loss_chunk_tokens=4096)
+
+    norm_f = roofline.elementwise_time_s(4.0 * t * h, gpu, 1)
+    norm_b = roofline.elementwise_time_s(8.0 * t * h, gpu, 1)
+    no_grad = sum(roofline.gemm_time_s(g, gpu, p) for g in gemms) + roofline.elementwise_time_s(2.0 * t * v, gpu, 7)
+    split = sum(2.0 * (t - c) * h + 4.0 * t * h for c in chunks)
+    gradient = (sum(roofline.gemm_backward_time_s(g, gpu, p) for g in gemms)
+                + roofline.elementwise_time_s(4.0 * t * v + split + 6 * 6.0 * (t * h + v * h), gpu, 7 * 8 + 6 * 2))
+    scale = roofline.elementwise_time_s(4.0 * (t * h + v * h), gpu, 2)
+    head = model_costs(model, spec("stage"), gpu).layers[-1]
+    assert head.forward_s == pytest.approx(norm_f + no_grad, rel=1e-12)
+    assert head.recompute_s == head.forward_s
+    assert head.backward_s == pytest.approx(gradient + scale + norm_b, rel=1e-12)
+    eager = model_costs(model, spec("none"), gpu).layers[-1]
+    assert eager.forward_s == pytest.approx(norm_f + no_grad + gradient, rel=1e-12)
+    assert eager.backward_s == pytest.approx(scale + norm_b, rel=1e-12)
+    assert eager.forward_s + eager.backward_s == pytest.approx(head.forward_s + head.backward_s, rel=1e-12)
+    # Three GEMMs per chunk and 6 B per logit of loss traffic, where rpexec's chunked loss runs four GEMMs
+    # and widens each logit to fp32 (28 B per logit): the library's head is the cheaper one.
+    rpexec = model_costs(model, replace(spec("stage"), layer_impl="rpexec"), gpu).layers[-1]
+    assert head.forward_s + head.backward_s < 0.8 * (rpexec.forward_s + rpexec.backward_s)
 
 
 def test_loss_chunk_tokens_must_not_be_negative():

@@ -19,6 +19,7 @@ from rpsim.costs.activations import (
     mlp_width_per_token,
 )
 from rpsim.costs.gemms import Gemm, attention_flops, layer_gemms, layer_params, lora_params
+from rpsim.costs.library_loss import chunked_loss_times
 from rpsim.specs.gpu import GPUSpec
 from rpsim.specs.model import ModelSpec
 from rpsim.specs.training import TrainingSpec
@@ -175,8 +176,9 @@ def embedding_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> Layer
 
 
 def head_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> LayerCost:
-    """Final RMSNorm, LM head GEMM and cross-entropy, over the full logits or chunk by chunk; a chunked
-    loss recomputes the logits GEMM in backward (rpexec.chunked_loss)."""
+    """Final RMSNorm, LM head GEMM and cross-entropy, over the full logits or chunk by chunk; rpexec's
+    chunked loss recomputes the logits GEMM in backward (rpexec.chunked_loss), the `roundpipe` library's
+    (hf-fa2 with a chunk) runs each chunk's backward inside its forward (rpsim.costs.library_loss)."""
     t, h, v = train.mb_tokens, model.hidden, model.vocab
     frozen = train.mode == "lora"  # the RoundPipe paper's LoRA run freezes the LM head too
     g = Gemm("lm_head", t, v, h, trainable=not frozen)
@@ -184,10 +186,14 @@ def head_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> LayerCost:
     # The fp32 loss over full logits: widen (read 2, write 4 B), log-softmax (read 4, write 4); its backward
     # reads the saved log-probabilities and writes their gradient (8 B), then narrows it (4 + 2 B).
     loss_bytes = 14.0 * t * v
-    fwd_s = (roofline.gemm_time_s(g, gpu, p) + roofline.elementwise_time_s(loss_bytes + 4.0 * t * h, gpu, 4))
-    recomputed_logits_s = roofline.gemm_time_s(g, gpu, p) if train.loss_chunk_tokens else 0.0
-    bwd_s = (roofline.gemm_backward_time_s(g, gpu, p) + recomputed_logits_s
-             + roofline.elementwise_time_s(loss_bytes + 8.0 * t * h, gpu, 4))
+    if train.layer_impl == "hf-fa2" and train.loss_chunk_tokens:
+        fwd_s, bwd_s, recompute_s = _library_chunked_head_times_s(model, train, gpu)
+    else:
+        fwd_s = (roofline.gemm_time_s(g, gpu, p) + roofline.elementwise_time_s(loss_bytes + 4.0 * t * h, gpu, 4))
+        recomputed_logits_s = roofline.gemm_time_s(g, gpu, p) if train.loss_chunk_tokens else 0.0
+        bwd_s = (roofline.gemm_backward_time_s(g, gpu, p) + recomputed_logits_s
+                 + roofline.elementwise_time_s(loss_bytes + 8.0 * t * h, gpu, 4))
+        recompute_s = fwd_s
     unique = h + (0 if model.tied_embeddings else v * h)
     trainable = 0 if frozen else unique
     weights, grads, optim = _states(h + v * h, 0 if frozen else h + v * h)
@@ -197,5 +203,23 @@ def head_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> LayerCost:
         weight_bytes=weights, grad_bytes=grads, optim_bytes=optim, forward_flops=g.flops,
         backward_flops=g.flops * (1 if frozen else 2), recompute_flops=g.flops,  # model FLOPs (MFU)
         activation_bytes=head_activation_bytes(model, train), input_bytes=2.0 * t * h,
-        hbm_bytes=roofline.gemm_bytes(g) + loss_bytes, forward_s=fwd_s, backward_s=bwd_s, recompute_s=fwd_s,
+        hbm_bytes=roofline.gemm_bytes(g) + loss_bytes, forward_s=fwd_s, backward_s=bwd_s, recompute_s=recompute_s,
     )
+
+
+def _library_chunked_head_times_s(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> tuple[float, float, float]:
+    """(forward_s, backward_s, recompute_s) of the head as the `roundpipe` library runs it (roundpipe 0.1.1
+    models/function.py, ChunkedCompileLinearCrossEntropy): the loss's whole backward runs in whichever
+    forward has grad enabled. With recompute, the plan's F runs without grad (GEMMs and loss forwards
+    only) and the recompute before B with grad, so B = recompute + the gradient work + the autograd
+    backward's scaling; the fused stage's FB (forward_s + backward_s) comes to the same total. Without
+    recompute, F has grad and does it all. The final RMSNorm is priced as in the other heads (4 B of
+    forward and 8 B of backward traffic per element)."""
+    t, h = train.mb_tokens, model.hidden
+    loss = chunked_loss_times(model, train, gpu)
+    norm_fwd_s = roofline.elementwise_time_s(4.0 * t * h, gpu, 1)
+    norm_bwd_s = roofline.elementwise_time_s(8.0 * t * h, gpu, 1)
+    no_grad_forward_s = norm_fwd_s + loss.forward_s
+    if train.recompute == "none":
+        return norm_fwd_s + loss.with_grad_s, loss.backward_s + norm_bwd_s, no_grad_forward_s
+    return no_grad_forward_s, loss.gradient_s + loss.backward_s + norm_bwd_s, no_grad_forward_s
