@@ -73,13 +73,18 @@ def mb_size(name: str) -> int:
 # RoundPipe-artifact roundpipe/run.sh, the 4090 max-sequence runs' recompute_grain argument.
 MAX_SEQ_RECOMPUTE = {"qwen3-1.7b": "layer", "llama3-8b": "layer", "gpt-oss-20b": "layer", "qwen3-32b": "stage",
                      "qwen3-235b-a22b": "stage"}
+# The same runs' microbatches per call, each of one sequence (batch size = microbatches there; train_lora.py
+# for 235B). The host keeps every microbatch's saved boundaries, so with 10 the 32B run is host-bound.
+MAX_SEQ_MICROBATCHES = {"qwen3-1.7b": 10, "llama3-8b": 10, "gpt-oss-20b": 1, "qwen3-32b": 1, "qwen3-235b-a22b": 4}
 
 
-def training(name: str, seq: int, mb: int, system: str = "roundpipe", recompute: str = "stage"):
-    """The baselines compute the full logits; RoundPipe runs the library's chunked loss."""
+def training(name: str, seq: int, mb: int, system: str = "roundpipe", recompute: str = "stage",
+             n_mb: int | None = None):
+    """The baselines compute the full logits; RoundPipe runs the library's chunked loss. n_mb: microbatches
+    per call (default the throughput run's)."""
     from rpsim.costs.activations import LIBRARY_LOSS_CHUNK_TOKENS
     from rpsim.specs import TrainingSpec
-    m = RUNS[name][1]
+    m = n_mb or RUNS[name][1]
     chunk = LIBRARY_LOSS_CHUNK_TOKENS if system.startswith("roundpipe") else 0
     return TrainingSpec(seq_len=seq, global_batch=m * mb, mb_size=mb, precision=PRECISION,
                         mode="lora" if name in LORA else "full", lora_rank=32, recompute=recompute,
@@ -87,13 +92,13 @@ def training(name: str, seq: int, mb: int, system: str = "roundpipe", recompute:
 
 
 def scenario(name: str, seq: int, mb: int, measured_layers: bool = False, system: str = "roundpipe",
-             recompute: str = "stage"):
+             recompute: str = "stage", n_mb: int | None = None):
     """The first-principles scenario; with measured_layers, the authors' RTX 4090 per-layer times
     (roundpipe.md, the profile e01 builds) replace the cost model's, scaled linearly to our tokens."""
     from dataclasses import replace
 
     from rpsim.scenario import make_scenario
-    sc = make_scenario(name, SERVER, training(name, seq, mb, system, recompute))
+    sc = make_scenario(name, SERVER, training(name, seq, mb, system, recompute, n_mb))
     if not measured_layers:
         return sc
     from e01_paper_ablation import paper_profile
@@ -104,18 +109,19 @@ def scenario(name: str, seq: int, mb: int, measured_layers: bool = False, system
 
 
 def simulate(name: str, seq: int, mb: int, system: str, rounds_of_n: bool = False,
-             measured_layers: bool = False, recompute: str = "stage", partitioner: str | None = None) -> dict:
+             measured_layers: bool = False, recompute: str = "stage", partitioner: str | None = None,
+             n_mb: int | None = None) -> dict:
     """The system's fastest candidate: feasible ones first, then tokens/s. RoundPipe dispatches each stage
     for all M microbatches of a forward_backward call (the library's RoundPipe.forward_backward launches
     one job per layer group over the whole batch: ITcarrot/RoundPipe, RoundPipe/RoundPipe.py), so one call
     is one round of M_R = M >= N; rounds_of_n uses rpsim's default M_R = N (the authors' simulator)."""
     from rpsim.compare import run_one
     from rpsim.planner import PlanRequest
-    sc = scenario(name, seq, mb, measured_layers, system, recompute)
+    sc = scenario(name, seq, mb, measured_layers, system, recompute, n_mb)
     best = None
     for schedule, kw in SYSTEMS[system]:
         if schedule.startswith("roundpipe") and not rounds_of_n:
-            kw = {**kw, "round_size": RUNS[name][1]}
+            kw = {**kw, "round_size": n_mb or RUNS[name][1]}
         if schedule.startswith("roundpipe") and partitioner:
             kw = {**kw, "partitioner": partitioner}
         row = run_one(sc, PlanRequest(schedule, **kw))
@@ -144,11 +150,19 @@ def fits(name: str, seq: int, system: str) -> bool:
     """RoundPipe as the paper's max-sequence runs ran it: the artifact's recompute grain, and the library's
     partitioner (candidate stage times within 1.1x the slowest layer: at long sequences a backward stage
     of one attention-heavy layer, where the paper's variant merges several and their recompute needs
-    several layers' activations at once)."""
+    several layers' activations at once), and its microbatches per call."""
     if not system.startswith("roundpipe"):
         return bool(simulate(name, seq, 1, system)["feasible"])
-    return bool(simulate(name, seq, 1, system, recompute=MAX_SEQ_RECOMPUTE[name],
-                         partitioner="roundpipe-library")["feasible"])
+    return bool(simulate(name, seq, 1, system, recompute=MAX_SEQ_RECOMPUTE[name], partitioner="roundpipe-library",
+                         n_mb=MAX_SEQ_MICROBATCHES[name])["feasible"])
+
+
+def peak_allocated_gib(name: str, seq: int) -> float:
+    """RoundPipe's busiest GPU at one sequence of `seq` tokens, run as fits() runs it: live tensor bytes,
+    before the allocator margin."""
+    m = simulate(name, seq, 1, "roundpipe", recompute=MAX_SEQ_RECOMPUTE[name], partitioner="roundpipe-library",
+                 n_mb=MAX_SEQ_MICROBATCHES[name])
+    return round(max(m["peak_gpu_allocated_bytes"] or [0.0]) / 2**30, 1)
 
 
 def max_seq(name: str, system: str) -> tuple[int, bool]:
@@ -195,16 +209,21 @@ def head_bytes(name: str, seq: int) -> float:
 def cost_check() -> list[dict]:
     """Our cost model's per-layer and head times at the paper's 4 x 2048 tokens, against the times the
     authors measured on an RTX 4090 (roundpipe.md table, as in e01): where our layers run faster or our
-    head slower than measured, tokens/s moves with them."""
+    head slower than measured, tokens/s moves with them. The head is priced as e02's RoundPipe runs it,
+    the library's chunked loss (rpsim.costs.library_loss); the authors timed theirs with the library's
+    unchunked compiled loss (RoundPipe-artifact roundpipe-timing/train.py leaves `return_logits` at its
+    default), the same GEMMs and per-logit kernels without the chunks' gradient accumulation."""
     from e01_paper_ablation import PAPER_TIMES_MS
 
     from rpsim.catalog import load_model, load_server
     from rpsim.costs import model_costs
+    from rpsim.costs.activations import LIBRARY_LOSS_CHUNK_TOKENS
     from rpsim.specs import TrainingSpec
 
     def layers(name: str, precision: str):
         t = TrainingSpec(seq_len=2048, global_batch=4, mb_size=4, precision=precision,
-                         mode="lora" if name in LORA else "full", lora_rank=32)
+                         mode="lora" if name in LORA else "full", lora_rank=32, layer_impl="hf-fa2",
+                         loss_chunk_tokens=LIBRARY_LOSS_CHUNK_TOKENS)
         return model_costs(load_model(name), t, load_server(SERVER).gpu).layers
 
     def layer_ms(x) -> float:  # forward + recompute + backward
@@ -240,9 +259,10 @@ def run_all() -> list[dict]:
                 alt = round(simulate(name, SEQ, mb, system, rounds_of_n=True)["tokens_per_s"])
                 measured = simulate(name, SEQ, mb, system, measured_layers=True)
                 rp_alt, measured_compute = round(measured["tokens_per_s"]), round(measured["compute_per_gpu_s"], 2)
-                # The library partitions with the layer times it measures; with the authors' times its
-                # backward stages hold 2-3 layers, with the cost model's (whose head is worth ~7 of its
-                # layers) 7-8, whose recompute does not fit.
+                # The library partitions with the layer times it measures: with the authors' times its
+                # backward stages hold 2-3 layers, and so with the cost model's now that the head is priced
+                # as the library's chunked loss runs (8B: 2; with rpexec's loss, 7-8, whose recompute
+                # needed 26.2 GiB).
                 measured_fits = bool(measured["feasible"])
                 measured_peak = round(max(measured["peak_gpu_mem_bytes"]) / 2**30, 1)
             rows.append({
@@ -255,6 +275,7 @@ def run_all() -> list[dict]:
                 "peak_gpu_gib": round(max(m["peak_gpu_mem_bytes"] or [0]) / 2**30, 1),
                 "fit_mb_size": fit_mb, "fit_tokens_per_s": round(fit_tps), "max_seq_monotone": monotone,
                 "head_act_gib_at_paper_seq": round(head_bytes(name, paper_seq * 1024) / 2**30, 1) if paper_seq else "",
+                "peak_allocated_gib_at_paper_seq": peak_allocated_gib(name, paper_seq * 1024) if paper_seq else "",
                 "rounds_of_n_tokens_per_s": alt, "measured_layers_tokens_per_s": rp_alt,
                 "measured_layers_ratio": round(rp_alt / paper, 3) if paper else "",
                 "measured_compute_per_gpu_s": measured_compute, "measured_layers_feasible": measured_fits,
@@ -341,6 +362,7 @@ def report(rows: list[dict], check: list[dict]) -> None:
 
 def explain(r: dict, c: dict) -> list[str]:
     """The causes of a difference over EXPLAIN_RATIO, in this row's numbers."""
+    from rpsim.sim.memory import ALLOCATOR_OVERHEAD
     out = []
     paper = r["paper_tokens_per_s"]
     if abs(r["ratio"] - 1) > EXPLAIN_RATIO:
@@ -373,12 +395,14 @@ def explain(r: dict, c: dict) -> list[str]:
                    f"{c['head_ratio']}x the measured times: with the measured times we would predict "
                    f"{r['measured_layers_tokens_per_s']:,} (x{r['measured_layers_ratio']})")
     if r["paper_max_seq"] and abs(r["max_seq"] / r["paper_max_seq"] - 1) > EXPLAIN_RATIO:
-        out.append(f"max seq: at the paper's {r['paper_max_seq'] // 1024}K one sequence's head activations alone "
-                   f"are {r['head_act_gib_at_paper_seq']} GiB in our model (full fp16 logits + fp32 softmax, "
-                   "6 B x tokens x vocab) against 24 GiB; the library evidently never holds full logits")
+        peak = r["peak_allocated_gib_at_paper_seq"]
+        out.append(f"max seq: at the paper's {r['paper_max_seq'] // 1024}K our busiest GPU holds {peak} GiB "
+                   f"({peak * ALLOCATOR_OVERHEAD:.1f} with the allocator margin) against 24 GiB, the head "
+                   f"{r['head_act_gib_at_paper_seq']} GiB of it (the library's chunked loss); what else the library "
+                   "holds there is not found in its source (README e02)")
     if not r["feasible"]:
-        out.append(f"feasibility: out of memory at {r['mb_size']} sequences/microbatch ({r['reason']}), the "
-                   f"same head activations; it fits at {r['fit_mb_size']}")
+        out.append(f"feasibility: out of memory at {r['mb_size']} sequences/microbatch ({r['reason']}); it fits "
+                   f"at {r['fit_mb_size']}")
     return out
 
 
