@@ -63,8 +63,8 @@ def layer_activation_bytes(model: ModelSpec, train: TrainingSpec, index: int) ->
 
 def layer_forward_work_bytes(model: ModelSpec, train: TrainingSpec, index: int) -> float:
     """The most a transformer layer holds at once in a forward without grad (a recomputed plan's F: rpexec
-    runs it under torch.no_grad, the library's run_forward too): nothing is saved, temporaries die as soon
-    as they are read. Its largest moment is the SwiGLU's product (silu(gate), up and their product,
+    runs it under torch.no_grad; the `roundpipe` library's run_forward enables grad while training, which
+    rpsim.costs.library_memory counts for e02): nothing is saved, temporaries die as soon as they are read. Its largest moment is the SwiGLU's product (silu(gate), up and their product,
     3 x 2·m per token and active expert), or, if wider, an RMSNorm's fp32 copy and fp32 result with its
     fp16 output (4h + 4h + 2h); plus the layer's output next to its input (2h)."""
     if train.layer_impl == "paper":
