@@ -176,9 +176,11 @@ def warmup_peak_bytes(name: str, seq: int, mb: int, recompute: str, n_mb: int) -
 
 
 def warmup_fits(name: str, seq: int, mb: int, recompute: str, n_mb: int) -> bool:
+    """Whether that peak fits the GPU with the simulator's allocator margin, as its feasibility does."""
     from rpsim.catalog import load_server
     from rpsim.sim.memory import ALLOCATOR_OVERHEAD
-    return warmup_peak_bytes(name, seq, mb, recompute, n_mb) * ALLOCATOR_OVERHEAD <= load_server(SERVER).gpu.memory_bytes
+    limit_bytes = load_server(SERVER).gpu.memory_bytes
+    return warmup_peak_bytes(name, seq, mb, recompute, n_mb) * ALLOCATOR_OVERHEAD <= limit_bytes
 
 
 def peak_allocated_gib(name: str, seq: int) -> float:

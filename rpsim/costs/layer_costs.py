@@ -19,7 +19,7 @@ from rpsim.costs.activations import (
     mlp_width_per_token,
 )
 from rpsim.costs.gemms import Gemm, attention_flops, layer_gemms, layer_params, lora_params
-from rpsim.costs.library_loss import chunked_loss_times
+from rpsim.costs.library_loss import CE_FORWARD_BYTES_PER_LOGIT, chunked_loss_times
 from rpsim.specs.gpu import GPUSpec
 from rpsim.specs.model import ModelSpec
 from rpsim.specs.training import TrainingSpec
@@ -188,8 +188,10 @@ def head_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> LayerCost:
     loss_bytes = 14.0 * t * v
     if train.layer_impl == "hf-fa2" and train.loss_chunk_tokens:
         fwd_s, bwd_s, recompute_s = _library_chunked_head_times_s(model, train, gpu)
+        loss_bytes = CE_FORWARD_BYTES_PER_LOGIT * t * v  # its forward's loss traffic
     else:
-        fwd_s = (roofline.gemm_time_s(g, gpu, p) + roofline.elementwise_time_s(loss_bytes + 4.0 * t * h, gpu, 4))
+        fwd_s = (roofline.gemm_time_s(g, gpu, p)
+                 + roofline.elementwise_time_s(loss_bytes + 4.0 * t * h, gpu, 4))
         recomputed_logits_s = roofline.gemm_time_s(g, gpu, p) if train.loss_chunk_tokens else 0.0
         bwd_s = (roofline.gemm_backward_time_s(g, gpu, p) + recomputed_logits_s
                  + roofline.elementwise_time_s(loss_bytes + 8.0 * t * h, gpu, 4))
@@ -203,11 +205,13 @@ def head_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> LayerCost:
         weight_bytes=weights, grad_bytes=grads, optim_bytes=optim, forward_flops=g.flops,
         backward_flops=g.flops * (1 if frozen else 2), recompute_flops=g.flops,  # model FLOPs (MFU)
         activation_bytes=head_activation_bytes(model, train), input_bytes=2.0 * t * h,
-        hbm_bytes=roofline.gemm_bytes(g) + loss_bytes, forward_s=fwd_s, backward_s=bwd_s, recompute_s=recompute_s,
+        hbm_bytes=roofline.gemm_bytes(g) + loss_bytes, forward_s=fwd_s, backward_s=bwd_s,
+        recompute_s=recompute_s,
     )
 
 
-def _library_chunked_head_times_s(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> tuple[float, float, float]:
+def _library_chunked_head_times_s(model: ModelSpec, train: TrainingSpec,
+                                  gpu: GPUSpec) -> tuple[float, float, float]:
     """(forward_s, backward_s, recompute_s) of the head as the `roundpipe` library runs it (roundpipe 0.1.1
     models/function.py, ChunkedCompileLinearCrossEntropy): the loss's whole backward runs in whichever
     forward has grad enabled. With recompute, the plan's F runs without grad (GEMMs and loss forwards

@@ -9,10 +9,12 @@ backward scales those saved gradients by the incoming one (`mul_`) and passes th
 forward whose stage is recomputed later) it runs each chunk's GEMM and loss forward only.
 
 Kernels per chunk of c tokens (v vocabulary, h hidden, fp16; what the compiled graphs read and write,
-checked on torch's CPU inductor: the forward saves the fp16 logits and one max and one log-sum per row,
+checked on torch 2.13's CPU inductor: the forward saves the fp16 logits and one max and one log-sum per row,
 the backward reads the logits once and writes their fp16 gradient in place):
 - the logits GEMM (c, v, h), writing 2 B per logit (priced by the roofline with the GEMM);
-- the cross-entropy forward, one fused reduction reading the fp16 logits: 2 B per logit;
+- the cross-entropy forward, one fused reduction reading the fp16 logits: 2 B per logit (one pass with
+  inductor's online softmax, torch 2.13's default; the authors' torch 2.7 may take max and sum in two
+  passes over each row, the second not counted);
 - with grad: the cross-entropy backward, one fused kernel reading the logits and writing their gradient:
   4 B per logit; the input-gradient GEMM (c, h, v) and the weight-gradient GEMM (h, v, c);
 - autograd around them: `hidden_states.split` hands each chunk's input gradient back as a full-size
