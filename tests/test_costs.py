@@ -147,9 +147,37 @@ def test_library_chunked_loss_time_is_its_kernels_placed_where_the_library_runs_
     assert eager.backward_s == pytest.approx(scale + norm_b, rel=1e-12)
     assert eager.forward_s + eager.backward_s == pytest.approx(head.forward_s + head.backward_s, rel=1e-12)
     # Three GEMMs per chunk and 6 B per logit of loss traffic, where rpexec's chunked loss runs four GEMMs
-    # and widens each logit to fp32 (28 B per logit): the library's head is the cheaper one.
+    # and widens each logit to fp32 (66 B per logit): the library's head is the cheaper one.
     rpexec = model_costs(model, replace(spec("stage"), layer_impl="rpexec"), gpu).layers[-1]
     assert head.forward_s + head.backward_s < 0.8 * (rpexec.forward_s + rpexec.backward_s)
+
+
+def test_rpexec_chunked_loss_time_is_its_kernels():
+    """rpexec's chunked loss (rpexec/chunked_loss.py) at the benchmark's Llama-3-8B shape, 4 x 2048 tokens
+    in 2048-token chunks: the forward runs each chunk's logits GEMM, their fp32 copy and torch.logsumexp
+    (30 B per logit) after the final norm (4 B per element); the recompute is the forward again; the
+    backward runs each chunk's logits GEMM again and both gradient GEMMs, 36 B per logit, the input
+    gradient's row copies (4 B per element), the weight gradient's widening and fp32 addition per chunk
+    (18 B per element) and its zeroing and final cast once (10 B), and the norm's backward (8 B)."""
+    from rpsim.costs import roofline
+    from rpsim.costs.gemms import Gemm
+    model, gpu = load_model("llama3-8b"), load_gpu("h200")
+    t, h, v, p, n = 4 * 2048, model.hidden, model.vocab, "fp16", 4
+    train = TrainingSpec(seq_len=2048, global_batch=4, mb_size=4, precision=p, loss_chunk_tokens=2048)
+    g = Gemm("lm_head", 2048, v, h)
+    logits = n * roofline.gemm_time_s(g, gpu, p)
+    forward = logits + roofline.elementwise_time_s(30.0 * t * v + 4.0 * t * h, gpu, 11 * n + 1)
+    backward = (logits + n * roofline.gemm_backward_time_s(g, gpu, p)
+                + roofline.elementwise_time_s(36.0 * t * v + 4.0 * t * h + (18.0 * n + 10.0) * v * h + 8.0 * t * h,
+                                              gpu, 12 * n + 3))
+    head = model_costs(model, train, gpu).layers[-1]
+    assert head.forward_s == pytest.approx(forward, rel=1e-12)
+    assert head.recompute_s == head.forward_s
+    assert head.backward_s == pytest.approx(backward, rel=1e-12)
+    # The per-logit passes are most of the difference from the full-logit loss's 14 + 14 B per logit.
+    full = model_costs(model, replace(train, loss_chunk_tokens=0), gpu).layers[-1]
+    assert head.forward_s + head.backward_s > full.forward_s + full.backward_s + roofline.gemm_time_s(
+        Gemm("lm_head", t, v, h), gpu, p)
 
 
 def test_loss_chunk_tokens_must_not_be_negative():

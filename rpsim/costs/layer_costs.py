@@ -20,6 +20,8 @@ from rpsim.costs.activations import (
 )
 from rpsim.costs.gemms import Gemm, attention_flops, layer_gemms, layer_params, lora_params
 from rpsim.costs.library_loss import CE_FORWARD_BYTES_PER_LOGIT, chunked_loss_times
+from rpsim.costs.rpexec_loss import FORWARD_BYTES_PER_LOGIT as RPEXEC_FORWARD_BYTES_PER_LOGIT
+from rpsim.costs.rpexec_loss import rpexec_chunked_head_times_s
 from rpsim.specs.gpu import GPUSpec
 from rpsim.specs.model import ModelSpec
 from rpsim.specs.training import TrainingSpec
@@ -177,7 +179,7 @@ def embedding_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> Layer
 
 def head_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> LayerCost:
     """Final RMSNorm, LM head GEMM and cross-entropy, over the full logits or chunk by chunk; rpexec's
-    chunked loss recomputes the logits GEMM in backward (rpexec.chunked_loss), the `roundpipe` library's
+    chunked loss recomputes the logits GEMM in backward (rpsim.costs.rpexec_loss), the `roundpipe` library's
     (hf-fa2 with a chunk) runs each chunk's backward inside its forward (rpsim.costs.library_loss)."""
     t, h, v = train.mb_tokens, model.hidden, model.vocab
     frozen = train.mode == "lora"  # the RoundPipe paper's LoRA run freezes the LM head too
@@ -189,6 +191,9 @@ def head_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> LayerCost:
     if train.layer_impl == "hf-fa2" and train.loss_chunk_tokens:
         fwd_s, bwd_s, recompute_s = _library_chunked_head_times_s(model, train, gpu)
         loss_bytes = CE_FORWARD_BYTES_PER_LOGIT * t * v  # its forward's loss traffic
+    elif train.layer_impl == "rpexec" and train.loss_chunk_tokens:
+        fwd_s, bwd_s, recompute_s = rpexec_chunked_head_times_s(model, train, gpu)
+        loss_bytes = RPEXEC_FORWARD_BYTES_PER_LOGIT * t * v  # its forward's loss traffic
     else:
         fwd_s = (roofline.gemm_time_s(g, gpu, p)
                  + roofline.elementwise_time_s(loss_bytes + 4.0 * t * h, gpu, 4))
