@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rpsim.sim import mix_memo
 from rpsim.sim.incremental_sharing import IncrementalRates
 from rpsim.sim.sharing import Flow, Links, allocate_rates
 
@@ -29,9 +31,15 @@ ops = st.lists(st.one_of(st.tuples(st.just("start"), paths, st.integers(0, 2)),
 batch_sizes = st.lists(st.integers(1, 4), min_size=40, max_size=40)
 
 
+@pytest.mark.parametrize("warmup_lookups", [mix_memo.WARMUP_LOOKUPS, 0])  # 0: mixes stored at a second sighting
 @settings(max_examples=200, deadline=None)
 @given(capacities, pairs, st.floats(0.3, 1.0), ops, batch_sizes)
-def test_incremental_rates_equal_a_full_solve(caps, raw_pairs, duplex_factor, script, batches):
+def test_incremental_rates_equal_a_full_solve(warmup_lookups, caps, raw_pairs, duplex_factor, script, batches):
+    with patch.object(mix_memo, "WARMUP_LOOKUPS", warmup_lookups):
+        _check_against_full_solves(caps, raw_pairs, duplex_factor, script, batches)
+
+
+def _check_against_full_solves(caps, raw_pairs, duplex_factor, script, batches):
     capacity = dict(zip(RESOURCES, caps))
     duplex_pairs = [(a, b, *factors) for a, b, factors in raw_pairs]
     tracker = IncrementalRates(Links.of(capacity, duplex_pairs, duplex_factor))

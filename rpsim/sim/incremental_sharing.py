@@ -37,6 +37,7 @@ from operator import gt, ne
 from typing import Protocol
 
 from rpsim.sim.bundle_fill import BundleKind, fill_bundles
+from rpsim.sim.mix_memo import MixMemo
 from rpsim.sim.sharing import MEMO_ENTRIES, Links
 
 # Loose resources must stay this far below capacity (relative): far above float rounding of a sum.
@@ -86,8 +87,8 @@ class IncrementalRates:
         # Per component: its kinds in first-start order with their flow counts -> the share rates of each.
         self._memo: dict[tuple[tuple[int, int], ...], dict[int, tuple[float, ...]]] = {}
         # Per sequence of all active flows' kinds: (share rates in start order, loads on summed resources,
-        # those near capacity)
-        self._whole_memo: dict[tuple, tuple[list[tuple[float, ...]], dict[str, float], list[str]]] = {}
+        # those near capacity); stored where mixes recur (rpsim.sim.mix_memo)
+        self._whole_memo: MixMemo[tuple[list[tuple[float, ...]], dict[str, float], list[str]]] = MixMemo()
         # Memo keys are sequences of small ints, one per distinct (paths, priority): cheap to hash.
         self._kind_of: dict[tuple[tuple[tuple[str, ...], ...], int], int] = {}
         self._kind: dict[Hashable, int] = {}  # active flow -> its kind, in start order
@@ -215,15 +216,15 @@ class IncrementalRates:
         self._loose.update(relaxable)
         self._stale = {}
         self._new = []
-        if len(self._whole_memo) >= MEMO_ENTRIES:
-            self._whole_memo.clear()
+        if not self._whole_memo.worth_storing(key):
+            return list(solved.values())
         # The mix's rates, the loads they put on the summed resources, and those of them near capacity.
         # (scans in C: on many-socket servers a mix crosses ~10^2 resources and a miss stores each)
         crossed = list(self._on_summed)
         values = list(map(self._load.__getitem__, crossed))
         loads = dict(zip(crossed, values))
         near = list(compress(crossed, map(gt, values, map(self._clear_limit.__getitem__, crossed))))
-        self._whole_memo[key] = (list(map(self._rate.__getitem__, self._active)), loads, near)
+        self._whole_memo.put(key, (list(map(self._rate.__getitem__, self._active)), loads, near))
         return list(solved.values())
 
     def _take(self, rates: list[tuple[float, ...]], loads: dict[str, float], near: list[str],
