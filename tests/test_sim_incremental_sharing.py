@@ -31,11 +31,11 @@ ops = st.lists(st.one_of(st.tuples(st.just("start"), paths, st.integers(0, 2)),
 batch_sizes = st.lists(st.integers(1, 4), min_size=40, max_size=40)
 
 
-@pytest.mark.parametrize("warmup_lookups", [mix_memo.WARMUP_LOOKUPS, 0])  # 0: mixes stored at a second sighting
+@pytest.mark.parametrize("window", [mix_memo.WINDOW_LOOKUPS, 1])  # 1: the policy flips between settles
 @settings(max_examples=200, deadline=None)
 @given(capacities, pairs, st.floats(0.3, 1.0), ops, batch_sizes)
-def test_incremental_rates_equal_a_full_solve(warmup_lookups, caps, raw_pairs, duplex_factor, script, batches):
-    with patch.object(mix_memo, "WARMUP_LOOKUPS", warmup_lookups):
+def test_incremental_rates_equal_a_full_solve(window, caps, raw_pairs, duplex_factor, script, batches):
+    with patch.object(mix_memo, "WINDOW_LOOKUPS", window):
         _check_against_full_solves(caps, raw_pairs, duplex_factor, script, batches)
 
 

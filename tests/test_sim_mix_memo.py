@@ -1,5 +1,6 @@
-"""MixMemo's storing policy: every miss stored while lookups mostly hit, else from a mix's second sighting
-(what a hit returns is checked against full solves in test_sim_incremental_sharing.py, in both modes)."""
+"""MixMemo's storing policy, per window of lookups: every miss stored while at least half of the lookups met a
+mix seen before, else a mix stored at its second sighting. (What a hit returns is checked against full
+solves in test_sim_incremental_sharing.py, with the policy flipping between settles.)"""
 from __future__ import annotations
 
 from unittest.mock import patch
@@ -17,40 +18,34 @@ def _settle(memo: MixMemo[str], key: tuple) -> bool:
     return False
 
 
-def test_during_the_warmup_every_miss_is_stored():
+def test_the_first_window_stores_every_miss():
     memo: MixMemo[str] = MixMemo()
-    hits = [_settle(memo, (k,)) for k in range(mix_memo.WARMUP_LOOKUPS)]  # all new: 0% hits
-    assert not any(hits) and len(memo) == mix_memo.WARMUP_LOOKUPS
-    assert _settle(memo, (0,)) and memo.get((1,)) == "rates of (1,)"
+    hits = [_settle(memo, (k,)) for k in range(mix_memo.WINDOW_LOOKUPS)]  # all new: none recurs
+    assert not any(hits) and len(memo) == mix_memo.WINDOW_LOOKUPS
+    assert _settle(memo, (0,))
 
 
-def test_while_half_the_lookups_hit_a_mix_is_stored_at_its_first_sighting():
-    with patch.object(mix_memo, "WARMUP_LOOKUPS", 0):
-        memo: MixMemo[str] = MixMemo()
-        memo.put(("a",), "rates")
-        assert _settle(memo, ("a",))  # 1 hit of 1
-        assert not _settle(memo, ("b",))  # a miss: 1 of 2 hit, so stored at once
-        assert _settle(memo, ("b",))
+@patch.object(mix_memo, "WINDOW_LOOKUPS", 4)
+def test_after_a_window_of_new_mixes_a_mix_is_stored_at_its_second_sighting_and_hits_from_its_third():
+    memo: MixMemo[str] = MixMemo()
+    for k in range(4):
+        _settle(memo, ("first window", k))  # stored: the first window stores every miss
+    assert len(memo) == 4 and memo.storing_all
+    assert not _settle(memo, ("new", 1))  # the window had no recurring mix: remembered, not stored
+    assert not memo.storing_all and len(memo) == 4
+    assert not _settle(memo, ("new", 1))  # its second sighting: stored now
+    assert len(memo) == 5
+    assert _settle(memo, ("new", 1))  # found from the third on
+    assert _settle(memo, ("first window", 0))  # what the first window stored stays
 
 
-def test_with_few_hits_a_mix_is_stored_at_its_second_sighting_and_hits_from_its_third():
-    with patch.object(mix_memo, "WARMUP_LOOKUPS", 0):
-        memo: MixMemo[str] = MixMemo()
-        assert not _settle(memo, ("new", 1))  # 0 of 1 hit: remembered, not stored
-        assert len(memo) == 0
-        assert [_settle(memo, ("new", 2)), _settle(memo, ("new", 3))] == [False, False]
-        assert not _settle(memo, ("new", 1))  # its second sighting: stored now
-        assert len(memo) == 1
-        assert _settle(memo, ("new", 1))  # and found from the third on
-
-
-def test_the_hit_rate_decides_again_at_every_miss():
-    # Few hits at first (second sightings), then mixes that recur: back to storing every miss at once.
-    with patch.object(mix_memo, "WARMUP_LOOKUPS", 0):
-        memo: MixMemo[str] = MixMemo()
-        for _ in range(3):
-            _settle(memo, ("x",))  # miss, miss (stored), hit: 1 of 3
-        assert not memo.worth_storing(("y",))
-        for _ in range(3):
-            _settle(memo, ("x",))  # 4 of 6 hit
-        assert memo.worth_storing(("z",))
+@patch.object(mix_memo, "WINDOW_LOOKUPS", 4)
+def test_second_sightings_count_as_recurring_so_mixes_that_recur_bring_back_storing_every_miss():
+    memo: MixMemo[str] = MixMemo()
+    for k in range(4):
+        _settle(memo, (k,))  # window 1: all new
+    for key in [("a",), ("a",), ("b",), ("b",)]:
+        _settle(memo, key)  # window 2: second sightings only (no hit), half the lookups recur
+    assert not memo.storing_all and memo.hits == 0 and memo.recurring == 2
+    assert not _settle(memo, ("c",))  # window 3 judges window 2 by its recurring mixes
+    assert memo.storing_all and memo.get(("c",)) is not None  # stored at its first sighting

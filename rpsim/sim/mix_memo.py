@@ -8,9 +8,14 @@ servers nearly every mix recurs (94% hits on Llama-70B RoundPipe on 4090x8, 78% 
 many-socket servers most mixes are new (84% misses on Llama-70B RoundPipe on h100x64, where a copy
 crosses ~300 summed resources), so most stores were never read, and ~100K of them held ~390 MB.
 
-Policy: while at least half of the lookups hit (and during the first WARMUP_LOOKUPS), every miss is stored,
-as before. Below that, a mix is stored at its second sighting: the first is remembered by its hash only
-(a collision only stores a mix early). A mix that recurs k times then hits k - 2 times instead of k - 1.
+Policy, decided anew every WINDOW_LOOKUPS lookups from the last window's: while at least half of the
+lookups met a mix seen before, every miss is stored, as before (and in the first window). Below that, a
+mix is stored at its second sighting: the first is remembered by its hash only (a collision only stores a
+mix early). A mix that recurs k times then hits k - 2 times instead of k - 1. The rate that decides counts
+those second sightings as recurring, so it is the hit rate storing every miss would give, whichever way
+mixes are being stored; and it is per window, since a run's first iteration (all new mixes) says little
+about its later ones. (A first version used the run's hit rate so far: the second-sighting mode lowered
+the rate that kept it on, and on h100x8 it cut hits from 67% to 49%.)
 What a hit returns is what the solve gave the same sequence, so the policy decides the cost only, never
 a float (rpsim.sim.incremental_sharing).
 
@@ -23,39 +28,53 @@ from typing import Generic, TypeVar
 
 from rpsim.sim.sharing import MEMO_ENTRIES
 
-WARMUP_LOOKUPS = 1000  # every run's first mixes are new: judge the hit rate after these
+WINDOW_LOOKUPS = 2000  # the policy is decided anew after each window of this many lookups
 E = TypeVar("E")
 
 
 class MixMemo(Generic[E]):
-    """Entries by mix key, stored at once while lookups mostly hit, else from a key's second sighting."""
+    """Entries by mix key, stored at once while most lookups meet a mix seen before, else from a mix's second
+    sighting."""
 
     def __init__(self) -> None:
         self._entries: dict[Hashable, E] = {}
         self._seen_once: set[int] = set()  # hashes of the mixes met once, not stored (low hit rate only)
         self.lookups = 0
         self.hits = 0
+        self.recurring = 0  # lookups of a mix seen before: hits, and misses at a second sighting
+        self.storing_all = True  # the policy of this window
+        self._window_end = WINDOW_LOOKUPS  # lookups at the end of this window
+        self._window_recurring = 0  # self.recurring at its start
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, key: Hashable) -> E | None:
         self.lookups += 1
+        if self.lookups > self._window_end:
+            recurring = self.recurring - self._window_recurring
+            self.storing_all = 2 * recurring >= WINDOW_LOOKUPS
+            self._window_end += WINDOW_LOOKUPS
+            self._window_recurring = self.recurring
         entry = self._entries.get(key)
         if entry is not None:
             self.hits += 1
+            self.recurring += 1
         return entry
 
     def worth_storing(self, key: Hashable) -> bool:
         """After a miss of `key`: whether to store its solution (the caller then calls `put`)."""
-        if 2 * self.hits >= self.lookups or self.lookups <= WARMUP_LOOKUPS:
+        seen_once = self._seen_once
+        key_hash = hash(key) if seen_once or not self.storing_all else 0
+        if seen_once and key_hash in seen_once:  # its second sighting (first met in a window of few hits)
+            seen_once.discard(key_hash)
+            self.recurring += 1
             return True
-        key_hash = hash(key)
-        if key_hash in self._seen_once:
+        if self.storing_all:
             return True
-        if len(self._seen_once) >= MEMO_ENTRIES:
-            self._seen_once.clear()
-        self._seen_once.add(key_hash)
+        if len(seen_once) >= MEMO_ENTRIES:
+            seen_once.clear()
+        seen_once.add(key_hash)
         return False
 
     def put(self, key: Hashable, entry: E) -> None:
