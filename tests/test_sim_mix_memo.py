@@ -9,11 +9,11 @@ from rpsim.sim import mix_memo
 from rpsim.sim.mix_memo import MixMemo
 
 
-def _settle(memo: MixMemo[str], key: tuple) -> bool:
+def _settle(memo: MixMemo[str], key: tuple, size: int = mix_memo.CHEAP_STORE) -> bool:
     """What IncrementalRates.settle does with the memo; whether it hit."""
     if memo.get(key) is not None:
         return True
-    if memo.worth_storing(key):
+    if memo.worth_storing(key, size):
         memo.put(key, f"rates of {key}")
     return False
 
@@ -49,3 +49,13 @@ def test_second_sightings_count_as_recurring_so_mixes_that_recur_bring_back_stor
     assert not memo.storing_all and memo.hits == 0 and memo.recurring == 2
     assert not _settle(memo, ("c",))  # window 3 judges window 2 by its recurring mixes
     assert memo.storing_all and memo.get(("c",)) is not None  # stored at its first sighting
+
+
+@patch.object(mix_memo, "WINDOW_LOOKUPS", 4)
+def test_a_cheap_store_is_always_made():
+    memo: MixMemo[str] = MixMemo()
+    for k in range(5):
+        _settle(memo, (k,))  # window 1: all new, so window 2 stores at second sightings
+    assert not memo.storing_all and len(memo) == 4
+    assert not _settle(memo, ("small",), size=mix_memo.CHEAP_STORE - 1)
+    assert _settle(memo, ("small",))  # stored at its first sighting

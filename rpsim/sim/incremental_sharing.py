@@ -216,7 +216,7 @@ class IncrementalRates:
         self._loose.update(relaxable)
         self._stale = {}
         self._new = []
-        if not self._whole_memo.worth_storing(key):
+        if not self._whole_memo.worth_storing(key, len(self._on_summed) + len(self._active)):
             return list(solved.values())
         # The mix's rates, the loads they put on the summed resources, and those of them near capacity.
         # (scans in C: on many-socket servers a mix crosses ~10^2 resources and a miss stores each)

@@ -8,7 +8,8 @@ servers nearly every mix recurs (94% hits on Llama-70B RoundPipe on 4090x8, 78% 
 many-socket servers most mixes are new (84% misses on Llama-70B RoundPipe on h100x64, where a copy
 crosses ~300 summed resources), so most stores were never read, and ~100K of them held ~390 MB.
 
-Policy, decided anew every WINDOW_LOOKUPS lookups from the last window's: while at least half of the
+Policy (for mixes whose store would hold CHEAP_STORE entries or more; smaller ones are always stored),
+decided anew every WINDOW_LOOKUPS lookups from the last window's: while at least half of the
 lookups met a mix seen before, every miss is stored, as before (and in the first window). Below that, a
 mix is stored at its second sighting: the first is remembered by its hash only (a collision only stores a
 mix early). A mix that recurs k times then hits k - 2 times instead of k - 1. The rate that decides counts
@@ -29,6 +30,10 @@ from typing import Generic, TypeVar
 from rpsim.sim.sharing import MEMO_ENTRIES
 
 WINDOW_LOOKUPS = 2000  # the policy is decided anew after each window of this many lookups
+# A store of fewer entries (the mix's flows and the summed resources they cross) is always made: on 2-8
+# socket servers a store is ~15-50 entries and a hit saves a max-min fill of ~30 groups (h100x8: ~100 us);
+# at h100x64 a miss would store 83-154 (p10-p90) for a component solve that its own memo mostly answers.
+CHEAP_STORE = 64
 E = TypeVar("E")
 
 
@@ -62,15 +67,16 @@ class MixMemo(Generic[E]):
             self.recurring += 1
         return entry
 
-    def worth_storing(self, key: Hashable) -> bool:
-        """After a miss of `key`: whether to store its solution (the caller then calls `put`)."""
+    def worth_storing(self, key: Hashable, store_size: int) -> bool:
+        """After a miss of `key`: whether to store its solution of `store_size` entries (the caller then
+        calls `put`)."""
         seen_once = self._seen_once
         key_hash = hash(key) if seen_once or not self.storing_all else 0
         if seen_once and key_hash in seen_once:  # its second sighting (first met in a window of few hits)
             seen_once.discard(key_hash)
             self.recurring += 1
             return True
-        if self.storing_all:
+        if self.storing_all or store_size < CHEAP_STORE:
             return True
         if len(seen_once) >= MEMO_ENTRIES:
             seen_once.clear()
