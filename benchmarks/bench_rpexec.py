@@ -209,7 +209,14 @@ def flops_per_token(size: str) -> tuple[float, float]:
 def one(a: argparse.Namespace) -> None:
     if a.device == "cuda" and a.mem_cap_gib > 0:
         cap_memory(a.mem_cap_gib)
-    out = run_library_system(a) if a.one.startswith("library") else run_rpexec(a)
+    run = run_library_system if a.one.startswith("library") else run_rpexec
+    if a.kernel_trace_dir:
+        from benchmarks.kernel_trace import recording_kernels
+        name = f"{a.size}-{a.one.replace(':', '-')}{'-full-logits' if a.loss_chunk_tokens == 0 else ''}-kernels"
+        with recording_kernels(Path(a.kernel_trace_dir) / f"{name}.json.gz"):
+            out = run(a)
+    else:
+        out = run(a)
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -240,7 +247,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "h200xN.toml when present, the calibrated machine, else the h200xN preset)")
     p.add_argument("--out", default="bench-out", help="directory for plans, traces and bench-<size>.json")
     p.add_argument("--trace", action="store_true", help="also write each rpexec run's measured trace to --out")
+    p.add_argument("--kernel-trace", action="store_true",
+                   help="also record every CUDA kernel and copy of each system's run (torch.profiler, CUDA "
+                        "activity only) to --out/<size>-<system>-kernels.json.gz, for benchmarks/kernel_compare.py")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--kernel-trace-dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--plan-file", default=None, help=argparse.SUPPRESS)
     p.add_argument("--library-plan", default=None, help=argparse.SUPPRESS)
     p.add_argument("--blocks", type=int, default=1, help=argparse.SUPPRESS)
@@ -259,6 +270,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag in ("iters", "timeout_s"):
         if getattr(a, flag) <= 0:
             p.error(f"--{flag.replace('_', '-')} must be > 0, got {getattr(a, flag)}")
+    if a.kernel_trace and a.device != "cuda":
+        p.error(f"--kernel-trace records CUDA kernels: valid only with --device cuda, got --device {a.device}")
     if a.budget_s < 0:
         p.error(f"--budget-s must be >= 0, got {a.budget_s}")
     return a
@@ -340,6 +353,8 @@ def run_system(system: str, a: argparse.Namespace, cap_gib: float, plans: dict, 
         if "library_plan_file" not in plan:
             return {**base, "error": plan.get("error", "no fused RoundPipe plan to export")}
         cmd += ["--library-plan", plan["library_plan_file"]]
+    if a.kernel_trace:
+        cmd += ["--kernel-trace-dir", a.out]
     timeout = min(a.timeout_s, remaining)
     print(f"# running {system} (cap {cap_gib or 'none'} GiB, timeout {timeout:.0f} s) ...", file=sys.stderr, flush=True)
     try:

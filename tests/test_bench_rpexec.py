@@ -26,6 +26,7 @@ def test_defaults_and_sizes():
     (["--size", "7b"], "invalid choice: '7b'"),
     (["--iters", "0"], "--iters must be > 0"),
     (["--budget-s", "-1"], "--budget-s must be >= 0"),
+    (["--device", "cpu", "--kernel-trace"], "--kernel-trace records CUDA kernels"),
 ])
 def test_bad_flags_exit_2_naming_the_flag(argv, message, capsys):
     with pytest.raises(SystemExit) as e:

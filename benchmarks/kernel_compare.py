@@ -1,0 +1,136 @@
+"""Compares the GPU work of runs recorded by `bench_rpexec.py --kernel-trace` (or any torch-profiler Chrome
+trace): per GPU, over each trace's last SECONDS of GPU activity (its steady iterations), how busy the
+compute stream was, kernel time by family, and the kernels whose time differs most between the traces.
+
+    python3 benchmarks/kernel_compare.py OUT/8b-rpexec-roundpipe-kernels.json.gz@7.7 \\
+        OUT/8b-library-auto-kernels.json.gz@7.1
+
+SECONDS is the window to compare (e.g. two steady iterations: rpexec's iteration_s and the library's call
+time from bench-<size>.json, times two); without it, the whole trace. Per-window figures are divided by
+--per (default 2: per iteration for a two-iteration window). The compute stream of a GPU is the stream
+with the most kernel time; copies are the profiler's gpu_memcpy events."""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+# Kernel families by name, first match wins; names as CUDA libraries and ATen give them.
+FAMILIES = (
+    ("attention", ("flash", "fmha", "attention", "sdpa")),
+    ("gemm", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "splitk")),
+    ("reduce", ("reduce", "norm", "softmax", "logsumexp")),
+    ("copy/cat", ("copy", "cat", "index", "gather", "scatter", "fill")),
+    ("elementwise", ("elementwise", "vectorized", "unrolled")),
+)
+
+
+def family(name: str) -> str:
+    low = name.lower()
+    return next((fam for fam, keys in FAMILIES if any(k in low for k in keys)), "other")
+
+
+@dataclass
+class Gpu:
+    busy_us: float = 0.0
+    kernels: int = 0
+    by_family_us: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    by_name: dict[str, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0, 0]))
+    copy_us: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+
+def load_events(path: str) -> list[dict]:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as f:
+        data = json.load(f)
+    events = data["traceEvents"] if isinstance(data, dict) else data
+    return [e for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+
+
+def union_us(intervals: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for s, e in sorted(intervals):
+        if e > end:
+            total += e - max(s, end)
+            end = e
+    return total
+
+
+def summarise(events: list[dict], window_s: float | None) -> tuple[dict[int, Gpu], float]:
+    if not events:
+        raise ValueError("no CUDA kernel or copy in this trace (was it recorded on a GPU?)")
+    last = max(e["ts"] + e["dur"] for e in events)
+    first = min(e["ts"] for e in events)
+    lo = last - window_s * 1e6 if window_s else first
+    inside = [e for e in events if e["ts"] >= lo]
+    kernel_us: dict[tuple[int, int], float] = defaultdict(float)
+    for e in inside:
+        if e["cat"] == "kernel":
+            kernel_us[(e["args"].get("device", e["pid"]), e["args"].get("stream", e["tid"]))] += e["dur"]
+    compute = {}
+    for (dev, stream), us in kernel_us.items():
+        if us > kernel_us.get((dev, compute.get(dev)), -1.0):
+            compute[dev] = stream
+    gpus: dict[int, Gpu] = defaultdict(Gpu)
+    spans: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for e in inside:
+        dev = e["args"].get("device", e["pid"])
+        g = gpus[dev]
+        if e["cat"] == "gpu_memcpy":
+            g.copy_us[e["name"].split()[0] if e["name"] else "memcpy"] += e["dur"]
+            continue
+        if e["cat"] != "kernel" or e["args"].get("stream", e["tid"]) != compute.get(dev):
+            continue
+        g.kernels += 1
+        g.by_family_us[family(e["name"])] += e["dur"]
+        row = g.by_name[e["name"][:90]]
+        row[0] += e["dur"]
+        row[1] += 1
+        spans[dev].append((e["ts"], e["ts"] + e["dur"]))
+    for dev, iv in spans.items():
+        gpus[dev].busy_us = union_us(iv)
+    return dict(gpus), (last - lo) / 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("traces", nargs="+", metavar="TRACE[@SECONDS]")
+    p.add_argument("--per", type=float, default=2.0, help="divide window totals by this (iterations in it)")
+    p.add_argument("--top", type=int, default=25)
+    a = p.parse_args(argv)
+    runs = []
+    for arg in a.traces:
+        path, _, secs = arg.partition("@")
+        try:
+            runs.append((path.rsplit("/", 1)[-1], *summarise(load_events(path), float(secs) if secs else None)))
+        except (OSError, ValueError, KeyError) as e:
+            print(f"kernel_compare: error: {arg}: {e}", file=sys.stderr)
+            return 2
+    ms = 1e-3 / a.per
+    for name, gpus, window in runs:
+        print(f"\n{name}: window {window:.3f} s, per {a.per:g}")
+        for dev, g in sorted(gpus.items()):
+            fams = ", ".join(f"{k} {v * ms:.1f}" for k, v in sorted(g.by_family_us.items(), key=lambda kv: -kv[1]))
+            copies = ", ".join(f"{k} {v * ms:.1f}" for k, v in sorted(g.copy_us.items()))
+            print(f"  gpu {dev}: compute stream busy {g.busy_us * ms:.1f} ms ({g.busy_us / 1e4 / window:.1f}% of the "
+                  f"window), kernel sum {sum(g.by_family_us.values()) * ms:.1f} ms, {g.kernels / a.per:.0f} kernels; "
+                  f"{fams}; copies {copies}")
+    names: dict[str, list[float]] = defaultdict(lambda: [0.0] * (2 * len(runs)))
+    for i, (_, gpus, _) in enumerate(runs):
+        for g in gpus.values():
+            for k, (us, n) in g.by_name.items():
+                names[k][2 * i] += us * ms
+                names[k][2 * i + 1] += n / a.per
+    spread = sorted(names.items(), key=lambda kv: -(max(kv[1][0::2]) - min(kv[1][0::2])))
+    print(f"\nkernels by difference (ms and count per {a.per:g}, all GPUs): " + " | ".join(r[0] for r in runs))
+    for k, row in spread[: a.top]:
+        cells = "  ".join(f"{row[2 * i]:8.1f} ms {row[2 * i + 1]:6.0f}" for i in range(len(runs)))
+        print(f"  {cells}  {k}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

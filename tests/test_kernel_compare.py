@@ -1,0 +1,52 @@
+"""benchmarks/kernel_compare.py on a hand-made trace: the compute stream is the one with the most kernel
+time, busy time is the union of its kernels (overlaps counted once), the window keeps the trace's last
+seconds, and families come from kernel names."""
+from __future__ import annotations
+
+import gzip
+import json
+
+from benchmarks.kernel_compare import family, main, summarise, union_us
+
+
+def kernel(ts, dur, name, stream=7, device=0, cat="kernel"):
+    return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "pid": device, "tid": stream,
+            "args": {"device": device, "stream": stream}}
+
+
+def test_union_counts_overlaps_once():
+    assert union_us([(0, 10), (5, 15), (20, 30)]) == 25
+    assert union_us([]) == 0
+
+
+def test_families_from_names():
+    assert family("sm90_xmma_gemm_f16f16_f16f32") == "gemm"
+    assert family("nvjet_hsh_128x256") == "gemm"
+    assert family("pytorch_flash::flash_fwd_kernel") == "attention"
+    assert family("void at::native::vectorized_elementwise_kernel<4, ...>") == "elementwise"
+    assert family("void at::native::reduce_kernel<512, 1>") == "reduce"
+    assert family("something_new") == "other"
+
+
+def test_window_compute_stream_and_busy():
+    events = [kernel(0, 100, "gemm_a"), kernel(1_000_000, 300, "gemm_a"), kernel(1_000_200, 200, "flash_fwd"),
+              kernel(1_000_000, 50, "elementwise_x", stream=9), kernel(1_000_000, 400, "copy", cat="gpu_memcpy")]
+    gpus, window_s = summarise(events, 0.5)  # the last 0.5 s: the first kernel is outside
+    g = gpus[0]
+    assert window_s == 0.5
+    assert g.busy_us == 400  # 300 and 200 overlapping by 100 on stream 7; stream 9 is not the compute stream
+    assert g.kernels == 2 and g.by_family_us == {"gemm": 300, "attention": 200}
+    assert g.copy_us == {"copy": 400}
+
+
+def test_cli_compares_two_traces_and_rejects_an_empty_one(tmp_path, capsys):
+    a, b, empty = tmp_path / "a.json.gz", tmp_path / "b.json", tmp_path / "e.json"
+    with gzip.open(a, "wt") as f:
+        json.dump({"traceEvents": [kernel(0, 1000, "gemm_a"), kernel(2000, 1000, "gemm_a")]}, f)
+    b.write_text(json.dumps([kernel(0, 3000, "gemm_a")]))
+    empty.write_text(json.dumps({"traceEvents": []}))
+    assert main([str(a), f"{b}@1", "--per", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "compute stream busy 2.0 ms" in out and "compute stream busy 3.0 ms" in out
+    assert main([str(empty)]) == 2
+    assert "no CUDA kernel" in capsys.readouterr().err
