@@ -145,6 +145,15 @@ def machine_for(a: argparse.Namespace, n_gpus: int) -> str:
     return str(calibrated) if calibrated.exists() else f"h200x{n_gpus}"
 
 
+# rpexec run options a benchmark may set (--rpexec-option KEY=VALUE), with how each value is read.
+RPEXEC_OPTIONS = {"optimizer_threads": str, "blocking_sync": lambda v: v.lower() in ("1", "true", "yes"),
+                  "warmup": lambda v: v.lower() in ("1", "true", "yes")}
+
+
+def rpexec_options(pairs: list[str]) -> dict:
+    return {k: RPEXEC_OPTIONS[k](v) for k, _, v in (x.partition("=") for x in pairs)}
+
+
 def run_rpexec(a: argparse.Namespace) -> dict:
     from rpexec.session import RunOptions, run_plan
     from rpsim.ir.planio import load_plan
@@ -154,7 +163,8 @@ def run_rpexec(a: argparse.Namespace) -> dict:
     training = training_spec(a.size, a.loss_chunk_tokens)
     t = time.perf_counter()
     result = run_plan(plan, model_spec(a.size), s["seq"], training.mb_size,
-                      RunOptions(device=a.device, dtype="fp16" if a.device == "cuda" else "fp32", blocks=a.blocks))
+                      RunOptions(device=a.device, dtype="fp16" if a.device == "cuda" else "fp32", blocks=a.blocks,
+                                 **rpexec_options(a.rpexec_option)))
     wall = time.perf_counter() - t
     trace = result.trace
     it_s = steady_iteration_s(trace)
@@ -247,6 +257,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "h200xN.toml when present, the calibrated machine, else the h200xN preset)")
     p.add_argument("--out", default="bench-out", help="directory for plans, traces and bench-<size>.json")
     p.add_argument("--trace", action="store_true", help="also write each rpexec run's measured trace to --out")
+    p.add_argument("--rpexec-option", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"an rpexec run option for every rpexec system (repeatable): {', '.join(RPEXEC_OPTIONS)}")
     p.add_argument("--kernel-trace", action="store_true",
                    help="also record every CUDA kernel and copy of each system's run (torch.profiler, CUDA "
                         "activity only) to --out/<size>-<system>-kernels.json.gz, for benchmarks/kernel_compare.py")
@@ -270,6 +282,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag in ("iters", "timeout_s"):
         if getattr(a, flag) <= 0:
             p.error(f"--{flag.replace('_', '-')} must be > 0, got {getattr(a, flag)}")
+    for pair in a.rpexec_option:
+        key, eq, _ = pair.partition("=")
+        if key not in RPEXEC_OPTIONS or not eq:
+            p.error(f"--rpexec-option {pair!r}: valid: KEY=VALUE with KEY one of {', '.join(RPEXEC_OPTIONS)}")
     if a.kernel_trace and a.device != "cuda":
         p.error(f"--kernel-trace records CUDA kernels: valid only with --device cuda, got --device {a.device}")
     if a.budget_s < 0:
@@ -355,6 +371,8 @@ def run_system(system: str, a: argparse.Namespace, cap_gib: float, plans: dict, 
         cmd += ["--library-plan", plan["library_plan_file"]]
     if a.kernel_trace:
         cmd += ["--kernel-trace-dir", a.out]
+    for pair in a.rpexec_option:
+        cmd += ["--rpexec-option", pair]
     timeout = min(a.timeout_s, remaining)
     print(f"# running {system} (cap {cap_gib or 'none'} GiB, timeout {timeout:.0f} s) ...", file=sys.stderr, flush=True)
     try:

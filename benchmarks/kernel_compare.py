@@ -40,6 +40,7 @@ class Gpu:
     by_family_us: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     by_name: dict[str, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0, 0]))
     copy_us: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    gaps_us: dict[str, list[float]] = field(default_factory=dict)  # idle gap size class -> [count, total us]
 
 
 def load_events(path: str) -> list[dict]:
@@ -48,6 +49,23 @@ def load_events(path: str) -> list[dict]:
         data = json.load(f)
     events = data["traceEvents"] if isinstance(data, dict) else data
     return [e for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+
+
+# Idle gaps of the compute stream between one kernel's end and the next's start, by size: launch-bound
+# issue leaves many gaps of tens of microseconds; waiting on a copy or another lane leaves few long ones.
+GAP_CLASSES_US = ((20.0, "<20us"), (200.0, "20-200us"), (2000.0, "0.2-2ms"), (float("inf"), ">2ms"))
+
+
+def gap_classes(intervals: list[tuple[float, float]]) -> dict[str, list[float]]:
+    out = {label: [0, 0.0] for _, label in GAP_CLASSES_US}
+    end = None
+    for s, e in sorted(intervals):
+        if end is not None and s > end:
+            label = next(lab for bound, lab in GAP_CLASSES_US if s - end < bound)
+            out[label][0] += 1
+            out[label][1] += s - end
+        end = e if end is None else max(end, e)
+    return out
 
 
 def union_us(intervals: list[tuple[float, float]]) -> float:
@@ -92,6 +110,7 @@ def summarise(events: list[dict], window_s: float | None) -> tuple[dict[int, Gpu
         spans[dev].append((e["ts"], e["ts"] + e["dur"]))
     for dev, iv in spans.items():
         gpus[dev].busy_us = union_us(iv)
+        gpus[dev].gaps_us = gap_classes(iv)
     return dict(gpus), (last - lo) / 1e6
 
 
@@ -118,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  gpu {dev}: compute stream busy {g.busy_us * ms:.1f} ms ({g.busy_us / 1e4 / window:.1f}% of the "
                   f"window), kernel sum {sum(g.by_family_us.values()) * ms:.1f} ms, {g.kernels / a.per:.0f} kernels; "
                   f"{fams}; copies {copies}")
+            print("    idle gaps: " + ", ".join(f"{lab} {n / a.per:.0f} x = {us * ms:.1f} ms"
+                                               for lab, (n, us) in g.gaps_us.items()))
     names: dict[str, list[float]] = defaultdict(lambda: [0.0] * (2 * len(runs)))
     for i, (_, gpus, _) in enumerate(runs):
         for g in gpus.values():

@@ -27,12 +27,18 @@ def test_defaults_and_sizes():
     (["--iters", "0"], "--iters must be > 0"),
     (["--budget-s", "-1"], "--budget-s must be >= 0"),
     (["--device", "cpu", "--kernel-trace"], "--kernel-trace records CUDA kernels"),
+    (["--rpexec-option", "threads=4"], "--rpexec-option 'threads=4': valid: KEY=VALUE"),
 ])
 def test_bad_flags_exit_2_naming_the_flag(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         bench.parse_args(argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_rpexec_options_are_typed():
+    assert bench.rpexec_options(["optimizer_threads=16", "blocking_sync=true", "warmup=0"]) == {
+        "optimizer_threads": "16", "blocking_sync": True, "warmup": False}
 
 
 def test_size_claims():

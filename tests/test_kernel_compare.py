@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 
-from benchmarks.kernel_compare import family, main, summarise, union_us
+from benchmarks.kernel_compare import family, gap_classes, main, summarise, union_us
 
 
 def kernel(ts, dur, name, stream=7, device=0, cat="kernel"):
@@ -17,6 +17,11 @@ def kernel(ts, dur, name, stream=7, device=0, cat="kernel"):
 def test_union_counts_overlaps_once():
     assert union_us([(0, 10), (5, 15), (20, 30)]) == 25
     assert union_us([]) == 0
+
+
+def test_gaps_by_size_class():
+    gaps = gap_classes([(0, 10), (15, 30), (25, 40), (140, 150), (5150, 5200)])
+    assert gaps == {"<20us": [1, 5], "20-200us": [1, 100], "0.2-2ms": [0, 0.0], ">2ms": [1, 5000]}
 
 
 def test_families_from_names():
