@@ -219,15 +219,18 @@ def flops_per_token(size: str) -> tuple[float, float]:
 def one(a: argparse.Namespace) -> None:
     if a.device == "cuda" and a.mem_cap_gib > 0:
         cap_memory(a.mem_cap_gib)
+    from benchmarks.gpu_clocks import sampling_clocks
     run = run_library_system if a.one.startswith("library") else run_rpexec
-    if a.kernel_trace_dir:
-        from benchmarks.kernel_trace import recording_kernels
-        name = f"{a.size}-{a.one.replace(':', '-')}{'-full-logits' if a.loss_chunk_tokens == 0 else ''}-kernels"
-        with recording_kernels(Path(a.kernel_trace_dir) / f"{name}.json.gz"):
+    clocks: dict = {}
+    with sampling_clocks(clocks):
+        if a.kernel_trace_dir:
+            from benchmarks.kernel_trace import recording_kernels
+            name = f"{a.size}-{a.one.replace(':', '-')}{'-full-logits' if a.loss_chunk_tokens == 0 else ''}-kernels"
+            with recording_kernels(Path(a.kernel_trace_dir) / f"{name}.json.gz"):
+                out = run(a)
+        else:
             out = run(a)
-    else:
-        out = run(a)
-    print("RESULT " + json.dumps(out), flush=True)
+    print("RESULT " + json.dumps({**out, **clocks}), flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

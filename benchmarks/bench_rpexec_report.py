@@ -110,5 +110,10 @@ def report(results: list[dict], device: str, n_gpus: int, flops: tuple[float, fl
         print(f"physical limit: fp16 8192^3 matmul {rate / 1e12:.0f} TFLOP/s x {n} GPUs / {hw_fpt / 1e9:.2f} "
               f"GFLOP per token (with recompute) = {limit:.0f} tokens/s")
     print(f"model FLOPs per token {model_fpt / 1e9:.2f} G (6N + attention); with recompute {hw_fpt / 1e9:.2f} G")
+    for r in results:  # the GPUs' clocks while each system worked (benchmarks/gpu_clocks.py)
+        if r.get("gpu_clocks"):
+            print(f"{r['system']:40s} GPU clocks while working: " + "; ".join(
+                f"gpu {g}: SM {c['sm_mhz']:.0f} MHz, {c['power_w']:.0f} W, power-capped {c['power_capped']:.0%}"
+                for g, c in r["gpu_clocks"].items()))
     print("JSON " + json.dumps(results))
     return summary

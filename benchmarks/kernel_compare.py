@@ -40,13 +40,19 @@ class Gpu:
     by_family_us: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     by_name: dict[str, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0, 0]))
     copy_us: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    gaps_us: dict[str, list[float]] = field(default_factory=dict)  # idle gap size class -> [count, total us]
+    gaps_us: dict[str, list[float]] = field(default_factory=dict)
+    other_streams_us: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # idle gap size class -> [count, total us]
 
 
 def load_events(path: str) -> list[dict]:
+    """GPU events of a torch-profiler Chrome trace, or of benchmarks/kernel_trace.py's compact rows."""
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt") as f:
         data = json.load(f)
+    if isinstance(data, dict) and data.get("format") == "kernel-rows":
+        names = data["names"]
+        return [{"ph": "X", "ts": ts, "dur": dur, "pid": dev, "tid": stream, "cat": cat, "name": names[i],
+                 "args": {"device": dev, "stream": stream}} for ts, dur, dev, stream, cat, i in data["rows"]]
     events = data["traceEvents"] if isinstance(data, dict) else data
     return [e for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
 
@@ -77,37 +83,50 @@ def union_us(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
+def _dev(e: dict) -> int:
+    return e["args"].get("device", e["pid"])
+
+
+def _stream(e: dict) -> int:
+    return e["args"].get("stream", e["tid"])
+
+
 def summarise(events: list[dict], window_s: float | None) -> tuple[dict[int, Gpu], float]:
+    """Per GPU over the window that ends with the last compute-stream kernel (a run's tail of copies and
+    host steps is not GPU work to compare) and spans window_s seconds (None: from the first event)."""
     if not events:
         raise ValueError("no CUDA kernel or copy in this trace (was it recorded on a GPU?)")
-    last = max(e["ts"] + e["dur"] for e in events)
-    first = min(e["ts"] for e in events)
-    lo = last - window_s * 1e6 if window_s else first
-    inside = [e for e in events if e["ts"] >= lo]
     kernel_us: dict[tuple[int, int], float] = defaultdict(float)
-    for e in inside:
+    for e in events:
         if e["cat"] == "kernel":
-            kernel_us[(e["args"].get("device", e["pid"]), e["args"].get("stream", e["tid"]))] += e["dur"]
-    compute = {}
+            kernel_us[(_dev(e), _stream(e))] += e["dur"]
+    compute: dict[int, int] = {}
     for (dev, stream), us in kernel_us.items():
-        if us > kernel_us.get((dev, compute.get(dev)), -1.0):
+        if us > kernel_us.get((dev, compute.get(dev, -1)), -1.0):
             compute[dev] = stream
+    on_compute = [e for e in events if e["cat"] == "kernel" and compute.get(_dev(e)) == _stream(e)]
+    last = max(e["ts"] + e["dur"] for e in (on_compute or events))
+    lo = last - window_s * 1e6 if window_s else min(e["ts"] for e in events)
     gpus: dict[int, Gpu] = defaultdict(Gpu)
     spans: dict[int, list[tuple[float, float]]] = defaultdict(list)
-    for e in inside:
-        dev = e["args"].get("device", e["pid"])
-        g = gpus[dev]
+    for e in events:
+        if not lo <= e["ts"] < last:
+            continue
+        g = gpus[_dev(e)]
         if e["cat"] == "gpu_memcpy":
             g.copy_us[e["name"].split()[0] if e["name"] else "memcpy"] += e["dur"]
             continue
-        if e["cat"] != "kernel" or e["args"].get("stream", e["tid"]) != compute.get(dev):
+        if e["cat"] != "kernel":
+            continue
+        if _stream(e) != compute.get(_dev(e)):  # kernels beside the compute stream share its SMs
+            g.other_streams_us[family(e["name"])] += e["dur"]
             continue
         g.kernels += 1
         g.by_family_us[family(e["name"])] += e["dur"]
         row = g.by_name[e["name"][:90]]
         row[0] += e["dur"]
         row[1] += 1
-        spans[dev].append((e["ts"], e["ts"] + e["dur"]))
+        spans[_dev(e)].append((e["ts"], e["ts"] + e["dur"]))
     for dev, iv in spans.items():
         gpus[dev].busy_us = union_us(iv)
         gpus[dev].gaps_us = gap_classes(iv)
@@ -137,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  gpu {dev}: compute stream busy {g.busy_us * ms:.1f} ms ({g.busy_us / 1e4 / window:.1f}% of the "
                   f"window), kernel sum {sum(g.by_family_us.values()) * ms:.1f} ms, {g.kernels / a.per:.0f} kernels; "
                   f"{fams}; copies {copies}")
+            others = ", ".join(f"{k} {v * ms:.1f}" for k, v in sorted(g.other_streams_us.items()))
+            print(f"    kernels on other streams: {others or 'none'}")
             print("    idle gaps: " + ", ".join(f"{lab} {n / a.per:.0f} x = {us * ms:.1f} ms"
                                                for lab, (n, us) in g.gaps_us.items()))
     names: dict[str, list[float]] = defaultdict(lambda: [0.0] * (2 * len(runs)))
@@ -146,9 +167,11 @@ def main(argv: list[str] | None = None) -> int:
                 names[k][2 * i] += us * ms
                 names[k][2 * i + 1] += n / a.per
     spread = sorted(names.items(), key=lambda kv: -(max(kv[1][0::2]) - min(kv[1][0::2])))
-    print(f"\nkernels by difference (ms and count per {a.per:g}, all GPUs): " + " | ".join(r[0] for r in runs))
+    print(f"\nkernels by difference (ms, count per {a.per:g} and mean us per call, all GPUs): "
+          + " | ".join(r[0] for r in runs))
     for k, row in spread[: a.top]:
-        cells = "  ".join(f"{row[2 * i]:8.1f} ms {row[2 * i + 1]:6.0f}" for i in range(len(runs)))
+        cells = "  ".join(f"{row[2 * i]:8.1f} ms {row[2 * i + 1]:6.0f} {1e3 * row[2 * i] / max(row[2 * i + 1], 1e-9):7.1f} us"
+                          for i in range(len(runs)))
         print(f"  {cells}  {k}")
     return 0
 

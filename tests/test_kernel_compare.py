@@ -55,3 +55,22 @@ def test_cli_compares_two_traces_and_rejects_an_empty_one(tmp_path, capsys):
     assert "compute stream busy 2.0 ms" in out and "compute stream busy 3.0 ms" in out
     assert main([str(empty)]) == 2
     assert "no CUDA kernel" in capsys.readouterr().err
+
+
+def test_kernels_beside_the_compute_stream_are_counted_apart():
+    events = [kernel(0, 300, "gemm_a"), kernel(100, 50, "elementwise_x", stream=9)]
+    g = summarise(events, None)[0][0]
+    assert g.other_streams_us == {"elementwise": 50} and g.by_family_us == {"gemm": 300}
+
+
+def test_compact_rows_read_back_as_the_chrome_events(tmp_path):
+    from benchmarks.kernel_compare import load_events
+    from benchmarks.kernel_trace import compact_rows
+    chrome = [kernel(0, 300, "gemm_a"), kernel(10, 40, "copy", cat="gpu_memcpy"),
+              {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 0, "dur": 5, "pid": 1, "tid": 1}]
+    path = tmp_path / "k.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump(compact_rows(chrome), f)
+    back = load_events(str(path))
+    assert [(e["ts"], e["dur"], e["cat"], e["name"], e["args"]) for e in back] == [
+        (e["ts"], e["dur"], e["cat"], e["name"], e["args"]) for e in chrome[:2]]
