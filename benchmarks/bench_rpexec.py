@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     from rpsim.report.files import write_json_atomic
     path = Path(a.out) / f"bench-{a.size}.json"
     write_json_atomic(path, {"size": a.size, "config": SIZES[a.size], "n_params": params,
-                             "mem_cap_gib": a.mem_cap_gib, "iters": a.iters, "plans": plans, "results": results,
+                             "mem_cap_gib": a.mem_cap_gib, "iters": a.iters, "loss_chunk_tokens": a.loss_chunk_tokens, "plans": plans, "results": results,
                              **summary, "wall_s": time.perf_counter() - t0})
     print(f"wrote {path}")
     return 0

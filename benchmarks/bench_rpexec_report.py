@@ -13,6 +13,20 @@ from rpsim.validate_run import steady_call_s
 GiB = 2**30
 
 
+def loss_chunk_tokens(d: dict, path: Path, system: str) -> int | None:
+    """The LM-head loss chunk an rpexec system ran with: the bench file's record, else its plan saved
+    beside it (runs before session 10 did not record it); None for the library or when unknown."""
+    if not system.startswith("rpexec:"):
+        return None
+    if "loss_chunk_tokens" in d:
+        return d["loss_chunk_tokens"]
+    plan = d.get("plans", {}).get(system.split(":", 1)[1], {}).get("plan_file")
+    beside = path.parent / Path(plan).name if plan else None
+    if beside is None or not beside.exists():
+        return None
+    return json.loads(beside.read_text())["setup"]["training"].get("loss_chunk_tokens")
+
+
 def table_rows(path: Path) -> list[str]:
     """README's benchmark rows for one saved run: size, system, seconds and tokens per iteration, ratio to
     the library's own partition, first / steady iteration, peak GPU and host GiB, fraction of the
@@ -36,8 +50,9 @@ def table_rows(path: Path) -> list[str]:
         times = r.get("iteration_times_s")
         first = times[0] / it_s if times else r["first_iteration_ratio"]
         ratio = f"{lib / it_s:.2f}" if lib else "no library run"
+        system = r["system"] + (" (full logits)" if loss_chunk_tokens(d, path, r["system"]) == 0 else "")
         fraction = f"{tokens / it_s / limit:.0%}" if limit else "not measured"
-        rows.append(f"| {d['size']} | {r['system']} | {it_s:.3f} | {tokens / it_s:,.0f} | {ratio} | {first:.2f} | "
+        rows.append(f"| {d['size']} | {system} | {it_s:.3f} | {tokens / it_s:,.0f} | {ratio} | {first:.2f} | "
                     f"{max(r['peak_gpu_mem_bytes']) / GiB:.1f} | {r['peak_host_mem_bytes'] / GiB:.1f} | {fraction} |")
     return rows
 

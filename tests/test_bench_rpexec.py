@@ -123,6 +123,24 @@ def test_report_rebuilds_the_readme_rows_from_a_saved_run(tmp_path, capsys):
     assert rows[4].startswith("| 8b | roundpipe library (searched partition) | timed out after 400 s |")
 
 
+def test_report_names_a_full_logit_run_from_the_file_or_its_plan(tmp_path, capsys):
+    import json
+    row = {"system": "rpexec:roundpipe", "iteration_s": 4.0, "first_iteration_ratio": 1.25,
+           "peak_gpu_mem_bytes": [10 * GiB], "peak_host_mem_bytes": 140 * GiB}
+    base = {"size": "8b", "config": {"global_batch": 32, "seq": 2048}, "results": [row]}
+    recorded = tmp_path / "a" / "bench-8b.json"
+    recorded.parent.mkdir()
+    recorded.write_text(json.dumps({**base, "loss_chunk_tokens": 0}))
+    older = tmp_path / "b" / "bench-8b.json"  # no record: read from the plan saved beside it
+    older.parent.mkdir()
+    (older.parent / "8b-roundpipe-plan.json").write_text(json.dumps({"setup": {"training": {"loss_chunk_tokens": 2048}}}))
+    older.write_text(json.dumps({**base, "plans": {"roundpipe": {"plan_file": "/elsewhere/8b-roundpipe-plan.json"}}}))
+    assert bench.main(["--report", str(recorded), str(older)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[2].startswith("| 8b | rpexec:roundpipe (full logits) | 4.000 |")
+    assert rows[3].startswith("| 8b | rpexec:roundpipe | 4.000 |")
+
+
 def test_report_of_a_file_it_did_not_write_exits_2(tmp_path, capsys):
     other = tmp_path / "other.json"
     other.write_text("{}")
