@@ -206,15 +206,21 @@ def request_of(plan):
 
 # The library's measured runs of the benchmark (benchmarks/bench_rpexec.py: 8 microbatches of 2048-token
 # sequences, fp16, 24 GiB per GPU, 2 x H200), per size: the 2.8B model (8 sequences per microbatch) from
-# issue 8's benchmark, issue 15's and session 9's two leases; the Llama-3-8B shape (4 per microbatch) from
-# issue 15's and session 9's. The library computes its loss over full logits (bench's Logits module).
+# issue 8's benchmark, issue 15's, session 9's two leases and session 10's; the Llama-3-8B shape (4 per
+# microbatch) from issue 15's, session 9's two leases and session 10's three. The library computes its
+# loss over full logits (bench's Logits module).
 BENCH = ROOT / "experiments" / "data" / "rpexec-bench"
+S9, S10 = BENCH / "session9", BENCH / "session10"
 LIBRARY_BENCHES = {
     "llama-2.8b": (64, 8, (ROOT / "experiments" / "data" / "rpexec-h200x2" / "bench.json", BENCH / "bench-2.8b.json",
-                           BENCH / "session9" / "lease1-before-kernel-warmup" / "bench-2.8b.json",
-                           BENCH / "session9" / "lease2" / "with-library" / "bench-2.8b.json")),
-    "llama3-8b": (32, 4, (BENCH / "bench-8b.json", BENCH / "session9" / "lease1-before-kernel-warmup" / "bench-8b.json",
-                          BENCH / "session9" / "lease2" / "with-library" / "bench-8b.json")),
+                           S9 / "lease1-before-kernel-warmup" / "bench-2.8b.json",
+                           S9 / "lease2" / "with-library" / "bench-2.8b.json",
+                           S10 / "call5-2.8b-clocks" / "bench-2.8b.json")),
+    "llama3-8b": (32, 4, (BENCH / "bench-8b.json", S9 / "lease1-before-kernel-warmup" / "bench-8b.json",
+                          S9 / "lease2" / "with-library" / "bench-8b.json",
+                          S10 / "call1-8b-kernel-trace" / "bench-8b.json",
+                          S10 / "call3-kernels-and-clocks" / "bench-8b.json",
+                          S10 / "call4-8b-full-logits" / "bench-8b.json")),
 }
 
 
