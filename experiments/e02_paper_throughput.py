@@ -162,11 +162,11 @@ def fits(name: str, seq: int, system: str) -> bool:
 
 def warmup_peak_bytes(name: str, seq: int, mb: int, recompute: str, n_mb: int) -> float:
     """The busiest forward stage of the library's first iterations: the partition it plans from layer
-    sizes before its timer has a measurement (rpsim.partition.library_warmup; 1.7B: forward stages of 10
+    sizes before its timer has a measurement (rpsim.partition.library_auto; 1.7B: forward stages of 10
     layers plus the embedding and of 18 layers), run as the library runs a forward (grad enabled, the
     inputs saved for the recompute held until the next microbatch's download: rpsim.costs.library_memory)."""
     from rpsim.costs.library_memory import library_forward_peak_bytes
-    from rpsim.partition.library_warmup import library_warmup_partition
+    from rpsim.partition.library_auto import library_warmup_partition
     sc = scenario(name, seq, mb, recompute=recompute, n_mb=n_mb)
     layers = sc.costs.layers
     part = library_warmup_partition([x.weight_bytes for x in layers], [x.grad_bytes for x in layers],

@@ -17,8 +17,10 @@ from rpsim.partition import (
     even_counts,
     fixed_partition,
     parse_partition_spec,
+    library_timed_partition,
     roundpipe_auto,
 )
+from rpsim.partition.library_auto import MODEL_MEMORY_SHARE
 from rpsim.passes import LoweringContext, lower
 from rpsim.scenario import Scenario
 from rpsim.schedules import get_schedule
@@ -29,7 +31,6 @@ from rpsim.sim.steady import FIRST_SPAN
 
 __all__ = ["FIXED_PARTITIONERS", "ROUNDPIPE_PARTITIONERS", "PlanRequest", "check_counts", "make_plan",
            "make_plan_prefix", "roundpipe_library_request"]
-ROUNDPIPE_MEMORY_FRACTION = 0.6  # the roundpipe library's default memory limit: 0.6 x GPU memory
 
 
 def async_iterations(period: int) -> int:
@@ -103,9 +104,10 @@ def choose_partition(sc: Scenario, req: PlanRequest, roundpipe: bool, n_stages: 
         raise SpecError(f"--partitioner {name!r} does not apply to schedule {req.schedule!r}; valid choices: "
                         f"{', '.join(declared)}")
     if roundpipe:
-        limit = ROUNDPIPE_MEMORY_FRACTION * sc.server.gpu.memory_bytes
-        return roundpipe_auto(layer_times(sc), sc.server.n_gpus, sc.training.n_mb, limit,
-                              name.removeprefix("roundpipe-"))
+        limit = MODEL_MEMORY_SHARE * sc.server.gpu.memory_bytes  # the library's default limit
+        if name == "roundpipe-library":
+            return library_timed_partition(layer_times(sc), sc.server.n_gpus, limit)
+        return roundpipe_auto(layer_times(sc), sc.server.n_gpus, sc.training.n_mb, limit)
     per_layer = [x.forward_s + x.backward_s + (x.recompute_s if sc.training.recompute != "none" else 0)
                  for x in sc.costs.layers]
     if name == "uneven":

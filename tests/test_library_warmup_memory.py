@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from rpsim.catalog import load_gpu, load_model
 from rpsim.costs import model_costs
 from rpsim.costs.library_memory import library_forward_peak_bytes, library_forward_stage_peak_bytes
-from rpsim.partition.library_warmup import library_warmup_partition
+from rpsim.partition.library_auto import library_warmup_partition
 from rpsim.specs import TrainingSpec
 from rpsim.units import GiB
 

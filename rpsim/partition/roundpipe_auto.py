@@ -1,22 +1,25 @@
-"""RoundPipe's automated layer partitioner (Luo et al., arXiv 2604.27085, Sec. 4.4; roundpipe.md).
+"""RoundPipe's automated layer partitioner as the paper describes it (Luo et al., arXiv 2604.27085,
+Sec. 4.4; roundpipe.md). The `roundpipe` library's own partitioner is rpsim.partition.library_auto.
 
 Every stage is a contiguous layer range, so the largest stage time t_max is one of the O(L²) contiguous
-sums of per-layer times. For each candidate t, stages are packed greedily from the last layer down,
-each as full as time t and half the memory limit allow (the other half holds the prefetched next stage):
-the fused last stage first (forward + backward, no recompute), then the forward stages, then the
-backward stages (recompute + backward). The paper's variant tries every candidate and minimises
-(M·max(S, N) + N(N−1))·t_max (the paper writes M·S, which assumes S >= N); the library's tries only t in
-[W, 1.1·W] (W: the largest single-layer time) and minimises max(S, N)·t_max. Greedy packing uses prefix sums and binary search: O(S log L) per candidate.
+sums of per-layer times. For each candidate t, stages are packed greedily from the last layer down
+(rpsim.partition.greedy), each as full as time t and half the memory limit allow (the other half holds
+the prefetched next stage): the fused last stage first (forward + backward, no recompute), then the
+forward stages, then the backward stages (recompute + backward). Every candidate is tried and the
+partition minimising (M·max(S, N) + N(N−1))·t_max wins (the paper writes M·S, which assumes S >= N); its
+layers are then spread evenly over the same stage counts. Greedy packing uses prefix sums and binary
+search: O(S log L) per candidate.
 """
 from __future__ import annotations
 
 import bisect
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rpsim.errors import Infeasible
 from rpsim.ir import Partition
+from rpsim.partition.greedy import MARGIN, contiguous_sums, prefix_sums, ranges
+from rpsim.partition.greedy import pack as pack_greedy
 
 
 @dataclass(frozen=True)
@@ -30,24 +33,6 @@ class LayerTimes:
     bwd_bytes: Sequence[float]  # per layer in a backward stage: weights, gradients, recomputed activations
 
 
-def _pack_down(prefix: list[float], mem_prefix: list[float], hi: int, t: float, cap: float) -> list[int] | None:
-    """Cut points packing layers [0, hi) from the top, each stage <= t seconds and <= cap bytes."""
-    cuts = [hi]
-    while hi > 0:
-        lo_t = bisect.bisect_left(prefix, prefix[hi] - t * (1 + 1e-12), 0, hi)
-        lo_m = bisect.bisect_left(mem_prefix, mem_prefix[hi] - cap * (1 + 1e-12), 0, hi)
-        lo = max(lo_t, lo_m)
-        if lo >= hi:
-            return None
-        cuts.append(lo)
-        hi = lo
-    return cuts[::-1]
-
-
-def _ranges(cuts: list[int]) -> tuple[tuple[int, int], ...]:
-    return tuple(itertools.pairwise(cuts))
-
-
 @dataclass(frozen=True)
 class _Prefixes:
     fwd: list[float]
@@ -58,28 +43,27 @@ class _Prefixes:
 
     @classmethod
     def of(cls, times: LayerTimes) -> _Prefixes:
-        def prefix(values: Sequence[float]) -> list[float]:
-            return [0.0, *itertools.accumulate(float(v) for v in values)]
         f, b, r = times.forward_s, times.backward_s, times.recompute_s
-        return cls(prefix(f), prefix([x + y for x, y in zip(r, b, strict=True)]),
-                   prefix([x + y for x, y in zip(f, b, strict=True)]), prefix(times.fwd_bytes),
-                   prefix(times.bwd_bytes))
+        return cls(prefix_sums(f), prefix_sums(x + y for x, y in zip(r, b, strict=True)),
+                   prefix_sums(x + y for x, y in zip(f, b, strict=True)), prefix_sums(times.fwd_bytes),
+                   prefix_sums(times.bwd_bytes))
 
 
 def pack(times: LayerTimes, t: float, cap_bytes: float, pre: _Prefixes | None = None) -> Partition | None:
+    """Every phase packed greedily from the top down within stage time t (rpsim.partition.greedy)."""
     pre = pre or _Prefixes.of(times)
     n = len(pre.fwd) - 1
-    fused_cuts = _pack_down(pre.fused, pre.bwd_mem, n, t, cap_bytes)
+    fused_cuts = pack_greedy(pre.fused, pre.bwd_mem, 0, n, t, cap_bytes, "down")
     if fused_cuts is None:
         return None
     start = fused_cuts[-2]  # only the topmost stage is fused
     if start == 0:
         return None  # the whole model in one fused stage: no pipeline left to partition
-    fwd = _pack_down(pre.fwd, pre.fwd_mem, start, t, cap_bytes)
-    bwd = _pack_down(pre.bwd, pre.bwd_mem, start, t, cap_bytes)
+    fwd = pack_greedy(pre.fwd, pre.fwd_mem, 0, start, t, cap_bytes, "down")
+    bwd = pack_greedy(pre.bwd, pre.bwd_mem, 0, start, t, cap_bytes, "down")
     if fwd is None or bwd is None:
         return None
-    return Partition(fwd=_ranges(fwd), bwd=_ranges(bwd) + ((start, n),), fused=True)
+    return Partition(fwd=ranges(fwd), bwd=ranges(bwd) + ((start, n),), fused=True)
 
 
 def stage_times(p: Partition, times: LayerTimes) -> tuple[list[float], list[float]]:
@@ -91,31 +75,23 @@ def stage_times(p: Partition, times: LayerTimes) -> tuple[list[float], list[floa
     return fwd, bwd
 
 
-def candidates(times: LayerTimes, variant: str) -> list[float]:
+def candidates(times: LayerTimes) -> list[float]:
     """The distinct contiguous sums of forward, recompute + backward and forward + backward times, sorted,
-    from the largest single-layer time W up (the library's variant: up to 1.1 W). Plain Python, in the
-    order numpy's cumsum adds (sequentially), so the floats are the ones the numpy version gave: importing
-    numpy for this was a quarter of `rpsim compare`'s start-up."""
+    from the largest single-layer time W up. Plain Python, in the order numpy's cumsum adds
+    (sequentially), so the floats are the ones the numpy version gave: importing numpy for this was a
+    quarter of `rpsim compare`'s start-up."""
     f = [float(x) for x in times.forward_s]
     rb = [float(r) + float(b) for r, b in zip(times.recompute_s, times.backward_s, strict=True)]
     fb = [x + float(b) for x, b in zip(f, times.backward_s, strict=True)]
-    sums: set[float] = set()
-    for arr in (f, rb, fb):
-        prefix = [0.0, *itertools.accumulate(arr)]
-        for i, start in enumerate(prefix):
-            sums.update(end - start for end in prefix[i + 1:])
-    w = max(max(f), max(rb))
-    lo, hi = w * (1 - 1e-12), 1.1 * w * (1 + 1e-12)
-    return sorted(c for c in sums if c >= lo and (variant != "library" or c <= hi))
+    return contiguous_sums((f, rb, fb), max(max(f), max(rb)))
 
 
-def roundpipe_auto(times: LayerTimes, n_gpus: int, n_mb: int, memory_limit_bytes: float,
-                   variant: str = "paper") -> Partition:
-    """The partition minimising the variant's cost; raises Infeasible when no candidate fits memory."""
+def roundpipe_auto(times: LayerTimes, n_gpus: int, n_mb: int, memory_limit_bytes: float) -> Partition:
+    """The partition minimising the paper's cost; raises Infeasible when no candidate fits memory."""
     cap = memory_limit_bytes / 2  # the next stage's weights are prefetched into the other half
     best: tuple[float, float, int, Partition] | None = None
     pre = _Prefixes.of(times)
-    cand = candidates(times, variant)
+    cand = candidates(times)
     i = 0
     while i < len(cand):
         t = cand[i]
@@ -132,8 +108,7 @@ def roundpipe_auto(times: LayerTimes, n_gpus: int, n_mb: int, memory_limit_bytes
         s = len(part.fwd) + len(part.bwd)
         # A round takes max(S, N) slot times, not S: with S < N stage slots, N - S GPUs sit idle each round,
         # so the paper's M·S (written for S >= N) would reward ever fewer, longer stages on a wide server.
-        slots = max(s, n_gpus)
-        cost = (n_mb * slots + n_gpus * (n_gpus - 1)) * t_max if variant == "paper" else slots * t_max
+        cost = (n_mb * max(s, n_gpus) + n_gpus * (n_gpus - 1)) * t_max
         key = (cost, t_max, s, part)
         if best is None or key[:3] < best[:3]:
             best = key
@@ -153,7 +128,7 @@ def _next_change(part: Partition, pre: _Prefixes, cap: float) -> float:
               *((pre.fwd, pre.fwd_mem, r) for r in part.fwd), *((pre.bwd, pre.bwd_mem, r) for r in part.bwd[:-1]))
     nxt = float("inf")
     for prefix, mem, (lo, hi) in chains:
-        if lo > 0 and mem[lo - 1] >= mem[hi] - cap * (1 + 1e-12):
+        if lo > 0 and mem[lo - 1] >= mem[hi] - cap * (1 + MARGIN):
             nxt = min(nxt, prefix[hi] - prefix[lo - 1])
     return nxt
 
@@ -169,7 +144,7 @@ def rebalance(p: Partition, times: LayerTimes, cap_bytes: float) -> Partition:
     bwd = smooth_cuts(rb[:start], list(times.bwd_bytes[:start]), len(p.bwd) - 1, cap_bytes)
     if fwd is None or bwd is None:
         return p
-    return Partition(fwd=_ranges(fwd), bwd=_ranges(bwd) + (p.bwd[-1],), fused=True)
+    return Partition(fwd=ranges(fwd), bwd=ranges(bwd) + (p.bwd[-1],), fused=True)
 
 
 def smooth_cuts(cost: list[float], mem: list[float], k: int, cap: float) -> list[int] | None:
