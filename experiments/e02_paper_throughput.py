@@ -2,8 +2,9 @@
 
 `pcie` fidelity, no per-layer times given: every time comes from rpsim's cost model (FLOPs and bytes per
 layer, roofline with an efficiency curve) on the `roundpipe-4090x8` server preset, fp16 with fp16
-accumulation (roundpipe.md: "FP16 matmul accumulation enabled"), sequence 2048. Systems: RoundPipe,
-RoundPipe-sync, Megatron-style PP (1F1B, weights resident, fewer layers in the first and last stage) and a
+accumulation (roundpipe.md: "FP16 matmul accumulation enabled"), sequence 2048. Systems: RoundPipe and
+RoundPipe-sync on the stages the `roundpipe` library's own partitioner picks (rpsim.partition.library_auto),
+Megatron-style PP (1F1B, weights resident, fewer layers in the first and last stage) and a
 Mobius-like PP + offload (GPipe or 1F1B, whichever is faster, weights streamed to each stage's fixed GPU).
 Also the longest sequence each system fits (microbatches of one sequence).
 
@@ -54,9 +55,11 @@ PAPER_TOKENS_PER_S = {"qwen3-1.7b": 65_417, "llama3-8b": 24_275, "qwen3-32b": 5_
 PAPER_MAX_SEQ_K = {"qwen3-1.7b": 73, "llama3-8b": 49, "qwen3-32b": 28, "qwen3-235b-a22b": 31}
 PAPER_FSDP_OFFLOAD = {"qwen3-1.7b": 35_074, "llama3-8b": 4_071}  # same README, FSDP with CPU offload
 # system -> candidate (schedule, PlanRequest keyword arguments); the fastest feasible candidate is reported.
+# RoundPipe as the paper's runs ran it, with the `roundpipe` library's own partitioner
+# (rpsim.partition.library_auto) on the layer times its timer measures, here the cost model's.
 SYSTEMS = {
-    "roundpipe": [("roundpipe", {})],
-    "roundpipe-sync": [("roundpipe-sync", {})],
+    "roundpipe": [("roundpipe", {"partitioner": "roundpipe-library"})],
+    "roundpipe-sync": [("roundpipe-sync", {"partitioner": "roundpipe-library"})],
     "megatron-pp": [("1f1b", {"weights": "resident", "partitioner": "uneven"})],
     "mobius": [("gpipe", {"weights": "stream"}), ("1f1b", {"weights": "stream"})],
 }
@@ -108,8 +111,7 @@ def scenario(name: str, seq: int, mb: int, measured_layers: bool = False, system
 
 
 def simulate(name: str, seq: int, mb: int, system: str, rounds_of_n: bool = False,
-             measured_layers: bool = False, recompute: str = "stage", partitioner: str | None = None,
-             n_mb: int | None = None) -> dict:
+             measured_layers: bool = False, recompute: str = "stage", n_mb: int | None = None) -> dict:
     """The system's fastest candidate: feasible ones first, then tokens/s. RoundPipe dispatches each stage
     for all M microbatches of a forward_backward call (the library's RoundPipe.forward_backward launches
     one job per layer group over the whole batch: ITcarrot/RoundPipe, RoundPipe/RoundPipe.py), so one call
@@ -121,8 +123,6 @@ def simulate(name: str, seq: int, mb: int, system: str, rounds_of_n: bool = Fals
     for schedule, kw in SYSTEMS[system]:
         if schedule.startswith("roundpipe") and not rounds_of_n:
             kw = {**kw, "round_size": n_mb or RUNS[name][1]}
-        if schedule.startswith("roundpipe") and partitioner:
-            kw = {**kw, "partitioner": partitioner}
         row = run_one(sc, PlanRequest(schedule, **kw))
         m = {**row.metrics, "schedule": schedule, "tokens_per_s": row.metrics["tokens_per_s"] or 0.0,
              "bubble": steady_bubble(row.result) if row.result else None,
@@ -156,8 +156,7 @@ def fits(name: str, seq: int, system: str) -> bool:
     recompute, n_mb = MAX_SEQ_RECOMPUTE[name], MAX_SEQ_MICROBATCHES[name]
     if not warmup_fits(name, seq, 1, recompute, n_mb):
         return False
-    return bool(simulate(name, seq, 1, system, recompute=recompute, partitioner="roundpipe-library",
-                         n_mb=n_mb)["feasible"])
+    return bool(simulate(name, seq, 1, system, recompute=recompute, n_mb=n_mb)["feasible"])
 
 
 def warmup_peak_bytes(name: str, seq: int, mb: int, recompute: str, n_mb: int) -> float:
@@ -185,8 +184,7 @@ def warmup_fits(name: str, seq: int, mb: int, recompute: str, n_mb: int) -> bool
 def peak_allocated_gib(name: str, seq: int) -> float:
     """RoundPipe's busiest GPU at one sequence of `seq` tokens, run as fits() runs it: live tensor bytes,
     before the allocator margin."""
-    m = simulate(name, seq, 1, "roundpipe", recompute=MAX_SEQ_RECOMPUTE[name], partitioner="roundpipe-library",
-                 n_mb=MAX_SEQ_MICROBATCHES[name])
+    m = simulate(name, seq, 1, "roundpipe", recompute=MAX_SEQ_RECOMPUTE[name], n_mb=MAX_SEQ_MICROBATCHES[name])
     return round(max(m["peak_gpu_allocated_bytes"] or [0.0]) / 2**30, 1)
 
 
@@ -284,10 +282,10 @@ def run_all() -> list[dict]:
                 alt = round(simulate(name, SEQ, mb, system, rounds_of_n=True)["tokens_per_s"])
                 measured = simulate(name, SEQ, mb, system, measured_layers=True)
                 rp_alt, measured_compute = round(measured["tokens_per_s"]), round(measured["compute_per_gpu_s"], 2)
-                # The library partitions with the layer times it measures: with the authors' times its
-                # backward stages hold 2-3 layers, and so with the cost model's now that the head is priced
-                # as the library's chunked loss runs (8B: 2; with rpexec's loss, 7-8, whose recompute
-                # needed 26.2 GiB).
+                # The library partitions with the layer times it measures (SYSTEMS): with the authors'
+                # times its backward stages hold 1-3 layers (1.7B: 1 and 3; 8B: 2; 20B, 32B, 235B: 1); with
+                # the cost model's, 1.7B: 4, 8B: 2, 20B: 1-2, 32B and 235B: 1 (with rpexec's loss, 8B's
+                # held 7-8, whose recompute needed 26.2 GiB).
                 measured_fits = bool(measured["feasible"])
                 measured_peak = round(max(measured["peak_gpu_mem_bytes"]) / 2**30, 1)
             rows.append({
