@@ -16,8 +16,8 @@ from rpsim.partition import (
     baseline_uneven_counts,
     even_counts,
     fixed_partition,
-    parse_partition_spec,
     library_timed_partition,
+    parse_partition_spec,
     roundpipe_auto,
 )
 from rpsim.partition.library_auto import MODEL_MEMORY_SHARE

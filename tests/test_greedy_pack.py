@@ -6,6 +6,7 @@ packing needs (any part of a stage that fits fits too), from either end."""
 from __future__ import annotations
 
 import functools
+import itertools
 
 import pytest
 from hypothesis import given, settings
@@ -45,7 +46,7 @@ def test_stages_cover_fit_and_are_maximal(data, direction):
         assert cuts is None
         return
     assert cuts is not None and cuts[0] == 0 and cuts[-1] == n
-    stages = list(zip(cuts, cuts[1:]))
+    stages = list(itertools.pairwise(cuts))
     assert all(a < b and _fits(cost, nbytes, a, b, budget, cap) for a, b in stages)
     # Maximal on the side the walk goes: the next layer (above going up, below going down) did not fit.
     if direction == "up":

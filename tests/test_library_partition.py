@@ -114,7 +114,7 @@ def test_the_choice_is_the_cheapest_budget_and_its_stages_are_greedy(layers, n_g
         return
     part = library_partition(est, n_gpus, limit)
     least = min(cost for cost, _, _ in options)
-    cost, budget, expected = next(o for o in options if o[0] == least)
+    _, budget, expected = next(o for o in options if o[0] == least)
     assert part == expected
     w = max(max(fwd), max(bwd))
     assert w * (1 - 1e-12) <= budget <= UPPER_THRESHOLD * w * (1 + 1e-12)

@@ -18,10 +18,9 @@ from rpsim.export.library_plan import library_plan
 from rpsim.export.torch_csv import to_torch_csv
 from rpsim.ir.grid import format_lanes
 from rpsim.ir.planio import load_plan, save_plan
-from rpsim.planner import make_plan
 from rpsim.report.files import write_json_atomic, write_text_atomic
-from rpsim.schedules import SCHEDULES, get_schedule, traits_of
-from rpsim.steady_run import steady_plan
+from rpsim.schedules import SCHEDULES, get_schedule
+from rpsim.steady_run import plan_to_save
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -81,9 +80,7 @@ def run(args: argparse.Namespace) -> int:
     check_plan_flags(args, [args.schedule])
     sc = setup_from_args(args)
     req = plan_request(args, args.schedule)
-    # An async plan is written with the iterations its steady state needs (rpsim.steady_run), so that
-    # `rpsim simulate --plan` of the file reports what `rpsim simulate --schedule` does.
-    plan = steady_plan(sc, req)[0] if traits_of(args.schedule).optimizer == "async" else make_plan(sc, req)
+    plan = plan_to_save(sc, req)  # `rpsim simulate --plan` of the file reports what `--schedule` does
     csv_text = to_torch_csv(plan) if args.torch_csv else None  # refuse before writing anything
     if args.library_plan:
         write_library_plan(args.library_plan, plan)

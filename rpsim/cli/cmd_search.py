@@ -96,10 +96,10 @@ class _Bars:
 
 def run(args: argparse.Namespace) -> int:
     from rpsim.ir.planio import save_plan
-    from rpsim.planner import make_plan
     from rpsim.search.run import search
     from rpsim.search.space import plan_request
     from rpsim.search.workspace import Workspace
+    from rpsim.steady_run import plan_to_save
     sc = setup_from_args(args)
     options = options_from_args(args)
     bars = _Bars()
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if args.export or args.library_plan:
         best = result.best.candidate
         variant = Workspace(sc).scenario(best.mb_size, best.recompute)
-        plan = make_plan(variant, plan_request(best))
+        plan = plan_to_save(variant, plan_request(best))  # as confirmed, steady iterations included
         if args.library_plan:
             from rpsim.cli.cmd_export import write_library_plan
             write_library_plan(args.library_plan, plan)
