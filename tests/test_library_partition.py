@@ -122,7 +122,8 @@ def test_the_choice_is_the_cheapest_budget_and_its_stages_are_greedy(layers, n_g
     def fits(cost_of, bytes_of, a, b):
         return sum(cost_of[a:b]) <= budget * (1 + 1e-12) and sum(bytes_of[a:b]) <= cap * (1 + 1e-12)
     start = part.bwd[-1][0]
-    assert fits(bwd, est.bwd_bytes, start, len(fwd)) and (start == 0 or not fits(bwd, est.bwd_bytes, start - 1, len(fwd)))
+    assert fits(bwd, est.bwd_bytes, start, len(fwd))
+    assert start == 0 or not fits(bwd, est.bwd_bytes, start - 1, len(fwd))
     assert all(fits(fwd, nbytes, a, b) for a, b in part.fwd)
     assert all(not fits(fwd, nbytes, a - 1, b) for a, b in part.fwd[1:])
     assert all(fits(bwd, est.bwd_bytes, a, b) for a, b in part.bwd[:-1])

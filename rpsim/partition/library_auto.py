@@ -39,7 +39,8 @@ from rpsim.partition.roundpipe_auto import LayerTimes
 UPPER_THRESHOLD = 1.1  # ModelExecutePlan.auto's default upper_threshold
 MODEL_MEMORY_SHARE = 0.6  # its default model_memory_limit: 0.6 x the smallest GPU's memory
 BACKWARD_MULTIPLIER = 2  # ModelTimer.BACKWARD_MULTIPLIER: backward = 2 x forward before any timing
-LIMIT_READ_AS_GB = 1e9 / 2**30  # the limit's GiB figure compared with sizes in GB: bytes allowed per byte
+# A limit of L bytes is the figure L / 2**30 (GiB), compared with sizes / 1e9 (GB): it admits L x this bytes.
+LIMIT_READ_AS_GB = 1e9 / 2**30
 
 
 def stage_byte_cap(memory_limit_bytes: float, bwd_bytes: Sequence[float]) -> float:
