@@ -85,7 +85,7 @@ def test_simulate_plan_with_an_unknown_schedule_name_reports_it(capsys, tmp_path
 def test_torch_csv_refuses_round_robin_schedules_before_building(capsys, tmp_path, monkeypatch, schedule):
     def never(*_args, **_kwargs):
         raise AssertionError("built a plan that --torch-csv must refuse")
-    monkeypatch.setattr(cmd_export, "make_plan", never)
+    monkeypatch.setattr(cmd_export, "plan_to_save", never)
     monkeypatch.setattr(cmd_export, "setup_from_args", never)
     plan_path, csv_path = tmp_path / "r.json", tmp_path / "r.csv"
     code, out, err = _cli(capsys, "export", "--model", "qwen3-1.7b", "--gpus", "4090x4", "--schedule", schedule,
