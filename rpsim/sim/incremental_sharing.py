@@ -32,8 +32,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
-from itertools import compress
-from operator import gt, ne
+from itertools import compress, filterfalse
+from operator import gt, ne, sub
 from typing import Protocol
 
 from rpsim.sim.bundle_fill import BundleKind, fill_bundles
@@ -204,7 +204,10 @@ class IncrementalRates:
         known = self._whole_memo.get(key)
         if known is not None:
             return self._take(*known)
-        roots = list(self._stale)
+        # Only tight resources root components. A loose one a start or an end made stale needs no check of
+        # its own: an end only lowered its sum, and a start's flow is solved in some component, which
+        # marks every loose resource it crosses (so the roots are filtered in C, not walked).
+        roots = list(filterfalse(self._loose.__contains__, self._stale))
         solved: dict[Hashable, tuple[Bundle, tuple[float, ...]]] = {}
         while True:
             # A failed attempt only adds tight resources, so the next one reaches every flow it solved.
@@ -263,10 +266,8 @@ class IncrementalRates:
         seen_resources: set[str] = set()
         touched_loose: dict[str, None] = {}
         touched_tight: dict[str, None] = {}
-        for resource in roots:
-            if resource in self._loose:
-                touched_loose[resource] = None  # a start or end changed its sum
-            elif resource not in seen_resources:
+        for resource in roots:  # (tight: see settle)
+            if resource not in seen_resources:
                 component = self._component(resource, seen_resources, seen_flows, touched_loose, touched_tight)
                 if component:
                     self._solve(component, solved)
@@ -335,11 +336,11 @@ class IncrementalRates:
         olds = list(map(old_rates.get, ids))
         for i in compress(range(len(ids)), map(ne, olds, in_order)):  # in C: most rates repeat
             flow_id, rates, old = ids[i], in_order[i], olds[i]
-            for share, (rate, summed) in enumerate(zip(rates, all_kinds[kinds[i]].share_summed)):
-                change = rate - old[share] if old is not None else rate
+            changes = rates if old is None else list(map(sub, rates, old))  # per share: rate - old rate
+            for resource, share in all_kinds[kinds[i]].summed_pairs:  # share by share, as the path goes
+                change = changes[share]
                 if change:
-                    for resource in summed:
-                        load[resource] += change
+                    load[resource] += change
             old_rates[flow_id] = rates
             solved[flow_id] = (active[flow_id], rates)
 
