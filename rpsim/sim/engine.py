@@ -21,6 +21,7 @@ from rpsim.sim.action_costs import CostContext, action_issue_s, duration_s, host
 from rpsim.sim.host_issue import INTERPRETER
 from rpsim.sim.network import FlowNetwork
 from rpsim.sim.steady import SteadyWatch
+from rpsim.sim.timer import timer
 from rpsim.sim.topology import TRANSFER_PRIORITY, Topology
 from rpsim.sim.trace import Trace, TraceEvent
 
@@ -181,7 +182,7 @@ def _lane(run: _Run, gpu: int, lane: str, actions: tuple[Action, ...], lane_ids:
             if issue is not None:  # done when both the device and the host issuing its kernels are
                 yield _issued(env, net, d, *issue)  # type: ignore[arg-type]
             elif d > 0:
-                yield env.timeout(d)
+                yield timer(env, d)
         end = env._now  # noqa: SLF001
         times[i] = (start, end)
         finished.append(i)
@@ -219,11 +220,11 @@ def _issued(env: simpy.Environment, net: FlowNetwork, device_s: float, interpret
 
     def engine_part() -> None:
         if engine_s > 0:
-            env.timeout(engine_s).callbacks.append(arrive)  # type: ignore[union-attr]
+            timer(env, engine_s, arrive)
         else:
             arrive()
 
-    env.timeout(device_s).callbacks.append(arrive)  # type: ignore[union-attr]
+    timer(env, device_s, arrive)  # (durations are >= 0)
     if interpreter_s > 0:
         net.start_flows(((INTERPRETER,),), interpreter_s, ISSUE_PRIORITY, 0.0, engine_part)
     else:

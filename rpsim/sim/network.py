@@ -22,6 +22,7 @@ from rpsim.errors import SpecError, choices_message
 from rpsim.sim.busy_log import BusyLogEntry, busy_s_from_log
 from rpsim.sim.incremental_sharing import IncrementalRates
 from rpsim.sim.sharing import DuplexPair, Links
+from rpsim.sim.timer import timer
 
 # Float rounding: a flow's bytes left are projected from its last rate change, so at its wake-up it can
 # be a few ulps short of zero. Below either bound it is done (1e-3 bytes is far below any real transfer).
@@ -140,7 +141,7 @@ class FlowNetwork:
         for path, event in zip(tuples, events):
             self._check_transfer(path, n_bytes, latency_s)
         flows = [self._new_flow((path,), n_bytes, priority, event.succeed) for path, event in zip(tuples, events)]
-        self.env.timeout(latency_s).callbacks.append(lambda _event: self._start_after_latency(flows))  # type: ignore[union-attr]
+        timer(self.env, latency_s, lambda _event: self._start_after_latency(flows))
         return events
 
     def start_flows(self, paths: Sequence[tuple[str, ...]], n_bytes: float, priority: int, latency_s: float,
@@ -160,11 +161,11 @@ class FlowNetwork:
         if n_bytes > 0 and not all(paths):  # an empty path takes the latency only: the others end later
             paths = [path for path in paths if path]
         if n_bytes == 0 or not paths:
-            self.env.timeout(latency_s).callbacks.append(lambda _event: done())  # type: ignore[union-attr]
+            timer(self.env, latency_s, lambda _event: done())
             return
         flows = [self._new_flow(tuple(paths), n_bytes, priority, done)]
         if latency_s > 0:
-            self.env.timeout(latency_s).callbacks.append(lambda _event: self._start_after_latency(flows))  # type: ignore[union-attr]
+            timer(self.env, latency_s, lambda _event: self._start_after_latency(flows))
         else:
             self._start_all(flows)
 
@@ -212,7 +213,7 @@ class FlowNetwork:
         self._rates.start_all(flows)
         if settle and not self._settle_pending:  # (see _request_settle)
             self._settle_pending = True
-            self.env.timeout(0).callbacks.append(self._settle)  # type: ignore[union-attr]
+            timer(self.env, 0, self._settle)
 
     def _crossings(self, paths: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, int], ...]:
         """(resource, how many of `paths` cross it), for a bundle's active-flow counts."""
@@ -230,7 +231,7 @@ class FlowNetwork:
         # by a completion can start their next transfer before the rates are recomputed once for all.
         if not self._settle_pending:
             self._settle_pending = True
-            self.env.timeout(0).callbacks.append(self._settle)
+            timer(self.env, 0, self._settle)
 
     def _settle(self, _event: simpy.Event | None) -> None:
         self._settle_pending = False
@@ -342,7 +343,7 @@ class FlowNetwork:
         self._generation += 1
         self._wake_s = finish_s
         now_s = self.env._now  # noqa: SLF001
-        self.env.timeout(max(finish_s - now_s, 0.0), value=self._generation).callbacks.append(self._on_wake)
+        timer(self.env, max(finish_s - now_s, 0.0), self._on_wake, self._generation)
 
     def _check_transfer(self, path: tuple[str, ...], n_bytes: float, latency_s: float) -> None:
         if path not in self._known_paths:  # a simulation reuses a few dozen paths thousands of times
