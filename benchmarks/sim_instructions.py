@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +78,8 @@ def main() -> None:
     if args.run:
         run_case(args.run, args.simulate)
         return
+    if shutil.which("valgrind") is None:  # a clear error, not a traceback from the first subprocess
+        parser.error("valgrind is not installed here (valid: a machine with valgrind on PATH, e.g. apt install valgrind)")
     trees, cases = args.trees.split(","), args.cases.split(",")
     for case in cases:
         if case not in CASES:
