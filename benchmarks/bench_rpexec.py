@@ -31,7 +31,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_rpexec_report import print_report, report
-from rpsim.validate_run import steady_call_s
 
 SHAPE_2_8B = {"n_layers": 26, "hidden": 3072, "n_heads": 24, "n_kv_heads": 8, "head_dim": 128, "mlp_width": 8192,
               "vocab": 32000}
@@ -68,20 +67,6 @@ def training_spec(size: str, loss_chunk_tokens: int):
     s = SIZES[size]
     return TrainingSpec(seq_len=s["seq"], global_batch=s["global_batch"], mb_size=s["global_batch"] // s["n_mb"],
                         precision="fp16", loss_chunk_tokens=loss_chunk_tokens)
-
-
-def peak_host_bytes() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return float(line.split()[1]) * 1024
-    return 0.0
-
-
-def cap_memory(gib: float) -> None:
-    import torch
-    for d in range(torch.cuda.device_count()):
-        total = torch.cuda.get_device_properties(d).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, gib * GiB / total), d)
 
 
 def prepare_plans(a: argparse.Namespace, n_gpus: int) -> dict:
@@ -145,67 +130,6 @@ def machine_for(a: argparse.Namespace, n_gpus: int) -> str:
     return str(calibrated) if calibrated.exists() else f"h200x{n_gpus}"
 
 
-# rpexec run options a benchmark may set (--rpexec-option KEY=VALUE), with how each value is read.
-RPEXEC_OPTIONS = {"optimizer_threads": str, "blocking_sync": lambda v: v.lower() in ("1", "true", "yes"),
-                  "warmup": lambda v: v.lower() in ("1", "true", "yes")}
-
-
-def rpexec_options(pairs: list[str]) -> dict:
-    return {k: RPEXEC_OPTIONS[k](v) for k, _, v in (x.partition("=") for x in pairs)}
-
-
-def run_rpexec(a: argparse.Namespace) -> dict:
-    from rpexec.session import RunOptions, run_plan
-    from rpsim.ir.planio import load_plan
-    from rpsim.validate_run import first_iteration_ratio, iteration_ends_s, steady_iteration_s
-    s = SIZES[a.size]
-    plan = load_plan(a.plan_file)
-    training = training_spec(a.size, a.loss_chunk_tokens)
-    t = time.perf_counter()
-    result = run_plan(plan, model_spec(a.size), s["seq"], training.mb_size,
-                      RunOptions(device=a.device, dtype="fp16" if a.device == "cuda" else "fp32", blocks=a.blocks,
-                                 **rpexec_options(a.rpexec_option)))
-    wall = time.perf_counter() - t
-    trace = result.trace
-    it_s = steady_iteration_s(trace)
-    steady = set(trace.meta.get("steady_iterations") or [])
-    busy: dict[str, float] = {}
-    for e in trace.events:  # seconds per steady iteration each action kind kept its lanes busy, all GPUs
-        if e.it in steady:
-            busy[e.kind] = busy.get(e.kind, 0.0) + (e.end_s - e.start_s) / max(1, len(steady))
-    if a.trace_dir:
-        from rpsim.report.files import write_json_atomic
-        write_json_atomic(Path(a.trace_dir) / f"{a.size}-{a.one.split(':', 1)[1]}-trace.json", trace.to_json())
-    ends = iteration_ends_s(trace)
-    return {"iteration_s": it_s, "tokens_per_s": training.tokens_per_iteration / it_s, "wall_s": wall,
-            "n_gpus": plan.n_gpus, "peak_gpu_mem_bytes": result.peak_gpu_mem_bytes,
-            "peak_host_mem_bytes": peak_host_bytes(), "busy_s_per_iter": busy, "host_pool_bytes": result.host_pool_bytes,
-            "iteration_ends_s": [ends[i] for i in sorted(ends)], "first_iteration_ratio": first_iteration_ratio(trace),
-            "warmup_s": trace.meta.get("warmup_s"), "steady_iterations": sorted(steady)}
-
-
-# The library warms nothing up before its first call: its first two calls create and first-touch its
-# optimizer state and pinned buffers (8B, session 9: 11.9 and 7.6 s, then 3.5-3.6 s per call), so its rate
-# is rpsim.validate_run.steady_call_s of its call times. Until session 9 only the first call was left out,
-# which put the library's 8B rate 22-28% low.
-
-
-def run_library_system(a: argparse.Namespace) -> dict:
-    import torch
-
-    from benchmarks.library_run import run_library
-    s = SIZES[a.size]
-    lib_plan = json.loads(Path(a.library_plan).read_text()) if a.library_plan else None
-    out = run_library(model_spec(a.size), s["seq"], s["global_batch"], s["n_mb"], a.iters, lib_plan)
-    times = out["iteration_times_s"]
-    it_s = steady_call_s(times)
-    n = torch.cuda.device_count()
-    return {**out, "iteration_s": it_s, "tokens_per_s": s["global_batch"] * s["seq"] / it_s, "wall_s": sum(times),
-            "n_gpus": n, "first_iteration_ratio": times[0] / it_s,
-            "peak_gpu_mem_bytes": [float(torch.cuda.max_memory_allocated(d)) for d in range(n)],
-            "peak_host_mem_bytes": peak_host_bytes()}
-
-
 def flops_per_token(size: str) -> tuple[float, float]:
     """(model FLOPs, FLOPs incl. recompute) per token, from rpsim's cost model."""
     from rpsim.catalog import load_gpu
@@ -214,23 +138,6 @@ def flops_per_token(size: str) -> tuple[float, float]:
     tokens = c.mb_tokens
     model = sum(x.forward_flops + x.backward_flops for x in c.layers) / tokens
     return model, model + sum(x.recompute_flops for x in c.layers[:-1]) / tokens
-
-
-def one(a: argparse.Namespace) -> None:
-    if a.device == "cuda" and a.mem_cap_gib > 0:
-        cap_memory(a.mem_cap_gib)
-    from benchmarks.gpu_clocks import sampling_clocks
-    run = run_library_system if a.one.startswith("library") else run_rpexec
-    clocks: dict = {}
-    with sampling_clocks(clocks):
-        if a.kernel_trace_dir:
-            from benchmarks.kernel_trace import recording_kernels
-            name = f"{a.size}-{a.one.replace(':', '-')}{'-full-logits' if a.loss_chunk_tokens == 0 else ''}-kernels"
-            with recording_kernels(Path(a.kernel_trace_dir) / f"{name}.json.gz"):
-                out = run(a)
-        else:
-            out = run(a)
-    print("RESULT " + json.dumps({**out, **clocks}), flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -261,7 +168,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="bench-out", help="directory for plans, traces and bench-<size>.json")
     p.add_argument("--trace", action="store_true", help="also write each rpexec run's measured trace to --out")
     p.add_argument("--rpexec-option", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"an rpexec run option for every rpexec system (repeatable): {', '.join(RPEXEC_OPTIONS)}")
+                   help="an rpexec run option for every rpexec system (repeatable): optimizer_threads, "
+                        "blocking_sync, warmup (benchmarks/bench_rpexec_one.py)")
     p.add_argument("--kernel-trace", action="store_true",
                    help="also record every CUDA kernel and copy of each system's run (torch.profiler, CUDA "
                         "activity only) to --out/<size>-<system>-kernels.json.gz, for benchmarks/kernel_compare.py")
@@ -285,6 +193,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag in ("iters", "timeout_s"):
         if getattr(a, flag) <= 0:
             p.error(f"--{flag.replace('_', '-')} must be > 0, got {getattr(a, flag)}")
+    from benchmarks.bench_rpexec_one import RPEXEC_OPTIONS
     for pair in a.rpexec_option:
         key, eq, _ = pair.partition("=")
         if key not in RPEXEC_OPTIONS or not eq:
@@ -301,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.report:
         return print_report(a.report)
     if a.one:
+        from benchmarks.bench_rpexec_one import one
         one(a)
         return 0
     n_gpus = 2 if a.device == "cpu" else cuda_device_count()
@@ -328,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     from rpsim.report.files import write_json_atomic
     path = Path(a.out) / f"bench-{a.size}.json"
     write_json_atomic(path, {"size": a.size, "config": SIZES[a.size], "n_params": params,
-                             "mem_cap_gib": a.mem_cap_gib, "iters": a.iters, "loss_chunk_tokens": a.loss_chunk_tokens, "plans": plans, "results": results,
+                             "mem_cap_gib": a.mem_cap_gib, "iters": a.iters, "loss_chunk_tokens": a.loss_chunk_tokens,
+                             "plans": plans, "results": results,
                              **summary, "wall_s": time.perf_counter() - t0})
     print(f"wrote {path}")
     return 0
@@ -366,6 +277,8 @@ def run_system(system: str, a: argparse.Namespace, cap_gib: float, plans: dict, 
         if "plan_file" not in plan:
             return {**base, "error": plan.get("error", f"no plan for {schedule}")}
         cmd += ["--plan-file", plan["plan_file"], "--blocks", str(plan["blocks"])]
+        for pair in a.rpexec_option:
+            cmd += ["--rpexec-option", pair]
         if a.trace:
             cmd += ["--trace-dir", a.out]
     elif schedule == "searched":
@@ -374,8 +287,6 @@ def run_system(system: str, a: argparse.Namespace, cap_gib: float, plans: dict, 
         cmd += ["--library-plan", plan["library_plan_file"]]
     if a.kernel_trace:
         cmd += ["--kernel-trace-dir", a.out]
-    for pair in a.rpexec_option:
-        cmd += ["--rpexec-option", pair]
     timeout = min(a.timeout_s, remaining)
     print(f"# running {system} (cap {cap_gib or 'none'} GiB, timeout {timeout:.0f} s) ...", file=sys.stderr, flush=True)
     try:

@@ -18,6 +18,8 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from benchmarks.kernel_trace import GPU_CATEGORIES
+
 # Kernel families by name, first match wins; names as CUDA libraries and ATen give them.
 FAMILIES = (
     ("attention", ("flash", "fmha", "attention", "sdpa")),
@@ -54,7 +56,7 @@ def load_events(path: str) -> list[dict]:
         return [{"ph": "X", "ts": ts, "dur": dur, "pid": dev, "tid": stream, "cat": cat, "name": names[i],
                  "args": {"device": dev, "stream": stream}} for ts, dur, dev, stream, cat, i in data["rows"]]
     events = data["traceEvents"] if isinstance(data, dict) else data
-    return [e for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+    return [e for e in events if e.get("ph") == "X" and e.get("cat") in GPU_CATEGORIES]
 
 
 # Idle gaps of the compute stream between one kernel's end and the next's start, by size: launch-bound

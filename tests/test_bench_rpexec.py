@@ -37,7 +37,8 @@ def test_bad_flags_exit_2_naming_the_flag(argv, message, capsys):
 
 
 def test_rpexec_options_are_typed():
-    assert bench.rpexec_options(["optimizer_threads=16", "blocking_sync=true", "warmup=0"]) == {
+    from benchmarks.bench_rpexec_one import rpexec_options
+    assert rpexec_options(["optimizer_threads=16", "blocking_sync=true", "warmup=0"]) == {
         "optimizer_threads": "16", "blocking_sync": True, "warmup": False}
 
 
