@@ -170,6 +170,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rpexec-option", action="append", default=[], metavar="KEY=VALUE",
                    help="an rpexec run option for every rpexec system (repeatable): optimizer_threads, "
                         "blocking_sync, warmup (benchmarks/bench_rpexec_one.py)")
+    p.add_argument("--library-fill", default="tiled", choices=["tiled", "normal"],
+                   help="the library model's weight values: one tiled block of normal values (fast), or drawn "
+                        "per value as rpexec's are (benchmarks/library_run.py, benchmarks/gemm_power.py)")
     p.add_argument("--kernel-trace", action="store_true",
                    help="also record every CUDA kernel and copy of each system's run (torch.profiler, CUDA "
                         "activity only) to --out/<size>-<system>-kernels.json.gz, for benchmarks/kernel_compare.py")
@@ -281,7 +284,9 @@ def run_system(system: str, a: argparse.Namespace, cap_gib: float, plans: dict, 
             cmd += ["--rpexec-option", pair]
         if a.trace:
             cmd += ["--trace-dir", a.out]
-    elif schedule == "searched":
+    else:
+        cmd += ["--library-fill", a.library_fill]
+    if kind != "rpexec" and schedule == "searched":
         if "library_plan_file" not in plan:
             return {**base, "error": plan.get("error", "no fused RoundPipe plan to export")}
         cmd += ["--library-plan", plan["library_plan_file"]]

@@ -67,7 +67,8 @@ def run_rpexec(a: argparse.Namespace) -> dict:
             "n_gpus": plan.n_gpus, "peak_gpu_mem_bytes": result.peak_gpu_mem_bytes,
             "peak_host_mem_bytes": peak_host_bytes(), "busy_s_per_iter": busy, "host_pool_bytes": result.host_pool_bytes,
             "iteration_ends_s": [ends[i] for i in sorted(ends)], "first_iteration_ratio": first_iteration_ratio(trace),
-            "warmup_s": trace.meta.get("warmup_s"), "steady_iterations": sorted(steady)}
+            "warmup_s": trace.meta.get("warmup_s"), "steady_iterations": sorted(steady),
+            "pool_growth_bytes": trace.meta.get("pool_growth_bytes")}
 
 
 # The library warms nothing up before its first call: its first two calls create and first-touch its
@@ -82,7 +83,7 @@ def run_library_system(a: argparse.Namespace) -> dict:
     from benchmarks.library_run import run_library
     s = SIZES[a.size]
     lib_plan = json.loads(Path(a.library_plan).read_text()) if a.library_plan else None
-    out = run_library(model_spec(a.size), s["seq"], s["global_batch"], s["n_mb"], a.iters, lib_plan)
+    out = run_library(model_spec(a.size), s["seq"], s["global_batch"], s["n_mb"], a.iters, lib_plan, a.library_fill)
     times = out["iteration_times_s"]
     it_s = steady_call_s(times)
     n = torch.cuda.device_count()

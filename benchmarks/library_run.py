@@ -6,8 +6,12 @@ Fast initialisation: building the 8B model with a per-tensor CPU `normal_` in fp
 minutes (issue 15); `normal_` runs at ~35-100 M values/s per thread. Here the layers are made on the
 meta device, given fp16 storage, and filled by copying one block of 2^20 normal(0, std) values with a
 per-tensor rotation: a memory copy (~600 M values/s per thread on the 2-core CI machine, 15x normal_),
-deterministic, with the same per-tensor std as rpexec's init. Throughput does not depend on the
-values; the library's losses are not compared with rpexec's."""
+deterministic, with the same per-tensor std as rpexec's init. The library's losses are not compared
+with rpexec's.
+
+`fill="normal"` draws every value instead, as rpexec's init does (fp32 normal_ per tensor in threads, then
+cast): a GEMM's energy depends on its operands' bits, and at the GPUs' power cap energy sets the clock
+(benchmarks/gemm_power.py), so a benchmark of two systems should give both the same kind of values."""
 from __future__ import annotations
 
 import math
@@ -32,8 +36,12 @@ def fast_fill_(t, block, index: int, std: float) -> None:
         flat[full * BLOCK:].copy_(src[:rest])
 
 
-def library_model(spec, seed: int = 0):
-    """nn.Sequential(embedding, decoder layers..., logits head) in fp16, filled fast (module docstring)."""
+FILLS = ("tiled", "normal")
+
+
+def library_model(spec, seed: int = 0, fill: str = "tiled"):
+    """nn.Sequential(embedding, decoder layers..., logits head) in fp16, filled `fill`-wise (module
+    docstring)."""
     import torch
     from torch import nn
 
@@ -52,17 +60,22 @@ def library_model(spec, seed: int = 0):
     block = torch.randn(BLOCK, generator=torch.Generator().manual_seed(seed))
     params = list(model.named_parameters())
 
-    def fill(i: int) -> None:
+    def fill_one(i: int) -> None:
         name, p = params[i]
         with torch.no_grad():
             if p.dim() == 1:
                 p.fill_(1.0)
+                return
+            out_proj = name.split(".")[-2] in ("o_proj", "down_proj")
+            std = 0.02 / math.sqrt(2 * spec.n_layers) if out_proj else 0.02
+            if fill == "normal":
+                g = torch.Generator().manual_seed(seed * 1_000_003 + i)
+                p.copy_(torch.empty(p.shape, dtype=torch.float32).normal_(0.0, std, generator=g))
             else:
-                out_proj = name.split(".")[-2] in ("o_proj", "down_proj")
-                fast_fill_(p, block, i, 0.02 / math.sqrt(2 * spec.n_layers) if out_proj else 0.02)
+                fast_fill_(p, block, i, std)
 
     with ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 1)) as pool:
-        list(pool.map(fill, range(len(params))))
+        list(pool.map(fill_one, range(len(params))))
     return model
 
 
@@ -78,8 +91,8 @@ def execute_plan(library_plan: dict[str, Any], model: Any = None):
     return plan
 
 
-def run_library(spec, seq: int, global_batch: int, n_mb: int, iters: int, library_plan: dict | None = None
-                ) -> dict[str, Any]:
+def run_library(spec, seq: int, global_batch: int, n_mb: int, iters: int, library_plan: dict | None = None,
+                fill: str = "tiled") -> dict[str, Any]:
     """Iterations of the library (forward_backward + async step); its own partitioner unless a plan is
     given. Times: init (build + wrap), each iteration; the plan its auto-partitioner would pick now."""
     import torch
@@ -88,7 +101,7 @@ def run_library(spec, seq: int, global_batch: int, n_mb: int, iters: int, librar
     from roundpipe.optim import Adam
 
     t0 = time.perf_counter()
-    seq_model = library_model(spec)
+    seq_model = library_model(spec, fill=fill)
     built_s = time.perf_counter() - t0
     config: dict[str, Any] = {"num_microbatch": n_mb}
     model = RoundPipe(seq_model, optim_dtype=torch.float32, model_run_config=RoundPipeRunConfig(**config))
@@ -112,7 +125,7 @@ def run_library(spec, seq: int, global_batch: int, n_mb: int, iters: int, librar
         model.step(lambda: (opt.step(), opt.zero_grad()))
         times.append(time.perf_counter() - t)
     model.synchronize()
-    out: dict[str, Any] = {"iteration_times_s": times, "build_s": built_s, "init_s": init_s}
+    out: dict[str, Any] = {"iteration_times_s": times, "build_s": built_s, "init_s": init_s, "fill": fill}
     try:  # what the library's own partitioner picks from its measured layer times (documented API)
         from roundpipe import ModelExecutePlan
         auto = ModelExecutePlan.auto("fused", model)

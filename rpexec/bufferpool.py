@@ -21,7 +21,8 @@ Key = tuple[tuple[int, ...], torch.dtype]
 class BufferPool:
     def __init__(self, pin: bool, arena: HostArena | None = None) -> None:
         self.pin = pin
-        self.arena = arena if arena is not None else HostArena(pin)  # buffers are never freed: see host_arena
+        # buffers are never freed (host_arena); pinned pools keep a slab pinned ahead for growth mid-run
+        self.arena = arena if arena is not None else HostArena(pin, spare_ahead=pin)
         self._free: dict[Key, list[tuple[torch.Tensor, Any]]] = defaultdict(list)
         self._lock = threading.Lock()
         self.allocated_bytes = 0  # every byte this pool ever allocated (its high-water mark)

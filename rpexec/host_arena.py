@@ -9,10 +9,17 @@ layers, which is what the host's OOM killer found when issue 15's 14B benchmark 
 (experiments/data/rpexec-bench/bench-14b.log). Slabs whose size is itself a power of two lose nothing
 to that rounding; only the unused tail of the last slab is lost.
 
+A pool's arena can keep a spare slab pinned ahead (`spare_ahead`): pinning a 1 GiB slab takes ~0.4 s on
+the H200 host (cudaHostAlloc pages in every byte), and a pool that outgrew its presized buffers in a
+steady iteration made the lane thread that needed one more buffer wait for it, with the copy and every
+action behind it (benchmarks/notes-rpexec.md, session 10). With a spare, that thread takes a ready slab,
+and the next spare is pinned by a background thread.
+
 On the CPU (tests) the slabs are ordinary memory and the tensors are the same views."""
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
@@ -28,14 +35,17 @@ class HostArena:
     """Bump allocation from pinned (or, with pin=False, ordinary) slabs; nothing is freed before the arena
     is: every user of it (weight copies, buffer pools) keeps its tensors for the whole run."""
 
-    def __init__(self, pin: bool, slab_bytes: int = SLAB_BYTES) -> None:
+    def __init__(self, pin: bool, slab_bytes: int = SLAB_BYTES, spare_ahead: bool = False) -> None:
         if slab_bytes != _pow2_ceil(slab_bytes):
             raise ValueError(f"slab_bytes must be a power of two (the pinned allocator rounds to one), got {slab_bytes}")
         self.pin = pin
         self.slab_bytes = slab_bytes
+        self._spare_maker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arena-spare") if spare_ahead else None
+        self._spare: Future | None = None
         self._slab: torch.Tensor | None = None
         self._used = 0
         self._lock = threading.Lock()
+        self._count_lock = threading.Lock()  # the spare is made outside _lock
         self.reserved_bytes = 0  # bytes of every slab taken (what the host holds)
         self.carved_bytes = 0  # bytes of every tensor handed out
 
@@ -51,11 +61,22 @@ class HostArena:
                 return self._new_slab(_pow2_ceil(n_bytes))[:n_bytes].view(dtype).view(tuple(shape))
             start = -(-self._used // ALIGN_BYTES) * ALIGN_BYTES
             if self._slab is None or start + n_bytes > self.slab_bytes:
-                self._slab, start = self._new_slab(self.slab_bytes), 0
+                self._slab, start = self._next_slab(), 0
             self._used = start + n_bytes
             raw = self._slab[start:start + n_bytes]
         return raw.view(dtype).view(tuple(shape))
 
+    def _next_slab(self) -> torch.Tensor:
+        """A standard slab: the spare pinned ahead when there is one (then the next spare is started),
+        else a new one now."""
+        if self._spare_maker is None:
+            return self._new_slab(self.slab_bytes)
+        slab = self._spare.result() if self._spare is not None else self._new_slab(self.slab_bytes)
+        self._spare = self._spare_maker.submit(self._new_slab, self.slab_bytes)
+        return slab
+
     def _new_slab(self, n_bytes: int) -> torch.Tensor:
-        self.reserved_bytes += n_bytes
-        return torch.empty(n_bytes, dtype=torch.uint8, pin_memory=self.pin)
+        slab = torch.empty(n_bytes, dtype=torch.uint8, pin_memory=self.pin)
+        with self._count_lock:
+            self.reserved_bytes += n_bytes
+        return slab

@@ -129,6 +129,7 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
     warm = warm_up(plan, host, ctx.act_pool, (mb_size, seq, model.hidden), dtype, not resident) if opts.warmup else {}
     if opts.warmup:
         warm["kernels"] = warm_kernels(plan, devices, host, (mb_size, seq), model.hidden)
+    presized = {"gradients": host.grad_pool.allocated_bytes, "activations": ctx.act_pool.allocated_bytes}
     # One interpreter for every block: a new one per block synchronised the devices and started fresh
     # lane threads, and each block's first forward and backward then ran 40-110 ms longer on every GPU
     # (per-thread CUDA and cuBLAS set-up, the host issuing into idle devices): e03's 1-iteration plans
@@ -148,6 +149,7 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
     finally:
         torch.set_num_threads(threads_before)
     events = measured_events(interp, devices)
+    pools = {"gradients": host.grad_pool.allocated_bytes, "activations": ctx.act_pool.allocated_bytes}
     peaks = [float(torch.cuda.max_memory_allocated(d.device)) if d.is_cuda else 0.0 for d in devices.values()]
     losses = {k: float(v) for k, v in ctx.losses.items()}
     gpu_names = [torch.cuda.get_device_name(d.device) for d in devices.values() if d.is_cuda]
@@ -157,8 +159,10 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
                    "model": model.name, "n_gpus": plan.n_gpus, "peak_gpu_mem_bytes": peaks,
                    "server": str(plan.setup.get("server", "")), "warmup_s": warm,
                    "host_cores": os.cpu_count() or 1, "optimizer_threads": threads_in_run,
-                   "steady_iterations": steady_iterations(plan, opts.blocks * plan.n_iters, bool(warm))})
-    pools = {"gradients": host.grad_pool.allocated_bytes, "activations": ctx.act_pool.allocated_bytes}
+                   "steady_iterations": steady_iterations(plan, opts.blocks * plan.n_iters, bool(warm)),
+                   # what the pools allocated inside the iterations, beyond their warm-up sizing: each
+                   # new pinned slab there stalls a lane thread (rpexec.host_arena)
+                   "pool_growth_bytes": {k: pools[k] - presized[k] for k in pools}})
     return RunResult(losses, host.captured, trace, host.load_log, peaks, pools)
 
 

@@ -13,9 +13,10 @@ count reset to 0), so it has exactly the form and values torch's lazy initialisa
 step = 0, weights unchanged (AdamW with lr = 0 scales them by 1 - 0 * wd and adds 0).
 
 The pools are sized from rpsim's prediction for the plan: a sweep over the predicted trace counts the
-gradient buffers in flight (from each OFFLOAD's start to its layer's STEP's end) and the activation
-buffers (from ACT_OUT's start to the ACT_IN that consumes them), and the pools allocate that peak up
-front. Real timings differ a little from the prediction, so the pools can still grow; they rarely do."""
+gradient buffers in flight (from each OFFLOAD's issue to its layer's STEP's end) and the activation
+buffers (from ACT_OUT's issue to the end of the ACT_IN that consumes them), and the pools allocate that
+peak up front. Issue, not start: lane threads run ahead of the GPU (rpexec.issue_times). Real timings
+differ a little from the prediction, so the pools can still grow; the run records by how much."""
 from __future__ import annotations
 
 import os
@@ -72,21 +73,33 @@ def predicted_pool_demand(plan: Plan, host: HostParams, act_shape: tuple[int, ..
         trace = simulate(plan, scenario_from_setup(plan.setup, plan.n_gpus)).trace
     except (Infeasible, KeyError, TypeError, ValueError):  # PlanError and SpecError are ValueErrors
         return Counter(), Counter()
-    actions = {(g, str(a)): a for (g, _lane), acts in plan.lanes.items() for a in acts}
+    param_shapes = [[tuple(p.shape) for p in layer.parameters()] for layer in host.layers]
+    return pool_demand(plan, trace, param_shapes, act_shape, dtype)
+
+
+def pool_demand(plan: Plan, trace, param_shapes: list[list[tuple[int, ...]]], act_shape: tuple[int, ...],
+                dtype: torch.dtype) -> tuple[Counter, Counter]:
+    """Peak buffers per (shape, dtype) held at once by the gradient pool (from each OFFLOAD's *issue* to
+    its layer's STEP's end) and by the activation pool (from each ACT_OUT's issue to the end of the
+    ACT_IN that uploads it, when its guard lets the buffer go), on `trace`'s timeline of `plan`. A buffer
+    is taken when its copy is issued, ahead of the GPU (rpexec.issue_times)."""
+    from rpexec.issue_times import issue_times_s
+    issued = issue_times_s(plan, trace)
+    events = {(e.gpu, e.action): e for e in trace.events}
     act_bytes = _numel(act_shape) * torch.empty((), dtype=dtype).element_size()
     moves: list[tuple[float, int, str, object, int]] = []  # (time, release first, pool, key, +-n)
-    for e in trace.events:
-        a = actions.get((e.gpu, e.action))
-        if a is None:
+    for (gpu, a), t_issue in issued.items():
+        e = events.get((gpu, str(a)))
+        if e is None:
             continue
         if a.kind == "OFFLOAD" and a.chunk is not None:
-            for p in host.layers[a.chunk].parameters():
-                moves.append((e.start_s, 1, "grad", (tuple(p.shape), dtype, a.chunk, a.it), 1))
+            for shape in param_shapes[a.chunk]:
+                moves.append((t_issue, 1, "grad", (shape, dtype, a.chunk, a.it), 1))
         elif a.kind == "STEP" and a.chunk is not None:
             moves.append((e.end_s, 0, "step", (a.chunk, a.it), 0))
         elif a.kind in ("ACT_OUT", "ACT_IN") and e.bytes and act_bytes:
             n = round(e.bytes / act_bytes)
-            moves.append((e.start_s if a.kind == "ACT_OUT" else e.end_s, int(a.kind == "ACT_OUT"), "act",
+            moves.append((t_issue if a.kind == "ACT_OUT" else e.end_s, int(a.kind == "ACT_OUT"), "act",
                           (act_shape, dtype), n if a.kind == "ACT_OUT" else -n))
     acts: Counter = Counter()
     staged: dict[tuple, Counter] = {}  # (layer, it) -> buffers staged for its STEP, by (shape, dtype)

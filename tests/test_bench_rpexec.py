@@ -70,6 +70,21 @@ def test_library_model_is_fast_deterministic_and_scaled():
     assert torch.equal(pa["1.input_norm.weight"], torch.ones_like(pa["1.input_norm.weight"]))
 
 
+def test_library_model_normal_fill_draws_every_value():
+    """fill="normal" (rpexec's kind of values): same stds, deterministic, and no value pattern repeats
+    the way the tiled block's does (a tensor of more than 2^20 values holds the block again)."""
+    spec = bench.model_spec("tiny")
+    a, b = library_model(spec, fill="normal"), library_model(spec, fill="normal")
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    assert all(torch.equal(pa[k], pb[k]) and pa[k].dtype == torch.float16 for k in pa)
+    q = pa["1.attn.q_proj.weight"].float()
+    assert abs(q.std().item() - 0.02) < 0.002
+    o = pa["1.attn.o_proj.weight"].float()
+    assert abs(o.std().item() - 0.02 / (2 * spec.n_layers) ** 0.5) < 0.001
+    tiled = dict(library_model(spec).named_parameters())
+    assert not torch.equal(tiled["1.attn.q_proj.weight"], pa["1.attn.q_proj.weight"])
+
+
 def test_diagnose_script_runs_every_part_on_cpu(tmp_path):
     """The GPU diagnosis's logic end to end on a tiny model (--device cpu leaves out the DMA and layer
     parts): a plan, the probes, the run, and rpsim's per-class comparison, all in diagnose.json."""

@@ -57,3 +57,18 @@ def test_buffer_pool_carves_from_its_arena_and_reuses_released_buffers():
     b = pool.acquire((64, 64), torch.float16)
     assert b.data_ptr() == a.data_ptr()  # the same buffer again, no new carving
     assert pool.allocated_bytes == pool.arena.carved_bytes == 64 * 64 * 2
+
+
+def test_spare_slab_is_pinned_ahead_and_handed_out_next():
+    """With spare_ahead the slab after the current one is made in the background, so the carve that
+    needs a new slab takes a ready one; tensors stay disjoint and the spare is counted as held."""
+    arena = HostArena(pin=False, slab_bytes=2**20, spare_ahead=True)
+    tensors = [arena.empty((300 * 1024,), torch.uint8) for _ in range(7)]  # three per slab: three slabs
+    arena._spare.result()  # the spare after the third slab is made
+    assert arena.reserved_bytes == 4 * 2**20
+    spare = arena._spare.result()
+    nxt = [arena.empty((300 * 1024,), torch.uint8) for _ in range(3)]  # the third slab is full after two more
+    assert nxt[-1].untyped_storage().data_ptr() == spare.untyped_storage().data_ptr()
+    for i, t in enumerate(tensors + nxt):
+        t.fill_(i)
+    assert all(bool((t == i).all()) for i, t in enumerate(tensors + nxt))
