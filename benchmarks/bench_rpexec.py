@@ -169,7 +169,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trace", action="store_true", help="also write each rpexec run's measured trace to --out")
     p.add_argument("--rpexec-option", action="append", default=[], metavar="KEY=VALUE",
                    help="an rpexec run option for every rpexec system (repeatable): optimizer_threads, "
-                        "blocking_sync, warmup (benchmarks/bench_rpexec_one.py)")
+                        "blocking_sync, warmup, gc_freeze (benchmarks/bench_rpexec_one.py)")
     p.add_argument("--library-fill", default="tiled", choices=["tiled", "normal"],
                    help="the library model's weight values: one tiled block of normal values (fast), or drawn "
                         "per value as rpexec's are (benchmarks/library_run.py, benchmarks/gemm_power.py)")

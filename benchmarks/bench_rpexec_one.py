@@ -33,7 +33,7 @@ def _flag(value: str) -> bool:
 
 
 # rpexec run options a benchmark may set (--rpexec-option KEY=VALUE), with how each value is read.
-RPEXEC_OPTIONS = {"optimizer_threads": str, "blocking_sync": _flag, "warmup": _flag}
+RPEXEC_OPTIONS = {"optimizer_threads": str, "blocking_sync": _flag, "warmup": _flag, "gc_freeze": _flag}
 
 
 def rpexec_options(pairs: list[str]) -> dict:
@@ -68,7 +68,7 @@ def run_rpexec(a: argparse.Namespace) -> dict:
             "peak_host_mem_bytes": peak_host_bytes(), "busy_s_per_iter": busy, "host_pool_bytes": result.host_pool_bytes,
             "iteration_ends_s": [ends[i] for i in sorted(ends)], "first_iteration_ratio": first_iteration_ratio(trace),
             "warmup_s": trace.meta.get("warmup_s"), "steady_iterations": sorted(steady),
-            "pool_growth_bytes": trace.meta.get("pool_growth_bytes")}
+            "pool_growth_bytes": trace.meta.get("pool_growth_bytes"), "gc": trace.meta.get("gc")}
 
 
 # The library warms nothing up before its first call: its first two calls create and first-touch its

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from rpexec.bufferpool import BufferPool
+from rpexec.gc_pauses import collector_for_run
 from rpexec.device import DeviceState
 from rpexec.errors import DTYPE_NAMES
 from rpexec.handlers import Context
@@ -46,6 +47,7 @@ class RunOptions:
     # Intra-op threads while the plan runs: "auto" (a core left to each other lane thread), "all"
     # (torch's own) or a count (rpexec.step_threads).
     optimizer_threads: int | str = "auto"
+    gc_freeze: bool = True  # freeze the heap made before iteration 0 (rpexec.gc_pauses)
 
 
 @dataclass
@@ -145,7 +147,8 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
                                   opts.device, plan.optimizer == "async")
     torch.set_num_threads(threads_in_run)
     try:
-        interp.run()
+        with collector_for_run(opts.gc_freeze) as gc_log:
+            interp.run()
     finally:
         torch.set_num_threads(threads_before)
     events = measured_events(interp, devices)
@@ -162,7 +165,8 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
                    "steady_iterations": steady_iterations(plan, opts.blocks * plan.n_iters, bool(warm)),
                    # what the pools allocated inside the iterations, beyond their warm-up sizing: each
                    # new pinned slab there stalls a lane thread (rpexec.host_arena)
-                   "pool_growth_bytes": {k: pools[k] - presized[k] for k in pools}})
+                   "pool_growth_bytes": {k: pools[k] - presized[k] for k in pools},
+                   "gc": {"frozen": opts.gc_freeze, **gc_log.summary(interp.t0_host)}})
     return RunResult(losses, host.captured, trace, host.load_log, peaks, pools)
 
 

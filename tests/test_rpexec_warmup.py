@@ -97,6 +97,8 @@ def test_trace_marks_steady_iterations_and_helper_uses_them(plans):
     result = run_plan(plan, model, seq, mb, RunOptions(blocks=1))
     assert result.trace.meta["steady_iterations"] == list(range(1, plan.n_iters))
     assert set(result.trace.meta["warmup_s"]) == {"host_state", "pools", "kernels"}
+    assert result.trace.meta["gc"]["frozen"] and result.trace.meta["gc"]["total_s"] >= 0  # rpexec.gc_pauses
+    assert set(result.trace.meta["pool_growth_bytes"]) == {"gradients", "activations"}
     ends = [1.0, 3.0, 6.0, 10.0]  # spans 2, 3, 4 s
     events = tuple(TraceEvent(0, "compute", f"0F{i}", "F", 0, 0, i, e - 0.5, e) for i, e in enumerate(ends))
     assert steady_iteration_s(Trace(events, {"steady_iterations": [1, 2, 3]})) == pytest.approx(3.0)
