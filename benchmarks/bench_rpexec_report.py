@@ -27,6 +27,19 @@ def loss_chunk_tokens(d: dict, path: Path, system: str) -> int | None:
     return json.loads(beside.read_text())["setup"]["training"].get("loss_chunk_tokens")
 
 
+def variant_label(d: dict, path: Path, r: dict) -> str:
+    """What sets a run apart from the benchmark's default, for its row: rpexec's full-logit loss or its
+    heap left unfrozen (an A/B of rpexec.gc_pauses), the library's weights drawn per value."""
+    notes = []
+    if loss_chunk_tokens(d, path, r["system"]) == 0:
+        notes.append("full logits")
+    if (r.get("gc") or {}).get("frozen") is False:
+        notes.append("gc not frozen")
+    if r.get("fill") == "normal":
+        notes.append("weights drawn per value")
+    return f" ({', '.join(notes)})" if notes else ""
+
+
 def table_rows(path: Path) -> list[str]:
     """README's benchmark rows for one saved run: size, system, seconds and tokens per iteration, ratio to
     the library's own partition, first / steady iteration, peak GPU and host GiB, fraction of the
@@ -50,7 +63,7 @@ def table_rows(path: Path) -> list[str]:
         times = r.get("iteration_times_s")
         first = times[0] / it_s if times else r["first_iteration_ratio"]
         ratio = f"{lib / it_s:.2f}" if lib else "no library run"
-        system = r["system"] + (" (full logits)" if loss_chunk_tokens(d, path, r["system"]) == 0 else "")
+        system = r["system"] + variant_label(d, path, r)
         fraction = f"{tokens / it_s / limit:.0%}" if limit else "not measured"
         rows.append(f"| {d['size']} | {system} | {it_s:.3f} | {tokens / it_s:,.0f} | {ratio} | {first:.2f} | "
                     f"{max(r['peak_gpu_mem_bytes']) / GiB:.1f} | {r['peak_host_mem_bytes'] / GiB:.1f} | {fraction} |")

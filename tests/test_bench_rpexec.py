@@ -157,6 +157,23 @@ def test_report_names_a_full_logit_run_from_the_file_or_its_plan(tmp_path, capsy
     assert rows[3].startswith("| 8b | rpexec:roundpipe | 4.000 |")
 
 
+def test_report_names_an_unfrozen_heap_and_per_value_library_weights(tmp_path, capsys):
+    import json
+    common = {"iteration_s": 4.0, "first_iteration_ratio": 1.25, "peak_gpu_mem_bytes": [10 * GiB],
+              "peak_host_mem_bytes": 140 * GiB}
+    run = {"size": "8b", "config": {"global_batch": 32, "seq": 2048}, "loss_chunk_tokens": 0, "results": [
+        {"system": "rpexec:roundpipe", **common, "gc": {"frozen": False}},
+        {"system": "rpexec:roundpipe", **common, "gc": {"frozen": True}},
+        {"system": "roundpipe library (auto partition)", **common, "fill": "normal"}]}
+    path = tmp_path / "bench-8b.json"
+    path.write_text(json.dumps(run))
+    assert bench.main(["--report", str(path)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[2].startswith("| 8b | rpexec:roundpipe (full logits, gc not frozen) | 4.000 |")
+    assert rows[3].startswith("| 8b | rpexec:roundpipe (full logits) | 4.000 |")
+    assert rows[4].startswith("| 8b | roundpipe library (auto partition) (weights drawn per value) | 4.000 |")
+
+
 def test_report_of_a_file_it_did_not_write_exits_2(tmp_path, capsys):
     other = tmp_path / "other.json"
     other.write_text("{}")
