@@ -129,7 +129,8 @@ def evaluate(point: dict, tmp: Path) -> dict:
     # over it caps its tokens/s whatever the links do.
     params = sum(x.trainable_params for x in sc.costs.layers)
     rounds = len(roundpipe_round_sizes(sc.training.n_mb, sc.server.n_gpus, None))
-    cpu_s = cpu_optimizer_rates(sc.server.host, sc.profile, sc.server.host_dram_bytes_per_s).step_s(params, rounds)
+    rates = cpu_optimizer_rates(sc.server.host, sc.profile, sc.server.host_dram_bytes_per_s)
+    cpu_s = rates.step_s(params, rounds, sum(rates.resident_params(x.optimizer_tensors) for x in sc.costs.layers))
     adam_bound = sc.training.tokens_per_iteration / cpu_s
     return {"roundpipe_tokens_per_s": round(rp_tps) if rp_tps else "",
             "best_baseline": best["schedule"] if best else "none fits",

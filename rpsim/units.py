@@ -1,6 +1,7 @@
 """Display-unit conversions, used only at the edges (CLI, plots). Inside, everything is SI."""
 from __future__ import annotations
 
+MiB = 1024**2
 GiB = 1024**3
 GB = 1e9
 TFLOPS = 1e12

@@ -11,7 +11,7 @@ from rpsim.catalog.data import preset_table
 from rpsim.catalog.gpus import calibrated_gpu, gpu_entry, load_gpu, resolve_gpu_name
 from rpsim.errors import SpecError, choices_message
 from rpsim.specs.server import HostSpec, LinkSpec, PCIeLinkSpec, ServerSpec, SocketSpec, SwitchSpec
-from rpsim.units import GiB
+from rpsim.units import GiB, MiB
 
 GPUS_GRAMMAR = ("--gpus takes <gpu>x<count> (e.g. 4090x8, h200x2), a server preset name "
                 "(rpsim list gpus), or a path to a topology .toml file")
@@ -39,7 +39,7 @@ _TOP_KEYS = {"gpu", "n_gpus", "p2p", "p2p_bandwidth_gb_per_s", "duplex_factor", 
              "calibration"}  # the calibration's conditions and raw figures: a record, not read
 _SECTION_KEYS = {
     "host": {"cores", "dram_gib", "adam_params_per_s", "pageable_efficiency", "grad_accumulate_params_per_s",
-             "issue_us"},
+             "grad_accumulate_resident_params_per_s", "last_level_cache_mib", "issue_us"},
     "inter_socket": {"bandwidth_gb_per_s", "latency_us"},
     "sockets": {"name", "dram_bandwidth_gb_per_s", "root_complex_gb_per_s"},
     "switches": {"name", "socket", "uplink_gb_per_s", "latency_us"},
@@ -133,7 +133,8 @@ def _check_keys(where: str, table: dict[str, Any], valid: set[str]) -> None:
 # sizes are > 0, efficiencies are fractions of a theoretical rate in (0, 1], latencies are >= 0.
 _COUNT_KEYS = {"cores", "count", "n_gpus", "pcie_gen", "pcie_width"}
 _POSITIVE_KEYS = {"dram_gib", "adam_params_per_s", "bandwidth_gb_per_s", "dram_bandwidth_gb_per_s",
-                  "root_complex_gb_per_s", "uplink_gb_per_s", "p2p_bandwidth_gb_per_s"}
+                  "root_complex_gb_per_s", "uplink_gb_per_s", "p2p_bandwidth_gb_per_s",
+                  "grad_accumulate_resident_params_per_s", "last_level_cache_mib"}
 _FRACTION_KEYS = {"h2d_efficiency", "d2h_efficiency", "pageable_efficiency", "duplex_factor"}
 _NON_NEGATIVE_KEYS = {"latency_us"}
 _STRING_KEYS = {"gpu", "name", "socket", "attach", "p2p", "host_numa", "source"}
@@ -231,7 +232,9 @@ def server_from_table(name: str, t: dict[str, Any], where: str) -> ServerSpec:
                                inter.get("latency_us", 0.0) * 1e-6) if inter else None),
         host=HostSpec(cores=_need(where, h, "cores"), dram_bytes=_need(where, h, "dram_gib") * GiB,
                       adam_params_per_s=_need(where, h, "adam_params_per_s"),
-                      **{k: h[k] for k in ("pageable_efficiency", "grad_accumulate_params_per_s") if k in h},
+                      **{k: h[k] for k in ("pageable_efficiency", "grad_accumulate_params_per_s",
+                                           "grad_accumulate_resident_params_per_s") if k in h},
+                      last_level_cache_bytes=h.get("last_level_cache_mib", 0.0) * MiB,
                       issue_s=_issue_s(f"{where} [host.issue_us]", h["issue_us"]) if "issue_us" in h else None),
         duplex_factor=t.get("duplex_factor", 1.0), p2p=t.get("p2p", "none"),
         p2p_bytes_per_s=p2p_bw * 1e9 if p2p_bw else None, host_numa=t.get("host_numa", "interleave"),

@@ -139,6 +139,21 @@ def layer_params(model: ModelSpec, index: int, active_only: bool = False) -> int
     return weights + biases + layer_norm_params(model)
 
 
+def layer_tensor_params(model: ModelSpec, index: int) -> tuple[int, ...]:
+    """The sizes of transformer layer `index`'s parameter tensors, one per weight matrix (each routed
+    expert its own), then the q/k/v biases, then all norm gains as one (each is far below any cache):
+    the host optimizer's unit of work (rpsim.costs.cpu_optimizer). They sum to layer_params."""
+    weights = [lin.inp * lin.out for lin in layer_linears(model, index) for _ in range(lin.copies)]
+    biases = [model.q_width, model.kv_width, model.v_width] if model.qkv_bias else []
+    return tuple(weights + biases + [layer_norm_params(model)])
+
+
+def lora_tensor_params(model: ModelSpec, train: TrainingSpec, index: int) -> tuple[int, ...]:
+    """Each adapted matrix's LoRA pair (A and B, rank x (in + out)) as one tensor: they sum to lora_params."""
+    return tuple(train.lora_rank * (lin.inp + lin.out) for lin in layer_linears(model, index)
+                 if lin.lora_target in train.lora_targets for _ in range(lin.copies))
+
+
 def lora_params(model: ModelSpec, train: TrainingSpec, index: int) -> int:
     return sum(lin.copies * train.lora_rank * (lin.inp + lin.out)
                for lin in layer_linears(model, index) if lin.lora_target in train.lora_targets)

@@ -18,7 +18,15 @@ from rpsim.costs.activations import (
     layer_forward_work_bytes,
     mlp_width_per_token,
 )
-from rpsim.costs.gemms import Gemm, attention_flops, layer_gemms, layer_params, lora_params
+from rpsim.costs.gemms import (
+    Gemm,
+    attention_flops,
+    layer_gemms,
+    layer_params,
+    layer_tensor_params,
+    lora_params,
+    lora_tensor_params,
+)
 from rpsim.costs.library_loss import CE_FORWARD_BYTES_PER_LOGIT, chunked_loss_times
 from rpsim.costs.rpexec_loss import FORWARD_BYTES_PER_LOGIT as RPEXEC_FORWARD_BYTES_PER_LOGIT
 from rpsim.costs.rpexec_loss import rpexec_chunked_head_times_s
@@ -55,6 +63,13 @@ class LayerCost:
     backward_extra_bytes: float = 0.0
     # The most its forward holds at once without grad (a recomputed plan's F); None: activation_bytes.
     forward_work_bytes: float | None = None
+    # The sizes of its trainable parameter tensors, which the host optimizer steps one by one (their cache
+    # residency sets its DRAM traffic: rpsim.costs.cpu_optimizer); empty: one tensor of trainable_params.
+    trainable_tensor_params: tuple[int, ...] = ()
+
+    @property
+    def optimizer_tensors(self) -> tuple[int, ...]:
+        return self.trainable_tensor_params or (self.trainable_params,)
 
     @property
     def forward_transient_bytes(self) -> float:
@@ -119,6 +134,8 @@ def transformer_layer_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec, 
         forward_s=fwd_s, backward_s=bwd_s, recompute_s=fwd_s,
         backward_extra_bytes=layer_backward_extra_bytes(model, train, index),
         forward_work_bytes=layer_forward_work_bytes(model, train, index),
+        trainable_tensor_params=((layer_tensor_params(model, index) if base_trainable else ())
+                                 + (lora_tensor_params(model, train, index) if adapters else ())),
     )
 
 
@@ -174,6 +191,7 @@ def embedding_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> Layer
         weight_bytes=weights, grad_bytes=grads, optim_bytes=optim, forward_flops=0.0, backward_flops=0.0,
         recompute_flops=0.0, activation_bytes=8.0 * t, input_bytes=8.0 * t, hbm_bytes=2 * out_bytes,
         forward_s=fwd_s, backward_s=(2 * fwd_s if trainable else 0.0), recompute_s=fwd_s,
+        trainable_tensor_params=(trainable,) if trainable else (),
     )
 
 
@@ -212,6 +230,7 @@ def head_cost(model: ModelSpec, train: TrainingSpec, gpu: GPUSpec) -> LayerCost:
         activation_bytes=head_activation_bytes(model, train), input_bytes=2.0 * t * h,
         hbm_bytes=roofline.gemm_bytes(g) + loss_bytes, forward_s=fwd_s, backward_s=bwd_s,
         recompute_s=recompute_s,
+        trainable_tensor_params=() if frozen else (h,) + (() if model.tied_embeddings else (v * h,)),
     )
 
 

@@ -94,6 +94,7 @@ class FastContext:
     inp: tuple[float, ...]  # the activation entering each pipeline layer, per microbatch
     inp_sum: Prefix
     params: Prefix  # trainable parameters
+    resident: Prefix  # of them, in tensors whose accumulation fits the host's cache (rpsim.costs.cpu_optimizer)
     n_layers: int  # pipeline layers (embedding, transformer layers, head)
     links: Links
     cpu: CpuOptimizerRates
@@ -137,7 +138,9 @@ def context_of(sc: Scenario) -> FastContext:
                          zip(itertools.accumulate(float(x.activation_bytes) for x in layers), layers)),
         layer_walk=tuple(x.activation_bytes + x.backward_extra_bytes for x in layers),
         fwd_work=tuple(x.forward_transient_bytes for x in layers), inp=inp, inp_sum=Prefix(inp),
-        params=Prefix([x.trainable_params for x in layers]), n_layers=len(layers), links=links_of(sc),
+        params=Prefix([x.trainable_params for x in layers]),
+        resident=Prefix([cpu.resident_params(x.optimizer_tensors) for x in layers]), n_layers=len(layers),
+        links=links_of(sc),
         cpu=cpu,
         gpu_step_s_per_param=gpu_step_s_per_param(sc.server.gpu),
         gpu_memory_bytes=sc.server.gpu.memory_bytes, host_memory_bytes=sc.server.host.dram_bytes)

@@ -34,6 +34,7 @@ class Slot:
     grad_bytes: float
     params: float
     work_bytes: float  # activation working set while computing one microbatch
+    resident_params: float = 0.0  # of params, in tensors whose accumulation fits the host's cache
 
 
 def slots_of(ctx: FastContext, part: Partition) -> list[Slot]:
@@ -66,7 +67,7 @@ def slots_of(ctx: FastContext, part: Partition) -> list[Slot]:
         # rpsim.sim.memory's rule: a layer-grain backward recomputes one layer at a time; FB all at once.
         work = ctx.backward_work(a, b, layer_mode and not fused)
         out.append(Slot("FB" if fused else "B", s, t, inb, ctx.boundary(a), ctx.weight(a, b), ctx.grad(a, b),
-                        ctx.params(a, b), work))
+                        ctx.params(a, b), work, ctx.resident(a, b)))
     return out
 
 
@@ -97,7 +98,8 @@ def estimate_roundpipe(ctx: FastContext, part: Partition, round_size: int | None
     if is_async:
         # The CPU steps every layer once per iteration, and the GPUs share the iteration's compute:
         # neither can be beaten in a steady state (a few simulated iterations can seem to).
-        cpu_s = ctx.cpu.step_s(ctx.params(0, ctx.n_layers), len(rounds))  # a download per round and layer
+        cpu_s = ctx.cpu.step_s(ctx.params(0, ctx.n_layers), len(rounds),  # a download per round and layer
+                               ctx.resident(0, ctx.n_layers))
         iteration = max(iteration, cpu_s, work_bound_s(ctx, slots))
     per_mb = sum(s.out_bytes for s in slots)
     states = ctx.weight(0, ctx.n_layers) + ctx.grad(0, ctx.n_layers) + ctx.optim(0, ctx.n_layers)
@@ -138,10 +140,10 @@ class _Dispatch:
 
     def iterations(self, hop: list[float], rounds: list[int]) -> float:
         n, slots, n_bwd = self.ctx.n_gpus, self.slots, self.n_bwd
-        params = [0.0] * n_bwd
+        params, resident = [0.0] * n_bwd, [0.0] * n_bwd
         for s in slots:
             if s.kind != "F":
-                params[s.bwd_stage] = s.params
+                params[s.bwd_stage], resident[s.bwd_stage] = s.params, s.resident_params
         steps: list[list[float]] = []  # per iteration, per backward stage: end of its CPU step
         cpu, ends = 0.0, []
         n_iters, period = 1, 1
@@ -155,7 +157,7 @@ class _Dispatch:
             ends.append(max(self.round(size, hop, gate, reuse, ready) for size in rounds))
             done = [0.0] * n_bwd
             for stage in range(n_bwd - 1, -1, -1):  # deepest layers first, as gradients complete
-                cpu = max(cpu, ready[stage]) + self.ctx.cpu.step_s(params[stage], len(rounds))
+                cpu = max(cpu, ready[stage]) + self.ctx.cpu.step_s(params[stage], len(rounds), resident[stage])
                 done[stage] = cpu
             steps.append(done)
         if not self.is_async:

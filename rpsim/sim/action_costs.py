@@ -38,12 +38,19 @@ class CostContext:
     stateless: bool
     staged: dict[tuple[int, int], int]  # (layer, iteration) -> gradients downloaded for its CPU STEP
     issue: tuple[tuple[float, float, float], ...] | None = None  # HostSpec.issue_s (rpsim.sim.host_issue)
+    # per pipeline layer: trainable parameters in tensors that fit the host's cache (rpsim.costs.cpu_optimizer)
+    cache_resident_params: tuple[float, ...] = ()
 
     @classmethod
     def of(cls, plan: Plan, costs: ModelCosts, cpu: CpuOptimizerRates, gpu_step_s_per_param: float,
            issue: tuple[tuple[float, float, float], ...] | None = None) -> CostContext:
         return cls(plan, costs, cpu, gpu_step_s_per_param, not stages_are_resident(plan), staged_gradients(plan),
-                   issue)
+                   issue, tuple(cpu.resident_params(x.optimizer_tensors) for x in costs.layers))
+
+    def host_step_args(self, a: Action) -> tuple[float, int, float]:
+        """A CPU STEP over one layer: (its parameters, staged gradients, cache-resident parameters)."""
+        return (self.costs.layers[a.chunk].trainable_params, self.staged.get((a.chunk, a.it), 1),  # type: ignore[index]
+                self.cache_resident_params[a.chunk] if self.cache_resident_params else 0.0)  # type: ignore[index]
 
 
 def staged_gradients(plan: Plan) -> dict[tuple[int, int], int]:
@@ -79,7 +86,7 @@ def duration_s(ctx: CostContext, a: Action) -> float:
         return half + (sum(x.recompute_s for x in span) if recompute and a.kind == "I" else 0.0)
     if a.kind == "STEP":
         if a.chunk is not None:  # the CPU optimizer over one layer (rpsim.costs.cpu_optimizer)
-            return ctx.cpu.step_s(layers[a.chunk].trainable_params, ctx.staged.get((a.chunk, a.it), 1))
+            return ctx.cpu.step_s(*ctx.host_step_args(a))
         lo, hi = _range(ctx, a)
         params = sum(x.trainable_params for x in layers[lo:hi])
         return params * ctx.gpu_step_s_per_param
@@ -97,10 +104,10 @@ def action_issue_s(ctx: CostContext, a: Action) -> tuple[float, float] | None:
     return host_issue_s(ctx.issue, lo, hi, len(ctx.costs.layers), a.kind, ctx.plan.recompute != "none")
 
 
-def host_step_bytes(ctx: CostContext, a: Action) -> tuple[float, float]:
-    """DRAM bytes of a host optimizer STEP's accumulation and Adam phases (rpsim.costs.cpu_optimizer)."""
-    return ctx.cpu.phase_bytes(ctx.costs.layers[a.chunk].trainable_params,  # type: ignore[index]
-                               ctx.staged.get((a.chunk, a.it), 1))
+def host_step_bytes(ctx: CostContext, a: Action) -> tuple[float, float, float]:
+    """DRAM bytes of a host optimizer STEP's streamed accumulation, cache-resident accumulation and Adam
+    phases (rpsim.costs.cpu_optimizer)."""
+    return ctx.cpu.phase_bytes(*ctx.host_step_args(a))
 
 
 def boundary_bytes(ctx: CostContext, layer: int) -> float:

@@ -26,10 +26,11 @@ class Topology:
     d2h_paths: tuple[tuple[Path, ...], ...]
     p2p_bytes_per_s: float | None
     latency_s: float
-    # The host optimizer's two phases (rpsim.costs.cpu_optimizer): per phase, one path per socket holding a
-    # share of the state, each crossing that socket's DRAM and the phase's own rate cap (the optimizer's
-    # measured speed when DRAM is not what limits it).
-    optimizer_paths: tuple[tuple[Path, ...], tuple[Path, ...]] = ((), ())
+    # The host optimizer's three phases (rpsim.costs.cpu_optimizer: streamed accumulation, cache-resident
+    # accumulation, Adam): per phase, one path per socket holding a share of the state, each crossing that
+    # socket's DRAM and the phase's own rate cap (the optimizer's measured speed when DRAM is not what
+    # limits it).
+    optimizer_paths: tuple[tuple[Path, ...], ...] = ((), (), ())
 
     def p2p_path(self, src: int, dst: int) -> Path:
         return (f"g{src}.p2p_out", f"g{dst}.p2p_in")
@@ -83,16 +84,19 @@ def build_topology(server: ServerSpec, profile: Profile | None = None) -> Topolo
     p2p = cap.get("g0.p2p_out")
     rates = cpu_optimizer_rates(server.host, profile, server.host_dram_bytes_per_s)
     cap[OPTIMIZER_ACCUMULATE], cap[OPTIMIZER_ADAM] = rates.accumulate_bytes_per_s, rates.adam_bytes_per_s
+    cap[OPTIMIZER_RESIDENT] = rates.resident_accumulate_bytes_per_s
     if server.host.issue_s is not None:
         cap[INTERPRETER] = 1.0  # seconds of issue work per second (rpsim.sim.host_issue)
     optimizer_paths = tuple(tuple((f"dram:{s.name}", phase) for s in server.sockets)
-                            for phase in (OPTIMIZER_ACCUMULATE, OPTIMIZER_ADAM))
+                            for phase in (OPTIMIZER_ACCUMULATE, OPTIMIZER_RESIDENT, OPTIMIZER_ADAM))
     return Topology(cap, tuple(pairs), duplex, tuple(h2d_paths), tuple(d2h_paths), p2p, latency,
                     optimizer_paths)  # type: ignore[arg-type]
 
 
 OPTIMIZER_ACCUMULATE = "host.optimizer.accumulate"
 OPTIMIZER_ADAM = "host.optimizer.adam"
+# later accumulation passes over cache-resident tensors: the cores bound them, each takes 2 B from DRAM
+OPTIMIZER_RESIDENT = "host.optimizer.accumulate_resident"
 
 
 def _path(holder: str, home: str, switch: str | None, gpu: int, direction: str) -> Path:

@@ -82,6 +82,10 @@ class HostSpec:
     pageable_efficiency: float = 0.34  # pageable / pinned H2D; h200x2: 18.7 / 55.4 GB/s (hardware.md)
     # Summing one downloaded gradient into the fp32 gradient, params/s; None: from Adam's by byte ratio
     grad_accumulate_params_per_s: float | None = None
+    # The same over a tensor whose fp32 gradient and scratch stay in the last-level cache across its staged
+    # gradients (rpsim.costs.cpu_optimizer); None: no faster than a streamed one
+    grad_accumulate_resident_params_per_s: float | None = None
+    last_level_cache_bytes: float = 0.0  # the socket's largest CPU cache (lscpu "L3"); 0: unknown
     # Seconds the executor's host threads spend issuing one pipeline layer, per kind (embed, layer, head):
     # (forward without autograd, forward with autograd, forward with autograd + backward), measured by
     # `rpexec calibrate`; None: issue is not modelled (rpsim.sim.host_issue).
