@@ -53,6 +53,18 @@ def resident_rates_by_threads() -> dict[int, float]:
     return out
 
 
+def alone_probe_s(hidden: int, threads: int, n_staged: int) -> float:
+    """The decoder STEP timed alone over this layer shape at this thread count (the same rate files):
+    its 1-gradient time plus n_staged - 1 of its per-gradient increments."""
+    from rpsim.jsonfile import read_json
+    for name in RATE_FILES:
+        for row in read_json(MACHINES / name, "layer step rates", ValueError):
+            if row["hidden"] == hidden and row.get("threads", 32) == threads:
+                one, eight = row["step_1_staged_s"], row["step_8_staged_s"]
+                return one + (n_staged - 1) * (eight - one) / 7
+    raise ValueError(f"no alone STEP of a {hidden}-wide layer at {threads} threads in {RATE_FILES}")
+
+
 def variant_machine(n_gpus: int, variant: str, threads: int, folder: Path) -> Path:
     """The calibrated machine file, with the host's cache (and resident rate) added per `variant`."""
     from rpsim.report.toml_text import toml_text
@@ -121,6 +133,7 @@ def predicted_row(plan, sc, variant: str, n_layers: int) -> dict:
 def compare(data: Path = DATA) -> list[dict]:
     from rpsim.ir.planio import load_plan
     from rpsim.scenario import scenario_from_setup
+    from rpsim.sim.action_costs import staged_gradients
     from rpsim.sim.trace import load_trace
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,6 +147,9 @@ def compare(data: Path = DATA) -> list[dict]:
                 sc = scenario_from_setup(prediction_setup(plan.setup, plan.n_gpus, "machine", data, machine))
                 n_layers = len(sc.costs.layers)
                 row.update(predicted_row(plan, sc, variant, n_layers))
+            n_staged = staged_gradients(plan).get((1, min(1, plan.n_iters - 1)), 1)
+            row["decoder_staged"] = n_staged
+            row["alone_probe_decoder_ms"] = 1e3 * alone_probe_s(sc.model.hidden, threads, n_staged)
             row["decoder_params"] = sc.costs.layers[1].trainable_params
             row["embed_params"] = sc.costs.layers[0].trainable_params
             rows.append({**row, **measured_row(plan, trace, n_layers)})
@@ -148,6 +164,12 @@ def report(rows: list[dict]) -> None:
               f"{r['measured_decoder_beside_nothing_ms']:6.1f} / {r['measured_decoder_beside_gpu_ms']:6.1f}   "
               + " / ".join(f"{r[f'{v}_decoder_ms']:6.1f}" for v in VARIANTS)
               + f"   embedding {r['measured_embed_ms']:6.1f} vs {r['streamed_embed_ms']:6.1f}")
+    print("decoder STEP with nothing beside it in the run against the same layer's STEP timed alone at the "
+          "run's thread count (another lease), ms:")
+    for r in rows:
+        m, a = r["measured_decoder_beside_nothing_ms"], r["alone_probe_decoder_ms"]
+        print(f"  {r['run']:30s} {r['decoder_staged']} staged, {r['threads']:>2d} thr: run {m:6.1f}, "
+              f"alone {a:6.1f}, excess {m - a:5.1f} ({100 * (m / a - 1):+4.0f}%)")
     print("a decoder layer's STEP per parameter over the embedding's (same run, so the same lease; the "
           "embedding's tensor is 2.5-4x the cache): measured, then streamed / cache / cache+rate:")
     for r in rows:
