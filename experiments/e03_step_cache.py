@@ -171,7 +171,7 @@ def report(rows: list[dict]) -> None:
         print(f"  {r['run']:30s} {r['decoder_staged']} staged, {r['threads']:>2d} thr: run {m:6.1f}, "
               f"alone {a:6.1f}, excess {m - a:5.1f} ({100 * (m / a - 1):+4.0f}%)")
     print("a decoder layer's STEP per parameter over the embedding's (same run, so the same lease; the "
-          "embedding's tensor is 2.5-4x the cache): measured, then streamed / cache / cache+rate:")
+          "embedding's gradient + scratch are 1.7-13x the cache): measured, then streamed / cache / cache+rate:")
     for r in rows:
         ratios = [(r[f"{k}_decoder_ms"] / r["decoder_params"]) / (r[f"{k}_embed_ms"] / r["embed_params"])
                   for k in ("measured", *VARIANTS)]
