@@ -11,17 +11,21 @@ from experiments.e03_sim_vs_real import ROOT, model, prediction_setup
 # microbatch) from issue 15's, session 9's two leases and session 10's three. The library computes its
 # loss over full logits (bench's Logits module).
 BENCH = ROOT / "experiments" / "data" / "rpexec-bench"
-S9, S10 = BENCH / "session9", BENCH / "session10"
+S9, S10, S11 = BENCH / "session9", BENCH / "session10", BENCH / "session11"
 LIBRARY_BENCHES = {
     "llama-2.8b": (64, 8, (ROOT / "experiments" / "data" / "rpexec-h200x2" / "bench.json", BENCH / "bench-2.8b.json",
                            S9 / "lease1-before-kernel-warmup" / "bench-2.8b.json",
                            S9 / "lease2" / "with-library" / "bench-2.8b.json",
-                           S10 / "call5-2.8b-clocks" / "bench-2.8b.json")),
+                           S10 / "call5-2.8b-clocks" / "bench-2.8b.json",
+                           S11 / "call1-2.8b-pools-gemm-power" / "bench-2.8b.json",
+                           S11 / "call2-2.8b-gc-ab" / "frozen" / "bench-2.8b.json",
+                           S11 / "call3-8b-2.8b-8-iters" / "2.8b" / "bench-2.8b.json")),
     "llama3-8b": (32, 4, (BENCH / "bench-8b.json", S9 / "lease1-before-kernel-warmup" / "bench-8b.json",
                           S9 / "lease2" / "with-library" / "bench-8b.json",
                           S10 / "call1-8b-kernel-trace" / "bench-8b.json",
                           S10 / "call3-kernels-and-clocks" / "bench-8b.json",
-                          S10 / "call4-8b-full-logits" / "bench-8b.json")),
+                          S10 / "call4-8b-full-logits" / "bench-8b.json",
+                          S11 / "call3-8b-2.8b-8-iters" / "8b" / "bench-8b.json")),
 }
 
 
