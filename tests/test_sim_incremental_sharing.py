@@ -129,11 +129,11 @@ def test_a_real_server_run_keeps_every_rate_equal_to_a_full_solve(monkeypatch):
     from rpsim.sim.simulate import simulate
     from rpsim.specs import TrainingSpec
 
-    reallocate = network.FlowNetwork._reallocate
+    settle = network.FlowNetwork._settle
     n_checked = [0]
 
-    def checked(self):
-        reallocate(self)
+    def checked(self, event):
+        settle(self, event)
         shares = [Flow((flow.flow_id, i), path, flow.priority)  # one flow per share, in start order
                   for flow in self._flows.values() for i, path in enumerate(flow.paths)]
         full = allocate_rates(shares, self.capacity_bytes_per_s, self.duplex_pairs, self.duplex_factor)
@@ -141,7 +141,7 @@ def test_a_real_server_run_keeps_every_rate_equal_to_a_full_solve(monkeypatch):
         assert kept == full, f"at {self.env.now} s"
         n_checked[0] += 1
 
-    monkeypatch.setattr(network.FlowNetwork, "_reallocate", checked)
+    monkeypatch.setattr(network.FlowNetwork, "_settle", checked)
     sc = make_scenario("qwen3-8b", "4090x8", TrainingSpec(seq_len=2048, global_batch=64, mb_size=4))
     simulate(make_plan(sc, PlanRequest("roundpipe", n_iters=1)), sc)
     assert n_checked[0] > 1000

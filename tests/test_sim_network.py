@@ -77,13 +77,13 @@ def test_one_rate_computation_per_instant_with_a_change(monkeypatch):
     # done); the wake-up for 1 s scheduled at 0 s is stale by then and must not cause one more.
     calls = []
 
-    settle = incremental_sharing.IncrementalRates.settle
+    settle = incremental_sharing.IncrementalRates.settle_covering
 
     def counting(self):
         calls.append(len(self))
         return settle(self)
 
-    monkeypatch.setattr(incremental_sharing.IncrementalRates, "settle", counting)
+    monkeypatch.setattr(incremental_sharing.IncrementalRates, "settle_covering", counting)
     transfers = [(("link",), 5 * GB, 1, 0.0), (("link",), 5 * GB, 1, 0.0), (("link",), 2 * GB, 1, 0.5)]
     finish_s, _ = _run({"link": 10 * GB}, transfers)
     assert finish_s == pytest.approx([1.2, 1.2, 1.1], rel=REL)
@@ -227,13 +227,13 @@ def _timed_run(network_class, capacity, transfers):
     env = simpy.Environment()
     net = network_class(env, capacity)
     settles: list[float] = []
-    settle = net._rates.settle
+    settle = net._rates.settle_covering
 
     def counted():
         settles.append(env.now)
         return settle()
 
-    net._rates.settle = counted
+    net._rates.settle_covering = counted
     finish_s: dict[int, float] = {}
 
     def lane(i, wait_s, paths, n_bytes, priority, latency_s):

@@ -21,7 +21,7 @@ from rpsim.sim.action_costs import CostContext, action_issue_s, duration_s, host
 from rpsim.sim.host_issue import INTERPRETER
 from rpsim.sim.network import FlowNetwork
 from rpsim.sim.steady import SteadyWatch
-from rpsim.sim.timer import timer
+from rpsim.sim.timer import run_events, timer
 from rpsim.sim.topology import TRANSFER_PRIORITY, Topology
 from rpsim.sim.trace import Trace, TraceEvent
 
@@ -74,7 +74,7 @@ def run_engine(inp: EngineInputs) -> EngineRun:
     run = _Run(env, inp, net, ids, watched, times, finished, events, cost, steady)
     for ((gpu, lane), actions), lane_ids in zip(sorted(inp.plan.lanes.items()), ids.lanes):
         env.process(_lane(run, gpu, lane, actions, lane_ids))
-    env.run(until=steady.event if steady else None)
+    run_events(env, steady.event if steady else None)  # env.run(until=...) without a call per event
     progress = lane_progress(inp.plan, ids, times)
     nodes = ids.nodes
     timed = {nodes[i]: times[i] for i in finished}  # type: ignore[misc]

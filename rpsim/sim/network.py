@@ -198,14 +198,17 @@ class FlowNetwork:
     def _start_all(self, flows: list[_LiveFlow], settle: bool = True) -> None:
         """Start `flows` now; `settle`: request the settle that rates them (else the caller runs it)."""
         now_s = self.env._now  # noqa: SLF001 (the property costs a Python call; this runs per event)
-        live, busy_log = self._flows, self._busy_log
+        live, busy_log, crossings_of = self._flows, self._busy_log, self._crossings_of
         seq = self._next_seq
         for flow in flows:
             flow.since_s = [now_s] * len(flow.paths)
             flow.seq = seq
             seq += 1
             live[flow.flow_id] = flow
-            flow.crossings = crossings = self._crossings(flow.paths)
+            crossings = crossings_of.get(flow.paths)  # (_crossings' lookup, inline: once per start)
+            if crossings is None:
+                crossings = self._crossings(flow.paths)
+            flow.crossings = crossings
             busy_log.append((now_s, crossings, 1))
             if flow.share_bytes <= _DONE_BYTES:
                 self._tiny_started.append(flow)
@@ -234,11 +237,59 @@ class FlowNetwork:
             timer(self.env, 0, self._settle)
 
     def _settle(self, _event: simpy.Event | None) -> None:
+        """Complete what is done now, re-rate the flows the changes since the last settle affect, restart
+        the clocks of those whose rates changed, and schedule the wake-up at the earliest finish. One frame
+        for what runs on every settle (~1.2 per action): the tracker's whole-mix hit hands back every
+        active flow with its stored rates, and the comparison with the rates the clock runs at is here."""
         self._settle_pending = False
         live = self._flows
-        if self._tiny_started or (live and min(map(_done_from_of, live.values())) <= self.env._now):  # noqa: SLF001
+        now_s = self.env._now  # noqa: SLF001 (the property costs a Python call; this runs per event)
+        if self._tiny_started or (live and min(map(_done_from_of, live.values())) <= now_s):
             self._complete_finished()  # (the same test first, inline: usually no flow is done)
-        self._reallocate()
+        if not live:
+            return  # what the tracker marked stale has no flow left: its next settle finds nothing there
+        for flow, rates in self._rates.settle_covering():
+            old_rates = flow.rates  # type: ignore[attr-defined]
+            if old_rates == rates:
+                continue  # (a whole-mix hit lists every active flow: most keep their rates)
+            left, since, finish, done_from = flow.left_bytes, flow.since_s, flow.finish, flow.done_from  # type: ignore[attr-defined]
+            within = flow.done_within_bytes  # type: ignore[attr-defined]
+            if not old_rates:  # started at this instant (a settle follows each start at once): nothing moved
+                for i, rate in enumerate(rates):
+                    if rate > 0:
+                        left_bytes = left[i]
+                        since[i] = now_s
+                        finish[i] = now_s + left_bytes / rate
+                        done_from[i] = now_s + (left_bytes - within) / rate
+            else:
+                for i, rate in enumerate(rates):
+                    old_rate = old_rates[i]
+                    if rate == old_rate:
+                        continue
+                    # Restart the share's clock: what it moved at the old rate since its last change is gone.
+                    left_bytes = left[i]
+                    elapsed_s = now_s - since[i]
+                    if elapsed_s > 0:  # (re-rated at its start instant: nothing moved)
+                        left_bytes -= old_rate * elapsed_s
+                        if left_bytes < 0.0:  # max(left_bytes, 0.0) without the builtin call
+                            left_bytes = 0.0
+                        left[i] = left_bytes
+                    since[i] = now_s
+                    if rate > 0:
+                        finish[i] = now_s + left_bytes / rate
+                        done_from[i] = now_s + (left_bytes - within) / rate
+                    else:
+                        finish[i] = done_from[i] = math.inf
+            flow.rates = rates  # type: ignore[attr-defined]
+            flow.finish_s = min(finish)  # type: ignore[attr-defined]
+            flow.done_from_s = min(done_from)  # type: ignore[attr-defined]
+        # _schedule_wake, inline
+        finish_s = min(map(_finish_of, live.values()))
+        if finish_s == math.inf or finish_s == self._wake_s:
+            return
+        self._generation += 1
+        self._wake_s = finish_s
+        timer(self.env, max(finish_s - now_s, 0.0), self._on_wake, self._generation)
 
     def _on_wake(self, event: simpy.Event) -> None:
         if event._value != self._generation:  # noqa: SLF001 (.value checks the event was triggered)
@@ -299,37 +350,6 @@ class FlowNetwork:
         for flow in ended:
             flow.done()
         return n_shares
-
-    def _reallocate(self) -> None:
-        if not self._flows:
-            return  # what the tracker marked stale has no flow left: its next settle finds nothing there
-        now_s = self.env._now  # noqa: SLF001
-        for flow, rates in self._rates.settle():
-            old_rates = flow.rates  # type: ignore[attr-defined]
-            left, since, finish, done_from = flow.left_bytes, flow.since_s, flow.finish, flow.done_from  # type: ignore[attr-defined]
-            within = flow.done_within_bytes  # type: ignore[attr-defined]
-            for i, rate in enumerate(rates):
-                old_rate = old_rates[i] if old_rates else 0.0
-                if rate == old_rate:
-                    continue
-                # Restart the share's clock: what it moved at the old rate since its last change is gone.
-                left_bytes = left[i]
-                elapsed_s = now_s - since[i]
-                if elapsed_s > 0:  # (re-rated at its start instant: nothing moved)
-                    left_bytes -= old_rate * elapsed_s
-                    if left_bytes < 0.0:  # max(left_bytes, 0.0) without the builtin call
-                        left_bytes = 0.0
-                    left[i] = left_bytes
-                since[i] = now_s
-                if rate > 0:
-                    finish[i] = now_s + left_bytes / rate
-                    done_from[i] = now_s + (left_bytes - within) / rate
-                else:
-                    finish[i] = done_from[i] = math.inf
-            flow.rates = rates  # type: ignore[attr-defined]
-            flow.finish_s = min(finish)  # type: ignore[attr-defined]
-            flow.done_from_s = min(done_from)  # type: ignore[attr-defined]
-        self._schedule_wake()
 
     def _schedule_wake(self) -> None:
         """One wake-up at the earliest projected finish (found by a scan in C: nearly every settle changes
