@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass
+from operator import itemgetter
 
 from rpsim.costs.layer_costs import WEIGHT_BYTES_PER_PARAM
 from rpsim.ir import CPU, Action, Plan
@@ -20,6 +21,7 @@ from rpsim.sim.trace import Trace
 # run within a few percent (tests/test_e03_memory.py), so the factor applies to feasibility only.
 ALLOCATOR_OVERHEAD = 1.1
 Timed = dict[tuple[int, Action], tuple[float, float]]
+_first, _second = itemgetter(0), itemgetter(1)
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class MemoryTimeline:
     steps: dict[int, list[tuple[float, float]]]
 
     def peak_bytes(self, device: int) -> float:
-        return max((b for _, b in self.steps.get(device, [])), default=0.0)
+        return max(map(_second, self.steps.get(device, [])), default=0.0)  # (the scan in C)
 
 
 def timed_actions(plan: Plan, trace: Trace) -> Timed:
@@ -58,9 +60,9 @@ def memory_timeline(plan: Plan, trace: Trace, ctx: CostContext, timed: Timed | N
     steps = {}
     for device, items in deltas.items():
         items.sort()  # by (time, delta): frees before allocations at the same instant
-        levels = itertools.accumulate((d for _, d in items), initial=0.0)  # 0.0 + d0 + d1 ...: a running sum
+        levels = itertools.accumulate(map(_second, items), initial=0.0)  # 0.0 + d0 + d1 ...: a running sum
         next(levels)
-        steps[device] = list(zip((t for t, _ in items), levels))
+        steps[device] = list(zip(map(_first, items), levels))
     return MemoryTimeline(steps)
 
 
