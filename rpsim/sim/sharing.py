@@ -206,9 +206,8 @@ def _fill_class(members: list[int], paths: Sequence[tuple[str, ...]], counts: Se
                 n_crossing[resource] = count
                 crossers[resource] = [group]
     if len(n_crossing) >= HEAP_FILL_RESOURCES:
-        _fill_class_heap(members, paths, counts, left_bytes_per_s, rates, n_crossing, crossers)
+        _fill_class_heap(paths, counts, left_bytes_per_s, rates, n_crossing, crossers)
         return
-    frozen = dict.fromkeys(members, False)
     while n_crossing:
         # The bottleneck: the smallest fair share, ties to the resource seen first in the flow list (inlined:
         # this runs on every flow event). Capacity left can dip a few ulps below zero; it counts as zero.
@@ -218,16 +217,13 @@ def _fill_class(members: list[int], paths: Sequence[tuple[str, ...]], counts: Se
             share = left / n if left > 0.0 else 0.0
             if share < share_bytes_per_s:
                 bottleneck, share_bytes_per_s = resource, share
-        if bottleneck is None:  # only unlimited (inf) resources remain
-            _unlimited(frozen, rates)
+        if bottleneck is None:  # only unlimited (inf) resources remain: their groups keep rate inf
             return
-        _freeze(paths, counts, crossers[bottleneck], share_bytes_per_s, frozen, rates, left_bytes_per_s,
-                n_crossing)
+        _freeze(paths, counts, crossers[bottleneck], share_bytes_per_s, rates, left_bytes_per_s, n_crossing, None)
 
 
-def _fill_class_heap(members: list[int], paths: Sequence[tuple[str, ...]], counts: Sequence[int],
-                     left_bytes_per_s: dict[str, float], rates: list[float],
-                     n_crossing: dict[str, int], crossers: dict[str, list[int]]) -> None:
+def _fill_class_heap(paths: Sequence[tuple[str, ...]], counts: Sequence[int], left_bytes_per_s: dict[str, float],
+                     rates: list[float], n_crossing: dict[str, int], crossers: dict[str, list[int]]) -> None:
     """_fill_class's rounds with the bottleneck taken from a heap of (fair share, first-seen rank): the
     scan picks the smallest share, ties to the resource seen first, which is the heap's order too. An
     entry is current while its share equals the resource's share now (recomputed the scan's way, so the
@@ -239,7 +235,6 @@ def _fill_class_heap(members: list[int], paths: Sequence[tuple[str, ...]], count
         left = left_bytes_per_s[resource]
         heap.append((left / n if left > 0.0 else 0.0, rank[resource], resource))
     heapq.heapify(heap)
-    frozen = dict.fromkeys(members, False)
     while n_crossing:
         while True:
             share_bytes_per_s, _rank, bottleneck = heapq.heappop(heap)
@@ -248,11 +243,10 @@ def _fill_class_heap(members: list[int], paths: Sequence[tuple[str, ...]], count
                 left = left_bytes_per_s[bottleneck]
                 if (left / n if left > 0.0 else 0.0) == share_bytes_per_s:
                     break
-        if share_bytes_per_s == math.inf:  # only unlimited (inf) resources remain
-            _unlimited(frozen, rates)
+        if share_bytes_per_s == math.inf:  # only unlimited (inf) resources remain: their groups keep rate inf
             return
-        touched = _freeze(paths, counts, crossers[bottleneck], share_bytes_per_s, frozen, rates,
-                          left_bytes_per_s, n_crossing)
+        touched: dict[str, None] = {}
+        _freeze(paths, counts, crossers[bottleneck], share_bytes_per_s, rates, left_bytes_per_s, n_crossing, touched)
         for resource in touched:
             n = n_crossing.get(resource)
             if n is not None:
@@ -261,16 +255,15 @@ def _fill_class_heap(members: list[int], paths: Sequence[tuple[str, ...]], count
 
 
 def _freeze(paths: Sequence[tuple[str, ...]], counts: Sequence[int], crossing: list[int],
-            share_bytes_per_s: float, frozen: dict[int, bool], rates: list[float],
-            left_bytes_per_s: dict[str, float], n_crossing: dict[str, int]) -> dict[str, None]:
+            share_bytes_per_s: float, rates: list[float], left_bytes_per_s: dict[str, float],
+            n_crossing: dict[str, int], touched: dict[str, None] | None) -> None:
     """One round of filling: the unfrozen groups `crossing` the bottleneck get `share_bytes_per_s`, which
     each of their flows spends along the path (a resource leaves n_crossing at zero flows); the resources
-    touched."""
-    touched: dict[str, None] = {}
+    it spends on go into `touched` when given (the heap fill's). A group is frozen once its rate is finite:
+    every group of the class starts at inf (allocate_groups), and a freeze's share is finite."""
     for group in crossing:
-        if frozen[group]:
-            continue
-        frozen[group] = True
+        if rates[group] != math.inf:
+            continue  # frozen in an earlier round (or earlier in this one: a path crossing it twice)
         rates[group] = share_bytes_per_s
         count = counts[group]
         for resource in paths[group]:
@@ -278,17 +271,10 @@ def _freeze(paths: Sequence[tuple[str, ...]], counts: Sequence[int], crossing: l
                 left_bytes_per_s[resource] -= share_bytes_per_s
             else:  # once per flow, as the flows would (k * share rounds differently); the loop in C
                 left_bytes_per_s[resource] = reduce(sub, repeat(share_bytes_per_s, count), left_bytes_per_s[resource])
-            touched[resource] = None
+            if touched is not None:
+                touched[resource] = None
             n = n_crossing[resource] - count
             if n:
                 n_crossing[resource] = n
             else:
                 del n_crossing[resource]
-    return touched
-
-
-def _unlimited(frozen: dict[int, bool], rates: list[float]) -> None:
-    """Only unlimited (inf) resources remain: every unfrozen group's rate is inf."""
-    for group, done in frozen.items():
-        if not done:
-            rates[group] = math.inf
