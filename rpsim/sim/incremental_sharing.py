@@ -143,7 +143,6 @@ class IncrementalRates:
     def end_all(self, flows: Iterable[Bundle]) -> None:
         """`end` each flow in order."""
         seq, active, kinds, rates, load, stale = self._seq, self._active, self._kind, self._rate, self._load, self._stale
-        on, summed, on_summed = self._on, self._summed, self._on_summed
         for flow in flows:
             flow_id = flow.flow_id
             del seq[flow_id]
@@ -155,14 +154,7 @@ class IncrementalRates:
             if share_rates is not None:
                 for resource, share in kind.summed_pairs:
                     load[resource] -= share_rates[share]
-            for resource in kind.tracked:  # _leave, inline (once per end)
-                crossing = on[resource]
-                del crossing[flow_id]
-                if not crossing:
-                    del on[resource]
-                    if resource in summed:
-                        load[resource] = 0.0  # exact again: no drift survives an idle resource
-                        del on_summed[resource]
+            self._leave(flow_id, kind.tracked)
             stale.update(self._stale_keys[k])
 
     def drop_shares(self, flow: Bundle, keep: list[int]) -> None:
