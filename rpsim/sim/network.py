@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from operator import attrgetter
 
 import simpy
@@ -21,6 +20,9 @@ import simpy
 from rpsim.errors import SpecError, choices_message
 from rpsim.sim.busy_log import BusyLogEntry, busy_s_from_log
 from rpsim.sim.incremental_sharing import IncrementalRates
+from rpsim.sim.live_flow import LiveFlow as _LiveFlow
+from rpsim.sim.live_flow import left_at as _left_at
+from rpsim.sim.network_checks import check_network as _check_network
 from rpsim.sim.sharing import DuplexPair, Links
 from rpsim.sim.timer import timer
 
@@ -28,28 +30,6 @@ from rpsim.sim.timer import timer
 # be a few ulps short of zero. Below either bound it is done (1e-3 bytes is far below any real transfer).
 _DONE_FRACTION = 1e-9
 _DONE_BYTES = 1e-3
-
-
-@dataclass(slots=True, eq=False)
-class _LiveFlow:
-    """One transfer: a share of `share_bytes` on each of `paths` (a host copy's per-socket shares), each
-    share a flow of max-min sharing with its own clock; shares that finish first leave the lists."""
-
-    flow_id: int
-    paths: tuple[tuple[str, ...], ...]
-    priority: int
-    share_bytes: float
-    done: Callable[[], None]  # called once, when the last byte of the last share has crossed
-    done_within_bytes: float  # bytes left that count as done (float rounding of the projection)
-    left_bytes: list[float]  # per share, at its since_s
-    since_s: list[float]  # per share: when its rate last changed (or the flow started)
-    finish: list[float]  # per share, projected: since_s + left_bytes / rate (inf while starved)
-    done_from: list[float]  # per share: from then on, what the clock projects is within rounding of 0
-    crossings: tuple[tuple[str, int], ...] = ()  # (resource, how many shares cross it), while all go on
-    rates: tuple[float, ...] = ()  # per share, once rated
-    finish_s: float = math.inf  # the earliest share's
-    done_from_s: float = math.inf  # the earliest share's
-    seq: int = -1  # start order
 
 
 class FlowNetwork:
@@ -380,30 +360,3 @@ class FlowNetwork:
 _start_order = attrgetter("seq")
 _finish_of = attrgetter("finish_s")
 _done_from_of = attrgetter("done_from_s")
-
-
-def _left_at(flow: _LiveFlow, share: int, now_s: float) -> float:
-    """The bytes the clock of `flow`'s share projects as left at `now_s` (>= 0)."""
-    elapsed_s = now_s - flow.since_s[share]
-    left_bytes = flow.left_bytes[share]
-    if elapsed_s > 0 and flow.rates:
-        left_bytes -= flow.rates[share] * elapsed_s
-    return max(left_bytes, 0.0)
-
-
-def _check_network(capacity_bytes_per_s: dict[str, float], duplex_pairs: tuple[DuplexPair, ...],
-                   duplex_factor: float) -> None:
-    for resource, capacity in capacity_bytes_per_s.items():
-        if not capacity > 0:
-            raise SpecError(f"capacity_bytes_per_s[{resource!r}] must be > 0 (inf allowed), got {capacity!r}")
-    if not 0 < duplex_factor <= 1:
-        raise SpecError(f"duplex_factor must be in (0, 1] (a measured slowdown), got {duplex_factor!r}")
-    for pair in duplex_pairs:
-        if len(pair) not in (2, 3, 4):
-            raise SpecError(f"duplex pair {pair!r} must be (a, b), (a, b, factor) or (a, b, factor_a, factor_b)")
-        for resource in pair[:2]:
-            if resource not in capacity_bytes_per_s:
-                raise SpecError(choices_message("resource", resource, capacity_bytes_per_s))
-        for factor in pair[2:]:
-            if not 0 < factor <= 1:
-                raise SpecError(f"duplex factor must be in (0, 1], got {factor!r} in {pair!r}")
