@@ -3,14 +3,18 @@ every collection inside the run is logged.
 
 Why: a collection stops every thread that needs the GIL, and rpexec's lane threads need it to issue each
 copy. The compute lanes are issued far ahead of their GPU and ride out a pause; the transfer lanes that
-wait on the host for a memory window are issued just in time, so a pause lands on the GPU's critical
-path. The objects that exist before the run (the plan, its dependency graph with a dict per edge, the
-modules, the host tensors' wrappers) are what makes an oldest-generation collection long: ~190K objects
+wait on the host for a memory window are issued just in time, so a pause there can land on the GPU's
+critical path. The objects that exist before the run (the plan, its dependency graph with a dict per
+edge, the modules, the host tensors' wrappers) make an oldest-generation collection long: ~190K objects
 for the 2.8B benchmark plan alone, a full collection of 0.18 s on the 2-core CI machine. They live for
-the whole run, so scanning them finds nothing. `gc.freeze()` (Python 3.7+, the `gc` module docs) moves
-them to a permanent generation that collections ignore, so the collections left only scan what the run
-itself allocates. Megatron-LM's `--manual-gc` answers the same stragglers by
-turning the collector off; rpexec keeps it on (a reference cycle made inside the run is still freed).
+the whole run, so scanning them finds nothing. `gc.freeze()` (the `gc` module docs, Python 3.7+) moves
+them to a permanent generation that collections ignore. Megatron-LM's `--manual-gc` answers the same kind
+of straggler by turning the collector off; rpexec keeps it on (a cycle made inside the run is still freed).
+
+Measured (2x H200, 2.8B, benchmarks/notes-rpexec.md session 11): every unfrozen run had one steady
+iteration 0.25-0.47 s long, and the frozen runs none (one same-lease A/B: 3.217 against 3.062 s); but
+the unfrozen run's log shows no collection at its stall, so what the freeze (or the collection before
+it) removes is not pinned down.
 
 The log (`GcLog.pauses`) holds every collection of at least `min_s`, so a measured trace shows whether
 one fell on a stall."""

@@ -10,10 +10,11 @@ layers, which is what the host's OOM killer found when issue 15's 14B benchmark 
 to that rounding; only the unused tail of the last slab is lost.
 
 A pool's arena can keep a spare slab pinned ahead (`spare_ahead`): pinning a 1 GiB slab takes ~0.4 s on
-the H200 host (cudaHostAlloc pages in every byte), and a pool that outgrew its presized buffers in a
-steady iteration made the lane thread that needed one more buffer wait for it, with the copy and every
-action behind it (benchmarks/notes-rpexec.md, session 10). With a spare, that thread takes a ready slab,
-and the next spare is pinned by a background thread.
+the H200 host (cudaHostAlloc pages in every byte), and a pool that outgrows its presized buffers inside
+the run would otherwise make the lane thread that needs one more buffer wait for it, with its copy and
+every action behind it. With a spare, that thread takes a ready slab and a background thread pins the
+next. (Session 10 suspected such pinning of a 0.3 s steady-iteration stall at 2.8B; with the spare the
+stall remained, so that stall had another cause: benchmarks/notes-rpexec.md, session 11.)
 
 On the CPU (tests) the slabs are ordinary memory and the tensors are the same views."""
 from __future__ import annotations

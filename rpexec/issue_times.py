@@ -1,11 +1,11 @@
 """When rpexec's lane threads *issue* each action, given rpsim's predicted GPU timeline of the plan.
 
 Why it matters: a pooled host buffer is taken when its copy is issued (transfers._to_host), not when the
-copy engine starts it, and lane threads run ahead of their GPU. Pools sized from the GPU timeline alone
-came up short: at 2.8B on 2x H200 the activation pool ended a run at 71 buffers against a predicted peak
-of 59, and each buffer beyond the presized ones pinned a new 1 GiB slab in the middle of a steady
-iteration (an ACT_OUT held 0.22 s, the ACT_IN and the fused stage behind it 0.39 s;
-benchmarks/notes-rpexec.md, session 10).
+copy engine starts it, and lane threads run ahead of their GPU, so pools sized from the GPU timeline
+alone come up short (2.8B on 2x H200: 59 buffers predicted from the GPU timeline, 71 at the end of the
+run; from the issue times 67). A pool that outgrows its presizing pins new slabs inside the run
+(rpexec.host_arena keeps one ready). Session 10 suspected that pinning of a steady-iteration stall; session
+11 measured the stall still there with these pools, so it was not the cause (benchmarks/notes-rpexec.md).
 
 The rule is the interpreter's (rpexec.runtime): a lane thread issues its actions in order; before each it
 waits on the host until every dependency has been issued, and until a dependency has *finished* where it
@@ -25,7 +25,8 @@ Node = tuple[int, Action]
 
 def host_waits_for_end(node: Node, lane: str, why: str) -> bool:
     """Whether the lane thread of `node` waits on the host for the *end* of a dependency over an edge
-    of kind `why` (rpexec.runtime.Interpreter._device_wait), rather than only for its issue."""
+    of kind `why`, rather than only for its issue: the interpreter's rule (rpexec.runtime
+    Interpreter._device_wait calls this), replayed here on a predicted trace."""
     return node[0] == CPU or (lane != "compute" and why == "window")
 
 

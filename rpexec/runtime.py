@@ -17,6 +17,7 @@ import torch
 
 from rpexec import handlers, split_backward, transfers
 from rpexec.errors import ExecError, Interrupted
+from rpexec.issue_times import host_waits_for_end
 from rpsim.ir import CPU, Action, Plan
 
 Node = tuple[int, Action]
@@ -143,7 +144,7 @@ class Interpreter:
             t = self.timing.get(p)
             if t is None or not hasattr(t.end, "synchronize"):
                 continue  # a host action: done when issued
-            if gpu == CPU or (lane != "compute" and self.graph.edges[p, node].get("why") == "window"):
+            if host_waits_for_end(node, lane, self.graph.edges[p, node].get("why", "")):
                 # Memory windows bound what is allocated, and a transfer allocates when it is issued:
                 # a LOAD issued as soon as its FREE was *issued* held the next stages' weights while the
                 # GPU still computed with the last ones (run 1's peaks were 2x rpsim's). So transfer

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from rpexec.bufferpool import BufferPool
-from rpexec.gc_pauses import collector_for_run
 from rpexec.device import DeviceState
 from rpexec.errors import DTYPE_NAMES
+from rpexec.gc_pauses import collector_for_run
 from rpexec.handlers import Context
 from rpexec.hostparams import HostParams, make_adamw
 from rpexec.kernel_warmup import warm_kernels
