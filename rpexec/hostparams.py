@@ -19,6 +19,7 @@ which is what lets a 13B model's host state fit a 256 GiB host."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 
 import torch
@@ -59,6 +60,11 @@ class HostParams:
         self.staged: dict[tuple[int, int], list[dict[str, torch.Tensor]]] = defaultdict(list)
         self.captured: dict[int, dict[str, torch.Tensor]] = {}  # layer -> fp32 grads of iteration 0
         self.load_log: list[tuple[int, int, int]] = []  # (layer, iteration, version read)
+        # (layer, iteration, staged gradients, perf_counter at the start, seconds summing the staged
+        # gradients, in AdamW, refreshing the copy): a STEP's parts as the run meets them, which the
+        # trace's one STEP span cannot separate (issue 14: in-run STEPs run 11-39% over the same layer
+        # timed alone, and which part stretches says whose rate to calibrate).
+        self.step_parts: list[tuple[int, int, int, float, float, float, float]] = []
 
     def _host(self, t: torch.Tensor) -> torch.Tensor:
         """A compute-dtype copy of `t` in the weights' arena (pinned on CUDA: rpexec.host_arena)."""
@@ -94,6 +100,7 @@ class HostParams:
         """Sum the layer's staged gradients in fp32, run AdamW, refresh the copy iteration it+lag reads."""
         with self.lock:
             staged = self.staged.pop((layer, it), [])
+        t0 = time.perf_counter()
         params = dict(self.layers[layer].named_parameters())
         names = list(params)
         grads = [self.fp32_grad(name, p) for name, p in params.items()]
@@ -107,11 +114,15 @@ class HostParams:
                 self.grad_pool.release(t)
         if capture and it == 0:
             self.captured[layer] = {n: p.grad.clone() for n, p in params.items()}  # type: ignore[union-attr]
+        t1 = time.perf_counter()
         opt = self.optim[layer]
         if opt is not None:
             opt.step()
+        t2 = time.perf_counter()
         target = (it + self.lag) % 2
         with torch.no_grad():
             copy_all([self.copies[layer][target][name] for name in names], list(params.values()))
+        t3 = time.perf_counter()
         with self.lock:
             self.version[layer][target] = it + 1
+            self.step_parts.append((layer, it, len(staged), t0, t1 - t0, t2 - t1, t3 - t2))

@@ -166,8 +166,16 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
                    # what the pools allocated inside the iterations, beyond their warm-up sizing: each
                    # new pinned slab there stalls a lane thread (rpexec.host_arena)
                    "pool_growth_bytes": {k: pools[k] - presized[k] for k in pools},
-                   "gc": {"frozen": opts.gc_freeze, **gc_log.summary(interp.t0_host)}})
+                   "gc": {"frozen": opts.gc_freeze, **gc_log.summary(interp.t0_host)},
+                   "step_parts": step_parts_table(host.step_parts, interp.t0_host)})
     return RunResult(losses, host.captured, trace, host.load_log, peaks, pools)
+
+
+def step_parts_table(parts: list[tuple[int, int, int, float, float, float, float]], t0_s: float) -> dict:
+    """HostParams.step_parts as columns, the start in seconds from the trace's host zero `t0_s`."""
+    cols = ("layer", "iteration", "staged", "start_s", "accumulate_s", "adam_s", "refresh_s")
+    rows = [(*p[:3], p[3] - t0_s, *p[4:]) for p in parts]
+    return {c: [r[i] for r in rows] for i, c in enumerate(cols)}
 
 
 def warm_up(plan: Plan, host: HostParams, act_pool: BufferPool, act_shape: tuple[int, ...],

@@ -99,6 +99,15 @@ def test_trace_marks_steady_iterations_and_helper_uses_them(plans):
     assert set(result.trace.meta["warmup_s"]) == {"host_state", "pools", "kernels"}
     assert result.trace.meta["gc"]["frozen"] and result.trace.meta["gc"]["total_s"] >= 0  # rpexec.gc_pauses
     assert set(result.trace.meta["pool_growth_bytes"]) == {"gradients", "activations"}
+    # one row of STEP parts per STEP the trace has, each row's parts inside a STEP span of its iteration
+    parts = result.trace.meta["step_parts"]
+    steps = [e for e in result.trace.events if e.kind == "STEP"]
+    assert sorted(parts["iteration"]) == sorted(e.it for e in steps)
+    for i, it in enumerate(parts["iteration"]):
+        begin = parts["start_s"][i]
+        end = begin + parts["accumulate_s"][i] + parts["adam_s"][i] + parts["refresh_s"][i]
+        assert any(e.it == it and e.start_s - 1e-3 <= begin and end <= e.end_s + 1e-3 for e in steps)
+    assert all(n >= 1 for n in parts["staged"])
     ends = [1.0, 3.0, 6.0, 10.0]  # spans 2, 3, 4 s
     events = tuple(TraceEvent(0, "compute", f"0F{i}", "F", 0, 0, i, e - 0.5, e) for i, e in enumerate(ends))
     assert steady_iteration_s(Trace(events, {"steady_iterations": [1, 2, 3]})) == pytest.approx(3.0)
