@@ -12,7 +12,8 @@ What it measures, and what rpsim does with it:
   between GPUs -> PCIe link efficiencies, the duplex factor, the root-complex capacity, P2P bandwidth;
 - host DRAM bandwidth (a multi-threaded copy, reads plus writes) -> the socket's DRAM capacity;
 - the CPU optimizer's rates (rpexec's own HostParams.step: Adam + refresh, and one gradient
-  accumulation), alone -> the host's optimizer rates; and again while DMA copies run on every GPU and
+  accumulation over a tensor beyond the last-level cache, and over tensors that fit it), alone -> the
+  host's optimizer rates and its cache-resident accumulation rate (rpsim.costs.cpu_optimizer); and again while DMA copies run on every GPU and
   lane threads keep the GPUs busy -> recorded as the check of rpsim's host-contention model (the
   machine file's [calibration] table; rpsim derives in-run rates from the shared DRAM, not from these).
 
@@ -40,6 +41,7 @@ from rpexec.profile import (
     cpu_optimizer_step_times,
     last_level_cache_bytes,
     profile_cpu_optimizer,
+    resident_accumulate_rate,
 )
 from rpexec.session import DTYPES
 from rpsim.specs import ModelSpec
@@ -300,6 +302,9 @@ def optimizer_rates(s: CalibrationSettings) -> dict[str, Any]:
     """The optimizer alone, the background load alone, then both at once: each side's slowdown is what
     the other costs it (shared DRAM, cores)."""
     alone = profile_cpu_optimizer(s.dtype, s.optimizer_params, s.reps)
+    resident = resident_accumulate_rate(s.dtype, s.reps)
+    if resident is not None:
+        alone["resident"] = resident
     with BackgroundLoad(s.device, s.n_gpus, DTYPES[s.dtype]) as quiet:
         time.sleep(2.0)
     with BackgroundLoad(s.device, s.n_gpus, DTYPES[s.dtype]) as load:

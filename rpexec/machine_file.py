@@ -47,6 +47,9 @@ def machine_table(m: dict[str, Any], preset_server: dict[str, Any]) -> dict[str,
     t["host"] = {**t["host"], "cores": m["conditions"]["host_cores"], "dram_gib": m["conditions"]["host_dram_gib"],
                  "adam_params_per_s": opt["adam_params_per_s"],
                  "grad_accumulate_params_per_s": opt["grad_accumulate_params_per_s"]}
+    if "resident" in opt:  # raw files from before the cache-resident probe have none
+        t["host"]["last_level_cache_mib"] = opt["resident"]["cache_bytes"] / 2**20
+        t["host"]["grad_accumulate_resident_params_per_s"] = opt["resident"]["resident_accumulate_params_per_s"]
     if "issue_s" in m:
         t["host"]["issue_us"] = {kind: [v * 1e6 for v in figures] for kind, figures in m["issue_s"].items()}
     gpus = [dict(g) for g in t["gpus"]]
@@ -91,6 +94,8 @@ def machine_table(m: dict[str, Any], preset_server: dict[str, Any]) -> dict[str,
         "optimizer_under_load_step_1_staged_s": loaded["step_1_staged_s"],
         "optimizer_under_load_step_4_staged_s": loaded["step_4_staged_s"],
         "optimizer_step_params": opt["params"],
+        **({"optimizer_resident_probe": {k: v for k, v in opt["resident"].items()
+                                         if k != "resident_accumulate_params_per_s"}} if "resident" in opt else {}),
         "optimizer_under_load_background_copy_gb_per_s": loaded["background_copy_gb_per_s"],
         "background_alone_copy_gb_per_s": loaded["background_alone_copy_gb_per_s"],
         "background_gemm_tflops_beside_optimizer": loaded["background_gemm_tflops"],

@@ -112,6 +112,11 @@ def test_rpexec_calibrate_on_cpu_writes_a_machine_file_rpsim_takes(tmp_path, cap
     fwd, bwd = data["gpu_calibration"]["strided_elementwise_gb_per_s"]  # rpexec.strided_probe, on the CPU
     assert fwd > 0 and bwd > 0 and data["calibration"]["strided_elementwise_shapes"][0].startswith("cpu probe")
     assert data["host"]["adam_params_per_s"] > 0 and data["sockets"][0]["dram_bandwidth_gb_per_s"] > 0
+    # the cache-resident accumulation: measured over tensors that fit this host's cache, a later pass at
+    # least as fast as a streamed one once rpsim reads it (rpsim.costs.cpu_optimizer)
+    assert data["host"]["grad_accumulate_resident_params_per_s"] > 0 and data["host"]["last_level_cache_mib"] > 0
+    probe = data["calibration"]["optimizer_resident_probe"]
+    assert 8 * probe["tensor_params"] <= probe["cache_bytes"] and probe["step_8_staged_s"] > probe["step_1_staged_s"]
     capsys.readouterr()
     assert rpsim_main(["compare", "--model", "qwen3-1.7b", "--gpus", str(out), "--seq", "512",
                        "--global-batch", "8", "--schedules", "1f1b", "--precision", "fp32"]) in (0, 1)
