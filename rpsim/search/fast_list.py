@@ -11,6 +11,7 @@ from rpsim.metrics.summary import iteration_window
 from rpsim.partition.counts import partition_to_spec
 from rpsim.planner import make_plan
 from rpsim.scenario import Scenario
+from rpsim.search.fast_bound import lower_bound
 from rpsim.search.fast_context import FastContext
 from rpsim.search.fast_eval import Estimate, finish
 from rpsim.search.space import Candidate, plan_request
@@ -33,15 +34,25 @@ def estimate_by_list_timer(ctx: FastContext, sc: Scenario, c: Candidate, part: P
 
 def _estimate(ctx: FastContext, sc: Scenario, c: Candidate, part: Partition, transfers: TransferTimes | None
               ) -> Estimate:
+    iteration_s, peak_gpu, peak_host = list_timed(sc, c, part, transfers)
+    # No steady state beats the bound (the window of a few iterations of an async plan can catch a
+    # favourable phase): as the analytic RoundPipe estimate, and what lets search prune by the bound.
+    bound_s = lower_bound(ctx, c.schedule, part, c.round_size, c.defer_w).iteration_s
+    return finish(ctx, max(iteration_s, bound_s), peak_gpu, peak_host)
+
+
+def list_timed(sc: Scenario, c: Candidate, part: Partition, transfers: TransferTimes | None = None
+               ) -> tuple[float, float, float]:
+    """The list timer's figures of the candidate's plan, unbounded: (iteration seconds over the steady
+    window, peak GPU bytes with the allocator's overhead, peak host bytes)."""
     resolved = replace(c, partition=partition_to_spec(part))
     # As rpsim.steady_run: more iterations until the spans repeat (an estimate of one phase of an
     # alternating steady state ranks a plan up to 15% off).
     plan, (_, trace, times, costs) = until_steady(plan_request(resolved), lambda r: make_plan(sc, r),
                                                   lambda p: _timed(p, sc, transfers), lambda t: t[:2])
     mem = memory_timeline(plan, trace, costs, times)  # the times by action: no parsing them back
-    iteration_s = iteration_window(plan, trace)[0]
     peak_gpu = max(mem.peak_bytes(g) for g in range(plan.n_gpus)) * ALLOCATOR_OVERHEAD
-    return finish(ctx, iteration_s, peak_gpu, mem.peak_bytes(CPU))
+    return iteration_window(plan, trace)[0], peak_gpu, mem.peak_bytes(CPU)
 
 
 def _timed(plan: Plan, sc: Scenario, transfers: TransferTimes | None

@@ -18,10 +18,13 @@ from rpsim.errors import Infeasible, SpecError
 from rpsim.scenario import Scenario
 from rpsim.schedules import SCHEDULES
 from rpsim.search import tasks
+from rpsim.search.fast_bound import lower_bound
 from rpsim.search.fast_eval import has_fast_estimate
 from rpsim.search.options import SearchOptions
 from rpsim.search.parallel import make_runner
 from rpsim.search.pareto import frontier
+from rpsim.search.prune import CHEAP_FIRST_RTOL, Bounded
+from rpsim.search.prune import skipped as prune_skipped
 from rpsim.search.space import Candidate, enumerate_candidates
 from rpsim.search.tasks import Confirmed, Scored
 from rpsim.search.workspace import Workspace
@@ -42,6 +45,8 @@ class SearchResult:
     n_full: int  # full simulations
     stage_s: dict[str, float] = field(default_factory=dict)
     scored: tuple[Scored, ...] = ()  # the fast stage's results (for diagnosis when nothing fits)
+    # list-timed candidates not estimated, and why: they could not have been confirmed (rpsim.search.prune)
+    skipped: tuple[tuple[Candidate, str], ...] = ()
 
     @property
     def best(self) -> Confirmed | None:
@@ -99,15 +104,25 @@ def search(sc: Scenario, options: SearchOptions = DEFAULT_OPTIONS, progress: Pro
             keep = options.budget - options.budget // 4
             sample = random.Random(options.seed).sample(estimated, keep)
             structured = sorted(sample + [c for c in structured if not analytic(c)], key=lambda c: c.sort_key)
-        scored = _fast_stage(runner, structured, report)
+        quick = [c for c in structured if analytic(c)]
+        scored = _fast_stage(runner, quick, report, len(structured))
         clock["fast"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         refined, n_moves = _refine_stage(runner, scored, options.budget - len(structured), options, report)
         clock["local_search"] = time.perf_counter() - t0
+        # The list-timed candidates last: the analytic and local-search estimates decide which of them
+        # could still be confirmed (rpsim.search.prune); only those are built and timed.
         t0 = time.perf_counter()
-        pool = scored + refined
+        timed, skipped = _list_stage(runner, sc, [c for c in structured if not analytic(c)],
+                                     scored + refined, options, report, len(structured))
+        clock["fast"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pool = scored + timed + refined
         confirmed, reference = _full_stage(runner, sc, pool, options, report)
         if options.diagnose and not any(c.feasible for c in confirmed):
+            if skipped:  # the nearest miss is sought among every estimate: the skipped ones too
+                pool += _fast_stage(runner, list(skipped), report, len(skipped))
+                skipped = {}
             confirmed += _nearest_miss(runner, pool, confirmed, options, report)
         clock["full"] = time.perf_counter() - t0
     except BaseException:  # Ctrl-C, SIGTERM or an error: stop the workers now, not after their tasks
@@ -117,13 +132,15 @@ def search(sc: Scenario, options: SearchOptions = DEFAULT_OPTIONS, progress: Pro
     ranked = sorted(confirmed, key=confirmed_key)
     ok = [c for c in ranked if c.feasible]
     front = frontier(ok, lambda c: c.ranked_tokens_per_s, lambda c: max(c.metrics["peak_gpu_mem_bytes"]))
-    return SearchResult(tuple(ranked), reference, tuple(front), len(structured), len(structured) + n_moves,
-                        sum(s.feasible for s in pool), len(confirmed), clock, tuple(scored))
+    n_fast = len(structured) - len(skipped) + n_moves
+    return SearchResult(tuple(ranked), reference, tuple(front), len(structured), n_fast,
+                        sum(s.feasible for s in pool), len(confirmed), clock, tuple(scored + timed),
+                        tuple(sorted(skipped.items(), key=lambda x: x[0].sort_key)))
 
 
-def _fast_stage(runner: Any, cands: list[Candidate], report: Progress) -> list[Scored]:
+def _fast_stage(runner: Any, cands: list[Candidate], report: Progress, total: int) -> list[Scored]:
     """Every candidate's estimate, in the order given. Those the list timer estimates (a lowered plan
-    each, ~0.1-1 s) go first, one per task, the largest first: in shared chunks they left one worker
+    each, ~0.1-10 s) go first, one per task, the largest first: in shared chunks they left one worker
     finishing a chunk of seconds while the other idled. The analytic ones (~1 ms) follow in chunks that
     share a (schedule, microbatch, recompute) prefix where they can, so a worker's caches hit."""
     # Fewer, larger microbatches build smaller plans: the largest first, so the last to finish are small.
@@ -131,12 +148,46 @@ def _fast_stage(runner: Any, cands: list[Candidate], report: Progress) -> list[S
     quick = [i for i, c in enumerate(cands) if analytic(c)]
     tasks_of = [[i] for i in timed] + [quick[k:k + FAST_CHUNK] for k in range(0, len(quick), FAST_CHUNK)]
     results = runner.map(tasks.fast_chunk, [([cands[i] for i in task],) for task in tasks_of],
-                         [len(task) for task in tasks_of], lambda n: report("fast", n, len(cands)))
+                         [len(task) for task in tasks_of], lambda n: report("fast", n, total))
     out: list[Scored | None] = [None] * len(cands)
     for task, scored in zip(tasks_of, results, strict=True):
         for i, s in zip(task, scored, strict=True):
             out[i] = s
     return out  # type: ignore[return-value]
+
+
+def _list_stage(runner: Any, sc: Scenario, cands: list[Candidate], known: list[Scored], options: SearchOptions,
+                report: Progress, total: int) -> tuple[list[Scored], dict[Candidate, str]]:
+    """The list-timed candidates' estimates, but for those their lower bounds prove could not be confirmed
+    (rpsim.search.prune): (the estimates, in the order given, {skipped candidate: why})."""
+    ws = Workspace(sc)
+    bounded, unresolved = [], []
+    for c in cands:
+        try:
+            resolved = ws.resolve(c)
+        except (Infeasible, SpecError):
+            unresolved.append(c)  # estimated as usual: its Scored says why no partition
+            continue
+        ctx = ws.context(c.mb_size, c.recompute)
+        bounded.append(Bounded(resolved, lower_bound(ctx, c.schedule, ws.partition(resolved), c.round_size,
+                                                     c.defer_w), ctx))
+    ordered = _distinct(sorted((s for s in known if s.feasible), key=estimate_key))
+    skipped = prune_skipped(bounded, ordered, confirm_positions(options))
+    report("fast", len(skipped), total)
+    todo = [b.candidate for b in bounded if b.candidate not in skipped] + unresolved
+    return _fast_stage(runner, sorted(todo, key=lambda c: c.sort_key), report, total), skipped
+
+
+def confirm_positions(options: SearchOptions) -> int:
+    """How deep into the ranked estimates the full stage can reach: the top_k, then retries in rank order
+    up to `limit` confirmations in all (_full_stage), passing over the frontier picks and the reference
+    already confirmed."""
+    return confirm_limit(options) + options.frontier_extra + 1
+
+
+def confirm_limit(options: SearchOptions) -> int:
+    """The most plans _full_stage confirms (the reference included) before it stops retrying."""
+    return 3 * options.top_k + options.frontier_extra + 1
 
 
 def analytic(c: Candidate) -> bool:
@@ -177,7 +228,7 @@ def _full_stage(runner: Any, sc: Scenario, pool: list[Scored], options: SearchOp
         batch.append(ref)
     done: dict[tuple, Confirmed] = {}
     rest = [s.candidate for s in ordered[options.top_k:]]
-    limit = 3 * options.top_k + options.frontier_extra + 1
+    limit = confirm_limit(options)
     while batch:
         # Longest first, so two workers finish together; results still come back in batch order.
         batch.sort(key=lambda c: (-sim_cost(c, sc), c.sort_key))
@@ -222,7 +273,7 @@ def sim_cost(c: Candidate, sc: Scenario) -> float:
     return n_mb * stages * (c.n_iters or (3 if SCHEDULES[c.schedule].TRAITS.optimizer == "async" else 1))
 
 
-def _cheap_first(ordered: list[Scored], sc: Scenario, rel: float = 0.002) -> list[Scored]:
+def _cheap_first(ordered: list[Scored], sc: Scenario, rel: float = CHEAP_FIRST_RTOL) -> list[Scored]:
     """Estimates within 0.2% of each other are closer than the estimate's accuracy: among such runs of
     candidates, confirm the cheapest to simulate first (a microbatch of 1 costs four of 4)."""
     out, i = [], 0
