@@ -20,3 +20,6 @@ class SearchOptions:
     reference: bool = True  # also confirm RoundPipe's default plan
     diagnose: bool = True  # when nothing fits, simulate the nearest miss for an exact reason
     fidelity: str = "pcie"
+    # Skip the list-timed candidates whose lower bounds prove they could not be confirmed
+    # (rpsim.search.prune); False estimates them all, for tests that check the skips change nothing.
+    prune: bool = True

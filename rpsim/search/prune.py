@@ -49,9 +49,12 @@ class Bounded:
         return self.ctx.tokens_per_iteration / self.bound.iteration_s
 
 
-def skipped(bounded: list[Bounded], ordered: list[Scored], positions: int) -> dict[Candidate, str]:
+def skipped(bounded: list[Bounded], ordered: list[Scored], positions: int, frontier_picks: bool = True
+            ) -> dict[Candidate, str]:
     """The candidates of `bounded` the search need not estimate, each with why. `ordered`: the known
-    feasible estimates, best first, one per plan (rpsim.search.run._distinct of the sorted pool)."""
+    feasible estimates, best first, one per plan (rpsim.search.run._distinct of the sorted pool);
+    `positions`: how deep the full stage reaches into them; `frontier_picks`: whether it also confirms
+    points of the estimated frontier."""
     out: dict[Candidate, str] = {}
     groups: dict[tuple, list[Bounded]] = defaultdict(list)
     for b in bounded:
@@ -65,10 +68,11 @@ def skipped(bounded: list[Bounded], ordered: list[Scored], positions: int) -> di
     cut = min(s.estimate.tokens_per_s for s in ordered[:positions])  # type: ignore[union-attr]
     below = cut * (1 - CHEAP_FIRST_RTOL) * (1 - TIE_MARGIN)
     for twins in groups.values():
-        if all(b.tokens_per_s < below and _under_frontier(b, ordered) for b in twins):
+        if all(b.tokens_per_s < below and (not frontier_picks or _under_frontier(b, ordered)) for b in twins):
             for b in twins:
                 out[b.candidate] = (f"at most {b.tokens_per_s:.0f} tokens/s by its lower bounds, below the "
-                                    f"{positions} plans ranked for confirmation, and dominated on memory")
+                                    f"{positions} plans ranked for confirmation"
+                                    + (", and off the estimated frontier" if frontier_picks else ""))
     return out
 
 

@@ -172,7 +172,9 @@ def _list_stage(runner: Any, sc: Scenario, cands: list[Candidate], known: list[S
         bounded.append(Bounded(resolved, lower_bound(ctx, c.schedule, ws.partition(resolved), c.round_size,
                                                      c.defer_w), ctx))
     ordered = _distinct(sorted((s for s in known if s.feasible), key=estimate_key))
-    skipped = prune_skipped(bounded, ordered, confirm_positions(options))
+    skipped = {}
+    if options.prune:
+        skipped = prune_skipped(bounded, ordered, confirm_positions(options), options.frontier_extra > 0)
     report("fast", len(skipped), total)
     todo = [b.candidate for b in bounded if b.candidate not in skipped] + unresolved
     return _fast_stage(runner, sorted(todo, key=lambda c: c.sort_key), report, total), skipped
