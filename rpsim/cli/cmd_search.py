@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bars.close()
     s = result.stage_s
-    print(f"rpsim: search evaluated {result.n_fast} plans with the fast estimate in {s['fast']:.1f} s "
+    skipped = f" ({len(result.skipped)} more skipped by their bounds)" if result.skipped else ""
+    print(f"rpsim: search evaluated {result.n_fast} plans with the fast estimate{skipped} in {s['fast']:.1f} s "
           f"+ {s['local_search']:.1f} s local search, {result.n_full} with the full simulator in "
           f"{s['full']:.1f} s", file=sys.stderr)
     if result.best is None:
@@ -145,7 +146,7 @@ def to_json(r: SearchResult, top: int) -> dict[str, Any]:
     return {"plans": [row_of(c) for c in r.ranked[:top]], "frontier": [row_of(c) for c in r.frontier],
             "reference": row_of(r.reference) if r.reference else None,
             "evaluated": {"candidates": r.n_candidates, "fast": r.n_fast, "fast_feasible": r.n_fast_feasible,
-                          "full": r.n_full, "seconds": r.stage_s}}
+                          "skipped": len(r.skipped), "full": r.n_full, "seconds": r.stage_s}}
 
 
 def _mem(c: Confirmed) -> float:
@@ -157,9 +158,10 @@ def report(sc: Scenario, r: SearchResult, top: int) -> str:
     lines = [(f"# {sc.model.name} on {sc.server.name} ({sc.server.n_gpus}x {sc.server.gpu.name}), {t.mode}, "
               f"{t.precision}, seq {t.seq_len}, global batch {t.global_batch} "
               f"({t.tokens_per_iteration} tokens/iteration)"),
-             (f"# evaluated: {r.n_candidates} structured candidates + {r.n_fast - r.n_candidates} "
-              f"local-search moves = {r.n_fast} plans by the fast estimate ({r.n_fast_feasible} fit), "
-              f"{r.n_full} by the full simulator"),
+             (f"# evaluated: {r.n_candidates - len(r.skipped)} structured candidates + "
+              f"{r.n_fast - r.n_candidates + len(r.skipped)} local-search moves = {r.n_fast} plans by the fast "
+              f"estimate ({r.n_fast_feasible} fit; {len(r.skipped)} more skipped: their lower bounds show they "
+              f"could not be confirmed), {r.n_full} by the full simulator"),
              ""]
     rows = []
     for i, c in enumerate(r.ranked[:top], 1):
