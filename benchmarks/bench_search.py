@@ -28,7 +28,8 @@ def main() -> None:
     args = p.parse_args()
     sc = make_scenario(args.model, args.gpus, TrainingSpec())
     t0 = time.perf_counter()
-    r = search(sc, SearchOptions(budget=args.budget, jobs=args.jobs, top_k=args.confirm, prune=not args.no_prune))
+    options = SearchOptions(budget=args.budget, jobs=args.jobs, top_k=args.confirm, prune=not args.no_prune)
+    r = search(sc, options)
     wall = time.perf_counter() - t0
     s = r.stage_s
     print(f"{args.model} on {args.gpus}, {args.jobs or os.cpu_count()} worker(s)")
