@@ -1,6 +1,8 @@
-"""`search(scenario, options)`: enumerate candidate plans, estimate them all with the fast evaluator, refine
-the best partitions by local search, confirm the top k (and RoundPipe's default plan, the reference)
-with the full simulator, and rank: highest tokens/s within memory, less peak GPU memory breaking ties.
+"""`search(scenario, options)`: enumerate candidate plans, estimate them with the fast evaluator, refine
+the best partitions by local search, then list-time the candidates no analytic estimate models but for
+those whose lower bounds prove they could not be confirmed (rpsim.search.prune), confirm the top k (and
+RoundPipe's default plan, the reference) with the full simulator, and rank: highest tokens/s within
+memory, less peak GPU memory breaking ties.
 
 Deterministic: the same scenario, options and seed give the same ranking on any number of workers
 (every task is a pure function; results are gathered in submission order and sorted by total keys)."""
