@@ -26,6 +26,7 @@ def test_exported_plan_reproduces_the_reported_iteration_time(run_cli, tmp_path)
     best = result["plans"][0]
     assert best["feasible"] and path.exists()
     assert 500 <= result["evaluated"]["fast"] <= 600 and result["evaluated"]["full"] >= 3
+    assert 0 <= result["evaluated"]["skipped"] <= result["evaluated"]["candidates"]  # list-timed, by bounds
     code, out, err = run_cli("simulate", "--plan", str(path), "--format", "json")
     assert code == 0, err
     again = json.loads(out)[0]
