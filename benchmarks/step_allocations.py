@@ -1,0 +1,77 @@
+"""Does the host STEP of one layer shape change with the memory it is given, and with how much of the
+last-level cache its tensors fill? (issue 14)
+
+Across leases of one H200 host the same runs' STEPs moved by up to 50% while `rpexec calibrate`'s
+cache-resident probe (tensors filling half the L3) did not move (benchmarks/notes-rpexec.md, session
+12). One guess: a tensor whose fp32 gradient and scratch fill most of the cache keeps more or less of it
+depending on the physical pages it is given. This probe, in one process:
+
+- re-allocates the whole host state of a layer (`HostParams`: master weights, Adam state, fp32 gradient
+  buffers, scratch, staged-gradient pools) `--allocations` times and times its STEP alone each time;
+- does so for decoder layers whose MLP tensors fill different shares of the cache (`--mlp-widths`).
+
+    python3 benchmarks/step_allocations.py --out DIR [--threads 16] [--allocations 4] [--mlp-widths 6144,8192,10240]
+
+Prints per shape and allocation the median STEP, its accumulation per parameter and staged gradient, and
+the MLP tensor's working set (8 B per parameter) as a share of the cache; writes step_allocations.json."""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch
+
+from rpexec.hostparams import HostParams
+from rpexec.model import build_layers
+from rpexec.profile import last_level_cache_bytes
+from rpsim.costs.cpu_optimizer import ACCUMULATOR_BYTES_PER_PARAM
+from step_conditions import N_STAGED, step_parts_s  # noqa: E402 (a sibling script)
+from step_in_context import layer_spec  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--allocations", type=int, default=4)
+    ap.add_argument("--mlp-widths", default="6144,8192,10240", help="hidden 3072 (llama-1.8b's); 8192 is its MLP")
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cuda = torch.cuda.is_available()
+    cache = last_level_cache_bytes()
+    rows = []
+    for mlp in (int(x) for x in a.mlp_widths.split(",")):
+        fill = ACCUMULATOR_BYTES_PER_PARAM * 3072 * mlp / cache if cache else float("nan")
+        for k in range(a.allocations):
+            layers = build_layers(layer_spec(3072, 24, 8, mlp))[1:-1]
+            shapes = [{n: p.shape for n, p in layer.named_parameters()} for layer in layers]
+            params = sum(p.numel() for p in layers[0].parameters())
+            host = HostParams(layers, torch.bfloat16, pin=cuda, lag=1)
+            source = torch.randn(max(p.numel() for p in layers[0].parameters()), device="cuda:0" if cuda else "cpu",
+                                 dtype=torch.bfloat16).mul_(1e-3)
+            times = step_parts_s(host, shapes, a.reps, False, source, torch.zeros(1))
+            step, accumulate = (statistics.median(t[i] for t in times) for i in (0, 1))
+            rows.append({"mlp": mlp, "allocation": k, "layer_params": params, "mlp_tensor_cache_share": fill,
+                         "threads": torch.get_num_threads(), "step_s": step, "accumulate_s": accumulate,
+                         "accumulate_ns_per_param_per_staged": accumulate / params / N_STAGED * 1e9})
+            print(f"mlp {mlp:5d} (MLP tensor {fill:.0%} of the cache) allocation {k}: STEP {step * 1e3:7.1f} ms, "
+                  f"sum {accumulate * 1e3:7.1f} ms = {rows[-1]['accumulate_ns_per_param_per_staged']:.3f} ns "
+                  f"per parameter and staged gradient", flush=True)
+            del host, layers, source
+            gc.collect()
+    (out / "step_allocations.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
