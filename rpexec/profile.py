@@ -157,7 +157,11 @@ RESIDENT_PROBE_TENSORS = 6
 RESIDENT_STAGED = 8
 
 
-def resident_accumulate_rate(dtype: str, reps: int = 3, cache_bytes: int | None = None) -> dict[str, float] | None:
+RESIDENT_ALLOCATIONS = 3
+
+
+def resident_accumulate_rate(dtype: str, reps: int = 3, cache_bytes: int | None = None,
+                             allocations: int = RESIDENT_ALLOCATIONS) -> dict[str, float] | None:
     """rpexec's STEP (HostParams.step) over a layer of RESIDENT_PROBE_TENSORS tensors that each fit the
     last-level cache, with 1 and with RESIDENT_STAGED staged gradients. rpsim's model
     (rpsim.costs.cpu_optimizer) streams the first pass of each tensor and keeps the later ones in the
@@ -165,35 +169,43 @@ def resident_accumulate_rate(dtype: str, reps: int = 3, cache_bytes: int | None 
     grad_accumulate_resident_params_per_s. A real layer's tensors fit (llama-1.8b's largest is 201 MB of a
     300 MiB L3) and the synthetic streamed probe's one tensor does not, which is why real layers
     accumulated at 9-15e9 params/s where the streamed probe gave 6.7e9 (benchmarks/step_in_context.py).
-    None where the cache size is unknown."""
+    The rate is the median over `allocations` fresh allocations of the layer's whole host state: on an
+    H200 host the same layer's STEP spanned 123-149 ms over four allocations in one process
+    (benchmarks/step_allocations.py), so one allocation is one draw from that spread. None where the
+    cache size is unknown."""
     cache = last_level_cache_bytes() if cache_bytes is None else cache_bytes
     if cache <= 0:
         return None
     width = 4096
     rows = max(1, int(cache * RESIDENT_TENSOR_CACHE_SHARE / 8) // width)  # 8 B per parameter: fp32 grad + scratch
-    layer = torch.nn.Sequential(*(torch.nn.Linear(width, rows, bias=False) for _ in range(RESIDENT_PROBE_TENSORS)))
-    params = sum(p.numel() for p in layer.parameters())
-    host = HostParams([layer], DTYPES[dtype], pin=False, lag=1)
-    shapes = {n: p.shape for n, p in layer.named_parameters()}
     low = DTYPES[dtype]
+    draws = []
+    for _ in range(max(1, allocations)):
+        layer = torch.nn.Sequential(*(torch.nn.Linear(width, rows, bias=False) for _ in range(RESIDENT_PROBE_TENSORS)))
+        params = sum(p.numel() for p in layer.parameters())
+        host = HostParams([layer], low, pin=False, lag=1)
+        shapes = {n: p.shape for n, p in layer.named_parameters()}
 
-    def median_step_s(n_staged: int) -> float:
-        times = []
-        for rep in range(reps + 1):  # the first rep warms up (Adam's state, the pool, the scratch)
-            for _ in range(n_staged):
-                host.stage_grads(0, rep, {n: host.grad_buffer(shape, low).fill_(1e-3) for n, shape in shapes.items()})
-            t = time.perf_counter()
-            host.step(0, rep, capture=False)
-            times.append(time.perf_counter() - t)
-        return statistics.median(times[1:])
+        def median_step_s(n_staged: int, host: HostParams = host, shapes: dict = shapes) -> float:
+            times = []
+            for rep in range(reps + 1):  # the first rep warms up (Adam's state, the pool, the scratch)
+                for _ in range(n_staged):
+                    host.stage_grads(0, rep, {n: host.grad_buffer(shape, low).fill_(1e-3) for n, shape in shapes.items()})
+                t = time.perf_counter()
+                host.step(0, rep, capture=False)
+                times.append(time.perf_counter() - t)
+            return statistics.median(times[1:])
 
-    one, many = median_step_s(1), median_step_s(RESIDENT_STAGED)
-    if not 0 < one < many:
-        raise RuntimeError(f"cache-resident accumulation timings are inconsistent (1 staged gradient {one:.4f} s, "
-                           f"{RESIDENT_STAGED}: {many:.4f} s): the machine is too busy to measure; rerun with more --reps")
+        one, many = median_step_s(1), median_step_s(RESIDENT_STAGED)
+        if not 0 < one < many:
+            raise RuntimeError(f"cache-resident accumulation timings are inconsistent (1 staged gradient {one:.4f} s, "
+                               f"{RESIDENT_STAGED}: {many:.4f} s): the machine is too busy to measure; rerun with more --reps")
+        draws.append((params * (RESIDENT_STAGED - 1) / (many - one), one, many))
+        del host, layer
+    rate, one, many = sorted(draws)[len(draws) // 2]  # the median allocation (the upper one of an even count)
     return {"params": params, "tensor_params": rows * width, "cache_bytes": cache, "step_1_staged_s": one,
-            f"step_{RESIDENT_STAGED}_staged_s": many,
-            "resident_accumulate_params_per_s": params * (RESIDENT_STAGED - 1) / (many - one)}
+            f"step_{RESIDENT_STAGED}_staged_s": many, "resident_accumulate_params_per_s": rate,
+            "allocations_params_per_s": [d[0] for d in draws]}
 
 
 def cpu_optimizer_step_times(dtype: str, n_params: int, reps: int) -> dict[str, float]:
