@@ -62,8 +62,8 @@ class HostParams:
         self.load_log: list[tuple[int, int, int]] = []  # (layer, iteration, version read)
         # (layer, iteration, staged gradients, perf_counter at the start, seconds summing the staged
         # gradients, in AdamW, refreshing the copy): a STEP's parts as the run meets them, which the
-        # trace's one STEP span cannot separate (issue 14: in-run STEPs run 11-39% over the same layer
-        # timed alone, and which part stretches says whose rate to calibrate).
+        # trace's one STEP span cannot separate (issue 14: across runs of one plan it is the sum of the
+        # staged gradients that moves, with the memory the run is given; benchmarks/notes-rpexec.md).
         self.step_parts: list[tuple[int, int, int, float, float, float, float]] = []
 
     def _host(self, t: torch.Tensor) -> torch.Tensor:

@@ -148,6 +148,20 @@ def profile_cpu_optimizer(dtype: str, n_params: int | None = None, reps: int = 3
             **times}
 
 
+def median_host_step_s(host: HostParams, shapes: dict[str, torch.Size], dtype: torch.dtype, n_staged: int,
+                       reps: int) -> float:
+    """Median seconds of HostParams.step over its layer 0 with `n_staged` gradients of `shapes` staged
+    (host buffers filled on the CPU), after one warm-up pass (Adam's state, the pool, the scratch)."""
+    times = []
+    for rep in range(reps + 1):
+        for _ in range(n_staged):
+            host.stage_grads(0, rep, {n: host.grad_buffer(shape, dtype).fill_(1e-3) for n, shape in shapes.items()})
+        t = time.perf_counter()
+        host.step(0, rep, capture=False)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times[1:])
+
+
 # The cache-resident probe: tensors whose fp32 gradient + scratch (8 B per parameter,
 # rpsim.costs.cpu_optimizer.ACCUMULATOR_BYTES_PER_PARAM) fill half the last-level cache, so each stays
 # there across its staged gradients while the staged ones and the rest of the step stream; several of
@@ -155,9 +169,7 @@ def profile_cpu_optimizer(dtype: str, n_params: int | None = None, reps: int = 3
 RESIDENT_TENSOR_CACHE_SHARE = 0.5
 RESIDENT_PROBE_TENSORS = 6
 RESIDENT_STAGED = 8
-
-
-RESIDENT_ALLOCATIONS = 3
+RESIDENT_ALLOCATIONS = 3  # fresh allocations of the probe's host state; the rate is their median
 
 
 def resident_accumulate_rate(dtype: str, reps: int = 3, cache_bytes: int | None = None,
@@ -185,18 +197,7 @@ def resident_accumulate_rate(dtype: str, reps: int = 3, cache_bytes: int | None 
         params = sum(p.numel() for p in layer.parameters())
         host = HostParams([layer], low, pin=False, lag=1)
         shapes = {n: p.shape for n, p in layer.named_parameters()}
-
-        def median_step_s(n_staged: int, host: HostParams = host, shapes: dict = shapes) -> float:
-            times = []
-            for rep in range(reps + 1):  # the first rep warms up (Adam's state, the pool, the scratch)
-                for _ in range(n_staged):
-                    host.stage_grads(0, rep, {n: host.grad_buffer(shape, low).fill_(1e-3) for n, shape in shapes.items()})
-                t = time.perf_counter()
-                host.step(0, rep, capture=False)
-                times.append(time.perf_counter() - t)
-            return statistics.median(times[1:])
-
-        one, many = median_step_s(1), median_step_s(RESIDENT_STAGED)
+        one, many = (median_host_step_s(host, shapes, low, n, reps) for n in (1, RESIDENT_STAGED))
         if not 0 < one < many:
             raise RuntimeError(f"cache-resident accumulation timings are inconsistent (1 staged gradient {one:.4f} s, "
                                f"{RESIDENT_STAGED}: {many:.4f} s): the machine is too busy to measure; rerun with more --reps")
@@ -212,21 +213,10 @@ def cpu_optimizer_step_times(dtype: str, n_params: int, reps: int) -> dict[str, 
     """Median seconds of HostParams.step over one layer of n_params with 1 and with 4 staged gradients."""
     width = 4096
     layer = torch.nn.Linear(width, max(1, n_params // width), bias=False)
-    params = layer.weight.numel()
     host = HostParams([layer], DTYPES[dtype], pin=False, lag=1)
-    shape, low = layer.weight.shape, DTYPES[dtype]
-
-    def median_step_s(n_staged: int) -> float:
-        times = []
-        for rep in range(reps + 1):  # the first rep warms up (Adam's state, the pool, the scratch)
-            for _ in range(n_staged):
-                host.stage_grads(0, rep, {"weight": host.grad_buffer(shape, low).fill_(1e-3)})
-            t = time.perf_counter()
-            host.step(0, rep, capture=False)
-            times.append(time.perf_counter() - t)
-        return statistics.median(times[1:])
-
-    return {"params": params, "step_1_staged_s": median_step_s(1), "step_4_staged_s": median_step_s(4)}
+    shapes = {"weight": layer.weight.shape}
+    return {"params": layer.weight.numel(), "step_1_staged_s": median_host_step_s(host, shapes, DTYPES[dtype], 1, reps),
+            "step_4_staged_s": median_host_step_s(host, shapes, DTYPES[dtype], 4, reps)}
 
 
 def make_profile(model: ModelSpec, seq: int, mb_size: int, dtype: str, device: str, reps: int = 5) -> dict[str, Any]:
