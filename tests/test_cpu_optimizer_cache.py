@@ -32,13 +32,14 @@ def test_llama3_8b_layer_keeps_its_attention_tensors_in_a_300_mib_cache_and_stre
     # an MLP tensor's gradient + scratch: 8 x 58,720,256 B = 470 MB > 315 MB; q/o: 134 MB; k/v: 34 MB
     resident = cache_resident_params(tensors, L3_300_MIB)
     assert resident == 2 * 16_777_216 + 2 * 4_194_304 + 8192 == 41_951_232
-    streamed, resident_bytes = accumulation_dram_bytes(218_112_000, 4, resident)
+    streamed, widened, resident_bytes = accumulation_dram_bytes(218_112_000, 4, resident)
+    assert widened == 0  # no widening rate measured: the first gradient is priced as a streamed pass
     # streamed tensors: 4 passes of 18 B; resident ones: a first pass of 18 B, then 3 of 2 B
     assert streamed == (4 * (218_112_000 - 41_951_232) + 41_951_232) * 18 == 13_438_697_472
     assert resident_bytes == 3 * 41_951_232 * 2 == 251_707_392
     rates = CpuOptimizerRates(adam_params_per_s=5e9, grad_accumulate_params_per_s=6e9,
                               resident_accumulate_params_per_s=12e9, last_level_cache_bytes=L3_300_MIB)
-    assert rates.phase_bytes(218_112_000, 4, resident) == (13_438_697_472, 251_707_392, 218_112_000 * 34)
+    assert rates.phase_bytes(218_112_000, 4, resident) == (13_438_697_472, 0, 251_707_392, 218_112_000 * 34)
     assert rates.step_s(218_112_000, 4, resident) == pytest.approx(
         218_112_000 / 5e9 + (4 * 218_112_000 - 3 * 41_951_232) / 6e9 + 3 * 41_951_232 / 12e9, rel=1e-12)
 
@@ -72,12 +73,12 @@ def test_cache_residency_only_matters_from_the_second_staged_gradient(tensors, n
     alone_s, cached_s = streamed.step_s(params, n_staged), cached.step_s(params, n_staged, resident)
     if n_staged <= 1 or resident == 0:
         assert cached_s == pytest.approx(alone_s, rel=1e-12)
-        assert cached.phase_bytes(params, n_staged, resident)[1] == 0
+        assert cached.phase_bytes(params, n_staged, resident)[2] == 0
     assert cached_s <= alone_s * (1 + 1e-12)
     # without a measured resident rate a resident pass runs at the streamed one: only its DRAM bytes drop
     no_rate = CpuOptimizerRates(rate, rate, None, cache)
     assert no_rate.step_s(params, n_staged, resident) == pytest.approx(alone_s, rel=1e-12)
-    assert no_rate.phase_bytes(params, n_staged, resident)[2] == params * ADAM_AND_REFRESH_BYTES_PER_PARAM
+    assert no_rate.phase_bytes(params, n_staged, resident)[3] == params * ADAM_AND_REFRESH_BYTES_PER_PARAM
 
 
 def test_simulated_steps_split_resident_and_streamed_tensors_by_the_hosts_cache(tmp_path):
@@ -115,3 +116,17 @@ do not. On a DRAM far wider than
         expected = p / 1e7 + (rounds * p - (rounds - 1) * resident) / 2e7 + (rounds - 1) * resident / 5e7
         assert e.end_s - e.start_s == pytest.approx(expected, rel=1e-6)
     assert seen == {"embed", "layer", "head"}
+
+
+def test_a_measured_widening_prices_every_tensors_first_gradient_as_a_6_byte_copy():
+    """rpexec.step_loops widens the first staged gradient straight into the fp32 gradient (read 2 B, write
+    4 B); the later ones go through the scratch (18 B streamed, 2 B resident)."""
+    tensors = layer_tensor_params(LLAMA3_8B, 0)
+    rates = CpuOptimizerRates(adam_params_per_s=5e9, grad_accumulate_params_per_s=6e9,
+                              resident_accumulate_params_per_s=12e9, last_level_cache_bytes=L3_300_MIB,
+                              widen_params_per_s=11e9)
+    p, r = 218_112_000, 41_951_232
+    assert rates.resident_params(tensors) == r
+    assert rates.phase_bytes(p, 4, r) == (3 * (p - r) * 18, p * 6, 3 * r * 2, p * 34)
+    assert rates.step_s(p, 4, r) == pytest.approx(p / 5e9 + p / 11e9 + 3 * (p - r) / 6e9 + 3 * r / 12e9, rel=1e-12)
+    assert rates.step_s(p, 1, r) == pytest.approx(p / 5e9 + p / 11e9, rel=1e-12)

@@ -9,6 +9,12 @@ from typing import Any
 
 from rpsim.catalog.data import preset_table
 from rpsim.catalog.gpus import calibrated_gpu, gpu_entry, load_gpu, resolve_gpu_name
+from rpsim.catalog.optimizer_rates import (
+    RESIDENT_CURVE_KEY,
+    THREADS_KEY,
+    optimizer_rates_by_threads,
+    resident_rate_by_cache_share,
+)
 from rpsim.errors import SpecError, choices_message
 from rpsim.specs.server import HostSpec, LinkSpec, PCIeLinkSpec, ServerSpec, SocketSpec, SwitchSpec
 from rpsim.units import GiB, MiB
@@ -39,7 +45,9 @@ _TOP_KEYS = {"gpu", "n_gpus", "p2p", "p2p_bandwidth_gb_per_s", "duplex_factor", 
              "calibration"}  # the calibration's conditions and raw figures: a record, not read
 _SECTION_KEYS = {
     "host": {"cores", "dram_gib", "adam_params_per_s", "pageable_efficiency", "grad_accumulate_params_per_s",
-             "grad_accumulate_resident_params_per_s", "last_level_cache_mib", "issue_us"},
+             "grad_accumulate_resident_params_per_s", "last_level_cache_mib", "issue_us", RESIDENT_CURVE_KEY,
+             "grad_widen_params_per_s",
+             THREADS_KEY},
     "inter_socket": {"bandwidth_gb_per_s", "latency_us"},
     "sockets": {"name", "dram_bandwidth_gb_per_s", "root_complex_gb_per_s"},
     "switches": {"name", "socket", "uplink_gb_per_s", "latency_us"},
@@ -134,7 +142,7 @@ def _check_keys(where: str, table: dict[str, Any], valid: set[str]) -> None:
 _COUNT_KEYS = {"cores", "count", "n_gpus", "pcie_gen", "pcie_width"}
 _POSITIVE_KEYS = {"dram_gib", "adam_params_per_s", "bandwidth_gb_per_s", "dram_bandwidth_gb_per_s",
                   "root_complex_gb_per_s", "uplink_gb_per_s", "p2p_bandwidth_gb_per_s",
-                  "grad_accumulate_resident_params_per_s", "last_level_cache_mib"}
+                  "grad_accumulate_resident_params_per_s", "last_level_cache_mib", "grad_widen_params_per_s"}
 _FRACTION_KEYS = {"h2d_efficiency", "d2h_efficiency", "pageable_efficiency", "duplex_factor"}
 _NON_NEGATIVE_KEYS = {"latency_us"}
 _STRING_KEYS = {"gpu", "name", "socket", "attach", "p2p", "host_numa", "source"}
@@ -233,9 +241,15 @@ def server_from_table(name: str, t: dict[str, Any], where: str) -> ServerSpec:
         host=HostSpec(cores=_need(where, h, "cores"), dram_bytes=_need(where, h, "dram_gib") * GiB,
                       adam_params_per_s=_need(where, h, "adam_params_per_s"),
                       **{k: h[k] for k in ("pageable_efficiency", "grad_accumulate_params_per_s",
-                                           "grad_accumulate_resident_params_per_s") if k in h},
+                                           "grad_accumulate_resident_params_per_s", "grad_widen_params_per_s")
+                         if k in h},
                       last_level_cache_bytes=h.get("last_level_cache_mib", 0.0) * MiB,
-                      issue_s=_issue_s(f"{where} [host.issue_us]", h["issue_us"]) if "issue_us" in h else None),
+                      issue_s=_issue_s(f"{where} [host.issue_us]", h["issue_us"]) if "issue_us" in h else None,
+                      resident_rate_by_cache_share=(resident_rate_by_cache_share(f"{where} [host]", h[RESIDENT_CURVE_KEY])
+                                                    if RESIDENT_CURVE_KEY in h else ()),
+                      optimizer_rates_by_threads=(optimizer_rates_by_threads(f"{where} [host]", h[THREADS_KEY],
+                                                                             _need(where, h, "cores"))
+                                                  if THREADS_KEY in h else ())),
         duplex_factor=t.get("duplex_factor", 1.0), p2p=t.get("p2p", "none"),
         p2p_bytes_per_s=p2p_bw * 1e9 if p2p_bw else None, host_numa=t.get("host_numa", "interleave"),
         source=t.get("source", where),

@@ -7,8 +7,14 @@ on the fp32 master and refreshes the fp16 copy the GPUs upload. Both parts are D
   refresh reads 4 B and writes 2 B: 34 B per parameter.
 - Accumulating one staged gradient: widen 2 B into 4 B of scratch, then read 4 + 4 B and write 4 B:
   18 B per parameter per staged gradient (the library's "G-copy", roundpipe.md, is the same work).
-So step_s = P / adam_rate + n_staged * P / accumulate_rate. `rpexec profile` measures both rates with
-rpexec's own code; without a measurement the accumulate rate follows the Adam rate by the byte ratio.
+- The first staged gradient is only widened into the fp32 gradient (rpexec.step_loops: a copy, 2 B read
+  and 4 B written, 6 B per parameter): on the one-H200 host it took 14.2 ms over 157M parameters where
+  each later one took 29.5 ms (rpexec calibrate, session 13).
+So step_s = P / adam_rate + P / widen_rate + (n_staged - 1) * P / accumulate_rate. `rpexec profile` and
+`rpexec calibrate` time each part inside rpexec's own step; without a measurement the accumulate rate
+follows the Adam rate by the byte ratio. Rates measured before the widening was timed on its own (a
+profile or machine file without grad_widen_params_per_s) came from differences of whole steps, which
+price the first gradient like the others; they keep that model (n_staged * P / accumulate_rate, 18 B each).
 The first model, Adam alone, under-predicted every measured RoundPipe-sync run by ~50% (e03).
 
 Both parts stream the layer's state through host DRAM, so neither can run faster than the DRAM
@@ -33,30 +39,64 @@ measured, no faster than a streamed pass. At the `pcie` level its 2 B per parame
 from the DRAM that the copies share, so a resident layer's step both runs faster and slows the copies
 less. Adam + refresh stream 34 B either way (master, m and v of a tensor are 12 B per parameter more
 than its accumulation's working set, and a layer's Adam state is many times the cache).
+
+How much of the cache a tensor fills matters too. On the one-H200 host (300 MiB L3) a later pass cost
+0.096-0.124 ns per parameter on tensors filling 48% of it and 0.137-0.148 ns at 80%
+(benchmarks/step_allocations.py): the staged gradients and Adam's state stream through the same cache,
+so a tensor filling more of it loses more of its lines between passes, and a lost line is read, widened
+into and written back as in a streamed pass. rpsim prices that as a resident fraction h: of a tensor's
+later passes, h run resident and 1 - h stream. `rpexec calibrate` times the resident pass over tensors
+filling several shares of the cache (HostSpec.resident_rate_by_cache_share); a pass at rate r_s between
+the streamed rate r_0 and the fully resident rate r_1 (the probe at half the cache) is the mix with
+1/r_s = h/r_1 + (1 - h)/r_0, so h = (1/r_0 - 1/r_s) / (1/r_0 - 1/r_1), interpolated between the
+measured shares. Without those points every tensor that fits is wholly resident (h = 1).
+
+Thread count. A resident pass is bound by the cores, not the DRAM, and at 11 of the host's 16 threads
+(rpexec's asynchronous STEP, rpsim.costs.optimizer_threads) every part of the STEP ran slower: the
+summation 1.3-1.7x, Adam + refresh 1.2-1.5x (benchmarks/step_allocations.py, session 13). Where the
+calibration timed the STEP at a smaller thread count (HostSpec.optimizer_rates_by_threads) each part's
+rate at t threads is interpolated linearly in t between the measured counts and all cores, and falls in
+proportion to t below the smallest measured count (each thread does its share of the work).
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from rpsim.costs.optimizer_curves import interpolate, resident_fractions, thread_ratio
+
 ADAM_AND_REFRESH_BYTES_PER_PARAM = 34.0
 ACCUMULATE_BYTES_PER_PARAM = 18.0
+WIDEN_BYTES_PER_PARAM = 6.0  # the first staged gradient: read 2 B, write the fp32 gradient's 4 B
 ACCUMULATOR_BYTES_PER_PARAM = 8.0  # fp32 gradient + fp32 scratch: one tensor's working set across its passes
 RESIDENT_PASS_BYTES_PER_PARAM = 2.0  # a later pass over a cache-resident tensor: the staged bf16/fp16 read
 
 
-def cache_resident_params(tensor_params: Iterable[float], last_level_cache_bytes: float) -> float:
-    """Parameters of the tensors whose accumulation working set (fp32 gradient + scratch) fits the cache;
-    none where the cache size is unknown (0)."""
-    return sum(p for p in tensor_params if 0 < ACCUMULATOR_BYTES_PER_PARAM * p <= last_level_cache_bytes)
+def cache_resident_params(tensor_params: Iterable[float], last_level_cache_bytes: float,
+                          resident_fraction_by_share: tuple[tuple[float, float], ...] = ()) -> float:
+    """Parameters whose later accumulation passes stay in the cache: of each tensor whose working set (fp32
+    gradient + scratch) fits, the fraction h of its share of the cache (all of it without measured
+    points); none where the cache size is unknown (0)."""
+    total = 0.0
+    for p in tensor_params:
+        share = ACCUMULATOR_BYTES_PER_PARAM * p / last_level_cache_bytes if last_level_cache_bytes > 0 else 0.0
+        if 0 < share <= 1:
+            total += p * (interpolate(resident_fraction_by_share, share) if resident_fraction_by_share else 1.0)
+    return total
 
 
-def accumulation_dram_bytes(params: float, n_staged: int, resident_params: float = 0.0) -> tuple[float, float]:
+def accumulation_dram_bytes(params: float, n_staged: int, resident_params: float = 0.0,
+                            widened: bool = False) -> tuple[float, float, float]:
     """DRAM bytes of summing n_staged gradients over a layer of `params` parameters, `resident_params` of
-    them in tensors that fit the cache: (streamed passes, resident later passes)."""
+    them in tensors that fit the cache: (streamed passes, the first gradient's widening, resident later
+    passes). `widened`: the first gradient is a widening copy of its own (6 B); else it is priced as a
+    streamed pass (18 B), the model of rates taken from whole-step differences."""
     n = max(n_staged, 1)
+    if widened:
+        return ((n - 1) * (params - resident_params) * ACCUMULATE_BYTES_PER_PARAM, params * WIDEN_BYTES_PER_PARAM,
+                (n - 1) * resident_params * RESIDENT_PASS_BYTES_PER_PARAM)
     streamed = (n * (params - resident_params) + resident_params) * ACCUMULATE_BYTES_PER_PARAM
-    return streamed, (n - 1) * resident_params * RESIDENT_PASS_BYTES_PER_PARAM
+    return streamed, 0.0, (n - 1) * resident_params * RESIDENT_PASS_BYTES_PER_PARAM
 
 
 @dataclass(frozen=True)
@@ -66,30 +106,43 @@ class CpuOptimizerRates:
     # a later pass over a tensor whose gradient and scratch stay in the last-level cache
     resident_accumulate_params_per_s: float | None = None  # None: as fast as a streamed pass
     last_level_cache_bytes: float = 0.0  # 0: unknown, every tensor streams
+    # (share of the cache a tensor's working set fills, fraction of its later passes that stay resident)
+    resident_fraction_by_share: tuple[tuple[float, float], ...] = ()
+    widen_params_per_s: float | None = None  # the first staged gradient's copy; None: priced as a later pass
 
     @property
     def resident_rate(self) -> float:
         return self.resident_accumulate_params_per_s or self.grad_accumulate_params_per_s
 
     def resident_params(self, tensor_params: Iterable[float]) -> float:
-        return cache_resident_params(tensor_params, self.last_level_cache_bytes)
+        return cache_resident_params(tensor_params, self.last_level_cache_bytes, self.resident_fraction_by_share)
 
     def step_s(self, params: float, n_staged: int, resident_params: float = 0.0) -> float:
         """One STEP alone: `resident_params` of the layer's `params` are in tensors that fit the cache."""
         resident_passes = (max(n_staged, 1) - 1) * resident_params
         streamed_passes = max(n_staged, 1) * params - resident_passes
-        return (params / self.adam_params_per_s + streamed_passes / self.grad_accumulate_params_per_s
+        first = 0.0
+        if self.widen_params_per_s:
+            streamed_passes -= params  # every tensor's first gradient is the widening, resident or not
+            first = params / self.widen_params_per_s
+        return (params / self.adam_params_per_s + first + streamed_passes / self.grad_accumulate_params_per_s
                 + resident_passes / self.resident_rate)
 
-    def phase_bytes(self, params: float, n_staged: int, resident_params: float = 0.0) -> tuple[float, float, float]:
-        """DRAM bytes of the streamed accumulation passes, the cache-resident ones, then Adam + refresh: the
-        order the step runs them in (per tensor the passes interleave; their sum is what the DRAM sees)."""
-        streamed, resident = accumulation_dram_bytes(params, n_staged, resident_params)
-        return streamed, resident, params * ADAM_AND_REFRESH_BYTES_PER_PARAM
+    def phase_bytes(self, params: float, n_staged: int, resident_params: float = 0.0
+                    ) -> tuple[float, float, float, float]:
+        """DRAM bytes of the streamed accumulation passes, the first gradient's widening, the cache-resident
+        passes, then Adam + refresh (per tensor the passes interleave; their sum is what the DRAM sees)."""
+        streamed, widen, resident = accumulation_dram_bytes(params, n_staged, resident_params,
+                                                            self.widen_params_per_s is not None)
+        return streamed, widen, resident, params * ADAM_AND_REFRESH_BYTES_PER_PARAM
 
     @property
     def accumulate_bytes_per_s(self) -> float:
         return self.grad_accumulate_params_per_s * ACCUMULATE_BYTES_PER_PARAM
+
+    @property
+    def widen_bytes_per_s(self) -> float:
+        return (self.widen_params_per_s or self.grad_accumulate_params_per_s) * WIDEN_BYTES_PER_PARAM
 
     @property
     def resident_accumulate_bytes_per_s(self) -> float:
@@ -101,12 +154,15 @@ class CpuOptimizerRates:
         return self.adam_params_per_s * ADAM_AND_REFRESH_BYTES_PER_PARAM
 
 
-def cpu_optimizer_rates(host, profile=None, dram_bytes_per_s: float | None = None) -> CpuOptimizerRates:
+def cpu_optimizer_rates(host, profile=None, dram_bytes_per_s: float | None = None,
+                        threads: int | None = None) -> CpuOptimizerRates:
     """A profile's measured rates where it has them, else the host's (a HostSpec: its measured
     accumulation rate, or its Adam rate scaled by the byte ratio); each capped by the host's DRAM
     bandwidth over its bytes per parameter when `dram_bytes_per_s` is given. The cache-resident pass
     rate and the cache size are the host's (a profile measures a streamed layer only); a resident pass
-    is never slower than a streamed one (the cache only removes DRAM traffic)."""
+    is never slower than a streamed one (the cache only removes DRAM traffic). `threads`: the STEP's
+    thread count (rpsim.costs.optimizer_threads; None: all cores), which scales each rate by the host's
+    measured rates at fewer threads (thread_ratio) where it has them."""
     adam = profile.adam_params_per_s if profile is not None and profile.adam_params_per_s else host.adam_params_per_s
     if profile is not None and profile.grad_accumulate_params_per_s:
         accumulate = profile.grad_accumulate_params_per_s
@@ -114,10 +170,32 @@ def cpu_optimizer_rates(host, profile=None, dram_bytes_per_s: float | None = Non
         accumulate = host.grad_accumulate_params_per_s
     else:
         accumulate = adam * ADAM_AND_REFRESH_BYTES_PER_PARAM / ACCUMULATE_BYTES_PER_PARAM
+    # the widening is timed with the rates it came with: a profile's where it gave the accumulation rate
+    if profile is not None and profile.grad_accumulate_params_per_s:
+        widen = profile.grad_widen_params_per_s
+    else:
+        widen = host.grad_widen_params_per_s if accumulate == host.grad_accumulate_params_per_s else None
     resident = host.grad_accumulate_resident_params_per_s
+    fractions = resident_fractions(host.resident_rate_by_cache_share, host.grad_accumulate_params_per_s or accumulate,
+                                   resident) if resident else ()
+    if threads is not None and host.optimizer_rates_by_threads:
+        measured = host.optimizer_rates_by_threads
+        adam *= thread_ratio(tuple((m.threads, m.adam_params_per_s / host.adam_params_per_s) for m in measured),
+                             threads, host.cores)
+        if host.grad_accumulate_params_per_s:
+            accumulate *= thread_ratio(tuple((m.threads, m.grad_accumulate_params_per_s / host.grad_accumulate_params_per_s)
+                                             for m in measured), threads, host.cores)
+        if widen and host.grad_widen_params_per_s:
+            widen *= thread_ratio(tuple((m.threads, m.grad_widen_params_per_s / host.grad_widen_params_per_s)
+                                        for m in measured if m.grad_widen_params_per_s), threads, host.cores)
+        if resident:
+            resident *= thread_ratio(tuple((m.threads, m.grad_accumulate_resident_params_per_s / resident)
+                                           for m in measured if m.grad_accumulate_resident_params_per_s), threads,
+                                     host.cores)
     if dram_bytes_per_s:
         adam = min(adam, dram_bytes_per_s / ADAM_AND_REFRESH_BYTES_PER_PARAM)
         accumulate = min(accumulate, dram_bytes_per_s / ACCUMULATE_BYTES_PER_PARAM)
         resident = min(resident, dram_bytes_per_s / RESIDENT_PASS_BYTES_PER_PARAM) if resident else None
+        widen = min(widen, dram_bytes_per_s / WIDEN_BYTES_PER_PARAM) if widen else None
     resident = max(resident, accumulate) if resident else None
-    return CpuOptimizerRates(adam, accumulate, resident, host.last_level_cache_bytes)
+    return CpuOptimizerRates(adam, accumulate, resident, host.last_level_cache_bytes, fractions, widen)

@@ -21,7 +21,7 @@ _CONDITIONS = {"device", "mb_tokens", "dtype", "seq_len", "mb_size", "host", "to
 _LAYER = {"name", "forward_s", "backward_s", "recompute_s", "param_bytes", "activation_bytes"}
 _LINKS = {"hop_s", "h2d_bytes_per_s", "d2h_bytes_per_s", "duplex_bytes_per_s", "p2p_bytes_per_s",
           "h2d_by_size", "d2h_by_size"}
-_CPU = {"adam_params_per_s", "grad_accumulate_params_per_s"}
+_CPU = {"adam_params_per_s", "grad_accumulate_params_per_s", "grad_widen_params_per_s"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Profile:
     p2p_bytes_per_s: float | None = None
     adam_params_per_s: float | None = None
     grad_accumulate_params_per_s: float | None = None
+    grad_widen_params_per_s: float | None = None  # the first staged gradient's copy (rpsim.costs.cpu_optimizer)
     source: str = ""
 
     def apply(self, costs: ModelCosts) -> ModelCosts:
@@ -121,6 +122,8 @@ def profile_from_dict(data: Any, source: str = "<dict>") -> Profile:
                    adam_params_per_s=_number("$.cpu.adam_params_per_s", cpu.get("adam_params_per_s"), True),
                    grad_accumulate_params_per_s=_number("$.cpu.grad_accumulate_params_per_s",
                                                         cpu.get("grad_accumulate_params_per_s"), True),
+                   grad_widen_params_per_s=_number("$.cpu.grad_widen_params_per_s", cpu.get("grad_widen_params_per_s"),
+                                                   True),
                    source=source)
 
 

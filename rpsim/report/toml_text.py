@@ -1,6 +1,6 @@
 """A TOML writer for the flat machine files rpsim reads (tomllib reads; the standard library writes no
 TOML): top-level scalars, tables of scalars and arrays of numbers, and arrays of such tables.
-Nested tables one level down are written as [parent.child]."""
+Nested tables one level down are written as [parent.child], arrays of tables there as [[parent.child]]."""
 from __future__ import annotations
 
 import json
@@ -30,6 +30,10 @@ def _table(lines: list[str], name: str, value: Mapping[str, Any], comments: Mapp
     for key, sub in value.items():
         if isinstance(sub, Mapping):
             _table(lines, f"{name}.{key}", sub, comments)
+        elif _is_table_array(sub):
+            for entry in sub:
+                lines += ["", f"[[{name}.{key}]]"]
+                _scalars(lines, entry, f"{name}.{key}.", comments)
 
 
 def _is_table_array(value: Any) -> bool:

@@ -104,9 +104,9 @@ def action_issue_s(ctx: CostContext, a: Action) -> tuple[float, float] | None:
     return host_issue_s(ctx.issue, lo, hi, len(ctx.costs.layers), a.kind, ctx.plan.recompute != "none")
 
 
-def host_step_bytes(ctx: CostContext, a: Action) -> tuple[float, float, float]:
-    """DRAM bytes of a host optimizer STEP's streamed accumulation, cache-resident accumulation and Adam
-    phases (rpsim.costs.cpu_optimizer)."""
+def host_step_bytes(ctx: CostContext, a: Action) -> tuple[float, float, float, float]:
+    """DRAM bytes of a host optimizer STEP's streamed accumulation, first-gradient widening, cache-resident
+    accumulation and Adam phases (rpsim.costs.cpu_optimizer)."""
     return ctx.cpu.phase_bytes(*ctx.host_step_args(a))
 
 

@@ -203,8 +203,8 @@ def _cost_of(inp: EngineInputs, net: FlowNetwork | None, a: Action) -> tuple:
     if net is not None and a.kind == "STEP" and a.chunk is not None:
         phases = [(phase_bytes / len(paths), paths) for phase_bytes, paths in
                   zip(host_step_bytes(inp.costs, a), inp.topology.optimizer_paths)]  # type: ignore[union-attr]
-        # the middle (cache-resident) phase is no event where the layer has none: the first and last run
-        # as they always did, bytes or not
+        # the middle phases (widening, cache-resident) are no event where the layer has none: the first
+        # and last run as they always did, bytes or not
         return ("host_step", (phases[0], *(p for p in phases[1:-1] if p[0] > 0), phases[-1]))
     return ("hold", duration_s(inp.costs, a), action_issue_s(inp.costs, a) if net is not None else None)
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rpsim.costs.cpu_optimizer import cpu_optimizer_rates
+from rpsim.costs.optimizer_threads import plan_step_threads
 from rpsim.gc_pause import gc_paused
 from rpsim.ir import CPU, LaneId, Plan
 from rpsim.ir.deps import dependency_facts
@@ -29,7 +30,8 @@ class SimResult:
 
 
 def cost_context(plan: Plan, sc: Scenario) -> CostContext:
-    rates = cpu_optimizer_rates(sc.server.host, sc.profile, sc.server.host_dram_bytes_per_s)
+    rates = cpu_optimizer_rates(sc.server.host, sc.profile, sc.server.host_dram_bytes_per_s,
+                                plan_step_threads(plan, sc.server.host.cores))
     return CostContext.of(plan, sc.costs, rates, gpu_step_s_per_param(sc.server.gpu),
                           sc.server.host.issue_s if plan.level == "pcie" else None)
 
@@ -49,7 +51,8 @@ def simulate(plan: Plan, sc: Scenario, stop_at_steady: bool = True, planned_iter
 def _simulate(plan: Plan, sc: Scenario, stop_at_steady: bool, planned_iters: int) -> SimResult:
     graph = dependency_facts(plan)
     ctx = cost_context(plan, sc)
-    topo = build_topology(sc.server, sc.profile) if plan.level == "pcie" else None
+    topo = build_topology(sc.server, sc.profile, plan_step_threads(plan, sc.server.host.cores)) \
+        if plan.level == "pcie" else None
     hop_s = hop_delay(plan.level, sc).seconds
     run = run_engine(EngineInputs(plan, graph, ctx, topo, hop_s, stop_at_steady))
     plan = first_iterations(plan, run.simulated_iters)

@@ -30,7 +30,7 @@ class Topology:
     # accumulation, Adam): per phase, one path per socket holding a share of the state, each crossing that
     # socket's DRAM and the phase's own rate cap (the optimizer's measured speed when DRAM is not what
     # limits it).
-    optimizer_paths: tuple[tuple[Path, ...], ...] = ((), (), ())
+    optimizer_paths: tuple[tuple[Path, ...], ...] = ((), (), (), ())
 
     def p2p_path(self, src: int, dst: int) -> Path:
         return (f"g{src}.p2p_out", f"g{dst}.p2p_in")
@@ -45,7 +45,9 @@ class Topology:
         return self.h2d_paths[gpu] if kind in UPLOAD_KINDS else self.d2h_paths[gpu]
 
 
-def build_topology(server: ServerSpec, profile: Profile | None = None) -> Topology:
+def build_topology(server: ServerSpec, profile: Profile | None = None, step_threads: int | None = None) -> Topology:
+    """`step_threads`: the host optimizer STEP's thread count (rpsim.costs.optimizer_threads; None: all
+    cores), which sets the optimizer phases' rate caps."""
     cap: dict[str, float] = {}
     pairs: list[tuple[str, str]] = []
     duplex = server.duplex_factor
@@ -82,13 +84,14 @@ def build_topology(server: ServerSpec, profile: Profile | None = None) -> Topolo
         d2h_paths.append(tuple(tuple(reversed(_path(k, home, sw.name if sw else None, g, "up"))) for k in holders))
     latency = server.gpu_links[0].latency_s
     p2p = cap.get("g0.p2p_out")
-    rates = cpu_optimizer_rates(server.host, profile, server.host_dram_bytes_per_s)
+    rates = cpu_optimizer_rates(server.host, profile, server.host_dram_bytes_per_s, step_threads)
     cap[OPTIMIZER_ACCUMULATE], cap[OPTIMIZER_ADAM] = rates.accumulate_bytes_per_s, rates.adam_bytes_per_s
     cap[OPTIMIZER_RESIDENT] = rates.resident_accumulate_bytes_per_s
+    cap[OPTIMIZER_WIDEN] = rates.widen_bytes_per_s
     if server.host.issue_s is not None:
         cap[INTERPRETER] = 1.0  # seconds of issue work per second (rpsim.sim.host_issue)
     optimizer_paths = tuple(tuple((f"dram:{s.name}", phase) for s in server.sockets)
-                            for phase in (OPTIMIZER_ACCUMULATE, OPTIMIZER_RESIDENT, OPTIMIZER_ADAM))
+                            for phase in (OPTIMIZER_ACCUMULATE, OPTIMIZER_WIDEN, OPTIMIZER_RESIDENT, OPTIMIZER_ADAM))
     return Topology(cap, tuple(pairs), duplex, tuple(h2d_paths), tuple(d2h_paths), p2p, latency,
                     optimizer_paths)  # type: ignore[arg-type]
 
@@ -97,6 +100,8 @@ OPTIMIZER_ACCUMULATE = "host.optimizer.accumulate"
 OPTIMIZER_ADAM = "host.optimizer.adam"
 # later accumulation passes over cache-resident tensors: the cores bound them, each takes 2 B from DRAM
 OPTIMIZER_RESIDENT = "host.optimizer.accumulate_resident"
+# the first staged gradient's widening copy, where its rate was measured apart (else it has no bytes)
+OPTIMIZER_WIDEN = "host.optimizer.widen"
 
 
 def _path(holder: str, home: str, switch: str | None, gpu: int, direction: str) -> Path:

@@ -75,6 +75,16 @@ class SocketSpec:
 
 
 @dataclass(frozen=True)
+class OptimizerRatesAtThreads:
+    """The host optimizer's rates measured with fewer intra-op threads than cores (rpexec calibrate)."""
+    threads: int
+    adam_params_per_s: float
+    grad_accumulate_params_per_s: float
+    grad_accumulate_resident_params_per_s: float | None = None
+    grad_widen_params_per_s: float | None = None
+
+
+@dataclass(frozen=True)
 class HostSpec:
     cores: int
     dram_bytes: float
@@ -82,10 +92,18 @@ class HostSpec:
     pageable_efficiency: float = 0.34  # pageable / pinned H2D; h200x2: 18.7 / 55.4 GB/s (hardware.md)
     # Summing one downloaded gradient into the fp32 gradient, params/s; None: from Adam's by byte ratio
     grad_accumulate_params_per_s: float | None = None
+    # The first staged gradient's widening copy into the fp32 gradient, params/s (6 B per parameter); None:
+    # priced as a later pass (rates from whole-step differences: rpsim.costs.cpu_optimizer)
+    grad_widen_params_per_s: float | None = None
     # The same over a tensor whose fp32 gradient and scratch stay in the last-level cache across its staged
     # gradients (rpsim.costs.cpu_optimizer); None: no faster than a streamed one
     grad_accumulate_resident_params_per_s: float | None = None
     last_level_cache_bytes: float = 0.0  # the socket's largest CPU cache (lscpu "L3"); 0: unknown
+    # (share of the cache a tensor's fp32 gradient + scratch fill, its later passes' params/s), measured
+    # at all cores (rpsim.costs.cpu_optimizer: how much of a tensor stays resident); (): all of it
+    resident_rate_by_cache_share: tuple[tuple[float, float], ...] = ()
+    # the same rates at fewer threads than cores (the asynchronous STEP's count); (): not measured
+    optimizer_rates_by_threads: tuple[OptimizerRatesAtThreads, ...] = ()
     # Seconds the executor's host threads spend issuing one pipeline layer, per kind (embed, layer, head):
     # (forward without autograd, forward with autograd, forward with autograd + backward), measured by
     # `rpexec calibrate`; None: issue is not modelled (rpsim.sim.host_issue).
