@@ -38,6 +38,9 @@ import torch.nn.functional as F
 from rpexec.machine_file import host_dram_gib
 from rpexec.profile import (
     COPY_SIZES_BYTES,
+    RESIDENT_ALLOCATIONS,
+    RESIDENT_CURVE_SHARES,
+    RESIDENT_TENSOR_CACHE_SHARE,
     cpu_optimizer_step_times,
     last_level_cache_bytes,
     profile_cpu_optimizer,
@@ -298,13 +301,46 @@ def host_issue_s(device: torch.device, dtype: torch.dtype, reps: int, calls: int
     return out
 
 
+def extra_allocations(s: CalibrationSettings) -> int:
+    """Fresh allocations per point of the residency curve and per reduced thread count: as many as the
+    half-cache probe's (their median damps the allocation spread), fewer at --reps below that."""
+    return max(1, min(RESIDENT_ALLOCATIONS, s.reps))
+
+
+def reduced_thread_counts(cores: int) -> list[int]:
+    """Thread counts below the cores at which the STEP is timed again: a half and three quarters of the
+    cores bracket rpexec's asynchronous STEP on one or two GPUs (the cores less one per other lane:
+    11 of 16 on a one-H200 host, 22 of 32 on a two-H200 one), which rpsim interpolates between."""
+    return sorted({t for t in (cores // 2, 3 * cores // 4) if 1 <= t < cores})
+
+
+def rates_at_threads(s: CalibrationSettings, threads: int) -> dict[str, Any]:
+    """profile_cpu_optimizer's rates and the cache-resident one with torch's intra-op pool at `threads`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out: dict[str, Any] = {"threads": threads, **profile_cpu_optimizer(s.dtype, s.optimizer_params, s.reps)}
+        resident = resident_accumulate_rate(s.dtype, s.reps, allocations=extra_allocations(s))
+    finally:
+        torch.set_num_threads(before)
+    if resident is not None:
+        out["resident_accumulate_params_per_s"] = resident["resident_accumulate_params_per_s"]
+    return out
+
+
 def optimizer_rates(s: CalibrationSettings) -> dict[str, Any]:
     """The optimizer alone, the background load alone, then both at once: each side's slowdown is what
-    the other costs it (shared DRAM, cores)."""
+    the other costs it (shared DRAM, cores). Alone also over tensors filling several shares of the cache
+    and at fewer threads (rpsim.costs.cpu_optimizer's residency curve and thread scaling)."""
     alone = profile_cpu_optimizer(s.dtype, s.optimizer_params, s.reps)
     resident = resident_accumulate_rate(s.dtype, s.reps)
     if resident is not None:
         alone["resident"] = resident
+        alone["resident_by_share"] = [resident if share == RESIDENT_TENSOR_CACHE_SHARE
+                                      else resident_accumulate_rate(s.dtype, s.reps, share=share,
+                                                                    allocations=extra_allocations(s))
+                                      for share in RESIDENT_CURVE_SHARES]
+    alone["by_threads"] = [rates_at_threads(s, t) for t in reduced_thread_counts(os.cpu_count() or 1)]
     with BackgroundLoad(s.device, s.n_gpus, DTYPES[s.dtype]) as quiet:
         time.sleep(2.0)
     with BackgroundLoad(s.device, s.n_gpus, DTYPES[s.dtype]) as load:

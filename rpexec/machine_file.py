@@ -46,10 +46,22 @@ def machine_table(m: dict[str, Any], preset_server: dict[str, Any]) -> dict[str,
     opt = m["optimizer"]["alone"]
     t["host"] = {**t["host"], "cores": m["conditions"]["host_cores"], "dram_gib": m["conditions"]["host_dram_gib"],
                  "adam_params_per_s": opt["adam_params_per_s"],
-                 "grad_accumulate_params_per_s": opt["grad_accumulate_params_per_s"]}
+                 "grad_accumulate_params_per_s": opt["grad_accumulate_params_per_s"],
+                 **({"grad_widen_params_per_s": opt["grad_widen_params_per_s"]} if "grad_widen_params_per_s" in opt else {})}
     if "resident" in opt:  # raw files from before the cache-resident probe have none
         t["host"]["last_level_cache_mib"] = opt["resident"]["cache_bytes"] / 2**20
         t["host"]["grad_accumulate_resident_params_per_s"] = opt["resident"]["resident_accumulate_params_per_s"]
+    if opt.get("resident_by_share"):  # raw files from before session 13 have neither curve
+        t["host"]["grad_accumulate_resident_by_cache_share"] = [
+            [r["share"], r["resident_accumulate_params_per_s"]] for r in opt["resident_by_share"]]
+    if opt.get("by_threads"):
+        t["host"]["optimizer_threads"] = [
+            {"threads": r["threads"], "adam_params_per_s": r["adam_params_per_s"],
+             "grad_accumulate_params_per_s": r["grad_accumulate_params_per_s"],
+             **({"grad_widen_params_per_s": r["grad_widen_params_per_s"]} if "grad_widen_params_per_s" in r else {}),
+             **({"grad_accumulate_resident_params_per_s": r["resident_accumulate_params_per_s"]}
+                if "resident_accumulate_params_per_s" in r else {})}
+            for r in opt["by_threads"]]
     if "issue_s" in m:
         t["host"]["issue_us"] = {kind: [v * 1e6 for v in figures] for kind, figures in m["issue_s"].items()}
     gpus = [dict(g) for g in t["gpus"]]

@@ -134,32 +134,46 @@ def optimizer_profile_params() -> int:
 
 def profile_cpu_optimizer(dtype: str, n_params: int | None = None, reps: int = 3) -> dict[str, float]:
     """rpexec's own host STEP (HostParams.step) over one layer of n_params (default: a state eight times
-    the last-level cache), with 1 and with 4 staged gradients: the difference is the per-gradient
-    accumulation, the rest Adam and the fp16-copy refresh (the model of rpsim.costs.cpu_optimizer)."""
+    the last-level cache), with 1 and with 4 staged gradients, priced as rpsim.costs.cpu_optimizer models
+    it: Adam + refresh, the first gradient's widening copy, and each later gradient's summation. Each
+    part's rate comes from its own timing inside the step (median_host_step_parts): the first gradient's
+    widening from the one-gradient steps, each later gradient's from the four-gradient steps less that,
+    Adam + refresh's from both."""
     n_params = n_params or optimizer_profile_params()
-    times = cpu_optimizer_step_times(dtype, n_params, reps)
-    one, four = times["step_1_staged_s"], times["step_4_staged_s"]
-    if not 0 < one < four:
-        raise RuntimeError(f"CPU optimizer timings are inconsistent (one staged gradient {one:.4f} s, four "
-                           f"{four:.4f} s): the machine is too busy to measure; rerun with more --reps")
-    per_grad_s = (four - one) / 3
-    fixed_s = max(one - per_grad_s, 1e-12)
-    return {"adam_params_per_s": times["params"] / fixed_s, "grad_accumulate_params_per_s": times["params"] / per_grad_s,
-            **times}
+    return optimizer_rates_from_times(cpu_optimizer_step_times(dtype, n_params, reps))
 
 
-def median_host_step_s(host: HostParams, shapes: dict[str, torch.Size], dtype: torch.dtype, n_staged: int,
-                       reps: int) -> float:
-    """Median seconds of HostParams.step over its layer 0 with `n_staged` gradients of `shapes` staged
-    (host buffers filled on the CPU), after one warm-up pass (Adam's state, the pool, the scratch)."""
+def optimizer_rates_from_times(times: dict[str, float]) -> dict[str, float]:
+    """The rates of cpu_optimizer_step_times' per-part medians (kept beside them), so a saved raw
+    calibration can be priced again without the machine."""
+    widen_s = times["accumulate_1_staged_s"]  # the first gradient is a widening copy (rpexec.step_loops)
+    per_grad_s = (times["accumulate_4_staged_s"] - widen_s) / 3
+    fixed_s = (times["adam_refresh_1_staged_s"] + times["adam_refresh_4_staged_s"]) / 2
+    if not (0 < widen_s and 0 < per_grad_s):
+        raise RuntimeError(f"CPU optimizer timings are inconsistent (summing one staged gradient {widen_s:.4f} s, "
+                           f"four {times['accumulate_4_staged_s']:.4f} s): the machine is too busy to measure; "
+                           f"rerun with more --reps")
+    return {**times, "adam_params_per_s": times["params"] / fixed_s,
+            "grad_accumulate_params_per_s": times["params"] / per_grad_s,
+            "grad_widen_params_per_s": times["params"] / widen_s}
+
+
+def median_host_step_parts(host: HostParams, shapes: dict[str, torch.Size], dtype: torch.dtype, n_staged: int,
+                           reps: int) -> tuple[float, float, float]:
+    """Medians of HostParams.step over its layer 0 with `n_staged` gradients of `shapes` staged (host
+    buffers filled on the CPU), after one warm-up pass (Adam's state, the pool, the scratch): the whole
+    step, its summation of the staged gradients, and its AdamW + refresh (HostParams.step_parts). Each
+    part timed on its own: a rate taken from differences of whole steps also carries the other part's
+    noise (at fewer threads that gave Adam rates 2x apart between neighbouring thread counts)."""
     times = []
     for rep in range(reps + 1):
         for _ in range(n_staged):
             host.stage_grads(0, rep, {n: host.grad_buffer(shape, dtype).fill_(1e-3) for n, shape in shapes.items()})
         t = time.perf_counter()
         host.step(0, rep, capture=False)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times[1:])
+        *_, accumulate_s, adam_s, refresh_s = host.step_parts[-1]
+        times.append((time.perf_counter() - t, accumulate_s, adam_s + refresh_s))
+    return tuple(statistics.median(x[i] for x in times[1:]) for i in range(3))  # type: ignore[return-value]
 
 
 # The cache-resident probe: tensors whose fp32 gradient + scratch (8 B per parameter,
@@ -170,53 +184,64 @@ RESIDENT_TENSOR_CACHE_SHARE = 0.5
 RESIDENT_PROBE_TENSORS = 6
 RESIDENT_STAGED = 8
 RESIDENT_ALLOCATIONS = 3  # fresh allocations of the probe's host state; the rate is their median
+# The shares of the cache the probe's tensors fill for rpsim's residency curve (rpsim.costs.cpu_optimizer):
+# at 48-96% a later pass on the one-H200 host cost 1.0-1.5x what it cost at half (benchmarks/step_allocations.py)
+RESIDENT_CURVE_SHARES = (0.25, 0.5, 0.75, 0.95)
 
 
 def resident_accumulate_rate(dtype: str, reps: int = 3, cache_bytes: int | None = None,
-                             allocations: int = RESIDENT_ALLOCATIONS) -> dict[str, float] | None:
+                             allocations: int = RESIDENT_ALLOCATIONS,
+                             share: float = RESIDENT_TENSOR_CACHE_SHARE) -> dict[str, float] | None:
     """rpexec's STEP (HostParams.step) over a layer of RESIDENT_PROBE_TENSORS tensors that each fit the
     last-level cache, with 1 and with RESIDENT_STAGED staged gradients. rpsim's model
     (rpsim.costs.cpu_optimizer) streams the first pass of each tensor and keeps the later ones in the
-    cache, so the difference of the two is RESIDENT_STAGED - 1 resident passes: their rate is the host's
+    cache, so the difference of the two summations is RESIDENT_STAGED - 1 resident passes: their rate is the host's
     grad_accumulate_resident_params_per_s. A real layer's tensors fit (llama-1.8b's largest is 201 MB of a
     300 MiB L3) and the synthetic streamed probe's one tensor does not, which is why real layers
     accumulated at 9-15e9 params/s where the streamed probe gave 6.7e9 (benchmarks/step_in_context.py).
     The rate is the median over `allocations` fresh allocations of the layer's whole host state: on an
     H200 host the same layer's STEP spanned 123-149 ms over four allocations in one process
     (benchmarks/step_allocations.py), so one allocation is one draw from that spread. None where the
-    cache size is unknown."""
+    cache size is unknown. `share`: of the cache, what each tensor's fp32 gradient + scratch fill."""
     cache = last_level_cache_bytes() if cache_bytes is None else cache_bytes
     if cache <= 0:
         return None
     width = 4096
-    rows = max(1, int(cache * RESIDENT_TENSOR_CACHE_SHARE / 8) // width)  # 8 B per parameter: fp32 grad + scratch
+    rows = max(1, int(cache * share / 8) // width)  # 8 B per parameter: fp32 grad + scratch
     low = DTYPES[dtype]
     draws = []
     for _ in range(max(1, allocations)):
         layer = torch.nn.Sequential(*(torch.nn.Linear(width, rows, bias=False) for _ in range(RESIDENT_PROBE_TENSORS)))
         params = sum(p.numel() for p in layer.parameters())
-        host = HostParams([layer], low, pin=False, lag=1)
+        host = HostParams([layer], low, pin=torch.cuda.is_available(), lag=1)  # staged as runs stage them
         shapes = {n: p.shape for n, p in layer.named_parameters()}
-        one, many = (median_host_step_s(host, shapes, low, n, reps) for n in (1, RESIDENT_STAGED))
-        if not 0 < one < many:
-            raise RuntimeError(f"cache-resident accumulation timings are inconsistent (1 staged gradient {one:.4f} s, "
-                               f"{RESIDENT_STAGED}: {many:.4f} s): the machine is too busy to measure; rerun with more --reps")
-        draws.append((params * (RESIDENT_STAGED - 1) / (many - one), one, many))
+        (one, sum_one, _), (many, sum_many, _) = (median_host_step_parts(host, shapes, low, n, reps)
+                                                  for n in (1, RESIDENT_STAGED))
+        if not 0 < sum_one < sum_many:
+            raise RuntimeError(f"cache-resident accumulation timings are inconsistent (summing 1 staged gradient "
+                               f"{sum_one:.4f} s, {RESIDENT_STAGED}: {sum_many:.4f} s): the machine is too busy to "
+                               f"measure; rerun with more --reps")
+        draws.append((params * (RESIDENT_STAGED - 1) / (sum_many - sum_one), one, many))
         del host, layer
     rate, one, many = sorted(draws)[len(draws) // 2]  # the median allocation (the upper one of an even count)
-    return {"params": params, "tensor_params": rows * width, "cache_bytes": cache, "step_1_staged_s": one,
+    return {"params": params, "tensor_params": rows * width, "cache_bytes": cache, "share": share, "step_1_staged_s": one,
             f"step_{RESIDENT_STAGED}_staged_s": many, "resident_accumulate_params_per_s": rate,
             "allocations_params_per_s": [d[0] for d in draws]}
 
 
 def cpu_optimizer_step_times(dtype: str, n_params: int, reps: int) -> dict[str, float]:
-    """Median seconds of HostParams.step over one layer of n_params with 1 and with 4 staged gradients."""
+    """Median seconds of HostParams.step over one layer of n_params with 1 and with 4 staged gradients,
+    whole and by part."""
     width = 4096
     layer = torch.nn.Linear(width, max(1, n_params // width), bias=False)
-    host = HostParams([layer], DTYPES[dtype], pin=False, lag=1)
+    host = HostParams([layer], DTYPES[dtype], pin=torch.cuda.is_available(), lag=1)  # staged as runs stage them
     shapes = {"weight": layer.weight.shape}
-    return {"params": layer.weight.numel(), "step_1_staged_s": median_host_step_s(host, shapes, DTYPES[dtype], 1, reps),
-            "step_4_staged_s": median_host_step_s(host, shapes, DTYPES[dtype], 4, reps)}
+    out: dict[str, float] = {"params": layer.weight.numel()}
+    for n in (1, 4):
+        step, accumulate, adam_refresh = median_host_step_parts(host, shapes, DTYPES[dtype], n, reps)
+        out.update({f"step_{n}_staged_s": step, f"accumulate_{n}_staged_s": accumulate,
+                    f"adam_refresh_{n}_staged_s": adam_refresh})
+    return out
 
 
 def make_profile(model: ModelSpec, seq: int, mb_size: int, dtype: str, device: str, reps: int = 5) -> dict[str, Any]:
@@ -229,5 +254,5 @@ def make_profile(model: ModelSpec, seq: int, mb_size: int, dtype: str, device: s
         "layers": profile_layers(model, seq, mb_size, dtype, dev, reps),
         "links": profile_links(reps),
         "cpu": {k: v for k, v in profile_cpu_optimizer(dtype).items()
-                if k in ("adam_params_per_s", "grad_accumulate_params_per_s")},
+                if k in ("adam_params_per_s", "grad_accumulate_params_per_s", "grad_widen_params_per_s")},
     }

@@ -15,6 +15,7 @@ compute on the same intra-op pool, so there "auto" keeps torch's own count too.
 """
 from __future__ import annotations
 
+from rpsim.costs.optimizer_threads import async_step_threads
 from rpsim.errors import SpecError
 
 CHOICES = "auto (the default: the cores less one per other lane thread), all (one per core), or an integer"
@@ -27,7 +28,7 @@ def step_threads(setting: int | str, n_lanes: int, cores: int, all_threads: int,
     "all" is `all_threads` (torch's own count); an integer is taken as it is once checked against the
     machine's cores."""
     if setting == "auto" and device != "cpu" and async_optimizer:
-        return max(1, cores - (n_lanes - 1))
+        return async_step_threads(cores, n_lanes)
     if setting in ("all", "auto"):
         return all_threads
     try:

@@ -3,6 +3,7 @@ the host optimizer's DRAM traffic shared with DMA copies (issue 14)."""
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 
 import pytest
@@ -100,7 +101,9 @@ def test_the_shipped_device_calibration_loads_as_a_server():
 
 def test_rpexec_calibrate_on_cpu_writes_a_machine_file_rpsim_takes(tmp_path, capsys):
     pytest.importorskip("torch")
+    from rpexec.calibrate import reduced_thread_counts
     from rpexec.cli import main as rpexec_main
+    from rpexec.profile import RESIDENT_CURVE_SHARES
     from rpsim.cli.main import main as rpsim_main
     out = tmp_path / "machine.toml"
     code = rpexec_main(["calibrate", "--device", "cpu", "--gpu", "rtx4090", "--reps", "1",
@@ -117,6 +120,15 @@ def test_rpexec_calibrate_on_cpu_writes_a_machine_file_rpsim_takes(tmp_path, cap
     assert data["host"]["grad_accumulate_resident_params_per_s"] > 0 and data["host"]["last_level_cache_mib"] > 0
     probe = data["calibration"]["optimizer_resident_probe"]
     assert 8 * probe["tensor_params"] <= probe["cache_bytes"] and probe["step_8_staged_s"] > probe["step_1_staged_s"]
+    # the residency curve: one rate per share of the cache, the half-cache one the probe's own
+    curve = data["host"]["grad_accumulate_resident_by_cache_share"]
+    assert [share for share, _ in curve] == list(RESIDENT_CURVE_SHARES) and all(rate > 0 for _, rate in curve)
+    assert dict(curve)[0.5] == data["host"]["grad_accumulate_resident_params_per_s"]
+    # the STEP again at fewer threads than cores, where the machine has more than one core
+    counts = [row["threads"] for row in data["host"].get("optimizer_threads", [])]
+    assert counts == reduced_thread_counts(os.cpu_count() or 1)
+    for row in data["host"].get("optimizer_threads", []):
+        assert row["adam_params_per_s"] > 0 and row["grad_accumulate_params_per_s"] > 0
     capsys.readouterr()
     assert rpsim_main(["compare", "--model", "qwen3-1.7b", "--gpus", str(out), "--seq", "512",
                        "--global-batch", "8", "--schedules", "1f1b", "--precision", "fp32"]) in (0, 1)
