@@ -11,6 +11,12 @@ depending on the physical pages it is given. This probe, in one process:
 - does so for decoder layers whose MLP tensors fill different shares of the cache (`--mlp-widths`).
 
     python3 benchmarks/step_allocations.py --out DIR [--threads 16] [--allocations 4] [--mlp-widths 6144,8192,10240]
+    THP_MEM_ALLOC_ENABLE=1 python3 benchmarks/step_allocations.py ...   # torch's CPU tensors on 2 MiB pages
+
+With 4 KiB pages the physical pages of a tensor, and so the cache sets its lines fall in, differ from
+one allocation to the next; with 2 MiB pages (transparent huge pages, which torch's CPU allocator asks
+for when THP_MEM_ALLOC_ENABLE=1) every set index bit lies inside the page, so a tensor covers the sets
+evenly. Each row records the process's AnonHugePages after its STEPs, to show which one a run got.
 
 Prints per shape and allocation the median STEP, its accumulation per parameter and staged gradient, and
 the MLP tensor's working set (8 B per parameter) as a share of the cache; writes step_allocations.json."""
@@ -19,6 +25,8 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -34,6 +42,16 @@ from rpexec.profile import last_level_cache_bytes
 from rpsim.costs.cpu_optimizer import ACCUMULATOR_BYTES_PER_PARAM
 from step_conditions import N_STAGED, step_parts_s  # noqa: E402 (a sibling script)
 from step_in_context import layer_spec  # noqa: E402
+
+
+def anon_huge_pages_mib() -> float:
+    """The process's anonymous memory on transparent huge pages (0 where the kernel does not say)."""
+    try:
+        text = Path("/proc/self/smaps_rollup").read_text()
+    except OSError:
+        return 0.0
+    m = re.search(r"^AnonHugePages:\s+(\d+) kB", text, re.M)
+    return int(m.group(1)) / 1024 if m else 0.0
 
 
 def main() -> None:
@@ -64,10 +82,12 @@ def main() -> None:
             step, accumulate = (statistics.median(t[i] for t in times) for i in (0, 1))
             rows.append({"mlp": mlp, "allocation": k, "layer_params": params, "mlp_tensor_cache_share": fill,
                          "threads": torch.get_num_threads(), "step_s": step, "accumulate_s": accumulate,
+                         "thp_mem_alloc_enable": os.environ.get("THP_MEM_ALLOC_ENABLE", ""),
+                         "anon_huge_pages_mib": anon_huge_pages_mib(),
                          "accumulate_ns_per_param_per_staged": accumulate / params / N_STAGED * 1e9})
             print(f"mlp {mlp:5d} (MLP tensor {fill:.0%} of the cache) allocation {k}: STEP {step * 1e3:7.1f} ms, "
                   f"sum {accumulate * 1e3:7.1f} ms = {rows[-1]['accumulate_ns_per_param_per_staged']:.3f} ns "
-                  f"per parameter and staged gradient", flush=True)
+                  f"per parameter and staged gradient ({rows[-1]['anon_huge_pages_mib']:.0f} MiB on huge pages)", flush=True)
             del host, layers, source
             gc.collect()
     (out / "step_allocations.json").write_text(json.dumps(rows, indent=1))
