@@ -1,8 +1,26 @@
-"""Helpers shared by the experiment scripts: the results CSV writer."""
+"""Helpers shared by the experiment scripts: the results CSV writer, measured sets kept as tarballs."""
 from __future__ import annotations
 
 import csv
+import tarfile
+import tempfile
 from pathlib import Path
+
+_UNPACKED: dict[Path, Path] = {}
+
+
+def measured_folder(path: str | Path) -> Path:
+    """A folder of measured plans and traces; a .tar.gz of one (how later sets are kept, the tracked tree
+    being near the 64 MiB a device call carries) is unpacked once per process into a temporary folder."""
+    path = Path(path)
+    if not path.name.endswith(".tar.gz"):
+        return path
+    if path not in _UNPACKED:
+        folder = Path(tempfile.mkdtemp(prefix="rpsim-data-"))
+        with tarfile.open(path) as tar:
+            tar.extractall(folder, filter="data")
+        _UNPACKED[path] = folder
+    return _UNPACKED[path]
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from experiments._common import measured_folder
 from rpsim.ir.weight_deps import GRAD_FENCES, grad_fence_of
 
 if TYPE_CHECKING:
@@ -322,7 +323,7 @@ def main() -> None:
     p.add_argument("--predict-from", default="profile", choices=SOURCES,
                    help="profile: each size's rpexec profile; machine: the rpexec calibrate machine file "
                         "(experiments/data/machines); preset: the built-in h200 presets only (default: profile)")
-    p.add_argument("--data", default=str(DATA),
+    p.add_argument("--data", default=str(DATA),  # a folder, or a .tar.gz of one
                    help="the measured runs to compare with (default: experiments/data/e03, 2x H200)")
     p.add_argument("--machine", default=None,
                    help="with --predict-from machine: the machine file (default: experiments/data/machines/h200xN.toml)")
@@ -340,7 +341,7 @@ def main() -> None:
                 sizes=tuple(a.sizes.split(",")), schedules=tuple(a.schedules.split(",")),
                 optimizer_threads=a.optimizer_threads, grad_fence=a.grad_fence)
         return
-    data = Path(a.data)
+    data = measured_folder(a.data)
     rows, by_class = compare(a.predict_from, data, Path(a.machine) if a.machine else None)
     if not rows:
         sys.exit(f"no measured data under {data}; run with --measure on a GPU machine first")

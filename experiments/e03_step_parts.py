@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from experiments._common import measured_folder  # noqa: E402
 from rpsim.sim.trace import Trace, load_trace  # noqa: E402
 from rpsim.validate_run import steady_iteration_s  # noqa: E402
 
@@ -42,6 +43,8 @@ def decoder_parts_ms(trace: Trace) -> dict[str, float] | None:
 
 def main(folders: list[str]) -> None:
     print(f"{'run':34s} {'folder':44s} {'iter_s':>7s} {'STEP_ms':>8s} {'sum':>7s} {'adam':>6s} {'refresh':>7s} threads")
+    shown = dict(zip((str(measured_folder(f)) for f in folders), folders, strict=True))  # a folder or a .tar.gz
+    folders = list(shown)
     for path in sorted({p.name for f in folders for p in Path(f).glob("*roundpipe*-trace.json")}):
         for f in folders:
             file = Path(f) / path
@@ -51,7 +54,7 @@ def main(folders: list[str]) -> None:
             parts = decoder_parts_ms(t)
             cols = (f"{parts['accumulate_s']:7.1f} {parts['adam_s']:6.1f} {parts['refresh_s']:7.1f}" if parts
                     else f"{'-':>7s} {'-':>6s} {'-':>7s}")
-            print(f"{path.removesuffix('-trace.json'):34s} {f[-44:]:44s} {steady_iteration_s(t):7.3f} "
+            print(f"{path.removesuffix('-trace.json'):34s} {shown[f][-44:]:44s} {steady_iteration_s(t):7.3f} "
                   f"{decoder_step_ms(t):8.1f} {cols} {t.meta.get('optimizer_threads', '?')}")
 
 
