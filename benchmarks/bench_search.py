@@ -3,6 +3,7 @@ many candidate plans each stage evaluated and the wall time; asserts nothing. Ta
 5,000 candidate plans in at most 60 s on a 2-core machine; issue 18: at least 50 plans confirmed by the full
 simulator (--confirm 50) within the wall time the default (5, plus 2 frontier plans and the reference) took.
 Run: python3 benchmarks/bench_search.py [--model M] [--gpus G] [--budget N] [--jobs J] [--confirm K] [--no-prune]
+       [--ranking]
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def main() -> None:
     p.add_argument("--confirm", type=int, default=SearchOptions.top_k)
     p.add_argument("--no-prune", action="store_true",
                    help="estimate every list-timed candidate (SearchOptions.prune=False): the figures before pruning")
+    p.add_argument("--ranking", action="store_true", help="also print every confirmed plan, best first")
     args = p.parse_args()
     sc = make_scenario(args.model, args.gpus, TrainingSpec())
     t0 = time.perf_counter()
@@ -50,6 +52,13 @@ def main() -> None:
         if r.reference is not None and r.reference.feasible:
             line += f", {best / r.reference.ranked_tokens_per_s:.3f}x RoundPipe's own partitioner"
         print(line)
+    if args.ranking:
+        for k, c in enumerate(r.ranked, 1):
+            e = c.estimate
+            est = f"{e.tokens_per_s:.0f}" if e is not None else "-"
+            mem = max(c.metrics["peak_gpu_mem_bytes"] or [0]) / 2**30
+            print(f"{k:3d}  {c.ranked_tokens_per_s:6.0f} tokens/s (estimate {est:>5})  {mem:5.1f} GiB  "
+                  f"{c.candidate.label()}")
 
 
 def cpu_s() -> float:

@@ -38,20 +38,26 @@ def is_async(schedule: str) -> bool:
     return traits_of(schedule).optimizer == "async"
 
 
-def has_fast_estimate(schedule: str) -> bool:
-    """False for families the analytic estimators do not model (split backward, V shapes): search
-    times those with the list-scheduling timer instead (rpsim.search.fast_list)."""
-    return traits_of(schedule).fast_estimate is not None
+def has_fast_estimate(schedule: str, defer_w: bool = False) -> bool:
+    """False for families the analytic estimators do not model (split backward, V shapes), and for
+    deferred W outside the round-robin family: search times those with the list-scheduling timer instead
+    (rpsim.search.fast_list)."""
+    family = traits_of(schedule).fast_estimate
+    return family is not None and (not defer_w or family == "round-robin")
 
 
 def estimate(ctx: FastContext, schedule: str, part: Partition, virtual_stages: int = 1,
-             round_size: int | None = None) -> Estimate:
+             round_size: int | None = None, defer_w: bool = False) -> Estimate:
+    """`defer_w`: backward jobs split into I and W (BuildOptions.defer_w), which only the round-robin
+    estimate models."""
     e: FixedEstimate | RoundPipeEstimate
     family = traits_of(schedule).fast_estimate
+    if defer_w and family != "round-robin":
+        raise ValueError(f"schedule {schedule!r}: no fast estimate of deferred W; use rpsim.search.fast_list")
     if family == "fixed-fb":
         e = estimate_fixed(ctx, schedule, part, virtual_stages)
     elif family == "round-robin":
-        e = estimate_roundpipe(ctx, part, round_size, is_async(schedule))
+        e = estimate_roundpipe(ctx, part, round_size, is_async(schedule), defer_w)
     else:
         raise ValueError(f"schedule {schedule!r} has no fast estimator; use rpsim.search.fast_list")
     return finish(ctx, e.iteration_s, e.peak_gpu_bytes, e.peak_host_bytes)

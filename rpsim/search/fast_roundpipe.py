@@ -6,8 +6,9 @@ starts once the job before last on that GPU freed its buffer, and in async plans
 step two iterations back is done) and the previous slot's first microbatch has come through host
 memory; it ends no earlier than the previous slot's last microbatch plus one of its own (exact for
 evenly paced predecessors). The CPU optimizer steps layers deepest first after their gradient
-downloads. GPU memory is tracked per job as the simulator counts it (rpsim.sim.memory). O(jobs) per
-iteration, no per-microbatch events."""
+downloads. GPU memory is tracked per job as the simulator counts it (rpsim.sim.memory). Backward jobs
+with deferred W pass each microbatch on after its I and end with their trailing W passes, holding what
+each I keeps for its W (rpsim.search.fast_deferred_w). O(jobs) per iteration, no per-microbatch events."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from rpsim.ir import Partition
 from rpsim.metrics.summary import MAX_CYCLE_PERIODS, steady_spans, steady_tail
 from rpsim.schedules.roundpipe import dispatch_period, round_sizes
 from rpsim.search.fast_context import FastContext
+from rpsim.search.fast_deferred_w import DeferredW, deferred_w_of
 from rpsim.sim.memory import ALLOCATOR_OVERHEAD
 from rpsim.sim.steady import FIRST_SPAN
 
@@ -35,10 +37,28 @@ class Slot:
     params: float
     work_bytes: float  # activation working set while computing one microbatch
     resident_params: float = 0.0  # of params, in tensors whose accumulation fits the host's cache
+    deferred: DeferredW | None = None  # a backward split into I and W passes (rpsim.search.fast_deferred_w)
+
+    @property
+    def out_s(self) -> float:
+        """Seconds from a microbatch's start to its output: all of it, or its I where W is deferred."""
+        return self.t_s - self.deferred.w_s if self.deferred else self.t_s
+
+    def tail_s(self, size: int) -> float:
+        """Seconds a job of `size` microbatches computes after its last output has been made."""
+        return self.deferred.tail_s(size) if self.deferred else 0.0
+
+    def phases(self, size: int) -> tuple[tuple[float, float], ...]:
+        """(seconds into a job of `size` microbatches, its gradients and compute working set at their
+        largest from then on): one phase from the start, or an I and a W phase (rpsim.search.fast_deferred_w)."""
+        if self.deferred:
+            return self.deferred.phases(size, self.out_s, self.grad_bytes)
+        return ((0.0, self.grad_bytes + self.work_bytes),)
 
 
-def slots_of(ctx: FastContext, part: Partition) -> list[Slot]:
-    """One round's stage slots: forward stages, the fused stage, backward stages deep to shallow."""
+def slots_of(ctx: FastContext, part: Partition, defer_w: bool = False) -> list[Slot]:
+    """One round's stage slots: forward stages, the fused stage, backward stages deep to shallow;
+    `defer_w`: the backward jobs but the fused one split into I and W (rpsim.schedules.roundpipe)."""
     layer_mode = ctx.recompute == "layer"
     starts = {a for a, _b in part.bwd}
     bwd_of = {}
@@ -66,8 +86,9 @@ def slots_of(ctx: FastContext, part: Partition) -> list[Slot]:
             inb = ctx.boundary(b) + ctx.boundary(a) + (ctx.inp_sum(a + 1, b) if layer_mode else 0.0)
         # rpsim.sim.memory's rule: a layer-grain backward recomputes one layer at a time; FB all at once.
         work = ctx.backward_work(a, b, layer_mode and not fused)
+        deferred = deferred_w_of(ctx, a, b) if defer_w and not fused else None
         out.append(Slot("FB" if fused else "B", s, t, inb, ctx.boundary(a), ctx.weight(a, b), ctx.grad(a, b),
-                        ctx.params(a, b), work, ctx.resident(a, b)))
+                        ctx.params(a, b), work, ctx.resident(a, b), deferred))
     return out
 
 
@@ -80,12 +101,12 @@ class RoundPipeEstimate:
     d2h_bytes: float
 
 
-def estimate_roundpipe(ctx: FastContext, part: Partition, round_size: int | None, is_async: bool
-                       ) -> RoundPipeEstimate:
+def estimate_roundpipe(ctx: FastContext, part: Partition, round_size: int | None, is_async: bool,
+                       defer_w: bool = False) -> RoundPipeEstimate:
     n, m = ctx.n_gpus, ctx.n_mb
     rounds = round_sizes(m, n, round_size)
     size = max(rounds)
-    slots = slots_of(ctx, part)
+    slots = slots_of(ctx, part, defer_w)
     links = ctx.links
     hop = [0.0] + [slots[i - 1].out_bytes / links.link_d2h_bytes_per_s
                    + slots[i].in_bytes / links.link_h2d_bytes_per_s + 2 * links.latency_s
@@ -168,7 +189,7 @@ class _Dispatch:
     def round(self, size: int, hop: list[float], gate: list[float] | None, reuse: list[float] | None,
               ready: list[float]) -> float:
         n, slots = self.ctx.n_gpus, self.slots
-        prev_first = prev_end = 0.0
+        prev_first = prev_end = end = 0.0
         for i, s in enumerate(slots):
             g = self.q % n
             self.q += 1
@@ -184,22 +205,25 @@ class _Dispatch:
             loaded = begin + s.weight_bytes / (self.load_rate if self.q > n else self.first_rate)
             self.load_end[g] = loaded
             start = max(self.free[g], loaded, prev_first + hop[i] if i else 0.0)
+            # Outputs leave after a microbatch's I; a deferred W trails its job's last output.
+            tail = s.tail_s(size)
             end = start + size * s.t_s
             if i:
-                end = max(end, prev_end + hop[i] + s.t_s)
-            prev_first, prev_end = start + s.t_s, end
+                end = max(end, prev_end + hop[i] + s.out_s + tail)
+            prev_first = start + s.out_s
+            prev_end = end - tail  # the job's last output (W passes need no input from the slot before)
             self.before_last_end[g], self.last_start[g], self.free[g] = self.free[g], start, end
-            self.memory(g, s, start, end)
+            self.memory(g, s, start, end, size)
             if s.grad_bytes:
                 off = max(self.grad_lane[g], end, reuse[s.bwd_stage] if reuse else 0.0)
                 self.grad_lane[g] = off + s.grad_bytes / self.grad_rate
                 ready[s.bwd_stage] = max(ready[s.bwd_stage], self.grad_lane[g])
                 self.pending[g].append((self.grad_lane[g], s.grad_bytes))
-        return prev_end
+        return end
 
-    def memory(self, g: int, s: Slot, start: float, end: float) -> None:
+    def memory(self, g: int, s: Slot, start: float, end: float, size: int) -> None:
         self.pending[g] = [x for x in self.pending[g] if x[0] > start]
-        need = (s.weight_bytes + s.grad_bytes + sum(b for _e, b in self.pending[g])
-                + s.work_bytes + IN_BUFFERS * s.in_bytes + OUT_BUFFERS * s.out_bytes)
+        held = max(b + sum(n for e, n in self.pending[g] if e > start + t) for t, b in s.phases(size))
+        need = s.weight_bytes + held + IN_BUFFERS * s.in_bytes + OUT_BUFFERS * s.out_bytes
         self.peak_gpu = max(self.peak_gpu, need)
         self.prev_need[g], self.prev_end[g] = need, end

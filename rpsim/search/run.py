@@ -99,8 +99,8 @@ def search(sc: Scenario, options: SearchOptions = DEFAULT_OPTIONS, progress: Pro
     try:
         t0 = time.perf_counter()
         structured = enumerate_candidates(sc, options.schedules, options.mb_sizes)
-        # Candidates the list timer estimates (split backward, deferred W) are few and all kept; the
-        # budget samples the analytically estimated ones, as before they existed.
+        # Candidates the list timer estimates (split backwards on fixed stages, V shapes) are few and all
+        # kept; the budget samples the analytically estimated ones, as before they existed.
         estimated = [c for c in structured if analytic(c)]
         if len(estimated) > options.budget:  # a sample, leaving a quarter of the budget to local search
             keep = options.budget - options.budget // 4
@@ -196,8 +196,8 @@ def confirm_limit(options: SearchOptions) -> int:
 
 def analytic(c: Candidate) -> bool:
     """Has an analytic fast estimate: only those seed local searches of hundreds of moves; the others
-    (timed by the list timer, milliseconds to a second each) are ranked as enumerated."""
-    return has_fast_estimate(c.schedule) and not c.defer_w
+    (timed by the list timer, milliseconds to seconds each) are ranked as enumerated."""
+    return has_fast_estimate(c.schedule, c.defer_w)
 
 
 def _refine_stage(runner: Any, scored: list[Scored], budget: int, options: SearchOptions, report: Progress

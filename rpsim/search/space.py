@@ -104,7 +104,7 @@ def enumerate_candidates(sc: Scenario, schedules: tuple[str, ...] | None = None,
                     if traits.partition_sweep and rc == "stage":  # the sweep where it pays
                         names += sweep_names(n_layers)
                     out += [Candidate(schedule, mb, rc, p, 1, r) for p in names for r in round_sizes(n, n_mb)]
-                    if traits.deferrable_w:  # timed by the list timer, not the analytic estimate: own partitioners only
+                    if traits.deferrable_w:  # split backwards: the schedule's own partitioners, and local search
                         out += [Candidate(schedule, mb, rc, p, 1, r, defer_w=True) for p in traits.partitioners
                                 for r in round_sizes(n, n_mb)]
                     continue

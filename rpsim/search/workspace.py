@@ -100,7 +100,7 @@ class Workspace:
     def estimate(self, c: Candidate, part: Partition | None = None) -> Estimate:
         ctx = self.context(c.mb_size, c.recompute)
         part = part or self.partition(c)
-        if not has_fast_estimate(c.schedule) or c.defer_w:  # the round-robin estimate has no I / W
+        if not has_fast_estimate(c.schedule, c.defer_w):
             from rpsim.search.fast_list import estimate_by_list_timer  # imports the planner and simulator
             return estimate_by_list_timer(ctx, self.scenario(c.mb_size, c.recompute), c, part, self.transfers())
-        return estimate(ctx, c.schedule, part, c.virtual_stages, c.round_size)
+        return estimate(ctx, c.schedule, part, c.virtual_stages, c.round_size, c.defer_w)
