@@ -23,7 +23,9 @@ from rpsim.search.workspace import Workspace
 from rpsim.specs import TrainingSpec
 
 SMALL = make_scenario("qwen3-1.7b", "4090x4", TrainingSpec(global_batch=8))
-TIMED = [c for c in enumerate_candidates(SMALL) if not analytic(c)]
+# What search list-times, and RoundPipe with deferred W, which it estimated so until an analytic estimate
+# modelled it: lower_bound bounds any candidate's list-timed figures.
+TIMED = [c for c in enumerate_candidates(SMALL) if not analytic(c) or c.defer_w]
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -104,8 +106,9 @@ def test_a_candidate_whose_memory_bound_exceeds_the_gpu_is_skipped_alone():
 
 
 def test_search_with_and_without_the_skips_confirms_the_same_ranking():
-    sc = make_scenario("qwen3-1.7b", "4090x8", TrainingSpec(global_batch=32))
-    options = SearchOptions(budget=150, top_k=1, frontier_extra=0, seeds=2, jobs=1, mb_sizes=(2,),
+    # Qwen3-32B on two GPUs: the list-timed zero-bubble plans hold half the model per GPU, over its memory.
+    sc = make_scenario("qwen3-32b", "4090x2", TrainingSpec(global_batch=4))
+    options = SearchOptions(budget=150, top_k=1, frontier_extra=0, seeds=2, jobs=1, mb_sizes=(2, 4),
                             schedules=("roundpipe", "roundpipe-sync", "zb-h1"))
     pruned, full = search(sc, options), search(sc, replace(options, prune=False))
     assert pruned.skipped and not full.skipped  # the case prunes something
