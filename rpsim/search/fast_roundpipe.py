@@ -44,16 +44,21 @@ class Slot:
         """Seconds from a microbatch's start to its output: all of it, or its I where W is deferred."""
         return self.t_s - self.deferred.w_s if self.deferred else self.t_s
 
-    def tail_s(self, size: int) -> float:
-        """Seconds a job of `size` microbatches computes after its last output has been made."""
-        return self.deferred.tail_s(size) if self.deferred else 0.0
+    def job_shape(self, size: int) -> JobShape:
+        """How a job of `size` microbatches of this slot computes (_Dispatch reads it per job)."""
+        if not self.deferred:
+            return JobShape(self.t_s, 0.0, None)
+        return JobShape(self.out_s, self.deferred.tail_s(size),
+                        self.deferred.phases(size, self.out_s, self.grad_bytes))
 
-    def phases(self, size: int) -> tuple[tuple[float, float], ...]:
-        """(seconds into a job of `size` microbatches, its gradients and compute working set at their
-        largest from then on): one phase from the start, or an I and a W phase (rpsim.search.fast_deferred_w)."""
-        if self.deferred:
-            return self.deferred.phases(size, self.out_s, self.grad_bytes)
-        return ((0.0, self.grad_bytes + self.work_bytes),)
+
+@dataclass(frozen=True)
+class JobShape:
+    out_s: float  # from a microbatch's start to its output
+    tail_s: float  # computing after the job's last output: trailing deferred W passes
+    # (seconds into the job, gradients and working set at their largest from then on) where W is deferred
+    # (rpsim.search.fast_deferred_w); None: the slot's gradients and working set, from the start
+    phases: tuple[tuple[float, float], ...] | None
 
 
 def slots_of(ctx: FastContext, part: Partition, defer_w: bool = False) -> list[Slot]:
@@ -158,6 +163,7 @@ class _Dispatch:
         self.prev_end = [0.0] * n
         self.peak_gpu = 0.0
         self.q = 0
+        self.shapes: dict[int, list[JobShape]] = {}  # per round size, per slot
 
     def iterations(self, hop: list[float], rounds: list[int]) -> float:
         n, slots, n_bwd = self.ctx.n_gpus, self.slots, self.n_bwd
@@ -189,8 +195,12 @@ class _Dispatch:
     def round(self, size: int, hop: list[float], gate: list[float] | None, reuse: list[float] | None,
               ready: list[float]) -> float:
         n, slots = self.ctx.n_gpus, self.slots
+        if size not in self.shapes:
+            self.shapes[size] = [s.job_shape(size) for s in slots]
+        shapes = self.shapes[size]
         prev_first = prev_end = end = 0.0
         for i, s in enumerate(slots):
+            shape = shapes[i]
             g = self.q % n
             self.q += 1
             begin = max(self.before_last_end[g], self.last_start[g], self.load_end[g])
@@ -206,14 +216,13 @@ class _Dispatch:
             self.load_end[g] = loaded
             start = max(self.free[g], loaded, prev_first + hop[i] if i else 0.0)
             # Outputs leave after a microbatch's I; a deferred W trails its job's last output.
-            tail = s.tail_s(size)
             end = start + size * s.t_s
             if i:
-                end = max(end, prev_end + hop[i] + s.out_s + tail)
-            prev_first = start + s.out_s
-            prev_end = end - tail  # the job's last output (W passes need no input from the slot before)
+                end = max(end, prev_end + hop[i] + shape.out_s + shape.tail_s)
+            prev_first = start + shape.out_s
+            prev_end = end - shape.tail_s  # the job's last output (W passes need no input from the slot before)
             self.before_last_end[g], self.last_start[g], self.free[g] = self.free[g], start, end
-            self.memory(g, s, start, end, size)
+            self.memory(g, s, start, end, shape.phases)
             if s.grad_bytes:
                 off = max(self.grad_lane[g], end, reuse[s.bwd_stage] if reuse else 0.0)
                 self.grad_lane[g] = off + s.grad_bytes / self.grad_rate
@@ -221,9 +230,14 @@ class _Dispatch:
                 self.pending[g].append((self.grad_lane[g], s.grad_bytes))
         return end
 
-    def memory(self, g: int, s: Slot, start: float, end: float, size: int) -> None:
-        self.pending[g] = [x for x in self.pending[g] if x[0] > start]
-        held = max(b + sum(n for e, n in self.pending[g] if e > start + t) for t, b in s.phases(size))
-        need = s.weight_bytes + held + IN_BUFFERS * s.in_bytes + OUT_BUFFERS * s.out_bytes
+    def memory(self, g: int, s: Slot, start: float, end: float, phases: tuple[tuple[float, float], ...] | None
+               ) -> None:
+        pending = self.pending[g] = [x for x in self.pending[g] if x[0] > start]
+        if phases is None:
+            need = (s.weight_bytes + s.grad_bytes + sum(b for _e, b in pending)
+                    + s.work_bytes + IN_BUFFERS * s.in_bytes + OUT_BUFFERS * s.out_bytes)
+        else:  # each phase beside the downloads still pending when it begins
+            held = max(b + sum(n for e, n in pending if e > start + t) for t, b in phases)
+            need = s.weight_bytes + held + IN_BUFFERS * s.in_bytes + OUT_BUFFERS * s.out_bytes
         self.peak_gpu = max(self.peak_gpu, need)
         self.prev_need[g], self.prev_end[g] = need, end
