@@ -44,10 +44,10 @@ class DeferredW:
 
 
 def deferred_w_of(ctx: FastContext, a: int, b: int) -> DeferredW:
-    """The split of the (non-fused) backward stage over pipeline layers a..b-1. RoundPipe always
-    recomputes (rpsim.search.space.ROUNDPIPE_RECOMPUTE): held_for_w counts every segment output's
-    gradient, the boundaries a+1..b (0 at the model's end)."""
-    assert ctx.recompute != "none", "RoundPipe plans recompute; held_for_w differs without"
-    held = ctx.act(a, b) + sum(ctx.boundary(x) for x in range(a + 1, b + 1))
+    """The split of the (non-fused) backward stage over pipeline layers a..b-1. held_for_w: the stage's
+    activations and the gradient reaching each segment's output, every layer's under recomputation (the
+    boundaries a+1..b, 0 at the model's end), the stage output's alone without."""
+    ends = range(b, b + 1) if ctx.recompute == "none" else range(a + 1, b + 1)
+    held = ctx.act(a, b) + sum(ctx.boundary(x) for x in ends)
     return DeferredW(ctx.b(a, b) / 2, held, ctx.backward_work(a, b, ctx.recompute == "layer"),
                      ctx.backward_work(a, b, True))
