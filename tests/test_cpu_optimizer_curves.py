@@ -183,3 +183,38 @@ def test_simulated_steps_price_the_first_gradient_at_the_widening_rate_and_the_r
         resident = sum(x * (0.5 if x / mib > 0.5 + 1e-9 else 1.0) for x in tensors if x <= mib)
         expected = p / 1e7 + p / 4e7 + (n - 1) * ((p - resident) / 2e7 + resident / 5e7)
         assert e.end_s - e.start_s == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 4])
+def test_search_takes_the_lowered_plans_step_threads_before_lowering(gpus):
+    """rpsim.costs.optimizer_threads.streamed_plan_step_threads (search's estimates, before any plan is
+    lowered) equals plan_step_threads of the lowered RoundPipe plans, async and sync."""
+    from rpsim.costs.optimizer_threads import streamed_plan_step_threads
+    from rpsim.planner import PlanRequest, make_plan
+    from rpsim.scenario import make_scenario
+    from rpsim.specs import TrainingSpec
+    model = ModelSpec(name="tiny", n_layers=4, hidden=256, n_heads=4, n_kv_heads=2, head_dim=64, mlp_width=512,
+                      vocab=1024)
+    sc = make_scenario(model, f"4090x{gpus}", TrainingSpec(seq_len=64, global_batch=8, mb_size=1), None)
+    for schedule, async_optimizer in (("roundpipe", True), ("roundpipe-sync", False)):
+        plan = make_plan(sc, PlanRequest(schedule))
+        assert plan_step_threads(plan, 56) == streamed_plan_step_threads(56, gpus, async_optimizer)
+
+
+def test_search_estimates_an_async_roundpipe_step_at_its_thread_count(tmp_path):
+    """A host whose rates at the async count are half: the fast estimate's async rates are half, its sync
+    ones the all-core ones."""
+    from rpsim.report.toml_text import toml_text
+    from rpsim.scenario import make_scenario
+    from rpsim.search.fast_context import context_of
+    from rpsim.specs import TrainingSpec
+    threads = 56 - 5 * 2  # two GPUs: an optimizer lane and five per GPU
+    t = _host_table(cores=56, adam_params_per_s=1e9, grad_accumulate_params_per_s=2e9,
+                    optimizer_threads=[{"threads": threads, "adam_params_per_s": 5e8, "grad_accumulate_params_per_s": 1e9}])
+    path = tmp_path / "host.toml"
+    path.write_text(toml_text(t))
+    model = ModelSpec(name="tiny", n_layers=4, hidden=256, n_heads=4, n_kv_heads=2, head_dim=64, mlp_width=512,
+                      vocab=1024)
+    ctx = context_of(make_scenario(model, str(path), TrainingSpec(seq_len=64, global_batch=8, mb_size=1), None))
+    assert ctx.cpu.adam_params_per_s == 1e9 and ctx.cpu_async.adam_params_per_s == pytest.approx(5e8)
+    assert ctx.cpu.grad_accumulate_params_per_s == 2e9 and ctx.cpu_async.grad_accumulate_params_per_s == pytest.approx(1e9)

@@ -14,6 +14,17 @@ def async_step_threads(cores: int, n_lanes: int) -> int:
     return max(1, cores - (n_lanes - 1))
 
 
+# A plan whose weights stream from the host lowers to five lanes per GPU (compute, h2d, d2h, param_h2d,
+# grad_d2h: rpsim.ir.plan.LANES, rpsim.passes) and one optimizer lane: what search's estimates take for a
+# RoundPipe plan before it is lowered (tests/test_cpu_optimizer_curves.py checks it against make_plan).
+STREAMED_LANES_PER_GPU = 5
+
+
+def streamed_plan_step_threads(cores: int, n_gpus: int, async_optimizer: bool) -> int:
+    """plan_step_threads of a streamed plan on `n_gpus` GPUs, without the plan."""
+    return async_step_threads(cores, 1 + STREAMED_LANES_PER_GPU * n_gpus) if async_optimizer else cores
+
+
 def plan_step_threads(plan, cores: int) -> int:
     """The STEP's thread count for `plan` (an rpsim.ir.Plan) on a host of `cores` cores."""
     return async_step_threads(cores, len(plan.lanes)) if plan.optimizer == "async" else cores

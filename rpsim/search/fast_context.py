@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rpsim.costs.cpu_optimizer import CpuOptimizerRates, cpu_optimizer_rates
+from rpsim.costs.optimizer_threads import streamed_plan_step_threads
 from rpsim.scenario import Scenario
 from rpsim.sim.action_costs import gpu_step_s_per_param
 from rpsim.sim.topology import build_topology
@@ -98,6 +99,7 @@ class FastContext:
     n_layers: int  # pipeline layers (embedding, transformer layers, head)
     links: Links
     cpu: CpuOptimizerRates
+    cpu_async: CpuOptimizerRates  # at an async RoundPipe plan's STEP thread count (rpsim.costs.optimizer_threads)
     gpu_step_s_per_param: float
     gpu_memory_bytes: float
     host_memory_bytes: float
@@ -142,5 +144,7 @@ def context_of(sc: Scenario) -> FastContext:
         resident=Prefix([cpu.resident_params(x.optimizer_tensors) for x in layers]), n_layers=len(layers),
         links=links_of(sc),
         cpu=cpu,
+        cpu_async=cpu_optimizer_rates(sc.server.host, sc.profile, sc.server.host_dram_bytes_per_s,
+                                      streamed_plan_step_threads(sc.server.host.cores, sc.server.n_gpus, True)),
         gpu_step_s_per_param=gpu_step_s_per_param(sc.server.gpu),
         gpu_memory_bytes=sc.server.gpu.memory_bytes, host_memory_bytes=sc.server.host.dram_bytes)

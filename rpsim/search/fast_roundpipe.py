@@ -124,8 +124,8 @@ def estimate_roundpipe(ctx: FastContext, part: Partition, round_size: int | None
     if is_async:
         # The CPU steps every layer once per iteration, and the GPUs share the iteration's compute:
         # neither can be beaten in a steady state (a few simulated iterations can seem to).
-        cpu_s = ctx.cpu.step_s(ctx.params(0, ctx.n_layers), len(rounds),  # a download per round and layer
-                               ctx.resident(0, ctx.n_layers))
+        cpu_s = ctx.cpu_async.step_s(ctx.params(0, ctx.n_layers), len(rounds),  # a download per round and layer
+                                     ctx.resident(0, ctx.n_layers))
         iteration = max(iteration, cpu_s, work_bound_s(ctx, slots))
     per_mb = sum(s.out_bytes for s in slots)
     states = ctx.weight(0, ctx.n_layers) + ctx.grad(0, ctx.n_layers) + ctx.optim(0, ctx.n_layers)
@@ -149,6 +149,7 @@ class _Dispatch:
     def __init__(self, ctx: FastContext, slots: list[Slot], is_async: bool) -> None:
         n = ctx.n_gpus
         self.ctx, self.slots, self.is_async = ctx, slots, is_async
+        self.cpu = ctx.cpu_async if is_async else ctx.cpu  # the STEP's rates at its thread count
         self.n_bwd = max(s.bwd_stage for s in slots) + 1
         self.load_rate = ctx.links.h2d_bytes_per_s
         self.first_rate = ctx.links.first_load_bytes_per_s  # no GPU downloads yet: nearly the full rate
@@ -184,7 +185,7 @@ class _Dispatch:
             ends.append(max(self.round(size, hop, gate, reuse, ready) for size in rounds))
             done = [0.0] * n_bwd
             for stage in range(n_bwd - 1, -1, -1):  # deepest layers first, as gradients complete
-                cpu = max(cpu, ready[stage]) + self.ctx.cpu.step_s(params[stage], len(rounds), resident[stage])
+                cpu = max(cpu, ready[stage]) + self.cpu.step_s(params[stage], len(rounds), resident[stage])
                 done[stage] = cpu
             steps.append(done)
         if not self.is_async:
