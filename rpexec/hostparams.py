@@ -63,7 +63,7 @@ class HostParams:
         # (layer, iteration, staged gradients, perf_counter at the start, seconds summing the staged
         # gradients, in AdamW, refreshing the copy): a STEP's parts as the run meets them, which the
         # trace's one STEP span cannot separate (issue 14: across runs of one plan it is the sum of the
-        # staged gradients that moves, with the memory the run is given; benchmarks/notes-rpexec.md).
+        # staged gradients that moves, over time rather than with the allocation; benchmarks/notes-rpexec.md).
         self.step_parts: list[tuple[int, int, int, float, float, float, float]] = []
 
     def _host(self, t: torch.Tensor) -> torch.Tensor:

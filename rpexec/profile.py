@@ -199,9 +199,10 @@ def resident_accumulate_rate(dtype: str, reps: int = 3, cache_bytes: int | None 
     grad_accumulate_resident_params_per_s. A real layer's tensors fit (llama-1.8b's largest is 201 MB of a
     300 MiB L3) and the synthetic streamed probe's one tensor does not, which is why real layers
     accumulated at 9-15e9 params/s where the streamed probe gave 6.7e9 (benchmarks/step_in_context.py).
-    The rate is the median over `allocations` fresh allocations of the layer's whole host state: on an
-    H200 host the same layer's STEP spanned 123-149 ms over four allocations in one process
-    (benchmarks/step_allocations.py), so one allocation is one draw from that spread. None where the
+    The rate is the median over `allocations` fresh allocations of the layer's whole host state, timed
+    one after another: on an H200 host the same layer's STEP moved by ±10-20% over minutes
+    (benchmarks/step_allocation_or_time.py: allocations timed side by side run alike), so one timing is
+    one draw from that spread. None where the
     cache size is unknown. `share`: of the cache, what each tensor's fp32 gradient + scratch fill."""
     cache = last_level_cache_bytes() if cache_bytes is None else cache_bytes
     if cache <= 0:
