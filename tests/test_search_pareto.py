@@ -32,8 +32,9 @@ def test_noise_frontier_keeps_only_real_trade_offs(pts):
     for a, b in itertools.pairwise(front):  # each step buys more than noise on both axes
         assert b[0] > a[0] * (1 + NOISE_RTOL) - 1e-12 or b[0] - a[0] > NOISE_RTOL * b[0]
         assert b[1] - a[1] > NOISE_RTOL * b[1]
-    for p in pts:  # every point is matched, within noise, by a frontier point
-        assert any(q[0] >= p[0] * (1 - NOISE_RTOL) and q[1] <= p[1] * (1 + NOISE_RTOL) for q in front)
+    for p in pts:  # every point is matched, within noise (pareto's: of the larger of the two), by a frontier point
+        assert any(q[0] >= p[0] - NOISE_RTOL * max(p[0], q[0]) and q[1] <= p[1] + NOISE_RTOL * max(p[1], q[1])
+                   for q in front)
 
 
 def test_points_equal_within_noise_collapse():
