@@ -24,11 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-
-from rpexec.hostparams import HostParams
-from rpexec.model import build_layers
-from step_conditions import N_STAGED, step_parts_s  # noqa: E402 (a sibling script)
-from step_in_context import layer_spec  # noqa: E402
+from step_conditions import N_STAGED, decoder_host_state, probe_args, staging_source, step_parts_s
 
 
 def variance_split(table: list[list[float]]) -> dict[str, float]:
@@ -44,24 +40,12 @@ def variance_split(table: list[list[float]]) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--allocations", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--mlp", type=int, default=8192, help="MLP width at hidden 3072 (llama-1.8b's: 8192)")
-    a = ap.parse_args()
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    cuda = torch.cuda.is_available()
-    hosts = []
-    for _ in range(a.allocations):
-        layers = build_layers(layer_spec(3072, 24, 8, a.mlp))[1:-1]
-        shapes = [{n: p.shape for n, p in layer.named_parameters()} for layer in layers]
-        params = sum(p.numel() for p in layers[0].parameters())
-        hosts.append((HostParams(layers, torch.bfloat16, pin=cuda, lag=1), shapes, params))
-    source = torch.randn(max(p for *_, p in hosts), device="cuda:0" if cuda else "cpu", dtype=torch.bfloat16).mul_(1e-3)
+    a, out = probe_args(ap)
+    hosts = [decoder_host_state(3072, 24, 8, a.mlp) for _ in range(a.allocations)]
+    source = staging_source(max(shape.numel() for shape in hosts[0][1][0].values()))
     table = [[0.0] * a.rounds for _ in hosts]
     for r in range(a.rounds):
         for k, (host, shapes, params) in enumerate(hosts):

@@ -35,13 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
+from step_conditions import N_STAGED, decoder_host_state, probe_args, staging_source, step_parts_s
 
-from rpexec.hostparams import HostParams
-from rpexec.model import build_layers
 from rpexec.profile import last_level_cache_bytes
 from rpsim.costs.cpu_optimizer import ACCUMULATOR_BYTES_PER_PARAM
-from step_conditions import N_STAGED, step_parts_s  # noqa: E402 (a sibling script)
-from step_in_context import layer_spec  # noqa: E402
 
 
 def anon_huge_pages_mib() -> float:
@@ -50,34 +47,23 @@ def anon_huge_pages_mib() -> float:
         text = Path("/proc/self/smaps_rollup").read_text()
     except OSError:
         return 0.0
-    m = re.search(r"^AnonHugePages:\s+(\d+) kB", text, re.M)
+    m = re.search(r"^AnonHugePages:\s+(\d+) kB", text, re.MULTILINE)
     return int(m.group(1)) / 1024 if m else 0.0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--allocations", type=int, default=4)
     ap.add_argument("--mlp-widths", default="6144,8192,10240", help="hidden 3072 (llama-1.8b's); 8192 is its MLP")
     ap.add_argument("--reps", type=int, default=3)
-    a = ap.parse_args()
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    cuda = torch.cuda.is_available()
+    a, out = probe_args(ap)
     cache = last_level_cache_bytes()
     rows = []
     for mlp in (int(x) for x in a.mlp_widths.split(",")):
         fill = ACCUMULATOR_BYTES_PER_PARAM * 3072 * mlp / cache if cache else float("nan")
         for k in range(a.allocations):
-            layers = build_layers(layer_spec(3072, 24, 8, mlp))[1:-1]
-            shapes = [{n: p.shape for n, p in layer.named_parameters()} for layer in layers]
-            params = sum(p.numel() for p in layers[0].parameters())
-            host = HostParams(layers, torch.bfloat16, pin=cuda, lag=1)
-            source = torch.randn(max(p.numel() for p in layers[0].parameters()), device="cuda:0" if cuda else "cpu",
-                                 dtype=torch.bfloat16).mul_(1e-3)
+            host, shapes, params = decoder_host_state(3072, 24, 8, mlp)
+            source = staging_source(max(shape.numel() for shape in shapes[0].values()))
             times = step_parts_s(host, shapes, a.reps, False, source, torch.zeros(1))
             step, accumulate = (statistics.median(t[i] for t in times) for i in (0, 1))
             rows.append({"mlp": mlp, "allocation": k, "layer_params": params, "mlp_tensor_cache_share": fill,
@@ -88,7 +74,7 @@ def main() -> None:
             print(f"mlp {mlp:5d} (MLP tensor {fill:.0%} of the cache) allocation {k}: STEP {step * 1e3:7.1f} ms, "
                   f"sum {accumulate * 1e3:7.1f} ms = {rows[-1]['accumulate_ns_per_param_per_staged']:.3f} ns "
                   f"per parameter and staged gradient ({rows[-1]['anon_huge_pages_mib']:.0f} MiB on huge pages)", flush=True)
-            del host, layers, source
+            del host, source
             gc.collect()
     (out / "step_allocations.json").write_text(json.dumps(rows, indent=1))
 

@@ -66,6 +66,34 @@ class Pollers:
             t.join()
 
 
+def probe_args(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, Path]:
+    """The STEP probes' common start: `--out` (created) and `--threads` (torch's intra-op pool) besides
+    the probe's own flags."""
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    return a, out
+
+
+def decoder_host_state(hidden: int, heads: int, kv_heads: int, mlp: int
+                       ) -> tuple[HostParams, list[dict[str, torch.Size]], int]:
+    """A fresh host state (HostParams, pinned on CUDA as runs pin it) of LAYERS_STEPPED decoder layers of
+    that shape: the state, each layer's parameter shapes, and one layer's parameter count."""
+    layers = build_layers(layer_spec(hidden, heads, kv_heads, mlp))[1:-1]
+    shapes = [{n: p.shape for n, p in layer.named_parameters()} for layer in layers]
+    params = sum(p.numel() for p in layers[0].parameters())
+    return HostParams(layers, torch.bfloat16, pin=torch.cuda.is_available(), lag=1), shapes, params
+
+
+def staging_source(n: int) -> torch.Tensor:
+    """What the staged gradients are copied from: small bf16 values on the GPU (on the CPU without one)."""
+    return torch.randn(n, device="cuda:0" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16).mul_(1e-3)
+
+
 def stage(host: HostParams, layer: int, rep: int, shapes: dict[str, torch.Size], source: torch.Tensor,
           stream: torch.cuda.Stream | None) -> None:
     for _ in range(N_STAGED):
@@ -105,8 +133,6 @@ def step_parts_s(host: HostParams, shapes: list[dict[str, torch.Size]], reps: in
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
     ap.add_argument("--hidden", type=int, default=3072, help="layer shape: e03's llama-1.8b/2.8b by default")
     ap.add_argument("--heads", type=int, default=24)
     ap.add_argument("--kv-heads", type=int, default=8)
@@ -114,17 +140,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=4)
     ap.add_argument("--pollers", type=int, default=8)
     ap.add_argument("--footprint-gib", type=float, default=45.0)
-    a = ap.parse_args()
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    layers = build_layers(layer_spec(a.hidden, a.heads, a.kv_heads, a.mlp))[1:-1]
-    shapes = [{n: p.shape for n, p in layer.named_parameters()} for layer in layers]
-    cuda = torch.cuda.is_available()
-    host = HostParams(layers, torch.bfloat16, pin=cuda, lag=1)
-    source = torch.randn(max(p.numel() for p in layers[0].parameters()), device="cuda:0" if cuda else "cpu",
-                         dtype=torch.bfloat16).mul_(1e-3)
+    a, out = probe_args(ap)
+    host, shapes, _ = decoder_host_state(a.hidden, a.heads, a.kv_heads, a.mlp)
+    source = staging_source(max(shape.numel() for shape in shapes[0].values()))
     evict = torch.zeros(2 * last_level_cache_bytes() // 4, dtype=torch.float32)
     footprint: list[torch.Tensor] = []
     rows = []

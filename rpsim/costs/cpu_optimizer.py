@@ -164,34 +164,31 @@ def cpu_optimizer_rates(host, profile=None, dram_bytes_per_s: float | None = Non
     thread count (rpsim.costs.optimizer_threads; None: all cores), which scales each rate by the host's
     measured rates at fewer threads (thread_ratio) where it has them."""
     adam = profile.adam_params_per_s if profile is not None and profile.adam_params_per_s else host.adam_params_per_s
-    if profile is not None and profile.grad_accumulate_params_per_s:
+    from_profile = profile is not None and bool(profile.grad_accumulate_params_per_s)
+    from_host = not from_profile and bool(host.grad_accumulate_params_per_s) and adam == host.adam_params_per_s
+    if from_profile:
         accumulate = profile.grad_accumulate_params_per_s
-    elif host.grad_accumulate_params_per_s and adam == host.adam_params_per_s:
+    elif from_host:
         accumulate = host.grad_accumulate_params_per_s
     else:
         accumulate = adam * ADAM_AND_REFRESH_BYTES_PER_PARAM / ACCUMULATE_BYTES_PER_PARAM
-    # the widening is timed with the rates it came with: a profile's where it gave the accumulation rate
-    if profile is not None and profile.grad_accumulate_params_per_s:
-        widen = profile.grad_widen_params_per_s
-    else:
-        widen = host.grad_widen_params_per_s if accumulate == host.grad_accumulate_params_per_s else None
+    # the widening is timed with the rates it came with (a profile's, or the host's)
+    widen = profile.grad_widen_params_per_s if from_profile else host.grad_widen_params_per_s if from_host else None
     resident = host.grad_accumulate_resident_params_per_s
     fractions = resident_fractions(host.resident_rate_by_cache_share, host.grad_accumulate_params_per_s or accumulate,
                                    resident) if resident else ()
     if threads is not None and host.optimizer_rates_by_threads:
-        measured = host.optimizer_rates_by_threads
-        adam *= thread_ratio(tuple((m.threads, m.adam_params_per_s / host.adam_params_per_s) for m in measured),
-                             threads, host.cores)
-        if host.grad_accumulate_params_per_s:
-            accumulate *= thread_ratio(tuple((m.threads, m.grad_accumulate_params_per_s / host.grad_accumulate_params_per_s)
-                                             for m in measured), threads, host.cores)
-        if widen and host.grad_widen_params_per_s:
-            widen *= thread_ratio(tuple((m.threads, m.grad_widen_params_per_s / host.grad_widen_params_per_s)
-                                        for m in measured if m.grad_widen_params_per_s), threads, host.cores)
-        if resident:
-            resident *= thread_ratio(tuple((m.threads, m.grad_accumulate_resident_params_per_s / resident)
-                                           for m in measured if m.grad_accumulate_resident_params_per_s), threads,
-                                     host.cores)
+        def at_threads(rate: float | None, field: str, all_cores: float | None) -> float | None:
+            """`rate` scaled as the host's `field` fell from all cores to fewer threads, where measured."""
+            if not rate or not all_cores:
+                return rate
+            points = tuple((m.threads, getattr(m, field) / all_cores) for m in host.optimizer_rates_by_threads
+                           if getattr(m, field))
+            return rate * thread_ratio(points, threads, host.cores)
+        adam = at_threads(adam, "adam_params_per_s", host.adam_params_per_s)
+        accumulate = at_threads(accumulate, "grad_accumulate_params_per_s", host.grad_accumulate_params_per_s)
+        widen = at_threads(widen, "grad_widen_params_per_s", host.grad_widen_params_per_s)
+        resident = at_threads(resident, "grad_accumulate_resident_params_per_s", resident)
     if dram_bytes_per_s:
         adam = min(adam, dram_bytes_per_s / ADAM_AND_REFRESH_BYTES_PER_PARAM)
         accumulate = min(accumulate, dram_bytes_per_s / ACCUMULATE_BYTES_PER_PARAM)
