@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from experiments._common import measured_folder
+from experiments._common import machine_without, measured_folder
 from rpsim.ir.weight_deps import GRAD_FENCES, grad_fence_of
 
 if TYPE_CHECKING:
@@ -327,6 +327,9 @@ def main() -> None:
                    help="the measured runs to compare with (default: experiments/data/e03, 2x H200)")
     p.add_argument("--machine", default=None,
                    help="with --predict-from machine: the machine file (default: experiments/data/machines/h200xN.toml)")
+    p.add_argument("--drop-host-keys", default=None,
+                   help="with --predict-from machine: leave these [host] keys of the machine file out "
+                        "(comma-separated), to predict with the model they refine")
     p.add_argument("--figure", default=None, help="where to write the figure (default: "
                                                    "experiments/out/e03/predicted_vs_measured.png)")
     p.add_argument("--cpu-rates-only", action="store_true",
@@ -342,7 +345,12 @@ def main() -> None:
                 optimizer_threads=a.optimizer_threads, grad_fence=a.grad_fence)
         return
     data = measured_folder(a.data)
-    rows, by_class = compare(a.predict_from, data, Path(a.machine) if a.machine else None)
+    machine = Path(a.machine) if a.machine else None
+    if a.drop_host_keys:
+        if machine is None:
+            sys.exit("--drop-host-keys needs --machine FILE")
+        machine = machine_without(machine, a.drop_host_keys.split(","))
+    rows, by_class = compare(a.predict_from, data, machine)
     if not rows:
         sys.exit(f"no measured data under {data}; run with --measure on a GPU machine first")
     report(rows, by_class, a.predict_from, Path(a.figure) if a.figure else None, library=data.resolve() == DATA.resolve())
