@@ -119,9 +119,11 @@ def remeasure_cpu_rates(out: Path, dtype: str = "bf16") -> None:
 # What the prediction is made from: the per-size profile `rpexec profile` measured (layer times, link
 # and optimizer rates); the machine file `rpexec calibrate` measured on the same machine kind (no
 # profile: the cost model prices every layer from its GEMM table); or the built-in h200 presets alone.
-SOURCES = ("profile", "machine", "preset")
+# machine+profile: the machine file for the server, each size's profile for its layers and its STEP.
+SOURCES = ("profile", "machine", "preset", "machine+profile")
 SOURCE_LABELS = {"profile": "from rpexec profile", "machine": "from the calibrated machine file",
-                 "preset": "from the built-in presets"}
+                 "preset": "from the built-in presets",
+                 "machine+profile": "from the machine file and each size's rpexec profile"}
 MACHINES = ROOT / "experiments" / "data" / "machines"
 
 
@@ -129,13 +131,13 @@ def prediction_setup(setup: dict, n_gpus: int, source: str, data: Path = DATA, m
     """`data`: the folder of measured runs and their profiles; `machine`: the machine file (default: the
     calibrated h200xN of experiments/data/machines for an N-GPU run)."""
     setup = dict(setup)
-    if source == "profile":  # the size's own profile (plans made from the presets name none)
+    if source in ("profile", "machine+profile"):  # the size's own profile (plans made from the presets name none)
         setup["profile"] = str(data / (Path(setup["profile"]).name if setup.get("profile")
                                        else f"{setup['model']['name']}-profile.json"))
     else:
         setup["profile"] = None
-        if source == "machine":
-            setup["server"] = str(machine or MACHINES / f"h200x{n_gpus}.toml")
+    if source in ("machine", "machine+profile"):
+        setup["server"] = str(machine or MACHINES / f"h200x{n_gpus}.toml")
     return setup
 
 
@@ -322,11 +324,13 @@ def main() -> None:
                    help="with --measure: the plans' gradient fence (rpsim.ir.weight_deps; default: the planner's)")
     p.add_argument("--predict-from", default="profile", choices=SOURCES,
                    help="profile: each size's rpexec profile; machine: the rpexec calibrate machine file "
-                        "(experiments/data/machines); preset: the built-in h200 presets only (default: profile)")
+                        "(experiments/data/machines); preset: the built-in h200 presets only; machine+profile: "
+                        "the machine file and each size's profile (default: profile)")
     p.add_argument("--data", default=str(DATA),  # a folder, or a .tar.gz of one
                    help="the measured runs to compare with (default: experiments/data/e03, 2x H200)")
     p.add_argument("--machine", default=None,
-                   help="with --predict-from machine: the machine file (default: experiments/data/machines/h200xN.toml)")
+                   help="with --predict-from machine or machine+profile: the machine file "
+                        "(default: experiments/data/machines/h200xN.toml)")
     p.add_argument("--drop-host-keys", default=None,
                    help="with --predict-from machine: leave these [host] keys of the machine file out "
                         "(comma-separated), to predict with the model they refine")

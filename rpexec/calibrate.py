@@ -44,6 +44,7 @@ from rpexec.profile import (
     cpu_optimizer_step_times,
     last_level_cache_bytes,
     profile_cpu_optimizer,
+    reduced_thread_counts,
     resident_accumulate_rate,
 )
 from rpexec.session import DTYPES
@@ -305,13 +306,6 @@ def extra_allocations(s: CalibrationSettings) -> int:
     """Fresh allocations per point of the residency curve and per reduced thread count: as many as the
     half-cache probe's (their median damps the allocation spread), fewer at --reps below that."""
     return max(1, min(RESIDENT_ALLOCATIONS, s.reps))
-
-
-def reduced_thread_counts(cores: int) -> list[int]:
-    """Thread counts below the cores at which the STEP is timed again: a half and three quarters of the
-    cores bracket rpexec's asynchronous STEP on one or two GPUs (the cores less one per other lane:
-    11 of 16 on a one-H200 host, 22 of 32 on a two-H200 one), which rpsim interpolates between."""
-    return sorted({t for t in (cores // 2, 3 * cores // 4) if 1 <= t < cores})
 
 
 def rates_at_threads(s: CalibrationSettings, threads: int) -> dict[str, Any]:

@@ -219,6 +219,10 @@ def profile(args: argparse.Namespace) -> int:
           f"{layer['backward_s'] * 1e3:.3f} ms at {args.mb_size}x{args.seq} tokens ({dtype}); "
           f"CPU optimizer: Adam + refresh {data['cpu']['adam_params_per_s'] / 1e9:.2f} G params/s, "
           f"gradient accumulation {data['cpu']['grad_accumulate_params_per_s'] / 1e9:.2f} G params/s per download")
+    for step in data["cpu"]["layer_steps"]:
+        print(f"rpexec: the STEP over {step['layer']} ({step['params'] / 1e6:.1f}M params) on {step['threads']} threads: "
+              f"Adam + refresh {step['adam_refresh_s'] * 1e3:.1f} ms, first gradient {step['widen_s'] * 1e3:.1f} ms, "
+              f"each later one {step['later_pass_s'] * 1e3:.1f} ms")
     return 0
 
 

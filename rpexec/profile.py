@@ -4,6 +4,7 @@ bandwidth across sizes (pinned, one at a time and both directions at once), and 
 rates: Adam (with the fp16-copy refresh) and the accumulation of one downloaded gradient, params/s."""
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 
 from rpexec.hostparams import HostParams
-from rpexec.model import build_layers
+from rpexec.model import DecoderLayer, build_layers
 from rpexec.session import DTYPES
 from rpsim.specs import ModelSpec
 
@@ -245,6 +246,63 @@ def cpu_optimizer_step_times(dtype: str, n_params: int, reps: int) -> dict[str, 
     return out
 
 
+def reduced_thread_counts(cores: int) -> list[int]:
+    """Thread counts below the cores at which the STEP is timed again: a half and three quarters of the
+    cores bracket rpexec's asynchronous STEP on one or two GPUs (the cores less one per other lane:
+    11 of 16 on a one-H200 host, 22 of 32 on a two-H200 one), which rpsim interpolates between."""
+    return sorted({t for t in (cores // 2, 3 * cores // 4) if 1 <= t < cores})
+
+
+# The layer STEP probe's staged gradients: seven later passes over the layer, as the resident probe's
+LAYER_STEP_STAGED = 8
+
+
+def layer_step_timing(layer: torch.nn.Module, dtype: str, reps: int) -> dict[str, float]:
+    """rpexec's STEP (HostParams.step) over `layer`, a transformer layer of the model itself, with 1 and
+    with LAYER_STEP_STAGED staged gradients, on torch's current thread count: the seconds of Adam + refresh,
+    of the first staged gradient's widening and of one later gradient's summation. Its tensors are the
+    model's, so each stays in the cache between its passes as much as it does in a run: calibrate's
+    synthetic tensors (equal, at fixed shares of the cache) put a llama-1.8b layer's isolated STEP at
+    122 ms where the layer itself took ~138 ms on the one-H200 host (session 13)."""
+    low = DTYPES[dtype]
+    host = HostParams([layer], low, pin=torch.cuda.is_available(), lag=1)  # staged as runs stage them
+    shapes = {n: p.shape for n, p in layer.named_parameters()}
+    (_, widen_s, adam_1), (_, sum_s, adam_n) = (median_host_step_parts(host, shapes, low, n, reps)
+                                                for n in (1, LAYER_STEP_STAGED))
+    later_s = (sum_s - widen_s) / (LAYER_STEP_STAGED - 1)
+    if not (widen_s > 0 and later_s > 0):
+        raise RuntimeError(f"layer STEP timings are inconsistent (summing 1 staged gradient {widen_s:.4f} s, "
+                           f"{LAYER_STEP_STAGED}: {sum_s:.4f} s): the machine is too busy to measure; rerun with more --reps")
+    return {"params": sum(p.numel() for p in layer.parameters()), "threads": torch.get_num_threads(),
+            "adam_refresh_s": (adam_1 + adam_n) / 2, "widen_s": widen_s, "later_pass_s": later_s,
+            "n_staged": LAYER_STEP_STAGED}
+
+
+def profile_layer_steps(model: ModelSpec, dtype: str, reps: int = 3) -> list[dict[str, float]]:
+    """layer_step_timing for one transformer layer of each kind (a MoE model's dense and MoE layers), at
+    torch's thread count and at reduced_thread_counts (rpexec's asynchronous STEP runs on fewer; rpsim
+    interpolates between them, rpsim.costs.cpu_optimizer)."""
+    first_of_kind = {model.is_moe_layer(i): i for i in reversed(range(model.n_layers))}
+    all_threads = torch.get_num_threads()
+    counts = [all_threads, *(t for t in reversed(reduced_thread_counts(os.cpu_count() or 1)) if t < all_threads)]
+    out = []
+    for index in sorted(first_of_kind.values()):
+        with torch.device("meta"):
+            layer = DecoderLayer(model, index)
+        layer = layer.to_empty(device="cpu")
+        with torch.no_grad():
+            for p in layer.parameters():  # the STEP's speed must not depend on the values (no denormals)
+                p.normal_(0.0, 0.02)
+        for threads in counts:
+            torch.set_num_threads(threads)
+            try:
+                out.append({"layer": f"layer.{index}", **layer_step_timing(layer, dtype, reps)})
+            finally:
+                torch.set_num_threads(all_threads)
+        del layer
+    return out
+
+
 def make_profile(model: ModelSpec, seq: int, mb_size: int, dtype: str, device: str, reps: int = 5) -> dict[str, Any]:
     dev = torch.device("cuda", 0) if device == "cuda" else torch.device("cpu")
     name = torch.cuda.get_device_name(dev) if device == "cuda" else "cpu"
@@ -254,6 +312,7 @@ def make_profile(model: ModelSpec, seq: int, mb_size: int, dtype: str, device: s
                        "dtype": dtype, "torch": torch.__version__},
         "layers": profile_layers(model, seq, mb_size, dtype, dev, reps),
         "links": profile_links(reps),
-        "cpu": {k: v for k, v in profile_cpu_optimizer(dtype).items()
-                if k in ("adam_params_per_s", "grad_accumulate_params_per_s", "grad_widen_params_per_s")},
+        "cpu": {**{k: v for k, v in profile_cpu_optimizer(dtype).items()
+                   if k in ("adam_params_per_s", "grad_accumulate_params_per_s", "grad_widen_params_per_s")},
+                "layer_steps": profile_layer_steps(model, dtype, min(reps, 3))},
     }

@@ -57,13 +57,26 @@ summation 1.3-1.7x, Adam + refresh 1.2-1.5x (benchmarks/step_allocations.py, ses
 calibration timed the STEP at a smaller thread count (HostSpec.optimizer_rates_by_threads) each part's
 rate at t threads is interpolated linearly in t between the measured counts and all cores, and falls in
 proportion to t below the smallest measured count (each thread does its share of the work).
+
+The model's own layer. `rpexec profile` times the STEP over one transformer layer of the model itself, at
+all cores and at fewer threads (Profile.layer_steps): Adam + refresh, the widening, and one later pass,
+each over that layer's real tensors. Where a profile has them, Adam and the widening run at the layer's
+rates, and a layer of the measured kind keeps the share of its later passes resident that reproduces its
+measured pass: with the streamed rate r_0 and the resident rate r_1 at the STEP's threads, a pass of P
+parameters measured at z seconds has R = (P/r_0 - z) / (1/r_0 - 1/r_1) of them resident (clamped to
+[0, P]); a host without a measured resident rate takes the layer's own pass rate as r_1 (R = P, even
+where that is slower than the streamed probe: small layers pay per-tensor overheads), and
+without a measured thread curve the streamed and resident rates follow the layer's own pass from all its
+threads to fewer. Why: the synthetic tensors of `rpexec calibrate` (equal, at fixed shares of the cache)
+put a llama-1.8b layer's isolated STEP at 122 ms where the layer took ~138 ms (one-H200 host, session 13):
+real layers mix tensors of several sizes, which no one share of the cache stands for.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from rpsim.costs.optimizer_curves import interpolate, resident_fractions, thread_ratio
+from rpsim.costs.optimizer_curves import interpolate, rate_at_threads, resident_fractions, thread_ratio
 
 ADAM_AND_REFRESH_BYTES_PER_PARAM = 34.0
 ACCUMULATE_BYTES_PER_PARAM = 18.0
@@ -109,6 +122,8 @@ class CpuOptimizerRates:
     # (share of the cache a tensor's working set fills, fraction of its later passes that stay resident)
     resident_fraction_by_share: tuple[tuple[float, float], ...] = ()
     widen_params_per_s: float | None = None  # the first staged gradient's copy; None: priced as a later pass
+    # (layer parameters, its later pass's measured rate at these threads): the model's own layers (Profile.layer_steps)
+    measured_later_pass: tuple[tuple[float, float], ...] = ()
 
     @property
     def resident_rate(self) -> float:
@@ -116,6 +131,18 @@ class CpuOptimizerRates:
 
     def resident_params(self, tensor_params: Iterable[float]) -> float:
         return cache_resident_params(tensor_params, self.last_level_cache_bytes, self.resident_fraction_by_share)
+
+    def layer_resident_params(self, params: float, tensor_params: Iterable[float]) -> float:
+        """resident_params of one layer of `params` parameters, or, for a layer of a kind the profile timed,
+        the parameters whose resident passes reproduce its measured later pass (module docstring)."""
+        for measured_params, rate in self.measured_later_pass:
+            if abs(measured_params - params) < 0.5:  # the same layer kind: parameter counts are exact
+                r0, r1 = self.grad_accumulate_params_per_s, self.resident_rate
+                if r1 == r0:  # any split takes the same time
+                    return 0.0
+                # (r_1 below r_0 only where r_1 is this layer's own pass: then R = P)
+                return params * min(1.0, max(0.0, (1 / r0 - 1 / rate) / (1 / r0 - 1 / r1)))
+        return self.resident_params(tensor_params)
 
     def step_s(self, params: float, n_staged: int, resident_params: float = 0.0) -> float:
         """One STEP alone: `resident_params` of the layer's `params` are in tensors that fit the cache."""
@@ -154,6 +181,29 @@ class CpuOptimizerRates:
         return self.adam_params_per_s * ADAM_AND_REFRESH_BYTES_PER_PARAM
 
 
+@dataclass(frozen=True)
+class LayerStepRates:
+    """One layer kind's measured STEP (Profile.layer_steps) at the STEP's thread count, params/s."""
+    params: float
+    adam_params_per_s: float
+    widen_params_per_s: float
+    later_pass_params_per_s: float
+    later_pass_thread_fraction: float  # of the later pass's rate at the most threads measured
+
+
+def layer_step_rates(profile, threads: int | None) -> tuple[LayerStepRates, ...]:
+    """Per layer kind of profile.layer_steps, its rates at `threads` (None: the most threads measured),
+    interpolated between the measured counts (rate_at_threads)."""
+    out = []
+    for params in dict.fromkeys(s.params for s in profile.layer_steps):
+        points = sorted((s for s in profile.layer_steps if s.params == params), key=lambda s: s.threads)
+        t = threads or points[-1].threads
+        adam, widen, later = (rate_at_threads(tuple((s.threads, params / getattr(s, part)) for s in points), t)
+                              for part in ("adam_refresh_s", "widen_s", "later_pass_s"))
+        out.append(LayerStepRates(params, adam, widen, later, later * points[-1].later_pass_s / params))
+    return tuple(out)
+
+
 def cpu_optimizer_rates(host, profile=None, dram_bytes_per_s: float | None = None,
                         threads: int | None = None) -> CpuOptimizerRates:
     """A profile's measured rates where it has them, else the host's (a HostSpec: its measured
@@ -162,7 +212,9 @@ def cpu_optimizer_rates(host, profile=None, dram_bytes_per_s: float | None = Non
     rate and the cache size are the host's (a profile measures a streamed layer only); a resident pass
     is never slower than a streamed one (the cache only removes DRAM traffic). `threads`: the STEP's
     thread count (rpsim.costs.optimizer_threads; None: all cores), which scales each rate by the host's
-    measured rates at fewer threads (thread_ratio) where it has them."""
+    measured rates at fewer threads (thread_ratio) where it has them. A profile's layer_steps (the STEP
+    over the model's own layers) set Adam's and the widening's rates and each measured layer's residency
+    (module docstring, CpuOptimizerRates.layer_resident_params)."""
     adam = profile.adam_params_per_s if profile is not None and profile.adam_params_per_s else host.adam_params_per_s
     from_profile = profile is not None and bool(profile.grad_accumulate_params_per_s)
     from_host = not from_profile and bool(host.grad_accumulate_params_per_s) and adam == host.adam_params_per_s
@@ -189,10 +241,23 @@ def cpu_optimizer_rates(host, profile=None, dram_bytes_per_s: float | None = Non
         accumulate = at_threads(accumulate, "grad_accumulate_params_per_s", host.grad_accumulate_params_per_s)
         widen = at_threads(widen, "grad_widen_params_per_s", host.grad_widen_params_per_s)
         resident = at_threads(resident, "grad_accumulate_resident_params_per_s", resident)
+    layers = layer_step_rates(profile, threads) if profile is not None and profile.layer_steps else ()
+    if layers:  # the model's own layers (module docstring)
+        largest = max(layers, key=lambda x: x.params)  # its Adam state streams as any layer's does
+        adam, widen = largest.adam_params_per_s, largest.widen_params_per_s
+        if not host.optimizer_rates_by_threads:  # no host curve: the layer's own, from its threads to fewer
+            accumulate *= largest.later_pass_thread_fraction
+            resident = resident * largest.later_pass_thread_fraction if resident else None
+        fastest = max(x.later_pass_params_per_s for x in layers)
+        resident = max(resident, fastest) if resident else fastest
     if dram_bytes_per_s:
         adam = min(adam, dram_bytes_per_s / ADAM_AND_REFRESH_BYTES_PER_PARAM)
         accumulate = min(accumulate, dram_bytes_per_s / ACCUMULATE_BYTES_PER_PARAM)
         resident = min(resident, dram_bytes_per_s / RESIDENT_PASS_BYTES_PER_PARAM) if resident else None
         widen = min(widen, dram_bytes_per_s / WIDEN_BYTES_PER_PARAM) if widen else None
-    resident = max(resident, accumulate) if resident else None
-    return CpuOptimizerRates(adam, accumulate, resident, host.last_level_cache_bytes, fractions, widen)
+    # a resident pass is never slower than a streamed one over the same tensor; a resident rate that is
+    # only the profiled layer's own pass is that layer's measurement, kept as it is
+    if resident and not (layers and not host.grad_accumulate_resident_params_per_s):
+        resident = max(resident, accumulate)
+    return CpuOptimizerRates(adam, accumulate, resident, host.last_level_cache_bytes, fractions, widen,
+                             tuple((x.params, x.later_pass_params_per_s) for x in layers))

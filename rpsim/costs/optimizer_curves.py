@@ -35,3 +35,11 @@ def thread_ratio(points: tuple[tuple[float, float], ...], threads: int, all_thre
     curve = (*sorted(points), (float(all_threads), 1.0))
     t0, r0 = curve[0]
     return r0 * threads / t0 if threads < t0 else interpolate(curve, threads)
+
+
+def rate_at_threads(points: tuple[tuple[float, float], ...], threads: float) -> float:
+    """A rate at `threads` from (threads, rate) measured at several counts: linear between them, held at
+    the highest count's beyond it, and in proportion to the count below the lowest (as thread_ratio)."""
+    curve = tuple(sorted(points))
+    t0, r0 = curve[0]
+    return r0 * threads / t0 if threads < t0 else interpolate(curve, threads)

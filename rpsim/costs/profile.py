@@ -3,6 +3,11 @@
 Schema (architecture.md, "Formats"): format "rpsim.profile", version 1, `layers` listing every
 pipeline layer in order (embed, layer.0 .. layer.{L-1}, head); optional `conditions`, `links`, `cpu`.
 Unknown keys are errors. Times taken at other microbatch tokens scale linearly in tokens.
+
+`cpu.layer_steps` (optional): rpexec's host STEP timed over the model's own transformer layer, each entry
+one layer kind at one thread count: {"params", "threads", "adam_refresh_s", "widen_s", "later_pass_s"},
+the seconds of its Adam + refresh, of its first staged gradient's widening, and of one later staged
+gradient's summation (rpsim.costs.cpu_optimizer prices a layer of that many parameters from them).
 """
 from __future__ import annotations
 
@@ -21,7 +26,20 @@ _CONDITIONS = {"device", "mb_tokens", "dtype", "seq_len", "mb_size", "host", "to
 _LAYER = {"name", "forward_s", "backward_s", "recompute_s", "param_bytes", "activation_bytes"}
 _LINKS = {"hop_s", "h2d_bytes_per_s", "d2h_bytes_per_s", "duplex_bytes_per_s", "p2p_bytes_per_s",
           "h2d_by_size", "d2h_by_size"}
-_CPU = {"adam_params_per_s", "grad_accumulate_params_per_s", "grad_widen_params_per_s"}
+_CPU = {"adam_params_per_s", "grad_accumulate_params_per_s", "grad_widen_params_per_s", "layer_steps"}
+_LAYER_STEP = {"params", "threads", "adam_refresh_s", "widen_s", "later_pass_s", "n_staged", "layer"}
+
+
+@dataclass(frozen=True)
+class LayerStepTiming:
+    """rpexec's host STEP over one transformer layer of `params` parameters on `threads` intra-op threads:
+    seconds of Adam + refresh, of the first staged gradient's widening copy, and of each later staged
+    gradient's summation (with the layer's own tensors, so as much of each stays in the cache as in a run)."""
+    params: float
+    threads: int
+    adam_refresh_s: float
+    widen_s: float
+    later_pass_s: float
 
 
 @dataclass(frozen=True)
@@ -47,6 +65,7 @@ class Profile:
     adam_params_per_s: float | None = None
     grad_accumulate_params_per_s: float | None = None
     grad_widen_params_per_s: float | None = None  # the first staged gradient's copy (rpsim.costs.cpu_optimizer)
+    layer_steps: tuple[LayerStepTiming, ...] = ()  # the STEP over the model's own layers (cpu.layer_steps)
     source: str = ""
 
     def apply(self, costs: ModelCosts) -> ModelCosts:
@@ -90,6 +109,26 @@ def _number(where: str, value: Any, allow_none: bool = False) -> float | None:
     return float(value)
 
 
+def _layer_steps(entries: Any) -> tuple[LayerStepTiming, ...]:
+    if not isinstance(entries, list):
+        raise SpecError("profile $.cpu.layer_steps: expected a list")
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"$.cpu.layer_steps[{i}]"
+        e = _check(where, entry, _LAYER_STEP)
+        for key in ("params", "threads", "adam_refresh_s", "widen_s", "later_pass_s"):
+            if key not in e:
+                raise SpecError(f"profile {where}: missing key {key!r}")
+        values = {k: _number(f"{where}.{k}", e[k]) for k in ("params", "adam_refresh_s", "widen_s", "later_pass_s")}
+        if not all(values.values()):
+            raise SpecError(f"profile {where}: params and every time must be positive, got {values}")
+        threads = e["threads"]
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise SpecError(f"profile {where}.threads: expected a positive integer, got {threads!r}")
+        out.append(LayerStepTiming(threads=threads, **values))  # type: ignore[arg-type]
+    return tuple(out)
+
+
 def profile_from_dict(data: Any, source: str = "<dict>") -> Profile:
     data = _check("$", data, _TOP)
     if data.get("format") != FORMAT:
@@ -124,7 +163,7 @@ def profile_from_dict(data: Any, source: str = "<dict>") -> Profile:
                                                         cpu.get("grad_accumulate_params_per_s"), True),
                    grad_widen_params_per_s=_number("$.cpu.grad_widen_params_per_s", cpu.get("grad_widen_params_per_s"),
                                                    True),
-                   source=source)
+                   layer_steps=_layer_steps(cpu.get("layer_steps", [])), source=source)
 
 
 def load_profile(path: str | Path) -> Profile:

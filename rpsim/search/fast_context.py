@@ -141,7 +141,9 @@ def context_of(sc: Scenario) -> FastContext:
         layer_walk=tuple(x.activation_bytes + x.backward_extra_bytes for x in layers),
         fwd_work=tuple(x.forward_transient_bytes for x in layers), inp=inp, inp_sum=Prefix(inp),
         params=Prefix([x.trainable_params for x in layers]),
-        resident=Prefix([cpu.resident_params(x.optimizer_tensors) for x in layers]), n_layers=len(layers),
+        # (a profiled layer's residency at all cores; the async STEP's fewer threads move it little)
+        resident=Prefix([cpu.layer_resident_params(x.trainable_params, x.optimizer_tensors) for x in layers]),
+        n_layers=len(layers),
         links=links_of(sc),
         cpu=cpu,
         cpu_async=cpu_optimizer_rates(sc.server.host, sc.profile, sc.server.host_dram_bytes_per_s,

@@ -45,7 +45,7 @@ class CostContext:
     def of(cls, plan: Plan, costs: ModelCosts, cpu: CpuOptimizerRates, gpu_step_s_per_param: float,
            issue: tuple[tuple[float, float, float], ...] | None = None) -> CostContext:
         return cls(plan, costs, cpu, gpu_step_s_per_param, not stages_are_resident(plan), staged_gradients(plan),
-                   issue, tuple(cpu.resident_params(x.optimizer_tensors) for x in costs.layers))
+                   issue, tuple(cpu.layer_resident_params(x.trainable_params, x.optimizer_tensors) for x in costs.layers))
 
     def host_step_args(self, a: Action) -> tuple[float, int, float]:
         """A CPU STEP over one layer: (its parameters, staged gradients, cache-resident parameters)."""
