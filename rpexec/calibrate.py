@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from rpexec.machine_file import host_dram_gib
+from rpsim.costs.optimizer_threads import async_step_threads
 from rpexec.profile import (
     COPY_SIZES_BYTES,
     RESIDENT_ALLOCATIONS,
@@ -345,7 +346,35 @@ def optimizer_rates(s: CalibrationSettings) -> dict[str, Any]:
     loaded["background_alone_gemm_tflops"] = quiet.gemm_flops / quiet.elapsed_s / 1e12
     loaded["background"] = ("H2D + D2H copies on every GPU and one Python lane thread per GPU running GEMMs"
                             if s.device == "cuda" else "one thread copying host buffers")
+    if resident is not None:
+        alone["resident_beside_copies"] = resident_beside_copies(s)
     return {"alone": alone, "under_load": loaded}
+
+
+def resident_beside_copies(s: CalibrationSettings) -> dict[str, Any]:
+    """The cache-resident pass (resident_accumulate_rate, one allocation) alone and beside H2D + D2H copies
+    on every GPU (no GEMM lanes), at the thread count rpexec gives a STEP beside that many busy threads
+    (rpsim.costs.optimizer_threads: a core left to each). On the one-H200 host a llama-1.8b layer's later
+    passes took 1.65x as long beside the copies at 11 threads, where rpsim's DRAM sharing put them at 1.0x
+    (their 2 B per parameter from DRAM hardly compete; benchmarks/step_under_load.py): inbound DMA passes
+    through the last-level cache (Intel DDIO), which the resident passes work in. What the two moved
+    together is the cache's capacity for them (rpexec.machine_file.last_level_cache_gb_per_s)."""
+    dtype = DTYPES[s.dtype]
+    background = BackgroundLoad(s.device, s.n_gpus, dtype, compute=False)
+    threads = async_step_threads(os.cpu_count() or 1, 1 + len(background.threads))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        alone = resident_accumulate_rate(s.dtype, s.reps, allocations=1)
+        with background as load:
+            beside = resident_accumulate_rate(s.dtype, s.reps, allocations=1)
+    finally:
+        torch.set_num_threads(before)
+    assert alone is not None and beside is not None  # (the caller checked the cache size)
+    return {"threads": threads, "alone_params_per_s": alone["resident_accumulate_params_per_s"],
+            "beside_params_per_s": beside["resident_accumulate_params_per_s"],
+            "copies_gb_per_s": load.copied_bytes / load.elapsed_s / 1e9,
+            "background": "H2D + D2H copies on every GPU" if s.device == "cuda" else "one thread copying host buffers"}
 
 
 def measure(s: CalibrationSettings, progress: Callable[[str], None] = lambda _msg: None) -> dict[str, Any]:

@@ -32,6 +32,16 @@ def dram_capacity_gb_per_s(m: dict[str, Any]) -> float:
     return max(candidates)
 
 
+def last_level_cache_gb_per_s(beside: dict[str, Any]) -> float:
+    """The last-level cache's capacity for inbound DMA and the cores' cache-resident passes together
+    (rpsim: HostSpec.last_level_cache_bytes_per_s), from calibrate's resident_beside_copies: the resident
+    passes' 18 B per parameter at their rate beside the copies plus the copies' bytes; never below what
+    the passes moved alone (then the cache did not limit them)."""
+    resident_bytes = ACCUMULATE_BYTES_PER_PARAM / 1e9
+    return max(beside["beside_params_per_s"] * resident_bytes + beside["copies_gb_per_s"],
+               beside["alone_params_per_s"] * resident_bytes)
+
+
 def host_dram_gib() -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
@@ -54,6 +64,8 @@ def machine_table(m: dict[str, Any], preset_server: dict[str, Any]) -> dict[str,
     if opt.get("resident_by_share"):  # raw files from before session 13 have neither curve
         t["host"]["grad_accumulate_resident_by_cache_share"] = [
             [r["share"], r["resident_accumulate_params_per_s"]] for r in opt["resident_by_share"]]
+    if opt.get("resident_beside_copies") and s["device"] == "cuda":  # (on a CPU the copies are no DMA)
+        t["host"]["last_level_cache_gb_per_s"] = last_level_cache_gb_per_s(opt["resident_beside_copies"])
     if opt.get("by_threads"):
         t["host"]["optimizer_threads"] = [
             {"threads": r["threads"], "adam_params_per_s": r["adam_params_per_s"],

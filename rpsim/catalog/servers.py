@@ -46,7 +46,7 @@ _TOP_KEYS = {"gpu", "n_gpus", "p2p", "p2p_bandwidth_gb_per_s", "duplex_factor", 
 _SECTION_KEYS = {
     "host": {"cores", "dram_gib", "adam_params_per_s", "pageable_efficiency", "grad_accumulate_params_per_s",
              "grad_accumulate_resident_params_per_s", "last_level_cache_mib", "issue_us", RESIDENT_CURVE_KEY,
-             "grad_widen_params_per_s",
+             "grad_widen_params_per_s", "last_level_cache_gb_per_s",
              THREADS_KEY},
     "inter_socket": {"bandwidth_gb_per_s", "latency_us"},
     "sockets": {"name", "dram_bandwidth_gb_per_s", "root_complex_gb_per_s"},
@@ -142,7 +142,8 @@ def _check_keys(where: str, table: dict[str, Any], valid: set[str]) -> None:
 _COUNT_KEYS = {"cores", "count", "n_gpus", "pcie_gen", "pcie_width"}
 _POSITIVE_KEYS = {"dram_gib", "adam_params_per_s", "bandwidth_gb_per_s", "dram_bandwidth_gb_per_s",
                   "root_complex_gb_per_s", "uplink_gb_per_s", "p2p_bandwidth_gb_per_s",
-                  "grad_accumulate_resident_params_per_s", "last_level_cache_mib", "grad_widen_params_per_s"}
+                  "grad_accumulate_resident_params_per_s", "last_level_cache_mib", "grad_widen_params_per_s",
+                  "last_level_cache_gb_per_s"}
 _FRACTION_KEYS = {"h2d_efficiency", "d2h_efficiency", "pageable_efficiency", "duplex_factor"}
 _NON_NEGATIVE_KEYS = {"latency_us"}
 _STRING_KEYS = {"gpu", "name", "socket", "attach", "p2p", "host_numa", "source"}
@@ -244,6 +245,8 @@ def server_from_table(name: str, t: dict[str, Any], where: str) -> ServerSpec:
                                            "grad_accumulate_resident_params_per_s", "grad_widen_params_per_s")
                          if k in h},
                       last_level_cache_bytes=h.get("last_level_cache_mib", 0.0) * MiB,
+                      last_level_cache_bytes_per_s=(h["last_level_cache_gb_per_s"] * 1e9
+                                                    if "last_level_cache_gb_per_s" in h else None),
                       issue_s=_issue_s(f"{where} [host.issue_us]", h["issue_us"]) if "issue_us" in h else None,
                       resident_rate_by_cache_share=(resident_rate_by_cache_share(f"{where} [host]", h[RESIDENT_CURVE_KEY])
                                                     if RESIDENT_CURVE_KEY in h else ()),

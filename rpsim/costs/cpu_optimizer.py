@@ -70,6 +70,18 @@ without a measured thread curve the streamed and resident rates follow the layer
 threads to fewer. Why: the synthetic tensors of `rpexec calibrate` (equal, at fixed shares of the cache)
 put a llama-1.8b layer's isolated STEP at 122 ms where the layer took ~138 ms (one-H200 host, session 13):
 real layers mix tensors of several sizes, which no one share of the cache stands for.
+
+DMA through the cache. On Intel hosts inbound PCIe traffic passes through the last-level cache (Data
+Direct I/O: DMA writes allocate into it, DMA reads look it up), the cache the resident passes work in. On
+the one-H200 host a llama-1.8b layer's later passes took 1.65x as long beside H2D + D2H copies at 88 GB/s
+(11 threads; 1.37x at 14), Adam + refresh 1.31x (benchmarks/step_under_load.py, session 14), while
+sharing the DRAM max-min put the passes at 1.0x: their 2 B per parameter from DRAM hardly compete. Where
+the machine file gives the cache's capacity (HostSpec.last_level_cache_bytes_per_s, `rpexec calibrate`:
+the resident probe beside the copies, what the two moved together), the cache is a shared resource of
+its own, per socket: every host<->GPU copy crosses it, and a resident pass crosses it instead of the
+DRAM, carrying the 18 B per parameter it moves through the cache. Max-min then leaves the copies (which
+ask less than a fair share) their rate and the passes what remains, as measured (the copies slowed by
+under 8%).
 """
 from __future__ import annotations
 
@@ -124,6 +136,10 @@ class CpuOptimizerRates:
     widen_params_per_s: float | None = None  # the first staged gradient's copy; None: priced as a later pass
     # (layer parameters, its later pass's measured rate at these threads): the model's own layers (Profile.layer_steps)
     measured_later_pass: tuple[tuple[float, float], ...] = ()
+    # the bytes a resident pass's flow carries per parameter: its DRAM read (2 B), or, where the host's
+    # last-level cache is a shared resource of its own (HostSpec.last_level_cache_bytes_per_s), the 18 B
+    # the pass moves through that cache (module docstring, "DMA through the cache")
+    resident_pass_bytes_per_param: float = RESIDENT_PASS_BYTES_PER_PARAM
 
     @property
     def resident_rate(self) -> float:
@@ -161,6 +177,7 @@ class CpuOptimizerRates:
         passes, then Adam + refresh (per tensor the passes interleave; their sum is what the DRAM sees)."""
         streamed, widen, resident = accumulation_dram_bytes(params, n_staged, resident_params,
                                                             self.widen_params_per_s is not None)
+        resident *= self.resident_pass_bytes_per_param / RESIDENT_PASS_BYTES_PER_PARAM
         return streamed, widen, resident, params * ADAM_AND_REFRESH_BYTES_PER_PARAM
 
     @property
@@ -174,7 +191,7 @@ class CpuOptimizerRates:
     @property
     def resident_accumulate_bytes_per_s(self) -> float:
         """The DRAM bytes a resident pass takes per second at its rate (the cores, not the DRAM, bound it)."""
-        return self.resident_rate * RESIDENT_PASS_BYTES_PER_PARAM
+        return self.resident_rate * self.resident_pass_bytes_per_param
 
     @property
     def adam_bytes_per_s(self) -> float:
@@ -260,4 +277,6 @@ def cpu_optimizer_rates(host, profile=None, dram_bytes_per_s: float | None = Non
     if resident and not (layers and not host.grad_accumulate_resident_params_per_s):
         resident = max(resident, accumulate)
     return CpuOptimizerRates(adam, accumulate, resident, host.last_level_cache_bytes, fractions, widen,
-                             tuple((x.params, x.later_pass_params_per_s) for x in layers))
+                             tuple((x.params, x.later_pass_params_per_s) for x in layers),
+                             ACCUMULATE_BYTES_PER_PARAM if host.last_level_cache_bytes_per_s
+                             else RESIDENT_PASS_BYTES_PER_PARAM)

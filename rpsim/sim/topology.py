@@ -67,9 +67,12 @@ def build_topology(server: ServerSpec, profile: Profile | None = None, step_thre
         duplex = min(1.0, profile.duplex_bytes_per_s / (profile.h2d_bytes_per_s + profile.d2h_bytes_per_s))
     for sw in server.switches:
         cap[f"sw:{sw.name}.down"] = cap[f"sw:{sw.name}.up"] = sw.uplink.bandwidth_bytes_per_s
+    llc = server.host.last_level_cache_bytes_per_s  # (rpsim.costs.cpu_optimizer, "DMA through the cache")
     for sock in server.sockets:
         cap[f"rc:{sock.name}.down"] = cap[f"rc:{sock.name}.up"] = sock.root_complex_bytes_per_s
         cap[f"dram:{sock.name}"] = sock.dram_bandwidth_bytes_per_s
+        if llc:
+            cap[f"llc:{sock.name}"] = llc
     if server.inter_socket is not None:
         for a in server.sockets:
             for b in server.sockets:
@@ -80,8 +83,9 @@ def build_topology(server: ServerSpec, profile: Profile | None = None, step_thre
         home = server.socket_of(g)
         sw = server.switch_of(g)
         holders = [s.name for s in server.sockets] if server.host_numa == "interleave" else [home]
-        h2d_paths.append(tuple(_path(k, home, sw.name if sw else None, g, "down") for k in holders))
-        d2h_paths.append(tuple(tuple(reversed(_path(k, home, sw.name if sw else None, g, "up"))) for k in holders))
+        h2d_paths.append(tuple(_path(k, home, sw.name if sw else None, g, "down", bool(llc)) for k in holders))
+        d2h_paths.append(tuple(tuple(reversed(_path(k, home, sw.name if sw else None, g, "up", bool(llc))))
+                               for k in holders))
     latency = server.gpu_links[0].latency_s
     p2p = cap.get("g0.p2p_out")
     rates = cpu_optimizer_rates(server.host, profile, server.host_dram_bytes_per_s, step_threads)
@@ -90,7 +94,9 @@ def build_topology(server: ServerSpec, profile: Profile | None = None, step_thre
     cap[OPTIMIZER_WIDEN] = rates.widen_bytes_per_s
     if server.host.issue_s is not None:
         cap[INTERPRETER] = 1.0  # seconds of issue work per second (rpsim.sim.host_issue)
-    optimizer_paths = tuple(tuple((f"dram:{s.name}", phase) for s in server.sockets)
+    # a resident pass crosses the cache where it is modelled, else its DRAM read
+    optimizer_paths = tuple(tuple((f"llc:{s.name}" if llc and phase == OPTIMIZER_RESIDENT else f"dram:{s.name}", phase)
+                                  for s in server.sockets)
                             for phase in (OPTIMIZER_ACCUMULATE, OPTIMIZER_WIDEN, OPTIMIZER_RESIDENT, OPTIMIZER_ADAM))
     return Topology(cap, tuple(pairs), duplex, tuple(h2d_paths), tuple(d2h_paths), p2p, latency,
                     optimizer_paths)  # type: ignore[arg-type]
@@ -104,9 +110,10 @@ OPTIMIZER_RESIDENT = "host.optimizer.accumulate_resident"
 OPTIMIZER_WIDEN = "host.optimizer.widen"
 
 
-def _path(holder: str, home: str, switch: str | None, gpu: int, direction: str) -> Path:
-    """Host socket `holder` -> GPU (direction "down"); the d2h path uses the "up" resources reversed."""
-    hops = [f"dram:{holder}"]
+def _path(holder: str, home: str, switch: str | None, gpu: int, direction: str, llc: bool = False) -> Path:
+    """Host socket `holder` -> GPU (direction "down"); the d2h path uses the "up" resources reversed.
+    `llc`: the transfer also crosses the holder's last-level cache (Intel DDIO)."""
+    hops = [f"dram:{holder}", *([f"llc:{holder}"] if llc else [])]
     if holder != home:
         hops.append(f"x:{holder}>{home}" if direction == "down" else f"x:{home}>{holder}")
     hops.append(f"rc:{home}.{direction}")

@@ -99,6 +99,10 @@ class HostSpec:
     # gradients (rpsim.costs.cpu_optimizer); None: no faster than a streamed one
     grad_accumulate_resident_params_per_s: float | None = None
     last_level_cache_bytes: float = 0.0  # the socket's largest CPU cache (lscpu "L3"); 0: unknown
+    # What the last-level cache moves per second for inbound DMA (on Intel hosts every PCIe transfer
+    # passes through it: DDIO) and the cores' cache-resident accumulation passes together, per socket,
+    # measured by `rpexec calibrate` (rpsim.costs.cpu_optimizer); None: not modelled
+    last_level_cache_bytes_per_s: float | None = None
     # (share of the cache a tensor's fp32 gradient + scratch fill, its later passes' params/s), measured
     # at all cores (rpsim.costs.cpu_optimizer: how much of a tensor stays resident); (): all of it
     resident_rate_by_cache_share: tuple[tuple[float, float], ...] = ()
