@@ -159,17 +159,49 @@ def optimizer_rates_from_times(times: dict[str, float]) -> dict[str, float]:
             "grad_widen_params_per_s": times["params"] / widen_s}
 
 
-def median_host_step_parts(host: HostParams, shapes: dict[str, torch.Size], dtype: torch.dtype, n_staged: int,
-                           reps: int) -> tuple[float, float, float]:
-    """Medians of HostParams.step over its layer 0 with `n_staged` gradients of `shapes` staged (host
-    buffers filled on the CPU), after one warm-up pass (Adam's state, the pool, the scratch): the whole
-    step, its summation of the staged gradients, and its AdamW + refresh (HostParams.step_parts). Each
-    part timed on its own: a rate taken from differences of whole steps also carries the other part's
-    noise (at fewer threads that gave Adam rates 2x apart between neighbouring thread counts)."""
-    times = []
-    for rep in range(reps + 1):
+STAGING_CHOICES = ("auto", "dma", "cpu")
+
+
+def stage_gradients(host: HostParams, rep: int, shapes: dict[str, torch.Size], dtype: torch.dtype, n_staged: int,
+                    staging: str = "auto") -> None:
+    """Stage `n_staged` gradients of `shapes` for HostParams layer 0, iteration `rep`. "dma" (the default
+    on CUDA, "auto"): D2H copies from a GPU tensor into the pinned buffers, as a run's OFFLOADs write them;
+    "cpu" (the default without CUDA): the CPU fills them. Why it matters: CPU writes leave the last ~300 MiB
+    written in the cores' last-level cache, so the STEP's first reads of them hit; DMA writes reach DRAM
+    through a few of the cache's ways (Intel DDIO), as in a run. On the one-H200 host the layer probe with
+    CPU-filled buffers summed a llama-1.8b layer's 8 gradients in 74-113 ms, its RoundPipe-sync runs in
+    98-134 ms (session 14)."""
+    if staging == "auto":
+        staging = "dma" if torch.cuda.is_available() and host.pin else "cpu"
+    if staging not in STAGING_CHOICES:
+        raise ValueError(f"staging {staging!r}: valid: {', '.join(STAGING_CHOICES)}")
+    if staging == "cpu":
         for _ in range(n_staged):
             host.stage_grads(0, rep, {n: host.grad_buffer(shape, dtype).fill_(1e-3) for n, shape in shapes.items()})
+        return
+    source = torch.full((max(s.numel() for s in shapes.values()),), 1e-3, dtype=dtype, device="cuda")
+    stream = torch.cuda.Stream(source.device)
+    stream.wait_stream(torch.cuda.current_stream(source.device))
+    for _ in range(n_staged):
+        grads = {n: host.grad_buffer(shape, dtype) for n, shape in shapes.items()}
+        with torch.cuda.stream(stream):
+            for buf in grads.values():
+                buf.view(-1).copy_(source[:buf.numel()], non_blocking=True)
+        stream.synchronize()
+        host.stage_grads(0, rep, grads)
+
+
+def median_host_step_parts(host: HostParams, shapes: dict[str, torch.Size], dtype: torch.dtype, n_staged: int,
+                           reps: int, staging: str = "auto") -> tuple[float, float, float]:
+    """Medians of HostParams.step over its layer 0 with `n_staged` gradients of `shapes` staged
+    (stage_gradients: on CUDA by DMA, as a run stages them), after one warm-up pass (Adam's state, the
+    pool, the scratch): the whole step, its summation of the staged gradients, and its AdamW + refresh
+    (HostParams.step_parts). Each part timed on its own: a rate taken from differences of whole steps
+    also carries the other part's noise (at fewer threads that gave Adam rates 2x apart between
+    neighbouring thread counts)."""
+    times = []
+    for rep in range(reps + 1):
+        stage_gradients(host, rep, shapes, dtype, n_staged, staging)
         t = time.perf_counter()
         host.step(0, rep, capture=False)
         *_, accumulate_s, adam_s, refresh_s = host.step_parts[-1]
