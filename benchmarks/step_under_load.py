@@ -39,15 +39,9 @@ def measure(a: argparse.Namespace) -> list[dict]:
 
     from rpexec.calibrate import BackgroundLoad
     from rpexec.hostparams import HostParams
-    from rpexec.model import DecoderLayer
-    from rpexec.profile import LAYER_STEP_STAGED, median_host_step_parts
+    from rpexec.profile import LAYER_STEP_STAGED, host_decoder_layer, median_host_step_parts
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    with torch.device("meta"):
-        layer = DecoderLayer(layer_spec(a.hidden, a.heads, a.kv_heads, a.mlp), 0)
-    layer = layer.to_empty(device="cpu")
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.normal_(0.0, 0.02)
+    layer = host_decoder_layer(layer_spec(a.hidden, a.heads, a.kv_heads, a.mlp), 0)
     host = HostParams([layer], torch.bfloat16, pin=device == "cuda", lag=1)
     shapes = {n: p.shape for n, p in layer.named_parameters()}
     params = sum(p.numel() for p in layer.parameters())

@@ -166,11 +166,11 @@ def stage_gradients(host: HostParams, rep: int, shapes: dict[str, torch.Size], d
                     staging: str = "auto") -> None:
     """Stage `n_staged` gradients of `shapes` for HostParams layer 0, iteration `rep`. "dma" (the default
     on CUDA, "auto"): D2H copies from a GPU tensor into the pinned buffers, as a run's OFFLOADs write them;
-    "cpu" (the default without CUDA): the CPU fills them. Why it matters: CPU writes leave the last ~300 MiB
-    written in the cores' last-level cache, so the STEP's first reads of them hit; DMA writes reach DRAM
-    through a few of the cache's ways (Intel DDIO), as in a run. On the one-H200 host the layer probe with
-    CPU-filled buffers summed a llama-1.8b layer's 8 gradients in 74-113 ms, its RoundPipe-sync runs in
-    98-134 ms (session 14)."""
+    "cpu" (the default without CUDA): the CPU fills them. CPU writes leave the last ~300 MiB written in the
+    cores' last-level cache, DMA writes reach DRAM through a few of its ways (Intel DDIO), so the probe
+    stages as runs do. Measured, it did not matter: on the one-H200 host a llama-1.8b layer's summation
+    of 8 staged gradients took 0.985-1.013x as long DMA-staged as CPU-filled, rounds alternating
+    (benchmarks/step_staging_ab.py, session 14), while both moved by ±20% between rounds."""
     if staging == "auto":
         staging = "dma" if torch.cuda.is_available() and host.pin else "cpu"
     if staging not in STAGING_CHOICES:
@@ -310,6 +310,18 @@ def layer_step_timing(layer: torch.nn.Module, dtype: str, reps: int) -> dict[str
             "n_staged": LAYER_STEP_STAGED}
 
 
+def host_decoder_layer(model: ModelSpec, index: int) -> torch.nn.Module:
+    """Decoder layer `index` of `model` on the CPU, its weights normal(0, 0.02): a STEP probe's layer (the
+    STEP's speed must not depend on the values, so no uninitialised memory and its denormals)."""
+    with torch.device("meta"):
+        layer = DecoderLayer(model, index)
+    layer = layer.to_empty(device="cpu")
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0.0, 0.02)
+    return layer
+
+
 def profile_layer_steps(model: ModelSpec, dtype: str, reps: int = 3) -> list[dict[str, float]]:
     """layer_step_timing for one transformer layer of each kind (a MoE model's dense and MoE layers), at
     torch's thread count and at reduced_thread_counts (rpexec's asynchronous STEP runs on fewer; rpsim
@@ -319,12 +331,7 @@ def profile_layer_steps(model: ModelSpec, dtype: str, reps: int = 3) -> list[dic
     counts = [all_threads, *(t for t in reversed(reduced_thread_counts(os.cpu_count() or 1)) if t < all_threads)]
     out = []
     for index in sorted(first_of_kind.values()):
-        with torch.device("meta"):
-            layer = DecoderLayer(model, index)
-        layer = layer.to_empty(device="cpu")
-        with torch.no_grad():
-            for p in layer.parameters():  # the STEP's speed must not depend on the values (no denormals)
-                p.normal_(0.0, 0.02)
+        layer = host_decoder_layer(model, index)
         for threads in counts:
             torch.set_num_threads(threads)
             try:

@@ -3,8 +3,6 @@ optimizer step in rpsim: exactly the measured parts at the measured thread count
 them, and through the cache-residency model when the host has a measured resident rate."""
 from __future__ import annotations
 
-import json
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -99,31 +97,3 @@ def test_layer_step_errors_name_the_path(mutate, needle):
     mutate(entry)
     with pytest.raises(SpecError, match=needle):
         profile([entry])
-
-
-def test_rpexec_profile_times_the_models_layer_and_rpsim_prices_it(tmp_path):
-    """`rpexec profile --device cpu` times the STEP over the model's own layer at torch's threads (and
-    fewer where the machine has them); rpsim's STEP over that layer is then the measured parts."""
-    pytest.importorskip("torch")
-    from rpexec.cli import main as rpexec_main
-    from rpsim.catalog import load_gpu, load_model
-    from rpsim.costs import model_costs
-    from rpsim.specs import TrainingSpec
-    from tests.rpexec_helpers import TINY, write_config
-    cfg = write_config(tmp_path, TINY)
-    path = tmp_path / "profile.json"
-    assert rpexec_main(["profile", "--model", str(cfg), "--device", "cpu", "--seq", "16", "--mb-size", "2",
-                        "--reps", "1", "-o", str(path)]) == 0
-    data = json.loads(path.read_text())
-    steps = data["cpu"]["layer_steps"]
-    assert steps and len({s["threads"] for s in steps}) == len(steps)  # one entry per thread count (one kind)
-    costs = model_costs(load_model(str(cfg)), TrainingSpec(seq_len=16, mb_size=2), load_gpu("4090"))
-    layer = costs.layers[1]
-    assert steps[0]["params"] == layer.trainable_params  # the same count rpsim has for the layer
-    prof = profile_from_dict(data)
-    top = max(steps, key=lambda s: s["threads"])
-    rates = cpu_optimizer_rates(HostSpec(cores=top["threads"], dram_bytes=1e11, adam_params_per_s=1e9), prof,
-                                None, top["threads"])
-    measured = top["adam_refresh_s"] + top["widen_s"] + 3 * top["later_pass_s"]
-    assert rates.step_s(layer.trainable_params, 4, rates.layer_resident_params(
-        layer.trainable_params, layer.optimizer_tensors)) == pytest.approx(measured)

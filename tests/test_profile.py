@@ -68,12 +68,30 @@ def test_rpexec_profile_on_cpu_feeds_rpsim_compare(tmp_path, capsys):
     data = json.loads(prof.read_text())
     assert len(data["layers"]) == TINY["num_hidden_layers"] + 2
     assert data["cpu"]["adam_params_per_s"] > 0 and data["cpu"]["grad_accumulate_params_per_s"] > 0
+    assert_layer_steps_price_the_layer(data, cfg)
     capsys.readouterr()
     code = rpsim_main(["compare", "--model", str(cfg), "--gpus", "4090x2", "--seq", "16", "--global-batch", "8",
                        "--mb-size", "4", "--profile", str(prof), "--schedules", "1f1b,roundpipe"])
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "scaled linearly" in out.out + out.err
+
+
+def assert_layer_steps_price_the_layer(data: dict, cfg) -> None:
+    """The profile times the STEP over the model's own layer at torch's threads (and fewer where the
+    machine has them), one entry per thread count, over as many parameters as rpsim counts for that layer;
+    rpsim's STEP over the layer is then the measured parts (tests/test_layer_step_profile.py has the rest)."""
+    from rpsim.costs.cpu_optimizer import cpu_optimizer_rates
+    steps = data["cpu"]["layer_steps"]
+    assert steps and len({s["threads"] for s in steps}) == len(steps)  # one layer kind
+    layer = model_costs(load_model(str(cfg)), TrainingSpec(seq_len=16, mb_size=2), load_gpu("4090")).layers[1]
+    assert steps[0]["params"] == layer.trainable_params
+    top = max(steps, key=lambda s: s["threads"])
+    host = HostSpec(cores=top["threads"], dram_bytes=1e11, adam_params_per_s=1e9)
+    rates = cpu_optimizer_rates(host, profile_from_dict(data), None, top["threads"])
+    resident = rates.layer_resident_params(layer.trainable_params, layer.optimizer_tensors)
+    assert rates.step_s(layer.trainable_params, 4, resident) == pytest.approx(
+        top["adam_refresh_s"] + top["widen_s"] + 3 * top["later_pass_s"])
 
 
 def test_cpu_optimizer_rates_come_from_the_profile_or_the_byte_ratio():
