@@ -37,6 +37,13 @@ def test_noise_frontier_keeps_only_real_trade_offs(pts):
                    for q in front)
 
 
+def test_a_chain_of_replacements_within_noise_does_not_drift():
+    """Each point is within memory noise of the next, faster one, but the last is not within noise of the
+    first: a greedy pass kept only the last and left the first unmatched (1.8% more memory)."""
+    pts = [(10.0, 100.0), (9.0, 100.5), (11.0, 100.9), (12.0, 101.8)]
+    assert _front(pts, NOISE_RTOL) == [(10.0, 100.0), (12.0, 101.8)]
+
+
 def test_points_equal_within_noise_collapse():
     pts = [(100.0, 10.0), (100.5, 12.0), (150.0, 10.05), (200.0, 20.0)]
     assert _front(pts, 0.0) == [(100.0, 10.0), (150.0, 10.05), (200.0, 20.0)]
