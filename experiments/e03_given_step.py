@@ -1,23 +1,22 @@
 """e03's RoundPipe runs, predicted again with the host STEP as fast as it ran in each run (issue 14).
 
-    python3 experiments/e03_given_step.py --data FOLDER_OR_TAR --machine MACHINE.toml [...]   # ~1 min per set
+    python3 experiments/e03_given_step.py --data FOLDER_OR_TAR --machine MACHINE.toml [...]   # ~6 s per set
 
 Splits a prediction's error into the host STEP's speed and everything else. For every RoundPipe and
 RoundPipe-sync run of each measured set, predicted from the machine file and the run's own size profile
 (`--predict-from machine+profile`, whose cpu.layer_steps time the STEP over the model's layer): first as
-it is, then with the profile's layer STEP times scaled by the run's measured mean decoder-layer STEP over
-rpsim's simulated one for the same plan (one rescaling; the simulated STEP includes the modelled
-contention, so the factor is what the model misses). What remains is the error of everything but the
-STEP's speed: the GPU work, the copies, the dependencies, the overlap. The factor is taken from the
+it is, then with every host-STEP rate slowed by the run's measured STEP seconds per iteration over
+rpsim's simulated ones for the same plan (rpsim.host_step_speed, as `rpsim validate` does; one rescaling:
+the simulated STEP includes the modelled contention, so the factor is what the model misses). What
+remains is the error of everything but the STEP's speed: the GPU work, the copies, the dependencies,
+the overlap. The factor is taken from the
 measured run, so the second prediction is a diagnosis, not a prediction a user could make before the run.
 Prints one row per run and the medians."""
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,18 +31,18 @@ def step_busy_s(events) -> float:
     return sum(e.end_s - e.start_s for e in events if e.kind == "STEP")
 
 
-def predict(plan, setup: dict) -> tuple[float, float]:
-    """(steady iteration, STEP seconds per iteration) rpsim predicts for `plan` from `setup`."""
-    from rpsim.scenario import scenario_from_setup
+def predict(plan, sc) -> tuple[float, float]:
+    """(steady iteration, STEP seconds per iteration) rpsim predicts for `plan` in scenario `sc`."""
     from rpsim.sim.simulate import simulate
-    sc = scenario_from_setup(setup)
     sim = simulate(plan, sc, stop_at_steady=False)
     iteration = (steady_prediction(plan, sc).metrics if plan.optimizer == "async" else sim.metrics)["iteration_s"]
     return iteration, step_busy_s(sim.trace.events) / sim.plan.n_iters
 
 
 def rows_of(data: Path, machine: Path) -> list[dict]:
+    from rpsim.host_step_speed import with_host_step_slower
     from rpsim.ir.planio import load_plan
+    from rpsim.scenario import scenario_from_setup
     from rpsim.sim.trace import load_trace
     from rpsim.validate_run import steady_iteration_s
     out = []
@@ -55,19 +54,10 @@ def rows_of(data: Path, machine: Path) -> list[dict]:
         steady = set(trace.meta["steady_iterations"])
         measured_step = step_busy_s([e for e in trace.events if e.it in steady]) / len(steady)
         measured = steady_iteration_s(trace) if plan.optimizer == "async" else _block_iteration_s(trace)
-        setup = prediction_setup(plan.setup, plan.n_gpus, "machine+profile", data, machine)
-        iteration, step = predict(plan, setup)
+        sc = scenario_from_setup(prediction_setup(plan.setup, plan.n_gpus, "machine+profile", data, machine))
+        iteration, step = predict(plan, sc)
         factor = measured_step / step
-        profile = json.loads(Path(setup["profile"]).read_text())
-        for entry in profile["cpu"]["layer_steps"]:
-            for key in ("adam_refresh_s", "widen_s", "later_pass_s"):
-                entry[key] *= factor
-        for key in ("adam_params_per_s", "grad_accumulate_params_per_s", "grad_widen_params_per_s"):
-            profile["cpu"][key] /= factor  # the embedding's and the head's STEPs
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-            json.dump(profile, f)
-        given, _ = predict(plan, {**setup, "profile": f.name})
-        Path(f.name).unlink()
+        given, _ = predict(plan, with_host_step_slower(sc, factor))
         out.append({"run": plan_path.name.removesuffix("-plan.json"), "measured_s": measured,
                     "predicted_s": iteration, "step_factor": factor, "given_step_s": given})
     return out

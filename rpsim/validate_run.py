@@ -7,6 +7,7 @@ from dataclasses import replace
 from statistics import mean
 from typing import Any
 
+from rpsim.host_step_speed import with_host_step_slower
 from rpsim.ir import Plan
 from rpsim.metrics import summarize
 from rpsim.scenario import Scenario
@@ -74,9 +75,28 @@ def relative_error(predicted: float, measured: float) -> float | None:
     return (predicted - measured) / measured if measured else None
 
 
+def mean_host_step_s(trace: Trace) -> float | None:
+    """The mean host optimizer STEP of `trace` (the host's lanes are GPU -1; a GPU's own STEPs are not),
+    over the iterations after the first where there are more (the first pays first-touch costs)."""
+    steps = [e for e in trace.events if e.kind == "STEP" and e.gpu < 0]
+    later = [e for e in steps if e.it > 0]
+    steps = later or steps
+    return mean(e.end_s - e.start_s for e in steps) if steps else None
+
+
 def validate(plan: Plan, measured: Trace, sc: Scenario) -> dict[str, Any]:
+    """The prediction against a measured run: iteration, bubble, peak memory, each action class; and where
+    the plan steps on the host, the iteration predicted again with the STEP as fast as the run measured it
+    (rpsim.host_step_speed), which says how much of the error is the host STEP's speed."""
     pred = simulate(plan, sc, stop_at_steady=False)  # the measured trace ran every iteration
     p, m = pred.metrics, measured_metrics(plan, measured, sc)
+    given_step = None
+    predicted_step_s, measured_step_s = mean_host_step_s(pred.trace), mean_host_step_s(measured)
+    if predicted_step_s and measured_step_s:
+        factor = measured_step_s / predicted_step_s  # the same plan: the same STEPs per iteration
+        again = simulate(plan, with_host_step_slower(sc, factor), stop_at_steady=False).metrics["iteration_s"]
+        given_step = {"step_factor": factor, "predicted": again, "measured": m["iteration_s"],
+                      "error": relative_error(again, m["iteration_s"])}
     rows = []
     pd, md = class_durations(pred.trace), class_durations(measured)
     for kind in CLASSES:
@@ -93,4 +113,5 @@ def validate(plan: Plan, measured: Trace, sc: Scenario) -> dict[str, Any]:
         "peak_gpu_mem_bytes": {"predicted": max(p["peak_gpu_allocated_bytes"]),
                                "measured": max(m["peak_gpu_mem_bytes"])},
         "classes": rows, "predicted": p, "measured": m,
+        "iteration_s_at_measured_step_speed": given_step,
     }

@@ -14,7 +14,8 @@ from rpsim.validate_run import validate
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="compare a plan's prediction with a measured trace")
+    p = sub.add_parser(name, help="compare a plan's prediction with a measured trace (with the host STEP at "
+                                  "its measured speed too, where the plan steps on the host)")
     p.add_argument("--plan", required=True, help="plan.json the measured run replayed (rpsim export / search)")
     p.add_argument("--measured", required=True, help="trace.json from rpexec run --trace")
     p.add_argument("--profile", default=None, help="profile.json to predict with, e.g. from rpexec profile (default: the plan's own)")
@@ -41,9 +42,12 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({k: v for k, v in result.items() if k not in ("predicted", "measured")}, indent=1))
         return 0
     it, bub, mem = result["iteration_s"], result["bubble"], result["peak_gpu_mem_bytes"]
+    given = result["iteration_s_at_measured_step_speed"]
     print(f"# {plan.schedule}: {sc.model.name} on {sc.server.name}, {plan.n_gpus} GPUs, {plan.n_mb} microbatches")
     print(format_table(["metric", "predicted", "measured", "error"], [
         ["iteration_s", round(it["predicted"], 4), round(it["measured"], 4), _pct(it["error"])],
+        *([[f"iteration_s, host STEP x{given['step_factor']:.2f} (as measured)", round(given["predicted"], 4),
+            round(given["measured"], 4), _pct(given["error"])]] if given else []),
         ["bubble", round(bub["predicted"], 4), round(bub["measured"], 4), "-"],
         ["peak_gpu_GiB", round(mem["predicted"] / 2**30, 2), round(mem["measured"] / 2**30, 2), "-"]]))
     print()
