@@ -119,11 +119,28 @@ def remeasure_cpu_rates(out: Path, dtype: str = "bf16") -> None:
 # What the prediction is made from: the per-size profile `rpexec profile` measured (layer times, link
 # and optimizer rates); the machine file `rpexec calibrate` measured on the same machine kind (no
 # profile: the cost model prices every layer from its GEMM table); or the built-in h200 presets alone.
-# machine+profile: the machine file for the server, each size's profile for its layers and its STEP.
-SOURCES = ("profile", "machine", "preset", "machine+profile")
+# machine+profile: the machine file for the server, each size's profile for its layers and its STEP;
+# machine+step: the machine file, and of each size's profile only the host STEP (what `rpexec profile
+# --host-step-only` writes: the profile without its layers and links).
+SOURCES = ("profile", "machine", "preset", "machine+profile", "machine+step")
 SOURCE_LABELS = {"profile": "from rpexec profile", "machine": "from the calibrated machine file",
                  "preset": "from the built-in presets",
-                 "machine+profile": "from the machine file and each size's rpexec profile"}
+                 "machine+profile": "from the machine file and each size's rpexec profile",
+                 "machine+step": "from the machine file and each size's profiled host STEP"}
+_HOST_STEP_PROFILES: dict[str, str] = {}
+
+
+def host_step_profile(path: str) -> str:
+    """A copy of profile `path` with only its host STEP (no layers, no links), once per process."""
+    if path not in _HOST_STEP_PROFILES:
+        import json
+        import tempfile
+        data = json.loads(Path(path).read_text())
+        folder = Path(tempfile.mkdtemp(prefix="rpsim-step-profile-"))
+        out = folder / Path(path).name
+        out.write_text(json.dumps({k: v for k, v in data.items() if k not in ("layers", "links")}))
+        _HOST_STEP_PROFILES[path] = str(out)
+    return _HOST_STEP_PROFILES[path]
 MACHINES = ROOT / "experiments" / "data" / "machines"
 
 
@@ -131,12 +148,14 @@ def prediction_setup(setup: dict, n_gpus: int, source: str, data: Path = DATA, m
     """`data`: the folder of measured runs and their profiles; `machine`: the machine file (default: the
     calibrated h200xN of experiments/data/machines for an N-GPU run)."""
     setup = dict(setup)
-    if source in ("profile", "machine+profile"):  # the size's own profile (plans made from the presets name none)
+    if source in ("profile", "machine+profile", "machine+step"):  # the size's own (plans from presets name none)
         setup["profile"] = str(data / (Path(setup["profile"]).name if setup.get("profile")
                                        else f"{setup['model']['name']}-profile.json"))
+        if source == "machine+step":
+            setup["profile"] = host_step_profile(setup["profile"])
     else:
         setup["profile"] = None
-    if source in ("machine", "machine+profile"):
+    if source in ("machine", "machine+profile", "machine+step"):
         setup["server"] = str(machine or MACHINES / f"h200x{n_gpus}.toml")
     return setup
 
@@ -325,11 +344,12 @@ def main() -> None:
     p.add_argument("--predict-from", default="profile", choices=SOURCES,
                    help="profile: each size's rpexec profile; machine: the rpexec calibrate machine file "
                         "(experiments/data/machines); preset: the built-in h200 presets only; machine+profile: "
-                        "the machine file and each size's profile (default: profile)")
+                        "the machine file and each size's profile; machine+step: the machine file and each "
+                        "size's profiled host STEP only (default: profile)")
     p.add_argument("--data", default=str(DATA),  # a folder, or a .tar.gz of one
                    help="the measured runs to compare with (default: experiments/data/e03, 2x H200)")
     p.add_argument("--machine", default=None,
-                   help="with --predict-from machine or machine+profile: the machine file "
+                   help="with --predict-from machine, machine+profile or machine+step: the machine file "
                         "(default: experiments/data/machines/h200xN.toml)")
     p.add_argument("--drop-host-keys", default=None,
                    help="with --predict-from machine: leave these [host] keys of the machine file out "

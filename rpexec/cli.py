@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sequences per timed microbatch (default %(default)s)")
     pr.add_argument("--reps", type=int, default=5,
                     help="timed repetitions per layer, after a warm-up; the median is kept (default %(default)s)")
+    pr.add_argument("--host-step-only", action="store_true", default=False,
+                    help="time only the host optimizer STEP (the model's own layer, at several thread counts), for "
+                         "rpsim beside a calibrated machine file, which prices the GPU work (default: off)")
     pr.add_argument("-o", "--output", required=True, help="profile.json to write")
     pr.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     pr.set_defaults(func=profile, output_flags={"output": "-o/--output"})
@@ -212,11 +215,13 @@ def profile(args: argparse.Namespace) -> int:
         if value < 1:
             raise SpecError(f"{flag} {value}: must be an integer >= 1")
     dtype = args.dtype or ("fp32" if args.device == "cpu" else "bf16")
-    data = make_profile(load_model(args.model), args.seq, args.mb_size, dtype, args.device, args.reps)
+    data = make_profile(load_model(args.model), args.seq, args.mb_size, dtype, args.device, args.reps,
+                        host_step_only=args.host_step_only)
     write_json_atomic(args.output, data)
-    layer = data["layers"][1]
-    print(f"rpexec: wrote {args.output}: layer forward {layer['forward_s'] * 1e3:.3f} ms, backward "
-          f"{layer['backward_s'] * 1e3:.3f} ms at {args.mb_size}x{args.seq} tokens ({dtype}); "
+    layers = "" if args.host_step_only else (
+        f"layer forward {data['layers'][1]['forward_s'] * 1e3:.3f} ms, backward "
+        f"{data['layers'][1]['backward_s'] * 1e3:.3f} ms at {args.mb_size}x{args.seq} tokens ({dtype}); ")
+    print(f"rpexec: wrote {args.output}: {layers}"
           f"CPU optimizer: Adam + refresh {data['cpu']['adam_params_per_s'] / 1e9:.2f} G params/s, "
           f"gradient accumulation {data['cpu']['grad_accumulate_params_per_s'] / 1e9:.2f} G params/s per download")
     for step in data["cpu"]["layer_steps"]:

@@ -342,16 +342,18 @@ def profile_layer_steps(model: ModelSpec, dtype: str, reps: int = 3) -> list[dic
     return out
 
 
-def make_profile(model: ModelSpec, seq: int, mb_size: int, dtype: str, device: str, reps: int = 5) -> dict[str, Any]:
+def make_profile(model: ModelSpec, seq: int, mb_size: int, dtype: str, device: str, reps: int = 5,
+                 host_step_only: bool = False) -> dict[str, Any]:
+    """The profile: layer times, link rates and the host STEP; `host_step_only`: the host STEP alone (no
+    `layers`, no `links`), for use beside a calibrated machine file (rpsim.costs.profile)."""
     dev = torch.device("cuda", 0) if device == "cuda" else torch.device("cpu")
     name = torch.cuda.get_device_name(dev) if device == "cuda" else "cpu"
-    return {
-        "format": "rpsim.profile", "version": 1,
-        "conditions": {"device": name, "mb_tokens": seq * mb_size, "seq_len": seq, "mb_size": mb_size,
-                       "dtype": dtype, "torch": torch.__version__},
-        "layers": profile_layers(model, seq, mb_size, dtype, dev, reps),
-        "links": profile_links(reps),
-        "cpu": {**{k: v for k, v in profile_cpu_optimizer(dtype).items()
-                   if k in ("adam_params_per_s", "grad_accumulate_params_per_s", "grad_widen_params_per_s")},
-                "layer_steps": profile_layer_steps(model, dtype, min(reps, 3))},
-    }
+    cpu = {**{k: v for k, v in profile_cpu_optimizer(dtype).items()
+              if k in ("adam_params_per_s", "grad_accumulate_params_per_s", "grad_widen_params_per_s")},
+           "layer_steps": profile_layer_steps(model, dtype, min(reps, 3))}
+    conditions = {"device": name, "dtype": dtype, "torch": torch.__version__}
+    if host_step_only:
+        return {"format": "rpsim.profile", "version": 1, "conditions": conditions, "cpu": cpu}
+    return {"format": "rpsim.profile", "version": 1,
+            "conditions": {**conditions, "mb_tokens": seq * mb_size, "seq_len": seq, "mb_size": mb_size},
+            "layers": profile_layers(model, seq, mb_size, dtype, dev, reps), "links": profile_links(reps), "cpu": cpu}

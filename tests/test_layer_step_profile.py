@@ -97,3 +97,40 @@ def test_layer_step_errors_name_the_path(mutate, needle):
     mutate(entry)
     with pytest.raises(SpecError, match=needle):
         profile([entry])
+
+
+def test_a_host_step_only_profile_leaves_the_layers_to_the_cost_model():
+    """No `layers`, only cpu.layer_steps: accepted, the layers keep the cost model's times, the STEP is the
+    layer's; without layer_steps a profile still needs its layers."""
+    from rpsim.catalog import load_gpu, load_model
+    from rpsim.costs import model_costs
+    from rpsim.specs import TrainingSpec
+    data = {"format": "rpsim.profile", "version": 1, "cpu": {"layer_steps": [step(16, 0.03, 0.015, 0.012)]}}
+    prof = profile_from_dict(data)
+    assert prof.layers == ()
+    costs = model_costs(load_model("qwen3-1.7b"), TrainingSpec(), load_gpu("4090"))
+    assert prof.apply(costs) is costs
+    rates = cpu_optimizer_rates(HOST, prof, None, 16)
+    assert rates.step_s(P, 8, rates.layer_resident_params(P, [P])) == pytest.approx(0.03 + 0.015 + 7 * 0.012)
+    with pytest.raises(SpecError, match=r"\$.layers: required.*only a profile of the host STEP"):
+        profile_from_dict({"format": "rpsim.profile", "version": 1, "cpu": {"adam_params_per_s": 1e9}})
+
+
+def test_rpexec_profile_host_step_only_feeds_rpsim(tmp_path, capsys):
+    """`rpexec profile --host-step-only` times the STEP alone (no layers, no links); `rpsim compare
+    --profile` takes it beside any server."""
+    pytest.importorskip("torch")
+    import json
+
+    from rpexec.cli import main as rpexec_main
+    from rpsim.cli.main import main as rpsim_main
+    from tests.rpexec_helpers import TINY, write_config
+    cfg = write_config(tmp_path, TINY)
+    path = tmp_path / "step.json"
+    assert rpexec_main(["profile", "--model", str(cfg), "--device", "cpu", "--host-step-only", "--reps", "1",
+                        "-o", str(path)]) == 0
+    data = json.loads(path.read_text())
+    assert "layers" not in data and "links" not in data and data["cpu"]["layer_steps"]
+    capsys.readouterr()
+    assert rpsim_main(["compare", "--model", str(cfg), "--gpus", "h200x1", "--seq", "16", "--global-batch", "8",
+                       "--mb-size", "4", "--profile", str(path), "--schedules", "roundpipe-sync"]) == 0

@@ -2,7 +2,10 @@
 
 Schema (architecture.md, "Formats"): format "rpsim.profile", version 1, `layers` listing every
 pipeline layer in order (embed, layer.0 .. layer.{L-1}, head); optional `conditions`, `links`, `cpu`.
-Unknown keys are errors. Times taken at other microbatch tokens scale linearly in tokens.
+Unknown keys are errors. Times taken at other microbatch tokens scale linearly in tokens. A profile of
+the host STEP alone (`rpexec profile --host-step-only`) has `cpu.layer_steps` and no `layers`: the layers
+keep the cost model's times (a calibrated machine file's GEMM table held e03's GPU work to 0-3%, where
+a profile's single-layer timings ran 5-30% fast of the runs; README, e03, session 14).
 
 `cpu.layer_steps` (optional): rpexec's host STEP timed over the model's own transformer layer, each entry
 one layer kind at one thread count: {"params", "threads", "adam_refresh_s", "widen_s", "later_pass_s"},
@@ -69,7 +72,10 @@ class Profile:
     source: str = ""
 
     def apply(self, costs: ModelCosts) -> ModelCosts:
-        """Replace the cost model's per-layer times (and bytes where given), scaled to costs.mb_tokens."""
+        """Replace the cost model's per-layer times (and bytes where given), scaled to costs.mb_tokens; a
+        host-STEP-only profile (no layers) leaves them."""
+        if not self.layers:
+            return costs
         if len(self.layers) != len(costs.layers):
             raise SpecError(f"profile {self.source}: layers has {len(self.layers)} entries, the model has "
                             f"{len(costs.layers)} pipeline layers ({costs.layers[0].name} .. {costs.layers[-1].name})")
@@ -135,10 +141,12 @@ def profile_from_dict(data: Any, source: str = "<dict>") -> Profile:
         raise SpecError(f"profile $.format: expected {FORMAT!r}, got {data.get('format')!r}")
     if data.get("version") != VERSION:
         raise SpecError(f"profile $.version: expected {VERSION}, got {data.get('version')!r}")
-    if "layers" not in data or not isinstance(data["layers"], list) or not data["layers"]:
-        raise SpecError("profile $.layers: required, a non-empty list")
+    host_step_only = "layers" not in data and bool(data.get("cpu", {}).get("layer_steps"))
+    if not host_step_only and ("layers" not in data or not isinstance(data["layers"], list) or not data["layers"]):
+        raise SpecError("profile $.layers: required, a non-empty list (only a profile of the host STEP alone, "
+                        "with cpu.layer_steps, leaves it out)")
     layers = []
-    for i, entry in enumerate(data["layers"]):
+    for i, entry in enumerate(data.get("layers", [])):
         e = _check(f"$.layers[{i}]", entry, _LAYER)
         for key in ("name", "forward_s", "backward_s"):
             if key not in e:
