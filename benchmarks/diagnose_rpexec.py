@@ -150,7 +150,7 @@ def step_rate_under_load(a: argparse.Namespace) -> dict:
     the lane threads' cores and GIL."""
     import torch
 
-    from rpexec.calibrate import BackgroundLoad
+    from rpexec.background_load import BackgroundLoad
     from rpexec.profile import cpu_optimizer_step_times
     alone = cpu_optimizer_step_times("fp16", a.step_params, a.step_reps)
     out: dict = {"alone": alone}

@@ -130,7 +130,7 @@ class Beside:
     (rpexec's compute lanes), and `dma` GPUs copying H2D and D2H at once (its transfer lanes)."""
 
     def __init__(self, lanes: int, dma: int, pyspin: int = 0) -> None:
-        from rpexec.calibrate import BackgroundLoad
+        from rpexec.background_load import BackgroundLoad
         self.load = BackgroundLoad("cuda", 0, torch.bfloat16)  # reuse its workers, choose them here
         self.load.threads = ([threading.Thread(target=self.load._compute, args=(g, torch.bfloat16), daemon=True)
                               for g in range(lanes)]

@@ -8,7 +8,7 @@ runs while the GPU's copy engines move weights and gradients through host memory
 issue kernels. This probe reproduces that beside the STEP, under control: for each thread count, the
 STEP's parts (the first gradient's widening, each later gradient's summation, Adam + refresh) alone,
 beside H2D + D2H copies at full speed ("copies"), and beside those plus a lane thread issuing GEMMs and
-waiting on them ("copies+gemm": rpexec.calibrate.BackgroundLoad). With `--machine`, it prints what rpsim
+waiting on them ("copies+gemm": rpexec.background_load.BackgroundLoad). With `--machine`, it prints what rpsim
 predicts for each part beside the measured copies (the machine file's DRAM shared max-min with the copy
 flows, the part's rate capped at what it measured alone at that thread count), so a gap names the part
 the model misses.
@@ -37,7 +37,7 @@ def measure(a: argparse.Namespace) -> list[dict]:
     import torch
     from step_in_context import layer_spec
 
-    from rpexec.calibrate import BackgroundLoad
+    from rpexec.background_load import BackgroundLoad
     from rpexec.hostparams import HostParams
     from rpexec.profile import LAYER_STEP_STAGED, host_decoder_layer, median_host_step_parts
     device = "cuda" if torch.cuda.is_available() else "cpu"

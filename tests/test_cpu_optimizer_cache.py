@@ -86,30 +86,12 @@ def test_simulated_steps_split_resident_and_streamed_tensors_by_the_hosts_cache(
     attention tensors fit, and so does the head's final norm; its 1024 x 256 embedding and LM head (2 MiB)
 do not. On a DRAM far wider than
     the optimizer's rates every STEP takes the closed form alone."""
-    from rpsim.catalog.servers import generic_server_table
-    from rpsim.planner import PlanRequest, make_plan
-    from rpsim.report.toml_text import toml_text
-    from rpsim.scenario import make_scenario
-    from rpsim.sim.simulate import simulate
-    from rpsim.specs import TrainingSpec
-    t = generic_server_table("rtx4090", 2)
-    t["host"].update(adam_params_per_s=1e7, grad_accumulate_params_per_s=2e7,
-                     grad_accumulate_resident_params_per_s=5e7, last_level_cache_mib=1.0)
-    t["host"].pop("issue_us", None)
-    for s in t["sockets"]:
-        s["dram_bandwidth_gb_per_s"] = 1e6
-    path = tmp_path / "cached-host.toml"
-    path.write_text(toml_text(t))
-    model = ModelSpec(name="tiny", n_layers=2, hidden=256, n_heads=4, n_kv_heads=2, head_dim=64, mlp_width=512,
-                      vocab=1024)
-    sc = make_scenario(model, str(path), TrainingSpec(seq_len=64, global_batch=8, mb_size=1), None)
-    plan = make_plan(sc, PlanRequest("roundpipe-sync"))
-    rounds = len(plan.options["round_sizes"])
-    steps = [e for e in simulate(plan, sc).trace.events if e.kind == "STEP"]
+    from tests.host_step_helpers import tiny_sync_steps
+    rounds, steps = tiny_sync_steps(tmp_path, adam_params_per_s=1e7, grad_accumulate_params_per_s=2e7,
+                                    grad_accumulate_resident_params_per_s=5e7, last_level_cache_mib=1.0)
     assert steps and rounds > 1
     seen = set()
-    for e in steps:
-        layer = sc.costs.layers[int(e.action.split(".c")[1])]
+    for e, layer in steps:
         p = layer.trainable_params
         resident = {"layer": p, "embed": 0, "head": 256}[layer.kind]  # the head's final norm gain fits
         seen.add(layer.kind)

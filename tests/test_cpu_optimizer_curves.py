@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rpsim.catalog.servers import generic_server_table, server_from_table
+from rpsim.catalog.servers import server_from_table
 from rpsim.costs.cpu_optimizer import (
     cache_resident_params,
     cpu_optimizer_rates,
@@ -18,6 +18,7 @@ from rpsim.costs.cpu_optimizer import (
 from rpsim.costs.optimizer_threads import async_step_threads, plan_step_threads
 from rpsim.errors import SpecError
 from rpsim.specs import ModelSpec
+from tests.host_step_helpers import TINY_MODEL, host_table, tiny_sync_steps
 
 STREAMED, RESIDENT = 5e9, 10e9
 
@@ -61,15 +62,8 @@ def test_interpolation_stays_within_its_points(points, x):
     assert min(p[1] for p in points) - 1e-12 <= y <= max(p[1] for p in points) + 1e-12
 
 
-def _host_table(**host) -> dict:
-    t = generic_server_table("rtx4090", 2)
-    t["host"].pop("issue_us", None)
-    t["host"].update(host)
-    return t
-
-
 def test_the_host_rates_follow_the_step_threads():
-    t = _host_table(cores=16, adam_params_per_s=4e9, grad_accumulate_params_per_s=STREAMED,
+    t = host_table(cores=16, adam_params_per_s=4e9, grad_accumulate_params_per_s=STREAMED,
                     grad_accumulate_resident_params_per_s=RESIDENT, last_level_cache_mib=300.0,
                     optimizer_threads=[{"threads": 8, "adam_params_per_s": 2e9, "grad_accumulate_params_per_s": 4e9,
                                         "grad_accumulate_resident_params_per_s": 5e9}])
@@ -97,7 +91,7 @@ def test_the_host_rates_follow_the_step_threads():
 ])
 def test_bad_curves_name_the_key_and_what_is_valid(host, message):
     with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
-        server_from_table("h", _host_table(**host), "test")
+        server_from_table("h", host_table(**host), "test")
 
 
 def test_rpsim_gives_an_async_plan_rpexecs_auto_thread_count_and_a_sync_plan_every_core(tmp_path):
@@ -127,10 +121,9 @@ def test_an_async_steps_simulated_time_takes_the_rates_at_its_thread_count(tmp_p
     from rpsim.scenario import make_scenario
     from rpsim.sim.simulate import simulate
     from rpsim.specs import TrainingSpec
-    model = ModelSpec(name="tiny", n_layers=2, hidden=256, n_heads=4, n_kv_heads=2, head_dim=64, mlp_width=512,
-                      vocab=1024)
+    model = TINY_MODEL
     training = TrainingSpec(seq_len=64, global_batch=8, mb_size=1)
-    base = _host_table(cores=56, adam_params_per_s=1e7, grad_accumulate_params_per_s=2e7)
+    base = host_table(cores=56, adam_params_per_s=1e7, grad_accumulate_params_per_s=2e7)
     for s in base["sockets"]:
         s["dram_bandwidth_gb_per_s"] = 1e6
     measured = dict(base, host={**base["host"], "optimizer_threads": [
@@ -156,27 +149,12 @@ def test_simulated_steps_price_the_first_gradient_at_the_widening_rate_and_the_r
     256 x 512 MLP tensors fill the cache (share 1.0, h = 0.5 by the curve), its 256 x 256 attention ones
     half of it (h = 1), its embedding and head stream. Every simulated STEP takes the closed form (DRAM far
     wider than the optimizer's rates)."""
-    from rpsim.planner import PlanRequest, make_plan
-    from rpsim.report.toml_text import toml_text
-    from rpsim.scenario import make_scenario
-    from rpsim.sim.simulate import simulate
-    from rpsim.specs import TrainingSpec
-    t = _host_table(adam_params_per_s=1e7, grad_accumulate_params_per_s=2e7, grad_widen_params_per_s=4e7,
-                    grad_accumulate_resident_params_per_s=5e7, last_level_cache_mib=1.0,
-                    grad_accumulate_resident_by_cache_share=[[0.5, 5e7], [1.0, 1 / (0.5 / 5e7 + 0.5 / 2e7)]])
-    for s in t["sockets"]:
-        s["dram_bandwidth_gb_per_s"] = 1e6
-    path = tmp_path / "host.toml"
-    path.write_text(toml_text(t))
-    model = ModelSpec(name="tiny", n_layers=2, hidden=256, n_heads=4, n_kv_heads=2, head_dim=64, mlp_width=512,
-                      vocab=1024)
-    sc = make_scenario(model, str(path), TrainingSpec(seq_len=64, global_batch=8, mb_size=1), None)
-    plan = make_plan(sc, PlanRequest("roundpipe-sync"))
-    n = len(plan.options["round_sizes"])
-    steps = [e for e in simulate(plan, sc).trace.events if e.kind == "STEP"]
+    n, steps = tiny_sync_steps(
+        tmp_path, adam_params_per_s=1e7, grad_accumulate_params_per_s=2e7, grad_widen_params_per_s=4e7,
+        grad_accumulate_resident_params_per_s=5e7, last_level_cache_mib=1.0,
+        grad_accumulate_resident_by_cache_share=[[0.5, 5e7], [1.0, 1 / (0.5 / 5e7 + 0.5 / 2e7)]])
     assert steps and n > 1
-    for e in steps:
-        layer = sc.costs.layers[int(e.action.split(".c")[1])]
+    for e, layer in steps:
         tensors = layer.optimizer_tensors
         p = sum(tensors)
         mib = 2**20 / 8  # parameters whose gradient + scratch fill the 1 MiB cache
@@ -209,7 +187,7 @@ def test_search_estimates_an_async_roundpipe_step_at_its_thread_count(tmp_path):
     from rpsim.search.fast_context import context_of
     from rpsim.specs import TrainingSpec
     threads = 56 - 5 * 2  # two GPUs: an optimizer lane and five per GPU
-    t = _host_table(cores=56, adam_params_per_s=1e9, grad_accumulate_params_per_s=2e9,
+    t = host_table(cores=56, adam_params_per_s=1e9, grad_accumulate_params_per_s=2e9,
                     optimizer_threads=[{"threads": threads, "adam_params_per_s": 5e8, "grad_accumulate_params_per_s": 1e9}])
     path = tmp_path / "host.toml"
     path.write_text(toml_text(t))
