@@ -55,7 +55,8 @@ def training():
 
 def measure(gpu_counts: list[int], out: Path, device: str = "cuda", mem_cap_gib: float | None = None,
             sizes: tuple[str, ...] = tuple(SIZES), schedules: tuple[str, ...] = SCHEDULES,
-            optimizer_threads: str = "auto", grad_fence: str | None = None) -> None:
+            optimizer_threads: str = "auto", grad_fence: str | None = None,
+            copy_order: str = "activations-first") -> None:
     from dataclasses import replace
 
     import torch
@@ -89,7 +90,8 @@ def measure(gpu_counts: list[int], out: Path, device: str = "cuda", mem_cap_gib:
                 stem = out / f"{name}-{schedule}-{g}gpu"
                 try:
                     result = run_plan(plan, sc.model, SEQ, t.mb_size, RunOptions(device=device, dtype=dtype, blocks=blocks,
-                                                                                 optimizer_threads=optimizer_threads))
+                                                                                 optimizer_threads=optimizer_threads,
+                                                                                 copy_order=copy_order))
                 except Exception as e:  # noqa: BLE001 - one failed run must not stop the measurement of the rest
                     print(f"FAILED {stem.name}: {type(e).__name__}: {e}", flush=True)
                     continue
@@ -341,6 +343,8 @@ def main() -> None:
                    help="the runs' host STEP threads, as rpexec run --optimizer-threads (auto, all or N; default auto)")
     p.add_argument("--grad-fence", default=None, choices=GRAD_FENCES,
                    help="with --measure: the plans' gradient fence (rpsim.ir.weight_deps; default: the planner's)")
+    p.add_argument("--copy-order", default="activations-first", choices=("activations-first", "as-issued"),
+                   help="with --measure: the runs' copy order, as rpexec run --copy-order (default %(default)s)")
     p.add_argument("--predict-from", default="profile", choices=SOURCES,
                    help="profile: each size's rpexec profile; machine: the rpexec calibrate machine file "
                         "(experiments/data/machines); preset: the built-in h200 presets only; machine+profile: "
@@ -366,7 +370,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         measure([int(x) for x in a.gpus.split(",")], out, mem_cap_gib=a.mem_cap_gib,
                 sizes=tuple(a.sizes.split(",")), schedules=tuple(a.schedules.split(",")),
-                optimizer_threads=a.optimizer_threads, grad_fence=a.grad_fence)
+                optimizer_threads=a.optimizer_threads, grad_fence=a.grad_fence, copy_order=a.copy_order)
         return
     data = measured_folder(a.data)
     machine = Path(a.machine) if a.machine else None

@@ -12,6 +12,7 @@ import threading
 import traceback
 from collections.abc import Sequence
 
+from rpexec.copy_order import COPY_ORDERS
 from rpexec.errors import DTYPE_NAMES, ExecError, Interrupted
 from rpsim.errors import Infeasible, PlanError, SpecError
 from rpsim.report.outputs import check_output_flags
@@ -54,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "optimizer on a GPU, this machine's cores less one per other lane thread of the plan, so "
                         "that lanes busy issuing or waiting do not stall its parallel regions, else torch's own "
                         "(rpexec/step_threads.py); all = torch's own, one per core; or N (default %(default)s)")
+    r.add_argument("--copy-order", default="activations-first", choices=COPY_ORDERS,
+                   help="activations-first: a backward's ACT_OUT is issued before its gradient OFFLOADs, since a "
+                        "copy engine serves one direction in issue order, not by stream priority "
+                        "(rpexec/copy_order.py); as-issued: each lane issues when it gets there "
+                        "(default %(default)s)")
     r.add_argument("--inject-fault", default=None,
                    help="testing aid: GPU:LANE:ACTION:raise|hang|oom makes that action fail (default: none)")
     r.add_argument("--force", action="store_true", default=False,
@@ -268,7 +274,8 @@ def run(args: argparse.Namespace) -> int:
         check_machine_memory(plan, args.device)
     opts = RunOptions(device=args.device, dtype=dtype, blocks=iters // plan.n_iters, seed=args.seed, lr=args.lr,
                       capture_grads=args.check_grads, watchdog_s=args.watchdog_s, fault=args.inject_fault,
-                      stop=threading.Event(), optimizer_threads=args.optimizer_threads)
+                      stop=threading.Event(), optimizer_threads=args.optimizer_threads,
+                      copy_order=args.copy_order)
     # Ctrl-C sets an event the interpreter polls rather than raising KeyboardInterrupt wherever the main
     # thread happens to be: with lane threads alive that sometimes ended the process by SIGINT (exit -2)
     # after the interruption had been reported (seen under load in tests/test_rpexec_cpu.py).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rpexec.copy_order import with_copy_order
 from rpsim.ir import CPU, Action, Plan
 from rpsim.ir.deps import dependency_graph
 
@@ -36,7 +37,7 @@ def issue_times_s(plan: Plan, trace: Any) -> dict[Node, float]:
     soon as their waits allow."""
     import networkx as nx
 
-    graph = dependency_graph(plan)
+    graph = with_copy_order(dependency_graph(plan))  # the interpreter's graph (rpexec.session.run_plan)
     events = {(e.gpu, e.action): e for e in trace.events}
     lane_of = {(gpu, a): lane for (gpu, lane), actions in plan.lanes.items() for a in actions}
     issued: dict[Node, float] = {}

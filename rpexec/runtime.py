@@ -1,7 +1,8 @@
 """The interpreter: one thread per lane runs its actions in order. Before an action it waits, on the
 host, until every dependency has been issued (threading events), then makes its CUDA stream wait on the
 dependencies' CUDA events (or, on the host CPU's optimizer lane, synchronises them); it times the action
-with CUDA events (perf_counter on CPU). The dependency edges are rpsim's (one rule, rpsim.ir.deps).
+with CUDA events (perf_counter on CPU). The dependency edges are rpsim's (one rule, rpsim.ir.deps), plus
+rpexec.copy_order's, which make the copy engines serve activations first as rpsim's link priority does.
 An exception on any lane aborts all lanes promptly and names the GPU, lane and action; a watchdog turns
 a wait longer than `watchdog_s` into an error naming the waiting action and what it waits for."""
 from __future__ import annotations

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from rpexec.bufferpool import BufferPool
+from rpexec.copy_order import with_copy_order
 from rpexec.device import DeviceState
 from rpexec.errors import DTYPE_NAMES
 from rpexec.gc_pauses import collector_for_run
@@ -48,6 +49,9 @@ class RunOptions:
     # (torch's own) or a count (rpexec.step_threads).
     optimizer_threads: int | str = "auto"
     gc_freeze: bool = True  # freeze the heap made before iteration 0 (rpexec.gc_pauses)
+    # "activations-first": an ACT_OUT is issued before the OFFLOADs its backward makes ready, as rpsim
+    # orders them (rpexec.copy_order); "as-issued": each lane thread issues when it gets there (A/B).
+    copy_order: str = "activations-first"
 
 
 @dataclass
@@ -139,7 +143,9 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
     full = repeat_blocks(plan, opts.blocks)
     run_ctx = replace(ctx, plan=full, job_of=job_of_action(full),
                       jobs={(g, j.key): j for g in range(plan.n_gpus) for j in jobs_of(full, g)})
-    interp = Interpreter(full, dependency_graph(full), run_ctx, opts.watchdog_s,
+    graph = dependency_graph(full)
+    interp = Interpreter(full, with_copy_order(graph) if opts.copy_order == "activations-first" else graph,
+                         run_ctx, opts.watchdog_s,
                          Fault.parse(opts.fault) if opts.fault else None, stop=opts.stop,
                          blocking_sync=opts.blocking_sync)
     threads_before = torch.get_num_threads()
