@@ -67,7 +67,7 @@ def test_memory_rules_on_the_measured_timing_give_the_measured_peak(plan_path):
 # Until session 7 a gradient download waited for its layer's previous STEP (grad_fence "offload"), so
 # async RoundPipe on one GPU held the gradients its host optimizer had not summed yet, and its peak was a
 # race with the STEP: the same 1.8B plan measured 27.41, 25.91 and 19.18 GiB in three calls of one session
-# (experiments/data/e03-download-fence-2026-11-30 keeps those runs: 0.7B 8.38, 1.8B 19.18, 2.8B 33.26 GiB,
+# (experiments/data/e03-download-fence-2026-11-30.tar.gz keeps those runs: 0.7B 8.38, 1.8B 19.18, 2.8B 33.26 GiB,
 # predicted 11.23, 27.06, 46.21). Since session 8 downloads wait for no STEP (grad_fence "none"; the
 # backlog sits in host memory), and the re-measured runs peak at 3.38, 5.04 and 12.12 GiB against 3.34,
 # 4.88 and 11.84 predicted: the peak no longer follows the host's timing.
