@@ -20,6 +20,7 @@ On the CPU (tests) the slabs are ordinary memory and the tensors are the same vi
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
@@ -48,6 +49,9 @@ class HostArena:
         self._lock = threading.Lock()
         self._count_lock = threading.Lock()  # the spare is made outside _lock
         self.reserved_bytes = 0  # bytes of every slab taken (what the host holds)
+        # (perf_counter at its start, seconds, bytes) of every slab made: one made inside a run is a
+        # pool outgrowing its presizing there (rpexec.session records them in the trace's meta)
+        self.slab_log: list[tuple[float, float, int]] = []
         self.carved_bytes = 0  # bytes of every tensor handed out
 
     def empty(self, shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -77,7 +81,9 @@ class HostArena:
         return slab
 
     def _new_slab(self, n_bytes: int) -> torch.Tensor:
+        t0 = time.perf_counter()
         slab = torch.empty(n_bytes, dtype=torch.uint8, pin_memory=self.pin)
         with self._count_lock:
             self.reserved_bytes += n_bytes
+            self.slab_log.append((t0, time.perf_counter() - t0, n_bytes))
         return slab

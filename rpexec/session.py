@@ -18,6 +18,7 @@ from rpexec.hostparams import HostParams, make_adamw
 from rpexec.kernel_warmup import warm_kernels
 from rpexec.measure import measured_events
 from rpexec.model import build_layers, skeleton_layers
+from rpexec.pool_growth import growth_iterations, slabs_in_run, without_growth
 from rpexec.runtime import Fault, Interpreter
 from rpexec.step_threads import step_threads
 from rpexec.warmup import presize_pools, warm_host_state
@@ -26,6 +27,7 @@ from rpsim.ir.deps import dependency_graph
 from rpsim.ir.jobs import job_of_action, jobs_of, residency, stages_are_resident
 from rpsim.sim.trace import Trace
 from rpsim.specs import ModelSpec
+from rpsim.validate_run import iteration_ends_s
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp16-acc16": torch.float16}
 assert tuple(DTYPES) == DTYPE_NAMES
@@ -162,16 +164,22 @@ def run_plan(plan: Plan, model: ModelSpec, seq: int, mb_size: int, opts: RunOpti
     peaks = [float(torch.cuda.max_memory_allocated(d.device)) if d.is_cuda else 0.0 for d in devices.values()]
     losses = {k: float(v) for k, v in ctx.losses.items()}
     gpu_names = [torch.cuda.get_device_name(d.device) for d in devices.values() if d.is_cuda]
-    trace = Trace(tuple(sorted(events, key=lambda e: (e.start_s, e.gpu, e.lane, e.action))),
+    events = tuple(sorted(events, key=lambda e: (e.start_s, e.gpu, e.lane, e.action)))
+    slabs = {k: slabs_in_run(pool.arena.slab_log, interp.t0_host)
+             for k, pool in (("gradients", host.grad_pool), ("activations", ctx.act_pool))}
+    steady = steady_iterations(plan, opts.blocks * plan.n_iters, bool(warm))
+    grew = growth_iterations(steady, iteration_ends_s(Trace(events)), [s[0] for v in slabs.values() for s in v])
+    trace = Trace(events,
                   {"source": "rpexec", "schedule": plan.schedule, "device": opts.device, "dtype": opts.dtype,
                    "gpu_name": gpu_names[0] if gpu_names else "cpu",
                    "model": model.name, "n_gpus": plan.n_gpus, "peak_gpu_mem_bytes": peaks,
-                   "server": str(plan.setup.get("server", "")), "warmup_s": warm,
+                   "server": str(plan.setup.get("server", "")), "warmup_s": warm, "copy_order": opts.copy_order,
                    "host_cores": os.cpu_count() or 1, "optimizer_threads": threads_in_run,
-                   "steady_iterations": steady_iterations(plan, opts.blocks * plan.n_iters, bool(warm)),
-                   # what the pools allocated inside the iterations, beyond their warm-up sizing: each
-                   # new pinned slab there stalls a lane thread (rpexec.host_arena)
+                   "steady_iterations": without_growth(steady, grew),
+                   # what the pools allocated inside the iterations, beyond their warm-up sizing, and the
+                   # slabs pinned for it there: one-off work that stalls lanes (rpexec.pool_growth)
                    "pool_growth_bytes": {k: pools[k] - presized[k] for k in pools},
+                   "pool_slabs": slabs, "pool_growth_iterations": grew,
                    "gc": {"frozen": opts.gc_freeze, **gc_log.summary(interp.t0_host)},
                    "step_parts": step_parts_table(host.step_parts, interp.t0_host)})
     return RunResult(losses, host.captured, trace, host.load_log, peaks, pools)

@@ -61,20 +61,35 @@ def warm_host_state(host: HostParams) -> float:
     return time.perf_counter() - t
 
 
+# The pools are sized for the plan's prediction and for the same plan with the host STEP this much slower:
+# in session 14-15's one-H200 runs the STEP took 0.96-1.56x rpsim's, and a slower STEP holds more
+# downloads in the gradient pool, which then pinned 0.4-25 GB of new slabs inside the run (stalling
+# lanes: rpexec.pool_growth). At 1.6x rpsim's plans of llama-0.7b / 1.8b need 14.7 / 43.4 GB of staged
+# gradients against 11.1 / 33.7 at 1.0x, which covers the runs' 11.5-11.9 / 36-39 GB (presized + grown).
+PRESIZE_STEP_SLOWDOWN = 1.6
+
+
 def predicted_pool_demand(plan: Plan, host: HostParams, act_shape: tuple[int, ...], dtype: torch.dtype
                           ) -> tuple[Counter, Counter]:
     """Peak number of host buffers per (shape, dtype) that the gradient pool and the activation pool
-    hold at once in rpsim's predicted trace of the plan. Empty counters when the plan has no setup to
+    hold at once in rpsim's predicted trace of the plan, or of the plan with a slower host STEP
+    (PRESIZE_STEP_SLOWDOWN), whichever is larger. Empty counters when the plan has no setup to
     simulate (a hand-made plan)."""
     from rpsim.errors import Infeasible
+    from rpsim.host_step_speed import with_host_step_slower
     from rpsim.scenario import scenario_from_setup
     from rpsim.sim.simulate import simulate
     try:
-        trace = simulate(plan, scenario_from_setup(plan.setup, plan.n_gpus)).trace
+        sc = scenario_from_setup(plan.setup, plan.n_gpus)
+        traces = [simulate(plan, s).trace for s in (sc, with_host_step_slower(sc, PRESIZE_STEP_SLOWDOWN))]
     except (Infeasible, KeyError, TypeError, ValueError):  # PlanError and SpecError are ValueErrors
         return Counter(), Counter()
     param_shapes = [[tuple(p.shape) for p in layer.parameters()] for layer in host.layers]
-    return pool_demand(plan, trace, param_shapes, act_shape, dtype)
+    grads, acts = Counter(), Counter()
+    for trace in traces:
+        g, a = pool_demand(plan, trace, param_shapes, act_shape, dtype)
+        grads, acts = grads | g, acts | a  # per buffer kind, the larger demand
+    return grads, acts
 
 
 def pool_demand(plan: Plan, trace, param_shapes: list[list[tuple[int, ...]]], act_shape: tuple[int, ...],
