@@ -2,8 +2,8 @@
 
 Why: with the asynchronous optimizer the gradient downloads wait in pinned host memory until their STEP
 sums them, and when the STEP runs slower than the prediction the warm-up sized the pool from, the pool
-pins new 1 GiB slabs inside the run (cudaHostAlloc pages in every byte, ~0.4 s per GiB on the lent H200
-host). In session 15's one-H200 RoundPipe runs the gradient pool grew by 0.4-25 GB inside the run, and in
+pins new 1 GiB slabs inside the run (cudaHostAlloc pages in every byte: 0.5-1.0 s per slab in session
+16's 2.8B runs on the lent H200 host, logged in `meta.pool_slabs`). In session 15's one-H200 RoundPipe runs the gradient pool grew by 0.4-25 GB inside the run, and in
 those runs LOADs started 0.4-0.8 s after their last dependency had finished (llama-0.7b: one 567 ms stall
 in a 1.0-1.5 s iteration), where a LOAD otherwise starts within 1 ms. A long training run pays the growth
 once; a run of a few iterations pays it in the iterations it measures, so rpexec records each slab made
