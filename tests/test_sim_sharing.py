@@ -76,6 +76,18 @@ def test_per_pair_and_per_direction_duplex_factors():
     assert rates == pytest.approx({0: 13.5 * GB, 1: 22.5 * GB, 2: 20 * GB, 3: 20 * GB}, rel=REL)
 
 
+def test_links_remember_capacities_by_resource_set_and_every_fill_spends_a_fresh_copy():
+    # The duplex slowdown depends on which resources a fill meets; the filling spends the capacities it
+    # gets. A memo handing out its own dict, or keyed by less than the set, fails the repeats.
+    links = sharing.Links.of({"h2d": 10 * GB, "d2h": 10 * GB}, [("h2d", "d2h")], 0.5)
+    both = [Flow("up", ("h2d",)), Flow("down", ("d2h",))]
+    one = [Flow("up", ("h2d",))]
+    for _ in range(3):
+        assert sharing.allocate_on(both, links) == {"up": 5 * GB, "down": 5 * GB}
+        assert sharing.allocate_on(one, links) == {"up": 10 * GB}
+    assert len(links.effective_capacities) == 2
+
+
 def test_empty_path_is_unlimited_and_takes_no_capacity():
     rates = allocate_rates([Flow("local", ()), Flow("x", ("link",))], {"link": 10 * GB})
     assert rates == {"local": math.inf, "x": 10 * GB}
@@ -190,15 +202,18 @@ def big_classes(draw):
 def test_heap_filling_picks_the_scans_bottlenecks_to_the_same_floats(scenario):
     # Both bottleneck searches must give identical floats (==), not merely close ones: figures depend on it.
     flows, capacity = scenario
-    original = sharing.HEAP_FILL_RESOURCES
+    original = sharing.HEAP_FILL_RESOURCES, sharing.SCAN_ROUNDS
     try:
         sharing.HEAP_FILL_RESOURCES = 10**9  # always scan
         scanned = allocate_rates(flows, capacity)
-        sharing.HEAP_FILL_RESOURCES = 1  # always the heap
+        sharing.HEAP_FILL_RESOURCES, sharing.SCAN_ROUNDS = 1, 0  # the heap from the first round
         heaped = allocate_rates(flows, capacity)
+        sharing.SCAN_ROUNDS = 2  # two rounds scanned, then the heap from the state they left
+        handed_over = allocate_rates(flows, capacity)
     finally:
-        sharing.HEAP_FILL_RESOURCES = original
+        sharing.HEAP_FILL_RESOURCES, sharing.SCAN_ROUNDS = original
     assert heaped == scanned
+    assert handed_over == scanned
 
 
 def _per_flow_filling(flows, capacity):

@@ -26,11 +26,14 @@ class BubbleBreakdown:
     busy_s: tuple[float, ...]  # per GPU, inside the window
 
 
-def bubble_breakdown(trace: Trace, n_gpus: int, lo: float, hi: float, steady: bool) -> BubbleBreakdown:
+def bubble_breakdown(trace: Trace, n_gpus: int, lo: float, hi: float, steady: bool,
+                     computing: list[list[TraceEvent]] | None = None) -> BubbleBreakdown:
+    """`computing`: events_by_gpu(trace, n_gpus, ("compute",)), when the caller has it."""
     window = hi - lo
     parts = {"fill": 0.0, "drain": 0.0, "switch": 0.0, "intra": 0.0}
     busy_per_gpu = []
-    computing = events_by_gpu(trace, n_gpus, ("compute",))
+    if computing is None:
+        computing = events_by_gpu(trace, n_gpus, ("compute",))
     for gpu in range(n_gpus):
         events = sorted((e for e in computing[gpu] if e.end_s > e.start_s), key=lambda e: e.start_s)
         busy = merge(clip([(e.start_s, e.end_s) for e in events], lo, hi))

@@ -11,7 +11,7 @@ from rpsim.metrics.bubbles import bubble_breakdown, events_by_gpu
 from rpsim.metrics.intervals import clip, length, merge, overlap
 from rpsim.schedules import SCHEDULES
 from rpsim.sim.steady import FIRST_SPAN
-from rpsim.sim.trace import Trace
+from rpsim.sim.trace import Trace, TraceEvent
 
 RESULT_KEYS = ("schedule", "feasible", "reason", "iteration_s", "tokens_per_s", "mfu", "bubble", "bubble_fill",
                "bubble_drain", "bubble_switch", "bubble_intra", "peak_gpu_mem_bytes", "peak_host_mem_bytes",
@@ -121,10 +121,13 @@ def model_flops(plan: Plan, costs: Any) -> tuple[float, float]:
     return per_mb * plan.n_mb, (per_mb + recompute) * plan.n_mb
 
 
-def exposed_comm_s(trace: Trace, n_gpus: int, lo: float, hi: float) -> float:
-    """Time a GPU's compute lane sits idle while one of its transfer lanes is busy, summed over GPUs."""
+def exposed_comm_s(trace: Trace, n_gpus: int, lo: float, hi: float,
+                   computing: list[list[TraceEvent]] | None = None) -> float:
+    """Time a GPU's compute lane sits idle while one of its transfer lanes is busy, summed over GPUs.
+    `computing`: events_by_gpu(trace, n_gpus, ("compute",)), when the caller has it."""
     total = 0.0
-    computing = events_by_gpu(trace, n_gpus, ("compute",))
+    if computing is None:
+        computing = events_by_gpu(trace, n_gpus, ("compute",))
     transferring = events_by_gpu(trace, n_gpus, TRANSFER_LANES)
     for gpu in range(n_gpus):
         compute = merge(clip([(e.start_s, e.end_s) for e in computing[gpu]], lo, hi))
@@ -137,7 +140,8 @@ def summarize(plan: Plan, trace: Trace, sc: Any, peak_gpu: list[float], peak_hos
               link_util: dict[str, float] | None = None, planned_iters: int | None = None) -> dict[str, Any]:
     """`planned_iters`: the plan's iterations when `plan` holds only those a steady-state stop simulated."""
     iteration_s, lo, hi, steady = iteration_window(plan, trace, planned_iters)
-    b = bubble_breakdown(trace, plan.n_gpus, lo, hi, steady)
+    computing = events_by_gpu(trace, plan.n_gpus, ("compute",))  # (one pass for both uses below)
+    b = bubble_breakdown(trace, plan.n_gpus, lo, hi, steady, computing)
     mflops, hflops = model_flops(plan, sc.costs)
     peak = sc.server.gpu.peak_flops_per_s(sc.training.precision)
     n = plan.n_gpus
@@ -158,7 +162,7 @@ def summarize(plan: Plan, trace: Trace, sc: Any, peak_gpu: list[float], peak_hos
         "bubble": b.bubble, "bubble_fill": b.fill, "bubble_drain": b.drain, "bubble_switch": b.switch,
         "bubble_intra": b.intra, "bubble_megatron": b.megatron, "busy_s": list(b.busy_s),
         "peak_gpu_mem_bytes": peak_gpu, "peak_host_mem_bytes": peak_host,
-        "exposed_comm_s": exposed_comm_s(trace, n, lo, hi), "link_utilization": link_util or {},
+        "exposed_comm_s": exposed_comm_s(trace, n, lo, hi, computing), "link_utilization": link_util or {},
         "n_mb": plan.n_mb, "mb_size": sc.training.mb_size, "n_iters": plan.n_iters, "planned_iters": planned_iters or plan.n_iters,
         "steady_state": steady,
         "window_s": [lo, hi], "level": plan.level, "weights": plan.options.get("weights", "n/a"),

@@ -53,5 +53,6 @@ def fill_bundles(kinds: Sequence[BundleKind], counts: Sequence[int], links: Link
                 group_flows[group] += n
             groups.append(group)
         share_groups.append(groups)
-    group_rates = allocate_groups([path for path, _ in group_of], [p for _, p in group_of], group_flows, links)
-    return [tuple([group_rates[g] for g in groups]) for groups in share_groups]
+    group_rate = allocate_groups([path for path, _ in group_of], [p for _, p in group_of], group_flows,
+                                 links).__getitem__
+    return [tuple(map(group_rate, groups)) for groups in share_groups]  # (each kind's lookups in C)

@@ -109,15 +109,19 @@ def _streamed_buffers(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) 
     freed: dict[tuple, float] = {}
     stepped: dict[tuple, float] = {}  # (layer, it) -> end of the STEP that sums its staged gradients
     run_end = 0.0
-    for (gpu, a), (_s, e) in timed.items():  # one walk for the three
-        run_end = max(run_end, e)
-        if a.kind == "FREE":
+    copies = []  # the LOADs and OFFLOADs, in timed order, for the pass that needs every FREE and STEP end
+    for item in timed.items():  # one walk for the four
+        (gpu, a), (_s, e) = item
+        kind = a.kind
+        if e > run_end:
+            run_end = e
+        if kind == "FREE":
             freed[(gpu, a.phase, a.stage, a.mb, a.it)] = e
-        elif a.kind == "STEP":
+        elif kind == "STEP":
             stepped[(a.chunk, a.it)] = e
-    for (gpu, a), (s, e) in timed.items():
-        if a.kind not in ("LOAD", "OFFLOAD"):
-            continue
+        elif kind == "LOAD" or kind == "OFFLOAD":
+            copies.append(item)
+    for (gpu, a), (s, e) in copies:
         key = (gpu, a.phase, a.stage, a.mb, a.it)
         span = jobs.get(key)
         if span is None or not span[0] <= a.chunk < span[1]:  # type: ignore[operator]

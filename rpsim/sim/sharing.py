@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import reduce
 from itertools import chain, repeat
 from operator import sub
@@ -19,9 +19,14 @@ from rpsim.errors import SpecError, choices_message
 
 RatesMemo = dict[tuple, list[float]]
 MEMO_ENTRIES = 100_000  # flow sequences a memo keeps (a 235B RoundPipe run meets ~9k); then it restarts
-# From this many resources in one class on, the bottleneck search keeps a heap of fair shares instead of
-# scanning every resource each round (same picks, same floats: see _fill_class_heap).
+# A fill that has scanned SCAN_ROUNDS rounds and still has at least HEAP_FILL_RESOURCES resources left
+# takes its next bottlenecks from a heap of fair shares (same picks, same floats: see _fill_class).
+# Scanning is cheaper while rounds are few, which is what servers give: every fill captured mid-run on
+# RoundPipe Llama-70B on 8, 32 and 64 H100s (~5 rounds, 21-94 resources) cost 16-21% fewer instructions
+# scanned than with the heap from 24 resources on; the heap pays where nearly every round freezes a group
+# of its own (4.9x fewer instructions at 256 resources and as many rounds). benchmarks/notes-sim.md, session 17.
 HEAP_FILL_RESOURCES = 24
+SCAN_ROUNDS = 8
 
 # (a, b): the two directions of one link, slowed by the default duplex_factor while both carry a flow;
 # (a, b, f): both slowed by f; (a, b, f_a, f_b): each direction by its own measured factor.
@@ -65,6 +70,9 @@ class Links:
 
     capacity_bytes_per_s: Mapping[str, float]
     partners: Mapping[str, tuple[tuple[str, float], ...]]
+    # _effective_capacities' memo: a set of resources -> their capacities after the duplex slowdown
+    effective_capacities: dict[frozenset[str], dict[str, float]] = field(default_factory=dict, compare=False,
+                                                                         repr=False)
 
     @classmethod
     def of(cls, capacity_bytes_per_s: Mapping[str, float], duplex_pairs: Iterable[DuplexPair] = (),
@@ -161,8 +169,22 @@ def _effective_capacities(paths: Iterable[tuple[str, ...]], links: Links) -> dic
     deciding it from the rates instead would make the capacities depend on the rates they produce.
     A resource in several busy pairs is slowed by the product of their factors.
     """
+    # A fill's resources are a set that recurs (which GPU links are busy, the shared host ones) far more
+    # often than its mix of flows: its capacities are remembered by that set, and copied, since the
+    # filling spends them.
+    key = frozenset(chain.from_iterable(paths))
+    known = links.effective_capacities.get(key)
+    if known is not None:
+        return dict(known)
+    capacities = _slowed_capacities(key, links)
+    if len(links.effective_capacities) >= MEMO_ENTRIES:
+        links.effective_capacities.clear()
+    links.effective_capacities[key] = capacities
+    return dict(capacities)
+
+
+def _slowed_capacities(resources: Iterable[str], links: Links) -> dict[str, float]:
     capacity_bytes_per_s = links.capacity_bytes_per_s
-    resources = dict.fromkeys(chain.from_iterable(paths))  # in first-seen order; the scans in C
     try:
         capacities = dict(zip(resources, map(capacity_bytes_per_s.__getitem__, resources)))
     except KeyError:
@@ -193,6 +215,12 @@ def _fill_class(members: list[int], paths: Sequence[tuple[str, ...]], counts: Se
     capacity left, split evenly over the unfrozen flows crossing it, is smallest (the bottleneck), freeze
     those flows at that share, subtract it along their paths, repeat. Each round freezes at least one group
     and scans the resources once: O(groups * resources).
+
+    A fill of many rounds over many resources takes its later bottlenecks from a heap of (fair share,
+    first-seen rank) instead (SCAN_ROUNDS): the scan picks the smallest share, ties to the resource seen
+    first, which is the heap's order too (n_crossing keeps first-seen order). An entry is current while its
+    share equals the resource's share now (recomputed the scan's way, so the same float); a round pushes
+    the new share of every resource it touched: O(touches * log resources) for those rounds.
     """
     n_crossing: dict[str, int] = {}  # unfrozen flows on each resource; a resource leaves at zero
     crossers: dict[str, list[int]] = {}
@@ -205,76 +233,72 @@ def _fill_class(members: list[int], paths: Sequence[tuple[str, ...]], counts: Se
             else:
                 n_crossing[resource] = count
                 crossers[resource] = [group]
-    if len(n_crossing) >= HEAP_FILL_RESOURCES:
-        _fill_class_heap(paths, counts, left_bytes_per_s, rates, n_crossing, crossers)
-        return
+    inf = math.inf
+    rounds = 0
+    heap: list[tuple[float, int, str]] | None = None
+    touched: dict[str, None] | None = None  # the resources a heap round spends on
     while n_crossing:
-        # The bottleneck: the smallest fair share, ties to the resource seen first in the flow list (inlined:
-        # this runs on every flow event). Capacity left can dip a few ulps below zero; it counts as zero.
-        bottleneck, share_bytes_per_s = None, math.inf
-        for resource, n in n_crossing.items():
-            left = left_bytes_per_s[resource]
-            share = left / n if left > 0.0 else 0.0
-            if share < share_bytes_per_s:
-                bottleneck, share_bytes_per_s = resource, share
-        if bottleneck is None:  # only unlimited (inf) resources remain: their groups keep rate inf
-            return
-        _freeze(paths, counts, crossers[bottleneck], share_bytes_per_s, rates, left_bytes_per_s, n_crossing, None)
+        if heap is None and rounds >= SCAN_ROUNDS and len(n_crossing) >= HEAP_FILL_RESOURCES:
+            heap, rank = _share_heap(n_crossing, left_bytes_per_s)
+        if heap is None:
+            rounds += 1
+            # The bottleneck: the smallest fair share, ties to the resource seen first in the flow list
+            # (inlined: this runs on every flow event). Capacity left can dip a few ulps below zero; it
+            # counts as zero.
+            bottleneck, share_bytes_per_s = None, inf
+            for resource, n in n_crossing.items():
+                left = left_bytes_per_s[resource]
+                share = left / n if left > 0.0 else 0.0
+                if share < share_bytes_per_s:
+                    bottleneck, share_bytes_per_s = resource, share
+            if bottleneck is None:  # only unlimited (inf) resources remain: their groups keep rate inf
+                return
+        else:
+            while True:
+                share_bytes_per_s, _rank, bottleneck = heapq.heappop(heap)
+                unfrozen = n_crossing.get(bottleneck)
+                if unfrozen is not None:
+                    left = left_bytes_per_s[bottleneck]
+                    if (left / unfrozen if left > 0.0 else 0.0) == share_bytes_per_s:
+                        break
+            if share_bytes_per_s == inf:
+                return
+            touched = {}
+        # The round: the unfrozen groups crossing the bottleneck get its share, which each of their flows
+        # spends along the path. A group is frozen once its rate is finite (every group starts at inf).
+        for group in crossers[bottleneck]:
+            if rates[group] != inf:
+                continue  # frozen in an earlier round (or earlier in this one: a path crossing it twice)
+            rates[group] = share_bytes_per_s
+            count = counts[group]
+            for resource in paths[group]:
+                if count == 1:
+                    left_bytes_per_s[resource] -= share_bytes_per_s
+                else:  # once per flow, as the flows would (k * share rounds differently); the loop in C
+                    left_bytes_per_s[resource] = reduce(sub, repeat(share_bytes_per_s, count),
+                                                        left_bytes_per_s[resource])
+                if touched is not None:
+                    touched[resource] = None
+                n = n_crossing[resource] - count
+                if n:
+                    n_crossing[resource] = n
+                else:
+                    del n_crossing[resource]
+        if touched is not None and heap is not None:
+            for resource in touched:
+                unfrozen = n_crossing.get(resource)
+                if unfrozen is not None:
+                    left = left_bytes_per_s[resource]
+                    heapq.heappush(heap, (left / unfrozen if left > 0.0 else 0.0, rank[resource], resource))
 
 
-def _fill_class_heap(paths: Sequence[tuple[str, ...]], counts: Sequence[int], left_bytes_per_s: dict[str, float],
-                     rates: list[float], n_crossing: dict[str, int], crossers: dict[str, list[int]]) -> None:
-    """_fill_class's rounds with the bottleneck taken from a heap of (fair share, first-seen rank): the
-    scan picks the smallest share, ties to the resource seen first, which is the heap's order too. An
-    entry is current while its share equals the resource's share now (recomputed the scan's way, so the
-    same float); a freeze pushes the new share of every resource it touched. O(touches * log resources)
-    instead of O(rounds * resources) for the big classes of many-socket servers."""
+def _share_heap(n_crossing: dict[str, int], left_bytes_per_s: dict[str, float],
+                ) -> tuple[list[tuple[float, int, str]], dict[str, int]]:
+    """The heap of (fair share, first-seen rank, resource) of every resource left, and the ranks."""
     rank = {resource: k for k, resource in enumerate(n_crossing)}
     heap = []
     for resource, n in n_crossing.items():
         left = left_bytes_per_s[resource]
         heap.append((left / n if left > 0.0 else 0.0, rank[resource], resource))
     heapq.heapify(heap)
-    while n_crossing:
-        while True:
-            share_bytes_per_s, _rank, bottleneck = heapq.heappop(heap)
-            n = n_crossing.get(bottleneck)
-            if n is not None:
-                left = left_bytes_per_s[bottleneck]
-                if (left / n if left > 0.0 else 0.0) == share_bytes_per_s:
-                    break
-        if share_bytes_per_s == math.inf:  # only unlimited (inf) resources remain: their groups keep rate inf
-            return
-        touched: dict[str, None] = {}
-        _freeze(paths, counts, crossers[bottleneck], share_bytes_per_s, rates, left_bytes_per_s, n_crossing, touched)
-        for resource in touched:
-            n = n_crossing.get(resource)
-            if n is not None:
-                left = left_bytes_per_s[resource]
-                heapq.heappush(heap, (left / n if left > 0.0 else 0.0, rank[resource], resource))
-
-
-def _freeze(paths: Sequence[tuple[str, ...]], counts: Sequence[int], crossing: list[int],
-            share_bytes_per_s: float, rates: list[float], left_bytes_per_s: dict[str, float],
-            n_crossing: dict[str, int], touched: dict[str, None] | None) -> None:
-    """One round of filling: the unfrozen groups `crossing` the bottleneck get `share_bytes_per_s`, which
-    each of their flows spends along the path (a resource leaves n_crossing at zero flows); the resources
-    it spends on go into `touched` when given (the heap fill's). A group is frozen once its rate is finite:
-    every group of the class starts at inf (allocate_groups), and a freeze's share is finite."""
-    for group in crossing:
-        if rates[group] != math.inf:
-            continue  # frozen in an earlier round (or earlier in this one: a path crossing it twice)
-        rates[group] = share_bytes_per_s
-        count = counts[group]
-        for resource in paths[group]:
-            if count == 1:
-                left_bytes_per_s[resource] -= share_bytes_per_s
-            else:  # once per flow, as the flows would (k * share rounds differently); the loop in C
-                left_bytes_per_s[resource] = reduce(sub, repeat(share_bytes_per_s, count), left_bytes_per_s[resource])
-            if touched is not None:
-                touched[resource] = None
-            n = n_crossing[resource] - count
-            if n:
-                n_crossing[resource] = n
-            else:
-                del n_crossing[resource]
+    return heap, rank
