@@ -113,8 +113,7 @@ def _streamed_buffers(plan: Plan, ctx: CostContext, timed: Timed, deltas: dict) 
     for item in timed.items():  # one walk for the four
         (gpu, a), (_s, e) = item
         kind = a.kind
-        if e > run_end:
-            run_end = e
+        run_end = max(run_end, e)
         if kind == "FREE":
             freed[(gpu, a.phase, a.stage, a.mb, a.it)] = e
         elif kind == "STEP":

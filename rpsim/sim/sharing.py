@@ -21,10 +21,11 @@ RatesMemo = dict[tuple, list[float]]
 MEMO_ENTRIES = 100_000  # flow sequences a memo keeps (a 235B RoundPipe run meets ~9k); then it restarts
 # A fill that has scanned SCAN_ROUNDS rounds and still has at least HEAP_FILL_RESOURCES resources left
 # takes its next bottlenecks from a heap of fair shares (same picks, same floats: see _fill_class).
-# Scanning is cheaper while rounds are few, which is what servers give: every fill captured mid-run on
-# RoundPipe Llama-70B on 8, 32 and 64 H100s (~5 rounds, 21-94 resources) cost 16-21% fewer instructions
-# scanned than with the heap from 24 resources on; the heap pays where nearly every round freezes a group
-# of its own (4.9x fewer instructions at 256 resources and as many rounds). benchmarks/notes-sim.md, session 17.
+# Scanning is cheaper while rounds are few, which is what servers give: fills captured mid-run on
+# RoundPipe Llama-70B on 32 and 64 H100s (~5 rounds, 43-54 resources on average) cost 17-20% fewer
+# instructions scanned than with the heap from 24 resources on; the heap pays where nearly every round
+# freezes a group of its own (5x fewer instructions at 256 resources and as many rounds).
+# benchmarks/bench_fill.py; benchmarks/notes-sim.md, session 17.
 HEAP_FILL_RESOURCES = 24
 SCAN_ROUNDS = 8
 
