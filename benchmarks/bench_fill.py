@@ -1,5 +1,5 @@
 """Cost of one max-min fill (rpsim.sim.sharing.allocate_groups) on fills captured from a real run, under
-several bottleneck-search settings; prints figures, asserts nothing (benchmarks/notes-sim.md, session 17).
+several bottleneck-search settings; prints figures (benchmarks/notes-sim.md, session 17).
 
 The fills of a run's first minutes are smaller than its steady ones, so they are taken from the middle
 of the run: RoundPipe Llama-70B on h100xN (16 microbatches), --keep fills from a third of the way in.
@@ -18,21 +18,22 @@ import math
 import os
 import pickle
 import random
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from rpsim.sim import sharing
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sim_instructions import instructions_of  # the benchmarks' shared valgrind count
 
 # (label, SCAN_ROUNDS, HEAP_FILL_RESOURCES): always scan; the heap from the first round over 24 resources
 # (before session 17); the default now.
 SETTINGS = (("scan only", 10**9, 10**9), ("heap from 24 resources", 0, 24),
             (f"default (scan {sharing.SCAN_ROUNDS} rounds, then heap)", sharing.SCAN_ROUNDS,
              sharing.HEAP_FILL_RESOURCES))
-_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 Fill = tuple[list[tuple[str, ...]], list[int], list[int]]  # allocate_groups' paths, priorities, counts
 
@@ -80,14 +81,8 @@ def run(fills: list[Fill], links: sharing.Links, scan_rounds: int, heap_resource
 
 
 def instructions(data: str, scan_rounds: int, heap_resources: int, fill_too: bool) -> int:
-    argv = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null", sys.executable,
-            __file__, "--count", data, str(scan_rounds), str(heap_resources)] + (["--fill"] if fill_too else [])
-    done = subprocess.run(argv, env=dict(os.environ, PYTHONHASHSEED="0"), capture_output=True, text=True,
-                          check=False)
-    found = _REFS.search(done.stderr)
-    if done.returncode != 0 or found is None:
-        raise SystemExit(f"valgrind run failed:\n{done.stderr[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+    return instructions_of([__file__, "--count", data, str(scan_rounds), str(heap_resources)]
+                           + (["--fill"] if fill_too else []))
 
 
 def report(label: str, fills: list[Fill], links: sharing.Links, repeat: int, count: bool) -> bool:

@@ -57,13 +57,20 @@ def run_case(case: str, simulate_too: bool) -> None:
 
 def count(tree: str, case: str, simulate_too: bool) -> int:
     """Instructions of a fresh process running run_case with `tree` first on the import path."""
-    env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()), PYTHONHASHSEED="0")
+    return instructions_of([__file__, "--run", case] + (["--simulate"] if simulate_too else []),
+                           {"PYTHONPATH": str(Path(tree).resolve())}, f"{tree}, {case}")
+
+
+def instructions_of(script_argv: list[str], env: dict[str, str] | None = None, label: str = "") -> int:
+    """Instructions valgrind's cachegrind counts in a fresh `python script_argv...` (PYTHONHASHSEED fixed, so
+    dict and set orders repeat); `env` adds to this process's environment."""
     argv = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-            sys.executable, __file__, "--run", case] + (["--simulate"] if simulate_too else [])
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+            sys.executable, *script_argv]
+    done = subprocess.run(argv, env=dict(os.environ, **(env or {}), PYTHONHASHSEED="0"), capture_output=True,
+                          text=True, check=False)
     found = _REFS.search(done.stderr)
     if done.returncode != 0 or found is None:
-        raise SystemExit(f"valgrind run failed ({tree}, {case}):\n{done.stderr[-2000:]}")
+        raise SystemExit(f"valgrind run failed ({label or ' '.join(script_argv)}):\n{done.stderr[-2000:]}")
     return int(found.group(1).replace(",", ""))
 
 
